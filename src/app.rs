@@ -1,0 +1,255 @@
+//! Wiring: builds the shared state, spawns the workers, serves HTTP on the
+//! listener it is handed, says READY to systemd once all of that is up, and
+//! turns control messages (signals, the reload endpoint) into a config
+//! reload or an ordered shutdown.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::build_info;
+use crate::config::{self, Config};
+use crate::db::{Db, StartRecord};
+use crate::os::notify::Notifier;
+use crate::state::{AppState, Control};
+use crate::tasks::{RestartPolicy, WorkerCtx, WorkerKind, Workers};
+
+/// Applies a new log filter; `main` hands in the tracing reload handle.
+pub type LogFilterReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Everything `run` needs from outside, so tests can inject each part.
+pub struct Daemon {
+    pub config_path: PathBuf,
+    /// Whether a missing config file is an error (true when `--config` was given).
+    pub config_required: bool,
+    pub config: Config,
+    pub notifier: Notifier,
+    /// Ping period for `WATCHDOG=1` (half of `WATCHDOG_USEC`); None disables.
+    pub watchdog: Option<Duration>,
+    pub log_reload: Option<LogFilterReload>,
+}
+
+/// A worker body that the daemon spawns besides its own (tests use this to
+/// add a deliberately hung core worker).
+pub type ExtraWorker = (
+    &'static str,
+    WorkerKind,
+    Box<dyn FnMut(WorkerCtx) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send>,
+);
+
+impl Daemon {
+    /// Runs until `Control::Shutdown` arrives, then shuts down in order:
+    /// STOPPING=1, HTTP stops accepting and drains, workers are cancelled and
+    /// awaited, the pool is closed.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        control_tx: mpsc::Sender<Control>,
+        mut control_rx: mpsc::Receiver<Control>,
+        extra_workers: Vec<ExtraWorker>,
+    ) -> anyhow::Result<()> {
+        let Daemon {
+            config_path,
+            config_required,
+            config,
+            notifier,
+            watchdog,
+            log_reload,
+        } = self;
+        let started_at = Utc::now();
+        let db = Db::new(&config.database)?;
+        let workers = Workers::new(RestartPolicy::from(&config.workers));
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+
+        {
+            let db = db.clone();
+            let cfg = config.database.clone();
+            let record = StartRecord {
+                started_at,
+                version: build_info::VERSION.into(),
+                build_hash: build_info::BUILD_HASH.into(),
+            };
+            workers.spawn("db-connector", WorkerKind::Core, move |ctx| {
+                let (db, cfg, record) = (db.clone(), cfg.clone(), record.clone());
+                async move { db.run_connector(ctx, cfg, record).await }
+            });
+        }
+        for (name, kind, run) in extra_workers {
+            workers.spawn(name, kind, run);
+        }
+        if let (Some(period), true) = (watchdog, notifier.is_enabled()) {
+            let w = workers.clone();
+            let stale_after = config.workers.stale_after;
+            let notifier = Arc::new(notifier.clone());
+            workers.spawn("systemd-watchdog", WorkerKind::Auxiliary, move |ctx| {
+                let (w, notifier) = (w.clone(), notifier.clone());
+                async move {
+                    feed_watchdog(ctx, w, notifier, period, stale_after).await;
+                    Ok(())
+                }
+            });
+        }
+
+        let state = AppState {
+            config: config_rx,
+            db: db.clone(),
+            workers: workers.clone(),
+            started_at,
+            control: control_tx,
+        };
+        let local = listener.local_addr().context("listener address")?;
+        let http_stop = CancellationToken::new();
+        let mut http = tokio::spawn(serve_http(
+            listener,
+            crate::api::router(state),
+            http_stop.clone().cancelled_owned(),
+        ));
+        tracing::info!(address = %local, version = build_info::VERSION_LINE, "listening on http://{local}");
+        notifier.send(&format!("READY=1\nSTATUS=serving on {local}"));
+
+        let mut current = config;
+        loop {
+            tokio::select! {
+                msg = control_rx.recv() => match msg {
+                    Some(Control::Reload(reply)) => {
+                        let outcome = reload(&config_path, config_required, &mut current, &config_tx, log_reload.as_ref());
+                        if let Some(reply) = reply {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                    Some(Control::Shutdown) | None => break,
+                },
+                res = &mut http => {
+                    // The server only returns on its own if accepting failed for good.
+                    let err = match res {
+                        Ok(Ok(())) => anyhow::anyhow!("HTTP server stopped unexpectedly"),
+                        Ok(Err(e)) => e.context("HTTP server failed"),
+                        Err(e) => anyhow::anyhow!("HTTP server task failed: {e}"),
+                    };
+                    notifier.send("STOPPING=1");
+                    workers.shutdown(current.workers.stop_timeout).await;
+                    db.close(Duration::from_secs(2)).await;
+                    return Err(err);
+                }
+            }
+        }
+
+        tracing::info!("shutting down");
+        notifier.send("STOPPING=1\nSTATUS=shutting down");
+        http_stop.cancel();
+        match tokio::time::timeout(current.http.shutdown_grace, &mut http).await {
+            Ok(_) => tracing::info!("http server stopped"),
+            Err(_) => {
+                http.abort();
+                tracing::warn!(grace = ?current.http.shutdown_grace, "http connections cut after the grace period");
+            }
+        }
+        let stuck = workers.shutdown(current.workers.stop_timeout).await;
+        for name in &stuck {
+            tracing::error!(worker = %name, "worker did not stop in time and was aborted");
+        }
+        db.close(Duration::from_secs(2)).await;
+        let names: Vec<String> = workers.statuses().into_iter().map(|s| s.name).collect();
+        tracing::info!(
+            workers = %names.join(","),
+            aborted = stuck.len(),
+            "shutdown complete: every worker stopped"
+        );
+        Ok(())
+    }
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await?;
+    Ok(())
+}
+
+/// Sends `WATCHDOG=1` every `period` while every core worker is alive; a hung
+/// one stops the pings so systemd restarts the daemon.
+async fn feed_watchdog(
+    ctx: WorkerCtx,
+    workers: Workers,
+    notifier: Arc<Notifier>,
+    period: Duration,
+    stale_after: Duration,
+) {
+    let mut withheld = false;
+    loop {
+        ctx.beat();
+        match workers.check_core_alive(stale_after) {
+            Ok(()) => {
+                if withheld {
+                    tracing::info!("core workers alive again; feeding the watchdog");
+                    withheld = false;
+                }
+                notifier.send("WATCHDOG=1");
+            }
+            Err(why) => {
+                if !withheld {
+                    tracing::error!(reason = %why, "withholding the systemd watchdog ping");
+                    withheld = true;
+                }
+            }
+        }
+        if !ctx.sleep(period).await {
+            return;
+        }
+    }
+}
+
+fn reload(
+    path: &std::path::Path,
+    required: bool,
+    current: &mut Config,
+    tx: &watch::Sender<Arc<Config>>,
+    log_reload: Option<&LogFilterReload>,
+) -> Result<Vec<String>, Vec<String>> {
+    match config::load(path, required, std::env::vars()) {
+        Ok(new) => {
+            let changed = config::diff(current, &new);
+            if changed.is_empty() {
+                tracing::info!(path = %path.display(), "config reloaded: nothing changed");
+            }
+            for line in &changed {
+                if config::needs_restart(line) {
+                    tracing::warn!("config changed (takes effect after a restart): {line}");
+                } else {
+                    tracing::info!("config changed: {line}");
+                }
+            }
+            if new.logging.level != current.logging.level {
+                if let Some(apply) = log_reload {
+                    if let Err(e) = apply(&new.logging.level) {
+                        tracing::warn!(error = %e, "could not apply the new log level");
+                    }
+                }
+            }
+            *current = new.clone();
+            tx.send_replace(Arc::new(new));
+            Ok(changed)
+        }
+        Err(errors) => {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            for e in &errors {
+                tracing::error!("config reload refused, keeping the running config: {e}");
+            }
+            Err(errors)
+        }
+    }
+}

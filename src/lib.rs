@@ -1,0 +1,14 @@
+//! arasuld: the control plane of the Arasul edge-AI appliance, as a library so
+//! that tests and benches drive the same code the binary runs.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod build_info;
+pub mod config;
+pub mod db;
+pub mod metrics;
+pub mod os;
+pub mod state;
+pub mod tasks;
+pub mod web;

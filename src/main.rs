@@ -1,0 +1,202 @@
+//! `arasuld`: command line, logging set-up, signals and exit codes. All the
+//! work lives in the library; this file only wires the process to it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use arasuld::app::{Daemon, LogFilterReload};
+use arasuld::build_info::VERSION_LINE;
+use arasuld::config::{self, Config};
+use arasuld::os::notify::{self, Notifier};
+use arasuld::state::Control;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, reload};
+
+#[derive(Parser)]
+#[command(name = "arasuld", version = VERSION_LINE, about = "Control plane of the Arasul edge-AI appliance")]
+struct Cli {
+    /// Config file [default: /etc/arasul/arasuld.yaml]
+    #[arg(long, global = true, env = "ARASUL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Validate the config; print each error with file, line and key.
+    CheckConfig,
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (path, required) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    let loaded = config::load(&path, required, std::env::vars());
+    let config = match (loaded, cli.command.as_ref()) {
+        (Ok(c), Some(Command::CheckConfig)) => {
+            println!("{}: OK", path.display());
+            drop(c);
+            return ExitCode::SUCCESS;
+        }
+        (Ok(c), _) => c,
+        (Err(errors), _) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{}: {} error(s); nothing was started",
+                path.display(),
+                errors.len()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (log_reload, _guard) = match init_logging(&config) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("cannot set up logging: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Migrate) => migrate(&config).await,
+            _ => serve(path, required, config, log_reload).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("arasuld: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    path: PathBuf,
+    required: bool,
+    config: Config,
+    log_reload: LogFilterReload,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    // Handlers are installed before READY=1: a SIGHUP that arrives early must
+    // reload, not kill (its default action).
+    let signals = Signals::install()?;
+    let signals = tokio::spawn(signals.forward(tx.clone()));
+    let daemon = Daemon {
+        config_path: path,
+        config_required: required,
+        config,
+        notifier: Notifier::from_env(),
+        watchdog: notify::watchdog_period_from_env(),
+        log_reload: Some(log_reload),
+    };
+    let result = daemon.run(listener, tx, rx, Vec::new()).await;
+    signals.abort();
+    result
+}
+
+/// SIGTERM and SIGINT shut down; SIGHUP reloads the config.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn forward(mut self, tx: tokio::sync::mpsc::Sender<Control>) {
+        loop {
+            let msg = tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); Control::Shutdown }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); Control::Shutdown }
+                _ = self.hup.recv() => { tracing::info!("SIGHUP received: reloading config"); Control::Reload(None) }
+            };
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = arasuld::db::Db::new(&config.database)?;
+    arasuld::db::migrate(db.pool()).await?;
+    println!(
+        "migrations applied ({} known)",
+        arasuld::db::MIGRATOR.iter().count()
+    );
+    db.close(std::time::Duration::from_secs(2)).await;
+    Ok(())
+}
+
+type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
+
+/// Human-readable lines to stdout (journald adds time and unit), plus JSON
+/// lines to `logging.json_file` when set. `RUST_LOG` overrides the level.
+fn init_logging(config: &Config) -> anyhow::Result<(LogFilterReload, LogGuard)> {
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| config.logging.level.clone());
+    let (filter, handle) = reload::Layer::new(EnvFilter::try_new(&level)?);
+    let stdout = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_target(false);
+    let (json, guard) = match &config.logging.json_file {
+        Some(p) => {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(file);
+            let layer = tracing_subscriber::fmt::layer().json().with_writer(writer);
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stdout)
+        .with(json)
+        .init();
+    let apply: LogFilterReload = Box::new(move |level: &str| {
+        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    });
+    Ok((apply, guard))
+}

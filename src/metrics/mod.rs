@@ -1,0 +1,3 @@
+//! Metrics: pure collectors (`collect`) and the sampler around them.
+
+pub mod collect;

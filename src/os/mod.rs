@@ -1,0 +1,3 @@
+//! Operating-system glue: systemd notify/watchdog (and later mDNS, logind).
+
+pub mod notify;

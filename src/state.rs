@@ -1,0 +1,34 @@
+//! The state every part of the daemon shares: config, database, workers, and
+//! the control channel to the main loop (reload, shutdown).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::tasks::Workers;
+
+/// Requests to the main loop in `app`.
+#[derive(Debug)]
+pub enum Control {
+    Shutdown,
+    /// Re-read the config file; the reply lists the changed keys, or the errors.
+    Reload(Option<oneshot::Sender<Result<Vec<String>, Vec<String>>>>),
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: watch::Receiver<Arc<Config>>,
+    pub db: Db,
+    pub workers: Workers,
+    pub started_at: DateTime<Utc>,
+    pub control: mpsc::Sender<Control>,
+}
+
+impl AppState {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+}

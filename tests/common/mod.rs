@@ -1,0 +1,333 @@
+//! Test harness: the real `arasuld` binary as a child process, a notify
+//! socket to watch what it tells systemd, and private PostgreSQL servers
+//! that a test can start and stop at will. No mocks.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_arasuld")
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns Some, or panics after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A config file in a temp dir with every path inside it.
+pub struct TestConfig {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl TestConfig {
+    pub fn new(database_url: &str, extra: &str) -> TestConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let text = format!(
+            "http:\n  listen: 127.0.0.1:{port}\n  shutdown_grace: 2s\n\
+             database:\n  url: {database_url}\n  retry_max: 1s\n  check_interval: 1s\n  connect_timeout: 2s\n\
+             paths:\n  state_dir: {d}/state\n  log_dir: {d}/log\n  secrets_dir: {d}/secrets\n  keys_dir: {d}/keys\n  services_file: {d}/services.yaml\n  data_path: {d}\n\
+             {extra}"
+        );
+        std::fs::write(dir.path().join("arasuld.yaml"), text).unwrap();
+        TestConfig { dir, port }
+    }
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("arasuld.yaml")
+    }
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// What the daemon sent to `$NOTIFY_SOCKET`.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    sock: UnixDatagram,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    pub fn new() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        NotifySocket {
+            path,
+            sock,
+            _dir: dir,
+        }
+    }
+    /// The next datagram, or None after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        match self.sock.recv(&mut buf) {
+            Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => None,
+        }
+    }
+    /// Reads datagrams until one contains `needle`; returns all seen.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(m) = self.recv(deadline - Instant::now()) {
+                let hit = m.contains(needle);
+                seen.push(m);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        panic!("no {needle:?} on the notify socket within {timeout:?}; saw {seen:?}");
+    }
+}
+
+/// The real binary, with its output collected line by line.
+pub struct Daemon {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, envs: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn arasuld");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    eprintln!("arasuld| {line}");
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Daemon { child, lines }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        wait_until(&format!("log line {needle:?}"), timeout, || {
+            self.log_contains(needle).then_some(())
+        });
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the exit; returns the status and how long it took.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let t0 = Instant::now();
+        let status = wait_until("arasuld to exit", timeout, || {
+            self.child.try_wait().unwrap()
+        });
+        (status, t0.elapsed())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Directory with PostgreSQL's server binaries (initdb, pg_ctl).
+pub fn pg_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ARASUL_TEST_PG_BIN") {
+        return p.into();
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .pop()
+        .filter(|p| p.join("initdb").exists())
+        .expect("PostgreSQL server binaries not found: run scripts/test, which installs them")
+}
+
+/// A private PostgreSQL server in a temp dir that a test starts and stops
+/// (the shared dev cluster must stay up for the other tests).
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    running: bool,
+}
+
+impl PrivatePostgres {
+    /// Creates the data dir; the server is not started yet.
+    pub fn init(port: u16) -> PrivatePostgres {
+        let dir = tempfile::tempdir().unwrap();
+        as_postgres_owner(dir.path());
+        let pg = PrivatePostgres {
+            port,
+            dir,
+            running: false,
+        };
+        pg.run(&[
+            "initdb",
+            "-D",
+            &pg.data(),
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        pg
+    }
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+    pub fn start(&mut self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("pg.log").display().to_string();
+        self.run(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+        self.running = true;
+    }
+    pub fn stop(&mut self) {
+        self.run(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+        self.running = false;
+    }
+    fn run(&self, args: &[&str]) {
+        let exe = pg_bin().join(args[0]);
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        let out = cmd.args(&args[1..]).output().expect("run postgres tool");
+        assert!(
+            out.status.success(),
+            "{} failed: {}{}",
+            args[0],
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.run(&["pg_ctl", "-D", &self.data(), "-m", "immediate", "stop"])
+            }));
+        }
+    }
+}
+
+/// As root, hand the dir to the `postgres` user (initdb refuses to run as root).
+fn as_postgres_owner(dir: &Path) {
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let out = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .unwrap();
+    let uid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("postgres user");
+    let out = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .unwrap();
+    let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).unwrap();
+}
+
+/// GET returning (status, body as JSON or Null).
+pub fn get_json(url: &str) -> Option<(u16, serde_json::Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(serde_json::Value::Null);
+        Some((status, body))
+    })
+}
