@@ -233,12 +233,11 @@ fn reload(
                     tracing::info!("config changed: {line}");
                 }
             }
-            if new.logging.level != current.logging.level {
-                if let Some(apply) = log_reload {
-                    if let Err(e) = apply(&new.logging.level) {
-                        tracing::warn!(error = %e, "could not apply the new log level");
-                    }
-                }
+            if new.logging.level != current.logging.level
+                && let Some(apply) = log_reload
+                && let Err(e) = apply(&new.logging.level)
+            {
+                tracing::warn!(error = %e, "could not apply the new log level");
             }
             *current = new.clone();
             tx.send_replace(Arc::new(new));

@@ -477,13 +477,13 @@ fn validate(c: &Config) -> Vec<(String, String)> {
             );
         }
     }
-    if let Some(p) = &c.logging.json_file {
-        if !p.is_absolute() {
-            bad(
-                "logging.json_file",
-                format!("must be an absolute path, got {}", p.display()),
-            );
-        }
+    if let Some(p) = &c.logging.json_file
+        && !p.is_absolute()
+    {
+        bad(
+            "logging.json_file",
+            format!("must be an absolute path, got {}", p.display()),
+        );
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.logging.level) {
         bad("logging.level", format!("not a valid log filter: {e}"));

@@ -68,10 +68,10 @@ impl Notifier {
 /// The ping period systemd asks for: half of `WATCHDOG_USEC`, if the watchdog
 /// is meant for this process (`WATCHDOG_PID` unset or ours).
 pub fn watchdog_period_from_env() -> Option<Duration> {
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.trim() != std::process::id().to_string() {
-            return None;
-        }
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.trim() != std::process::id().to_string()
+    {
+        return None;
     }
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec / 2))

@@ -1,0 +1,1063 @@
+//! Admin authentication: password hashing, tokens, sessions, lockout and the
+//! secrets they live on. Knows no HTTP (no axum types) and no SQL: what must
+//! be persisted leaves as plain data (`drain_session_writes`, `drain_audit`)
+//! and everything needed to log in works from memory and the secrets dir
+//! while the DB is down.
+
+pub mod lockout;
+pub mod password;
+pub mod secrets;
+pub mod session;
+pub mod token;
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use lockout::{FailureOutcome, LockScope, Locked, LockoutConfig, LockoutTracker};
+pub use password::{
+    DEFAULT_HASH_CONCURRENCY, HashParams, Hasher, PasswordPolicy, PasswordRequirements, PolicyCode,
+    PolicyViolation,
+};
+pub use secrets::{Secret, SecretsDir};
+pub use session::{SessionRecord, SessionStore, SessionWrite};
+pub use token::{Claims, TokenCodec, TokenError};
+
+/// The only account.
+pub const ADMIN_USERNAME: &str = "admin";
+/// Longer passwords are refused without hashing (the policy caps at 128 chars).
+const MAX_PASSWORD_BYTES: usize = 4096;
+/// Length of the generated initial password.
+const INITIAL_PASSWORD_LEN: usize = 24;
+
+/// The two clocks auth needs: wall time for tokens and session rows,
+/// monotonic time for throttling (immune to the clock being set, which
+/// happens on boards without an RTC). Tests build it by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub wall: DateTime<Utc>,
+    pub mono: tokio::time::Instant,
+}
+
+impl Now {
+    pub fn current() -> Self {
+        Self {
+            wall: Utc::now(),
+            mono: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Both clocks moved forward by `d`.
+    pub fn after(self, d: Duration) -> Self {
+        Self {
+            wall: self.wall + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
+            mono: self.mono + d,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub secrets_dir: PathBuf,
+    /// Token and session lifetime.
+    pub token_ttl: Duration,
+    /// Concurrent argon2 runs (19 MiB each with the default parameters).
+    pub hash_concurrency: usize,
+    pub hash_params: HashParams,
+    pub policy: PasswordPolicy,
+    pub lockout: LockoutConfig,
+    pub max_sessions: usize,
+    /// Audit events kept while nobody drains them; the oldest are dropped.
+    pub max_audit_events: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            secrets_dir: PathBuf::from("/etc/arasul/secrets"),
+            token_ttl: Duration::from_secs(24 * 3600),
+            hash_concurrency: DEFAULT_HASH_CONCURRENCY,
+            hash_params: HashParams::default(),
+            policy: PasswordPolicy::default(),
+            lockout: LockoutConfig::default(),
+            max_sessions: session::DEFAULT_MAX_SESSIONS,
+            max_audit_events: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    LoginSuccess,
+    LoginFailure,
+    Logout,
+    LogoutAll,
+    PasswordChange,
+    PasswordChangeFailure,
+    Lockout,
+}
+
+/// One audit record for `audit_log`. Never holds a password or a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AuditEvent {
+    pub kind: AuditKind,
+    #[schema(value_type = Option<String>)]
+    pub ip: Option<IpAddr>,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct LoginOk {
+    pub token: Secret<String>,
+    pub session: SessionRecord,
+    pub expires_at: DateTime<Utc>,
+    pub must_change_password: bool,
+}
+
+/// Why a login failed: for audit and logs only, never for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    UnknownUser,
+    WrongPassword,
+    Locked(Locked),
+}
+
+impl std::fmt::Display for LoginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginFailure::UnknownUser => f.write_str("unknown user"),
+            LoginFailure::WrongPassword => f.write_str("wrong password"),
+            LoginFailure::Locked(l) => write!(
+                f,
+                "locked ({}), retry after {} s",
+                match l.scope {
+                    LockScope::Source => "source",
+                    LockScope::Account => "account cap",
+                    LockScope::InFlight => "attempts in flight",
+                },
+                l.retry_after.as_secs()
+            ),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown user, wrong password and lockout look the same to the client
+    /// (`Display` is the generic message); the HTTP layer may add 429 and
+    /// `Retry-After` when [`LoginError::retry_after`] is set.
+    #[error("invalid username or password")]
+    InvalidCredentials(LoginFailure),
+    #[error("login is temporarily unavailable")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl LoginError {
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LoginError::InvalidCredentials(LoginFailure::Locked(l)) => Some(l.retry_after),
+            _ => None,
+        }
+    }
+
+    pub fn failure(&self) -> Option<LoginFailure> {
+        match self {
+            LoginError::InvalidCredentials(f) => Some(*f),
+            LoginError::Internal(_) => None,
+        }
+    }
+}
+
+/// A token that passed every check, with its (touched) session.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub claims: Claims,
+    pub session: SessionRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangePasswordError {
+    #[error("current password is incorrect")]
+    WrongCurrentPassword,
+    #[error("too many failed attempts, retry later")]
+    Locked(Locked),
+    #[error("the new password does not meet the requirements")]
+    Policy(Vec<PolicyViolation>),
+    #[error("password change failed")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// What a password change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordChanged {
+    pub revoked_sessions: usize,
+    /// The initial-password file, if this change removed it.
+    pub removed_initial_password: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct Credentials {
+    hash: String,
+    /// Newest first, the current hash included.
+    history: Vec<String>,
+    must_change: bool,
+}
+
+#[derive(Debug, Default)]
+struct AuditQueue {
+    events: VecDeque<AuditEvent>,
+    dropped: u64,
+}
+
+/// Everything the HTTP layer needs for admin auth. Share it in an `Arc`.
+pub struct Auth {
+    secrets: SecretsDir,
+    hasher: Hasher,
+    policy: PasswordPolicy,
+    tokens: TokenCodec,
+    max_audit_events: usize,
+    credentials: Mutex<Credentials>,
+    sessions: Mutex<SessionStore>,
+    lockout: Mutex<LockoutTracker>,
+    audit: Mutex<AuditQueue>,
+    /// Serialises password changes end to end (they await argon2 and disk).
+    change_guard: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("secrets", &self.secrets)
+            .field("hasher", &self.hasher)
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// History as used by the policy: the current hash first, no duplicates,
+/// at most `policy.history` entries.
+fn current_first(mut history: Vec<String>, current: &str, policy: &PasswordPolicy) -> Vec<String> {
+    history.retain(|h| h != current);
+    history.insert(0, current.to_owned());
+    history.truncate(policy.history.max(1));
+    history
+}
+
+impl Auth {
+    /// Opens the secrets dir, creating what is missing: `jwt.key`, and on
+    /// first start an initial admin password (plaintext file + hash). Returns
+    /// the path of the initial-password file when this call created it, so
+    /// the caller can tell the operator where to look. Blocking (file I/O,
+    /// possibly one argon2 hash): call it before serving or in
+    /// `spawn_blocking`.
+    pub fn open(cfg: AuthConfig) -> anyhow::Result<(Auth, Option<PathBuf>)> {
+        let secrets = SecretsDir::open(&cfg.secrets_dir)?;
+        let (key, origin) = secrets.load_or_create_jwt_key()?;
+        if origin == secrets::KeyOrigin::Created {
+            tracing::info!(path = %secrets.jwt_key_path().display(), "generated JWT signing key");
+        }
+
+        let mut created = None;
+        let hash = match secrets.read_admin_hash()? {
+            Some(hash) => {
+                password::validate_phc(&hash).with_context(|| {
+                    format!(
+                        "{} is not a usable argon2id PHC string",
+                        secrets.admin_hash_path().display()
+                    )
+                })?;
+                hash
+            }
+            None => {
+                // Plaintext first: a crash before the hash is written just
+                // means a new password next start, never an unknown one.
+                let initial = password::generate_password(INITIAL_PASSWORD_LEN);
+                let path = secrets.write_initial_password(&initial)?;
+                let hash = password::hash_blocking(&cfg.hash_params, initial.expose())?;
+                secrets.write_history(std::slice::from_ref(&hash))?;
+                secrets.write_admin_hash(&hash)?;
+                tracing::warn!(path = %path.display(), "no admin password set; generated an initial one (change it at first login)");
+                created = Some(path);
+                hash
+            }
+        };
+        let history = current_first(secrets.read_history()?, &hash, &cfg.policy);
+        let must_change = secrets.initial_password_exists();
+        let hasher = Hasher::new(cfg.hash_params, cfg.hash_concurrency);
+        hasher.prepare_blocking();
+
+        let auth = Auth {
+            hasher,
+            policy: cfg.policy.clone(),
+            tokens: TokenCodec::new(&key, cfg.token_ttl),
+            max_audit_events: cfg.max_audit_events.max(1),
+            credentials: Mutex::new(Credentials {
+                hash,
+                history,
+                must_change,
+            }),
+            sessions: Mutex::new(SessionStore::new(cfg.max_sessions)),
+            lockout: Mutex::new(LockoutTracker::new(cfg.lockout.clone())),
+            audit: Mutex::new(AuditQueue::default()),
+            change_guard: tokio::sync::Mutex::new(()),
+            secrets,
+        };
+        Ok((auth, created))
+    }
+
+    pub fn secrets(&self) -> &SecretsDir {
+        &self.secrets
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// True while the generated initial password is still the admin password.
+    pub fn must_change_password(&self) -> bool {
+        lock(&self.credentials).must_change
+    }
+
+    pub fn password_requirements(&self) -> PasswordRequirements {
+        self.policy.describe()
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: IpAddr,
+        user_agent: Option<&str>,
+        now: Now,
+    ) -> Result<LoginOk, LoginError> {
+        if let Err(locked) = lock(&self.lockout).begin_attempt(ip, now.mono) {
+            let failure = LoginFailure::Locked(locked);
+            self.audit(AuditKind::LoginFailure, Some(ip), failure.to_string(), now);
+            return Err(LoginError::InvalidCredentials(failure));
+        }
+        let is_admin = username == ADMIN_USERNAME;
+        let ok = if password.len() > MAX_PASSWORD_BYTES {
+            false
+        } else {
+            let stored = is_admin.then(|| lock(&self.credentials).hash.clone());
+            match self
+                .hasher
+                .verify(Secret::new(password.to_owned()), stored)
+                .await
+            {
+                Ok(ok) => ok,
+                Err(e) => {
+                    lock(&self.lockout).end_attempt(ip);
+                    return Err(LoginError::Internal(e));
+                }
+            }
+        };
+
+        if !ok {
+            let outcome = {
+                let mut lockout = lock(&self.lockout);
+                if is_admin {
+                    lockout.record_failure(ip, now.mono)
+                } else {
+                    lockout.record_source_failure(ip, now.mono)
+                }
+            };
+            let failure = if is_admin {
+                LoginFailure::WrongPassword
+            } else {
+                LoginFailure::UnknownUser
+            };
+            self.audit(AuditKind::LoginFailure, Some(ip), failure.to_string(), now);
+            self.audit_lockout(ip, outcome, now);
+            return Err(LoginError::InvalidCredentials(failure));
+        }
+
+        lock(&self.lockout).record_success(ip, now.mono);
+        let (token, claims) = self.tokens.issue(now.wall).map_err(LoginError::Internal)?;
+        let expires_at = claims.expires_at();
+        let record = SessionRecord::new(claims.jti.clone(), ip, user_agent, now.wall, expires_at);
+        lock(&self.sessions).insert(record.clone(), now.wall);
+        let must_change_password = self.must_change_password();
+        self.audit(
+            AuditKind::LoginSuccess,
+            Some(ip),
+            format!("session {}", claims.jti),
+            now,
+        );
+        Ok(LoginOk {
+            token,
+            session: record,
+            expires_at,
+            must_change_password,
+        })
+    }
+
+    /// Checks the token (signature, algorithm, every claim) and then its
+    /// session (known, not revoked, not expired), and records the activity.
+    pub fn verify(&self, token: &str, now: Now) -> Result<Verified, TokenError> {
+        let claims = self.tokens.verify(token, now.wall)?;
+        let mut sessions = lock(&self.sessions);
+        sessions.check(&claims.jti, now.wall)?;
+        let session = sessions
+            .touch(&claims.jti, now.wall)
+            .ok_or(TokenError::Revoked)?;
+        Ok(Verified { claims, session })
+    }
+
+    /// Revokes one session; true if it was live.
+    pub fn logout(&self, jti: &str, ip: Option<IpAddr>, now: Now) -> bool {
+        let revoked = lock(&self.sessions).revoke(jti, now.wall);
+        self.audit(AuditKind::Logout, ip, format!("session {jti}"), now);
+        revoked
+    }
+
+    /// Revokes every session, the caller's included; returns how many were live.
+    pub fn logout_all(&self, ip: Option<IpAddr>, now: Now) -> usize {
+        let n = lock(&self.sessions).revoke_all(now.wall, None);
+        self.audit(
+            AuditKind::LogoutAll,
+            ip,
+            format!("{n} sessions revoked"),
+            now,
+        );
+        n
+    }
+
+    /// Changes the admin password after checking the current one (failures
+    /// count towards the caller's lockout). Applies the policy and history,
+    /// rewrites `admin.hash` and `password-history`, removes the initial
+    /// password file and revokes every session but `keep_session`.
+    pub async fn change_password(
+        &self,
+        current: &str,
+        new: &str,
+        ip: IpAddr,
+        keep_session: Option<&str>,
+        now: Now,
+    ) -> Result<PasswordChanged, ChangePasswordError> {
+        let _guard = self.change_guard.lock().await;
+        if let Err(locked) = lock(&self.lockout).begin_attempt(ip, now.mono) {
+            self.audit(
+                AuditKind::PasswordChangeFailure,
+                Some(ip),
+                LoginFailure::Locked(locked).to_string(),
+                now,
+            );
+            return Err(ChangePasswordError::Locked(locked));
+        }
+        let stored = lock(&self.credentials).hash.clone();
+        let ok = if current.len() > MAX_PASSWORD_BYTES {
+            false
+        } else {
+            match self
+                .hasher
+                .verify(Secret::new(current.to_owned()), Some(stored))
+                .await
+            {
+                Ok(ok) => ok,
+                Err(e) => {
+                    lock(&self.lockout).end_attempt(ip);
+                    return Err(ChangePasswordError::Internal(e));
+                }
+            }
+        };
+        if !ok {
+            let outcome = lock(&self.lockout).record_failure(ip, now.mono);
+            self.audit(
+                AuditKind::PasswordChangeFailure,
+                Some(ip),
+                "wrong current password".to_owned(),
+                now,
+            );
+            self.audit_lockout(ip, outcome, now);
+            return Err(ChangePasswordError::WrongCurrentPassword);
+        }
+        lock(&self.lockout).record_success(ip, now.mono);
+        self.apply_new_password(new, Some(ip), keep_session, now)
+            .await
+    }
+
+    /// Sets the admin password without knowing the current one, for
+    /// `arasuld admin set-password` (root on the box). Same policy and
+    /// history rules; revokes every session.
+    pub async fn set_password(
+        &self,
+        new: &str,
+        now: Now,
+    ) -> Result<PasswordChanged, ChangePasswordError> {
+        let _guard = self.change_guard.lock().await;
+        self.apply_new_password(new, None, None, now).await
+    }
+
+    async fn apply_new_password(
+        &self,
+        new: &str,
+        ip: Option<IpAddr>,
+        keep_session: Option<&str>,
+        now: Now,
+    ) -> Result<PasswordChanged, ChangePasswordError> {
+        let history = lock(&self.credentials).history.clone();
+        let policy = self.policy.clone();
+        let candidate = Secret::new(new.to_owned());
+        let previous = history.clone();
+        let checked = self
+            .hasher
+            .run(move |_| policy.check(candidate.expose(), &previous))
+            .await
+            .map_err(ChangePasswordError::Internal)?;
+        if let Err(violations) = checked {
+            let codes: Vec<String> = violations
+                .iter()
+                .map(|v| {
+                    serde_json::to_value(v.code).map_or_else(|_| "?".into(), |c| c.to_string())
+                })
+                .collect();
+            self.audit(
+                AuditKind::PasswordChangeFailure,
+                ip,
+                format!("policy: {}", codes.join(", ")),
+                now,
+            );
+            return Err(ChangePasswordError::Policy(violations));
+        }
+
+        let new_hash = self
+            .hasher
+            .hash(Secret::new(new.to_owned()))
+            .await
+            .map_err(ChangePasswordError::Internal)?;
+        let mut new_history = vec![new_hash.clone()];
+        new_history.extend(history);
+        new_history.truncate(self.policy.history.max(1));
+
+        let secrets = self.secrets.clone();
+        let (hash_for_disk, history_for_disk) = (new_hash.clone(), new_history.clone());
+        // History first: if we crash before admin.hash is replaced, the old
+        // password still works and the history merely knows one more hash.
+        let removed = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<PathBuf>> {
+            secrets.write_history(&history_for_disk)?;
+            secrets.write_admin_hash(&hash_for_disk)?;
+            secrets.remove_initial_password()
+        })
+        .await
+        .context("password write task failed")
+        .and_then(|r| r)
+        .map_err(ChangePasswordError::Internal)?;
+
+        {
+            let mut creds = lock(&self.credentials);
+            creds.hash = new_hash;
+            creds.history = new_history;
+            creds.must_change = false;
+        }
+        let revoked = lock(&self.sessions).revoke_all(now.wall, keep_session);
+        self.audit(
+            AuditKind::PasswordChange,
+            ip,
+            format!("password changed; {revoked} other sessions revoked"),
+            now,
+        );
+        Ok(PasswordChanged {
+            revoked_sessions: revoked,
+            removed_initial_password: removed,
+        })
+    }
+
+    /// Re-reads `admin.hash`, the history and the initial-password flag,
+    /// e.g. on SIGHUP after `arasuld admin set-password` ran in another
+    /// process. If the hash changed, every session is revoked. Returns
+    /// whether it changed. Blocking file reads (small).
+    pub fn reload_credentials(&self, now: Now) -> anyhow::Result<bool> {
+        let path = self.secrets.admin_hash_path();
+        let hash = self
+            .secrets
+            .read_admin_hash()?
+            .with_context(|| format!("{} is missing", path.display()))?;
+        password::validate_phc(&hash)
+            .with_context(|| format!("{} is not a usable argon2id PHC string", path.display()))?;
+        let history = current_first(self.secrets.read_history()?, &hash, &self.policy);
+        let must_change = self.secrets.initial_password_exists();
+        let changed = {
+            let mut creds = lock(&self.credentials);
+            let changed = creds.hash != hash;
+            *creds = Credentials {
+                hash,
+                history,
+                must_change,
+            };
+            changed
+        };
+        if changed {
+            let n = lock(&self.sessions).revoke_all(now.wall, None);
+            self.audit(
+                AuditKind::PasswordChange,
+                None,
+                format!("admin password changed outside the daemon; {n} sessions revoked"),
+                now,
+            );
+        }
+        Ok(changed)
+    }
+
+    /// Live sessions, newest first.
+    pub fn sessions(&self, now: Now) -> Vec<SessionRecord> {
+        lock(&self.sessions).list(now.wall)
+    }
+
+    /// Seeds sessions from the DB (at start, or when it comes back).
+    pub fn load_sessions(&self, rows: impl IntoIterator<Item = SessionRecord>, now: Now) {
+        lock(&self.sessions).load(rows, now.wall);
+    }
+
+    /// Session changes to persist, in order. Hand back what could not be
+    /// written with [`Auth::restore_session_writes`].
+    pub fn drain_session_writes(&self) -> Vec<SessionWrite> {
+        lock(&self.sessions).drain_pending()
+    }
+
+    pub fn restore_session_writes(&self, writes: Vec<SessionWrite>) {
+        lock(&self.sessions).restore_pending(writes);
+    }
+
+    /// Audit events not yet persisted, oldest first.
+    pub fn drain_audit(&self) -> Vec<AuditEvent> {
+        lock(&self.audit).events.drain(..).collect()
+    }
+
+    /// Audit events dropped because the queue was full (the DB was away too long).
+    pub fn audit_dropped(&self) -> u64 {
+        lock(&self.audit).dropped
+    }
+
+    /// Trusts `ip` for the account-wide lockout as if it had logged in at
+    /// `last_success` (seeded from the DB's successful logins).
+    pub fn seed_known_good(&self, ip: IpAddr, last_success: DateTime<Utc>, now: Now) {
+        let Ok(age) = (now.wall - last_success).to_std() else {
+            return;
+        };
+        if let Some(at) = now.mono.checked_sub(age) {
+            lock(&self.lockout).mark_known_good(ip, at);
+        }
+    }
+
+    /// Periodic housekeeping: expired sessions, idle lockout entries.
+    pub fn prune(&self, now: Now) {
+        lock(&self.sessions).prune(now.wall);
+        lock(&self.lockout).prune(now.mono);
+    }
+
+    fn audit_lockout(&self, ip: IpAddr, outcome: FailureOutcome, now: Now) {
+        if let Some(d) = outcome.source_locked {
+            self.audit(
+                AuditKind::Lockout,
+                Some(ip),
+                format!(
+                    "source locked for {} s after repeated failures",
+                    d.as_secs()
+                ),
+                now,
+            );
+        }
+        if outcome.account_capped {
+            self.audit(
+                AuditKind::Lockout,
+                Some(ip),
+                "account-wide failure cap reached; only known-good or clean sources may try"
+                    .to_owned(),
+                now,
+            );
+        }
+    }
+
+    fn audit(&self, kind: AuditKind, ip: Option<IpAddr>, detail: String, now: Now) {
+        tracing::info!(target: "arasuld::audit", kind = ?kind, ip = ?ip, %detail);
+        let mut q = lock(&self.audit);
+        if q.events.len() >= self.max_audit_events {
+            q.events.pop_front();
+            q.dropped += 1;
+        }
+        q.events.push_back(AuditEvent {
+            kind,
+            ip,
+            detail,
+            at: now.wall,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const FAST: HashParams = HashParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    fn cfg(dir: &std::path::Path, params: HashParams) -> AuthConfig {
+        AuthConfig {
+            secrets_dir: dir.join("secrets"),
+            hash_params: params,
+            ..AuthConfig::default()
+        }
+    }
+
+    fn initial_password(auth: &Auth) -> String {
+        std::fs::read_to_string(auth.secrets().initial_password_path())
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A fresh instance with cheap argon2 and a known password set.
+    async fn fast_auth(dir: &std::path::Path) -> (Auth, String) {
+        let (auth, _) = Auth::open(cfg(dir, FAST)).unwrap();
+        let initial = initial_password(&auth);
+        (auth, initial)
+    }
+
+    #[tokio::test]
+    async fn first_open_creates_secrets_and_second_open_reuses_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = cfg(tmp.path(), HashParams::default());
+        let (auth, created) = Auth::open(config.clone()).unwrap();
+        let s = auth.secrets().clone();
+        assert_eq!(
+            created.as_deref(),
+            Some(s.initial_password_path().as_path())
+        );
+        assert_eq!(mode(s.path()), 0o700);
+        for p in [
+            s.jwt_key_path(),
+            s.admin_hash_path(),
+            s.initial_password_path(),
+            s.history_path(),
+        ] {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        assert!(std::fs::read(s.jwt_key_path()).unwrap().len() >= 32);
+        let hash = s.read_admin_hash().unwrap().unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let initial = initial_password(&auth);
+        assert!(initial.len() >= 20);
+        assert!(auth.must_change_password());
+        let key = std::fs::read(s.jwt_key_path()).unwrap();
+        drop(auth);
+
+        let (again, created) = Auth::open(config).unwrap();
+        assert_eq!(created, None);
+        assert_eq!(again.secrets().read_admin_hash().unwrap().unwrap(), hash);
+        assert_eq!(std::fs::read(s.jwt_key_path()).unwrap(), key);
+        assert_eq!(initial_password(&again), initial);
+        assert!(again.must_change_password());
+
+        // The real-cost hash logs in, and the token carries the session.
+        let now = Now::current();
+        let ok = again
+            .login("admin", &initial, ip("192.168.1.2"), Some("test"), now)
+            .await
+            .unwrap();
+        assert!(ok.must_change_password);
+        assert_eq!(ok.expires_at.timestamp(), now.wall.timestamp() + 24 * 3600);
+        let v = again.verify(ok.token.expose(), now).unwrap();
+        assert_eq!(v.session.jti, ok.session.jti);
+        assert_eq!(v.claims.sub, "admin");
+    }
+
+    #[tokio::test]
+    async fn wrong_password_unknown_user_and_lockout_give_the_same_generic_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (auth, initial) = fast_auth(tmp.path()).await;
+        let now = Now::current();
+        let a = ip("203.0.113.9");
+
+        let wrong = auth.login("admin", "nope", a, None, now).await.unwrap_err();
+        let unknown = auth
+            .login("root", &initial, a, None, now)
+            .await
+            .unwrap_err();
+        assert_eq!(wrong.to_string(), "invalid username or password");
+        assert_eq!(unknown.to_string(), wrong.to_string());
+        assert_eq!(wrong.failure(), Some(LoginFailure::WrongPassword));
+        assert_eq!(unknown.failure(), Some(LoginFailure::UnknownUser));
+        for _ in 0..3 {
+            auth.login("admin", "nope", a, None, now).await.unwrap_err();
+        }
+        // Locked: even the right password is refused, with the same message.
+        let locked = auth
+            .login("admin", &initial, a, None, now)
+            .await
+            .unwrap_err();
+        assert_eq!(locked.to_string(), wrong.to_string());
+        assert_eq!(locked.retry_after(), Some(Duration::from_secs(60)));
+
+        // Another address is unaffected.
+        auth.login("admin", &initial, ip("192.168.1.2"), None, now)
+            .await
+            .unwrap();
+        // The lock expires.
+        auth.login(
+            "admin",
+            &initial,
+            a,
+            None,
+            now.after(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+
+        let audit = auth.drain_audit();
+        let kinds: Vec<AuditKind> = audit.iter().map(|e| e.kind).collect();
+        assert!(kinds.contains(&AuditKind::Lockout));
+        assert_eq!(
+            kinds
+                .iter()
+                .filter(|k| **k == AuditKind::LoginSuccess)
+                .count(),
+            2
+        );
+        let json = serde_json::to_string(&audit).unwrap();
+        assert!(!json.contains(&initial) && !json.contains("nope"));
+    }
+
+    #[tokio::test]
+    async fn account_cap_does_not_lock_out_a_clean_or_known_good_address() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = cfg(tmp.path(), FAST);
+        config.lockout.account_max_failures = 4;
+        let (auth, _) = Auth::open(config).unwrap();
+        let pw = initial_password(&auth);
+        let now = Now::current();
+        let home = ip("192.168.1.10");
+        auth.login("admin", &pw, home, None, now).await.unwrap();
+
+        for i in 0..4 {
+            let attacker = ip(&format!("198.51.100.{i}"));
+            auth.login("admin", "guess", attacker, None, now)
+                .await
+                .unwrap_err();
+        }
+        // A suspect address is refused even with the right password ...
+        let e = auth
+            .login("admin", &pw, ip("198.51.100.1"), None, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            e.failure(),
+            Some(LoginFailure::Locked(Locked {
+                scope: LockScope::Account,
+                ..
+            }))
+        ));
+        // ... the known-good and a clean address are not.
+        auth.login("admin", &pw, home, None, now).await.unwrap();
+        auth.login("admin", &pw, ip("10.1.1.1"), None, now)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn change_password_applies_policy_and_history_and_revokes_other_sessions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (auth, initial) = fast_auth(tmp.path()).await;
+        let now = Now::current();
+        let a = ip("192.168.1.2");
+        let mine = auth.login("admin", &initial, a, None, now).await.unwrap();
+        let other = auth.login("admin", &initial, a, None, now).await.unwrap();
+
+        // Policy violations are listed.
+        match auth
+            .change_password(&initial, "short", a, Some(&mine.session.jti), now)
+            .await
+        {
+            Err(ChangePasswordError::Policy(v)) => {
+                let codes: Vec<PolicyCode> = v.iter().map(|v| v.code).collect();
+                assert!(codes.contains(&PolicyCode::TooShort));
+                assert!(codes.contains(&PolicyCode::MissingUppercase));
+            }
+            r => panic!("{r:?}"),
+        }
+        // The current (initial) password cannot be reused.
+        assert!(matches!(
+            auth.change_password(&initial, &initial, a, None, now).await,
+            Err(ChangePasswordError::Policy(v)) if v[0].code == PolicyCode::RecentlyUsed
+        ));
+        assert!(matches!(
+            auth.change_password("wrong", "New-Password-001", a, None, now)
+                .await,
+            Err(ChangePasswordError::WrongCurrentPassword)
+        ));
+
+        let done = auth
+            .change_password(
+                &initial,
+                "New-Password-001",
+                a,
+                Some(&mine.session.jti),
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.revoked_sessions, 1);
+        assert_eq!(
+            done.removed_initial_password.as_deref(),
+            Some(auth.secrets().initial_password_path().as_path())
+        );
+        assert!(!auth.secrets().initial_password_exists());
+        assert!(!auth.must_change_password());
+        auth.verify(mine.token.expose(), now).unwrap();
+        assert_eq!(
+            auth.verify(other.token.expose(), now).unwrap_err(),
+            TokenError::Revoked
+        );
+        auth.login("admin", &initial, a, None, now)
+            .await
+            .unwrap_err();
+        let ok = auth
+            .login("admin", "New-Password-001", a, None, now)
+            .await
+            .unwrap();
+        assert!(!ok.must_change_password);
+
+        // Four more changes: the last five are refused, the sixth-oldest is not.
+        let pw = |i: u32| format!("New-Password-{i:03}");
+        for i in 2..=5 {
+            auth.change_password(&pw(i - 1), &pw(i), a, None, now)
+                .await
+                .unwrap();
+        }
+        for i in 1..=5 {
+            assert!(
+                matches!(
+                    auth.change_password(&pw(5), &pw(i), a, None, now).await,
+                    Err(ChangePasswordError::Policy(v)) if v[0].code == PolicyCode::RecentlyUsed
+                ),
+                "{i}"
+            );
+        }
+        auth.change_password(&pw(5), &initial, a, None, now)
+            .await
+            .unwrap();
+
+        // Persisted: a reopened instance knows the new password and history.
+        drop(auth);
+        let (again, created) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+        assert_eq!(created, None);
+        assert!(!again.must_change_password());
+        assert_eq!(again.secrets().read_history().unwrap().len(), 5);
+        again.login("admin", &initial, a, None, now).await.unwrap();
+        let json = serde_json::to_string(&again.drain_audit()).unwrap();
+        assert!(!json.contains("New-Password"));
+    }
+
+    #[tokio::test]
+    async fn logout_and_logout_all_revoke_tokens_and_queue_db_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (auth, pw) = fast_auth(tmp.path()).await;
+        let now = Now::current();
+        let a = ip("192.168.1.2");
+        let one = auth
+            .login("admin", &pw, a, Some("ua-1"), now)
+            .await
+            .unwrap();
+        let two = auth
+            .login("admin", &pw, a, Some("ua-2"), now)
+            .await
+            .unwrap();
+        let three = auth.login("admin", &pw, a, None, now).await.unwrap();
+        assert_eq!(auth.sessions(now).len(), 3);
+
+        let later = now.after(Duration::from_secs(5));
+        assert!(auth.logout(&one.session.jti, Some(a), later));
+        assert_eq!(
+            auth.verify(one.token.expose(), later).unwrap_err(),
+            TokenError::Revoked
+        );
+        let v = auth.verify(two.token.expose(), later).unwrap();
+        assert_eq!(v.session.last_activity, later.wall);
+
+        let writes = auth.drain_session_writes();
+        assert_eq!(writes.len(), 3, "{writes:?}");
+        assert_eq!(auth.logout_all(Some(a), later), 2);
+        assert!(auth.verify(three.token.expose(), later).is_err());
+        assert!(matches!(
+            auth.drain_session_writes().as_slice(),
+            [SessionWrite::RevokeAll { except: None, .. }]
+        ));
+        assert!(auth.sessions(later).is_empty());
+
+        // A token whose session this process never saw (restart, DB down).
+        let (fresh, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+        assert_eq!(
+            fresh.verify(two.token.expose(), later).unwrap_err(),
+            TokenError::UnknownSession
+        );
+        // Expired tokens are refused as such.
+        let ok = auth.login("admin", &pw, a, None, now).await.unwrap();
+        assert_eq!(
+            auth.verify(ok.token.expose(), now.after(Duration::from_secs(25 * 3600)))
+                .unwrap_err(),
+            TokenError::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn password_set_by_another_process_is_picked_up_on_reload() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (daemon, initial) = fast_auth(tmp.path()).await;
+        let now = Now::current();
+        let a = ip("192.168.1.2");
+        let s = daemon.login("admin", &initial, a, None, now).await.unwrap();
+
+        // `arasuld admin set-password`: its own instance on the same dir.
+        let (cli, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+        cli.set_password("Reset-By-Root-42", now).await.unwrap();
+
+        assert!(daemon.reload_credentials(now).unwrap());
+        assert!(!daemon.must_change_password());
+        assert_eq!(
+            daemon.verify(s.token.expose(), now).unwrap_err(),
+            TokenError::Revoked
+        );
+        daemon
+            .login("admin", "Reset-By-Root-42", a, None, now)
+            .await
+            .unwrap();
+        assert!(!daemon.reload_credentials(now).unwrap());
+    }
+
+    #[test]
+    fn unusable_admin_hash_is_refused_with_its_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = cfg(tmp.path(), FAST);
+        let s = SecretsDir::open(&config.secrets_dir).unwrap();
+        s.write_admin_hash("plaintext-password").unwrap();
+        let err = format!("{:#}", Auth::open(config).unwrap_err());
+        assert!(err.contains("admin.hash"), "{err}");
+        assert!(!err.contains("plaintext-password"), "{err}");
+    }
+}
