@@ -3,6 +3,7 @@
 # Sourced, not executed.
 
 set -euo pipefail
+shopt -s inherit_errexit
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SUDO=""
@@ -85,4 +86,13 @@ ensure_docker() {
     exit 1
   fi
   log "warning: the Docker engine is not reachable; tests that need it will fail"
+}
+
+# The release binary as shipped: linked against glibc dynamically (libc,
+# libm, libgcc_s only). Not static: a static-pie build died with SIGFPE when
+# it dlopened the real libnvidia-ml on an H200 (the library brings its own
+# libc); the dynamic build read NVML correctly there. Prints its path.
+build_release() {
+  cargo build --release --bin arasuld >&2
+  echo "$CARGO_TARGET_DIR/release/arasuld"
 }

@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::build_info;
 use crate::config::{self, Config};
 use crate::db::{Db, StartRecord};
+use crate::docker::SupervisorHandle;
+use crate::docker::supervisor::SupervisorConfig;
+use crate::metrics::collect::{GpuBackendChoice, Probe, ProbeRoots};
+use crate::metrics::{self, MetricsHub};
 use crate::os::notify::Notifier;
 use crate::state::{AppState, Control};
 use crate::tasks::{RestartPolicy, WorkerCtx, WorkerKind, Workers};
@@ -65,6 +69,7 @@ impl Daemon {
         } = self;
         let started_at = Utc::now();
         let db = Db::new(&config.database)?;
+        let auth = open_auth(&config).await?;
         let workers = Workers::new(RestartPolicy::from(&config.workers));
         let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
 
@@ -79,6 +84,14 @@ impl Daemon {
             workers.spawn("db-connector", WorkerKind::Core, move |ctx| {
                 let (db, cfg, record) = (db.clone(), cfg.clone(), record.clone());
                 async move { db.run_connector(ctx, cfg, record).await }
+            });
+        }
+        let metrics = spawn_metrics(&workers, &config, &db);
+        let services = spawn_supervisor(&workers, &config)?;
+        {
+            let (db, auth) = (db.clone(), auth.clone());
+            workers.spawn("auth-persister", WorkerKind::Auxiliary, move |ctx| {
+                crate::db::auth::run_persister(ctx, db.clone(), auth.clone())
             });
         }
         for (name, kind, run) in extra_workers {
@@ -101,6 +114,9 @@ impl Daemon {
             config: config_rx,
             db: db.clone(),
             workers: workers.clone(),
+            auth: auth.clone(),
+            metrics,
+            services,
             started_at,
             control: control_tx,
         };
@@ -119,6 +135,7 @@ impl Daemon {
             tokio::select! {
                 msg = control_rx.recv() => match msg {
                     Some(Control::Reload(reply)) => {
+                        reload_auth(&auth);
                         let outcome = reload(&config_path, config_required, &mut current, &config_tx, log_reload.as_ref());
                         if let Some(reply) = reply {
                             let _ = reply.send(outcome);
@@ -164,6 +181,109 @@ impl Daemon {
         );
         Ok(())
     }
+}
+
+/// The probe (GPU backend chosen once, here), the hub, and the sampler,
+/// writer, retention and reachability workers.
+fn spawn_metrics(workers: &Workers, config: &Config, db: &Db) -> MetricsHub {
+    let m = &config.metrics;
+    let choice = match m.gpu_backend.as_str() {
+        "nvml" => GpuBackendChoice::Nvml,
+        "tegra" => GpuBackendChoice::Tegra,
+        "none" => GpuBackendChoice::None,
+        _ => GpuBackendChoice::Auto,
+    };
+    let p = &config.paths;
+    let probe = Probe::new(
+        ProbeRoots {
+            proc_root: p.proc_root.clone(),
+            sys_root: p.sys_root.clone(),
+            etc_root: p.etc_root.clone(),
+            data_path: p.data_path.clone(),
+        },
+        choice,
+    );
+    let hub = MetricsHub::new(m, probe.platform(), probe.gpu_backend());
+    let probe = Arc::new(std::sync::Mutex::new(probe));
+    let (h, interval) = (hub.clone(), m.interval);
+    workers.spawn("metrics-sampler", WorkerKind::Core, move |ctx| {
+        metrics::run_sampler(ctx, h.clone(), probe.clone(), interval)
+    });
+    let (h, d, every) = (hub.clone(), db.clone(), m.persist_every);
+    workers.spawn("metrics-writer", WorkerKind::Auxiliary, move |ctx| {
+        metrics::run_writer(ctx, h.clone(), d.clone(), every)
+    });
+    let (d, retention) = (db.clone(), m.retention);
+    workers.spawn("metrics-retention", WorkerKind::Auxiliary, move |ctx| {
+        metrics::run_retention(ctx, d.clone(), retention)
+    });
+    let (h, inet, hook) = (
+        hub.clone(),
+        m.internet_check.clone(),
+        m.webhook_check.clone(),
+    );
+    workers.spawn("reachability", WorkerKind::Auxiliary, move |ctx| {
+        metrics::reach::run(ctx, h.clone(), inet.clone(), hook.clone())
+    });
+    hub
+}
+
+/// Opens the secrets dir (creating the JWT key and, on first start, the
+/// initial admin password) and says where the initial password is, never
+/// what it is.
+async fn open_auth(config: &Config) -> anyhow::Result<Arc<crate::auth::Auth>> {
+    let cfg = crate::auth::AuthConfig {
+        secrets_dir: config.paths.secrets_dir.clone(),
+        ..Default::default()
+    };
+    let (auth, created) = tokio::task::spawn_blocking(move || crate::auth::Auth::open(cfg))
+        .await
+        .context("auth set-up task failed")?
+        .context("cannot open the secrets dir (paths.secrets_dir)")?;
+    // On first start `Auth::open` has already said where it wrote it.
+    if created.is_none() && auth.must_change_password() {
+        tracing::warn!(
+            path = %auth.secrets().initial_password_path().display(),
+            "the initial admin password is in use: read it from this root-only file, log in and change it"
+        );
+    }
+    Ok(Arc::new(auth))
+}
+
+/// `arasuld admin set-password` writes the secrets from another process;
+/// a reload (SIGHUP) picks the new hash up and revokes the old sessions.
+fn reload_auth(auth: &crate::auth::Auth) {
+    match auth.reload_credentials(crate::auth::Now::current()) {
+        Ok(true) => tracing::info!("admin password changed on disk: every session revoked"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "admin credentials not reloaded"),
+    }
+}
+
+/// The supervisor worker (core): the only holder of a Docker client. Its
+/// command queue and state outlive restarts of the worker.
+/// An invalid catalog does not keep the daemon down (the dashboard must stay
+/// reachable to say what is wrong): it runs no services and logs each error.
+fn spawn_supervisor(workers: &Workers, config: &Config) -> anyhow::Result<SupervisorHandle> {
+    let catalog = crate::docker::load_catalog(&config.paths.services_file).unwrap_or_else(|errs| {
+        for e in &errs {
+            tracing::error!("service catalog: {e}");
+        }
+        tracing::error!(
+            "the service catalog is invalid: no services are supervised until it is fixed"
+        );
+        crate::docker::Catalog::default()
+    });
+    let sup_cfg = SupervisorConfig {
+        socket: config.docker.socket.clone(),
+        state_dir: config.paths.state_dir.clone(),
+        stop_timeout: config.docker.stop_timeout,
+        nvidia_runtime: config
+            .docker
+            .nvidia_runtime
+            .unwrap_or_else(|| config.paths.etc_root.join("nv_tegra_release").exists()),
+    };
+    Ok(crate::docker::spawn(workers, sup_cfg, catalog))
 }
 
 async fn serve_http(

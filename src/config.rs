@@ -51,6 +51,30 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub workers: WorkersConfig,
     pub metrics: MetricsConfig,
+    pub docker: DockerConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The Docker engine's API socket.
+    pub socket: String,
+    /// How long a container gets to stop before Docker kills it.
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
+    /// GPU services use `runtime: nvidia` (Jetson) instead of a device
+    /// request. Unset: decided by whether `<etc_root>/nv_tegra_release` exists.
+    pub nvidia_runtime: Option<bool>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket: "/var/run/docker.sock".into(),
+            stop_timeout: Duration::from_secs(10),
+            nvidia_runtime: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,9 +234,15 @@ pub struct MetricsConfig {
     /// Period of the WebSocket live stream.
     #[serde(with = "humantime_serde")]
     pub stream_interval: Duration,
+    /// A live-stream client that has not answered a ping for this long is
+    /// dropped, so a stuck client never holds resources.
+    #[serde(with = "humantime_serde")]
+    pub stream_client_timeout: Duration,
     /// `auto`, `nvml`, `tegra` or `none`.
     pub gpu_backend: String,
-    /// host:port probed (TCP connect) to tell whether the internet is reachable.
+    /// host:port probed (TCP connect, 2 s) to tell whether the internet is
+    /// reachable. Empty disables the probe (reported as unknown); the shipped
+    /// /etc config sets one.
     pub internet_check: String,
     /// URL probed to tell whether n8n's webhooks answer.
     pub webhook_check: String,
@@ -226,8 +256,9 @@ impl Default for MetricsConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             ring: Duration::from_secs(24 * 3600),
             stream_interval: Duration::from_secs(5),
+            stream_client_timeout: Duration::from_secs(30),
             gpu_backend: "auto".into(),
-            internet_check: "1.1.1.1:443".into(),
+            internet_check: String::new(),
             webhook_check: "http://127.0.0.1:5678/healthz".into(),
         }
     }
@@ -428,6 +459,10 @@ fn validate(c: &Config) -> Vec<(String, String)> {
         ("metrics.retention", c.metrics.retention),
         ("metrics.ring", c.metrics.ring),
         ("metrics.stream_interval", c.metrics.stream_interval),
+        (
+            "metrics.stream_client_timeout",
+            c.metrics.stream_client_timeout,
+        ),
     ] {
         if d.is_zero() {
             bad(key, "must be greater than zero".into());
@@ -442,13 +477,18 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     if c.metrics.interval < Duration::from_millis(100) {
         bad("metrics.interval", "must be at least 100ms".into());
     }
+    if c.metrics.ring < c.metrics.interval {
+        bad("metrics.ring", "must be at least one interval".into());
+    }
     if !["auto", "nvml", "tegra", "none"].contains(&c.metrics.gpu_backend.as_str()) {
         bad(
             "metrics.gpu_backend",
             "must be one of auto, nvml, tegra, none".into(),
         );
     }
-    if let Err(msg) = check_host_port(&c.metrics.internet_check) {
+    if !c.metrics.internet_check.is_empty()
+        && let Err(msg) = check_host_port(&c.metrics.internet_check)
+    {
         bad("metrics.internet_check", msg);
     }
     if !(c.metrics.webhook_check.starts_with("http://")

@@ -32,9 +32,22 @@ enum Command {
     CheckConfig,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Administration of the appliance's admin account.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set the admin password: read from the terminal without echo, or the
+    /// first line of stdin; the policy applies. Reload the daemon afterwards.
+    SetPassword,
 }
 
 fn main() -> ExitCode {
+    arasuld::auth::password::release_large_allocations();
     let cli = Cli::parse();
     let (path, required) = match &cli.config {
         Some(p) => (p.clone(), true),
@@ -44,8 +57,28 @@ fn main() -> ExitCode {
     let config = match (loaded, cli.command.as_ref()) {
         (Ok(c), Some(Command::CheckConfig)) => {
             println!("{}: OK", path.display());
-            drop(c);
-            return ExitCode::SUCCESS;
+            let services = &c.paths.services_file;
+            if !services.exists() {
+                eprintln!("{}: not found (no services will run)", services.display());
+                return ExitCode::from(2);
+            }
+            return match arasuld::docker::load_catalog(services) {
+                Ok(cat) => {
+                    println!(
+                        "{}: OK ({} services)",
+                        services.display(),
+                        cat.services.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    eprintln!("{}: {} error(s)", services.display(), errors.len());
+                    ExitCode::from(2)
+                }
+            };
         }
         (Ok(c), _) => c,
         (Err(errors), _) => {
@@ -80,6 +113,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Migrate) => migrate(&config).await,
+            Some(Command::Admin {
+                command: AdminCommand::SetPassword,
+            }) => arasuld::cli_admin::set_password(&config.paths.secrets_dir)
+                .await
+                .map_err(anyhow::Error::from),
             _ => serve(path, required, config, log_reload).await,
         }
     });

@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::metrics::MetricsHub;
 use crate::tasks::Workers;
 
 /// Requests to the main loop in `app`.
@@ -23,6 +24,10 @@ pub struct AppState {
     pub config: watch::Receiver<Arc<Config>>,
     pub db: Db,
     pub workers: Workers,
+    /// Admin authentication (sessions, lockout, tokens); see `crate::auth`.
+    pub auth: Arc<crate::auth::Auth>,
+    pub metrics: MetricsHub,
+    pub services: crate::docker::SupervisorHandle,
     pub started_at: DateTime<Utc>,
     pub control: mpsc::Sender<Control>,
 }

@@ -137,6 +137,22 @@ impl WorkerCtx {
             _ = tokio::time::sleep(d) => true,
         }
     }
+
+    /// Like [`sleep`](Self::sleep), beating at least once a second, for
+    /// core workers whose period is longer than `stale_after`.
+    pub async fn sleep_beating(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            self.beat();
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            if !self.sleep(left.min(Duration::from_secs(1))).await {
+                return false;
+            }
+        }
+    }
 }
 
 /// The set of all workers of one daemon.

@@ -9,6 +9,28 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use tower::ServiceExt;
 
+/// One auth instance (cheap argon2) for every test in this file.
+fn test_auth() -> Arc<arasuld::auth::Auth> {
+    static AUTH: std::sync::OnceLock<(tempfile::TempDir, Arc<arasuld::auth::Auth>)> =
+        std::sync::OnceLock::new();
+    AUTH.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = arasuld::auth::AuthConfig {
+            secrets_dir: dir.path().join("secrets"),
+            hash_params: arasuld::auth::HashParams {
+                m_kib: 64,
+                t: 1,
+                p: 1,
+            },
+            ..Default::default()
+        };
+        let (auth, _) = arasuld::auth::Auth::open(cfg).unwrap();
+        (dir, Arc::new(auth))
+    })
+    .1
+    .clone()
+}
+
 fn state() -> AppState {
     let mut config = Config::default();
     config.database.url = arasuld::config::Secret::new("postgres://nobody@127.0.0.1:1/x".into());
@@ -18,6 +40,9 @@ fn state() -> AppState {
         config: rx,
         db: arasuld::db::Db::new(&config.database).unwrap(),
         workers: arasuld::tasks::Workers::new((&config.workers).into()),
+        auth: test_auth(),
+        metrics: arasuld::metrics::MetricsHub::new(&config.metrics, Default::default(), "none"),
+        services: arasuld::docker::SupervisorHandle::detached(),
         started_at: chrono::Utc::now(),
         control,
     }

@@ -92,13 +92,15 @@ fn starts_with_the_database_down_and_migrates_once_it_appears() {
         &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
     );
     notify.wait_for("READY=1", Duration::from_secs(30));
+    // Login works with the database down (the pool report is admin-only).
+    let token = admin_token(&cfg);
 
     // Serving, and honest that the database is down.
     let pool = wait_until(
         "a failed connection attempt",
         Duration::from_secs(20),
         || {
-            let (status, p) = get_json(&cfg.url("/api/database/pool"))?;
+            let (status, p) = get_json_auth(&cfg.url("/api/database/pool"), &token)?;
             assert_eq!(status, 200);
             p["last_error"].is_string().then_some(p)
         },
@@ -108,7 +110,7 @@ fn starts_with_the_database_down_and_migrates_once_it_appears() {
 
     pg.start();
     let pool = wait_until("database up and migrated", Duration::from_secs(60), || {
-        let (_, p) = get_json(&cfg.url("/api/database/pool"))?;
+        let (_, p) = get_json_auth(&cfg.url("/api/database/pool"), &token)?;
         (p["up"] == true && p["migrated"] == true).then_some(p)
     });
     assert_eq!(pool["last_error"], serde_json::Value::Null);
@@ -209,12 +211,46 @@ fn check_config_prints_file_line_and_key_and_fails() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 
-    std::fs::write(&path, "http:\n  listen: 127.0.0.1:8080\n").unwrap();
+    // A valid file, but the service catalog it names is broken.
+    let services = dir.path().join("services.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "http:\n  listen: 127.0.0.1:8080\npaths:\n  services_file: {}\n",
+            services.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &services,
+        "services:\n  - name: llm\n    image: x\n    depends_on: [db]\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(bin())
         .args(["--config", path.to_str().unwrap(), "check-config"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:4: services[0].depends_on: service \"llm\": depends on unknown service \"db\"",
+            services.display()
+        )),
+        "{stderr}"
+    );
+
+    std::fs::write(&services, "services:\n  - name: llm\n    image: x\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["--config", path.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -278,4 +314,21 @@ fn a_hung_core_worker_stops_the_watchdog_pings() {
         .unwrap();
     notify.wait_for("STOPPING=1", Duration::from_secs(10));
     rt.block_on(run).unwrap().unwrap();
+}
+
+#[test]
+fn the_shipped_config_and_catalog_pass_check_config() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/arasuld.yaml");
+    let services = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/services.yaml");
+    let out = std::process::Command::new(bin())
+        .args(["--config", path, "check-config"])
+        .env("ARASUL_PATHS__SERVICES_FILE", services)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

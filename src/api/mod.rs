@@ -2,7 +2,12 @@
 //! tests drive it with `oneshot` and the daemon serves it on a listener it is
 //! handed. The only module (with `web`) that knows axum.
 
+pub mod auth;
 pub mod error;
+pub mod guard;
+pub mod limits;
+pub mod metrics;
+pub mod services;
 pub mod system;
 
 use std::sync::Arc;
@@ -32,21 +37,58 @@ struct ApiDoc;
 
 /// The OpenAPI document of every route `router` serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    build().1
+    let mut doc = build().1;
+    guard::document_security(&mut doc);
+    doc
 }
 
 fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
-        .routes(routes!(system::workers))
-        .routes(routes!(system::database_pool))
-        .routes(routes!(system::reload_config))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::password_requirements))
+        // Admin: every route in this group needs a login (api::guard).
+        .merge(guard::admin(
+            OpenApiRouter::new()
+                .routes(routes!(system::workers))
+                .routes(routes!(system::database_pool))
+                .routes(routes!(system::reload_config))
+                .routes(routes!(auth::logout_all))
+                .routes(routes!(auth::sessions))
+                .routes(routes!(auth::verify))
+                .routes(routes!(services::one))
+                .routes(routes!(services::start))
+                .routes(routes!(services::stop))
+                .routes(routes!(services::restart))
+                .routes(routes!(services::logs)),
+        ))
+        // Admin, but usable while the initial password is still in use.
+        .merge(guard::admin_initial_ok(
+            OpenApiRouter::new()
+                .routes(routes!(auth::me))
+                .routes(routes!(auth::logout))
+                .routes(routes!(auth::change_password)),
+        ))
+        // Status: public unless http.require_auth_for_status is set.
+        .merge(guard::status(
+            OpenApiRouter::new()
+                .routes(routes!(metrics::live))
+                .routes(routes!(metrics::history))
+                .routes(routes!(metrics::live_stream))
+                .routes(routes!(metrics::prometheus))
+                .routes(routes!(metrics::system_status))
+                .routes(routes!(metrics::system_info))
+                .routes(routes!(metrics::system_network))
+                .routes(routes!(services::list)),
+        ))
         .split_for_parts()
 }
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().http.body_limit_bytes;
+    let rate_limits = Arc::new(limits::RateLimits::default());
     let (api, mut doc) = build();
+    guard::document_security(&mut doc);
     doc.info.version = crate::build_info::VERSION.to_string();
     let doc = Arc::new(doc);
     api.route(
@@ -66,6 +108,11 @@ pub fn router(state: AppState) -> Router {
     })
     .layer(DefaultBodyLimit::max(body_limit))
     .layer(TraceLayer::new_for_http())
+    .layer(axum::Extension(state.clone()))
+    .layer(axum::middleware::from_fn(move |req, next| {
+        limits::rate_limit(rate_limits.clone(), req, next)
+    }))
+    .layer(axum::middleware::from_fn(limits::security_headers))
     .with_state(state)
 }
 

@@ -638,6 +638,19 @@ impl Auth {
         lock(&self.audit).events.drain(..).collect()
     }
 
+    /// Puts back events the DB could not take, ahead of newer ones (still
+    /// bounded: the oldest are dropped beyond `max_audit_events`).
+    pub fn restore_audit(&self, events: Vec<AuditEvent>) {
+        let mut q = lock(&self.audit);
+        let newer: Vec<AuditEvent> = q.events.drain(..).collect();
+        q.events.extend(events);
+        q.events.extend(newer);
+        while q.events.len() > self.max_audit_events {
+            q.events.pop_front();
+            q.dropped += 1;
+        }
+    }
+
     /// Audit events dropped because the queue was full (the DB was away too long).
     pub fn audit_dropped(&self) -> u64 {
         lock(&self.audit).dropped

@@ -17,6 +17,9 @@ use tokio::sync::watch;
 use crate::config::DatabaseConfig;
 use crate::tasks::WorkerCtx;
 
+pub mod auth;
+pub mod metrics;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// What the rest of the daemon knows about the database right now.
@@ -164,14 +167,8 @@ impl Db {
                     d
                 }
             };
-            // Sleep in short steps so the heartbeat stays fresh.
-            let until = tokio::time::Instant::now() + wait;
-            while tokio::time::Instant::now() < until {
-                let step = (until - tokio::time::Instant::now()).min(Duration::from_secs(1));
-                if !ctx.sleep(step).await {
-                    return Ok(());
-                }
-                ctx.beat();
+            if !ctx.sleep_beating(wait).await {
+                return Ok(());
             }
         }
     }

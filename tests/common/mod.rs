@@ -331,3 +331,59 @@ pub fn get_json(url: &str) -> Option<(u16, serde_json::Value)> {
         Some((status, body))
     })
 }
+
+/// The admin password `admin_token` sets (meets the policy).
+pub const TEST_ADMIN_PASSWORD: &str = "Test-Admin-Passw0rd!";
+
+/// Logs in with the initial password the daemon generated in the config's
+/// secrets dir, changes it to [`TEST_ADMIN_PASSWORD`] (admin routes answer
+/// 403 until then) and returns a Bearer token.
+pub fn admin_token(cfg: &TestConfig) -> String {
+    let initial = std::fs::read_to_string(cfg.dir.path().join("secrets/initial-admin-password"))
+        .expect("initial admin password file");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let r = c
+            .post(cfg.url("/api/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": initial.trim()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login with the initial password");
+        let v: serde_json::Value = r.json().await.unwrap();
+        let token = v["token"].as_str().unwrap().to_owned();
+        let r = c
+            .post(cfg.url("/api/auth/change-password"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"current_password": initial.trim(), "new_password": TEST_ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "change the initial password");
+        token
+    })
+}
+
+/// GET with a Bearer token, returning (status, body as JSON or Null).
+pub fn get_json_auth(url: &str, token: &str) -> Option<(u16, serde_json::Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(serde_json::Value::Null);
+        Some((status, body))
+    })
+}

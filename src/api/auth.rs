@@ -1,0 +1,359 @@
+//! `/api/auth/*`: login (token + dashboard cookies), logout, password change,
+//! the caller's session, and `verify` for a forward-auth proxy. The rules
+//! live in `crate::auth`; this file only maps them to HTTP.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiJson, ErrorBody};
+use super::guard::{
+    AUTH_USER_HEADER, AdminSession, CSRF_COOKIE, SESSION_COOKIE, client_ip, csrf_token_for,
+};
+use crate::auth::{
+    ADMIN_USERNAME, ChangePasswordError, LoginError, Now, PasswordRequirements, SessionRecord,
+};
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginRequest {
+    #[schema(example = "admin", max_length = 256)]
+    pub username: String,
+    #[schema(max_length = 4096)]
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// HS256 JWT for `Authorization: Bearer` (the dashboard uses the cookie instead).
+    pub token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    pub expires_at: DateTime<Utc>,
+    /// Echo this in `X-CSRF-Token` on state-changing requests made with the cookie.
+    pub csrf_token: String,
+    /// True while the generated initial password is in use: every admin
+    /// endpoint but `me`, `logout` and `change-password` answers 403 until it is changed.
+    pub must_change_password: bool,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Whether the request reached us over TLS. arasuld itself serves plain
+/// HTTP (the URI of a request it accepted never has the https scheme), so
+/// the cookies go without `Secure`; `X-Forwarded-Proto` is not trusted.
+fn is_tls(uri: &axum::http::Uri) -> bool {
+    uri.scheme_str() == Some("https")
+}
+
+fn cookie_header(
+    name: &str,
+    value: &str,
+    max_age: i64,
+    http_only: bool,
+    secure: bool,
+) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path=/; Max-Age={max_age}; SameSite=Strict");
+    if http_only {
+        c.push_str("; HttpOnly");
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).expect("cookie values are ASCII")
+}
+
+fn clear_cookies(resp: &mut Response) {
+    for (name, http_only) in [(SESSION_COOKIE, true), (CSRF_COOKIE, false)] {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            cookie_header(name, "", 0, http_only, false),
+        );
+    }
+}
+
+fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Logs in the admin. Unknown user, wrong password and a locked source all
+/// get the same message; a locked source gets 429 with `Retry-After`.
+/// Sets `arasul_session` (HttpOnly, SameSite=Strict, Path=/; Secure under TLS)
+/// and `arasul_csrf` (readable, for the double submit).
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; the cookies are set too", body = LoginResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts` (lockout) or `rate_limited`; see Retry-After", body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn login(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let ip = client_ip(req.extensions());
+    let tls = is_tls(req.uri());
+    let ua = user_agent(req.headers()).map(str::to_owned);
+    let ApiJson(body) =
+        <ApiJson<LoginRequest> as axum::extract::FromRequest<AppState>>::from_request(req, &state)
+            .await?;
+    let now = Now::current();
+    let ok = state
+        .auth
+        .login(&body.username, &body.password, ip, ua.as_deref(), now)
+        .await
+        .map_err(|e| login_error(&e))?;
+    let token = ok.token.expose().clone();
+    let csrf = csrf_token_for(&token);
+    let max_age = (ok.expires_at.timestamp() - now.wall.timestamp()).max(0);
+    let mut resp = Json(LoginResponse {
+        token: token.clone(),
+        token_type: "Bearer",
+        expires_at: ok.expires_at,
+        csrf_token: csrf.clone(),
+        must_change_password: ok.must_change_password,
+        timestamp: Utc::now(),
+    })
+    .into_response();
+    let h = resp.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        cookie_header(SESSION_COOKIE, &token, max_age, true, tls),
+    );
+    h.append(
+        header::SET_COOKIE,
+        cookie_header(CSRF_COOKIE, &csrf, max_age, false, tls),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+fn login_error(e: &LoginError) -> ApiError {
+    match e {
+        LoginError::InvalidCredentials(_) => match e.retry_after() {
+            Some(wait) => {
+                let mut err = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    e.to_string(),
+                );
+                err.retry_after_secs = Some(wait.as_secs().max(1));
+                err
+            }
+            None => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                e.to_string(),
+            ),
+        },
+        LoginError::Internal(cause) => {
+            tracing::error!(error = %format!("{cause:#}"), "login failed internally");
+            ApiError::unavailable("auth_unavailable", e.to_string())
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LogoutResponse {
+    /// How many live sessions this call revoked.
+    pub revoked: usize,
+    pub timestamp: DateTime<Utc>,
+}
+
+fn logged_out(revoked: usize) -> Response {
+    let mut resp = Json(LogoutResponse {
+        revoked,
+        timestamp: Utc::now(),
+    })
+    .into_response();
+    clear_cookies(&mut resp);
+    resp
+}
+
+/// Revokes the caller's session and clears the cookies.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    responses((status = 200, body = LogoutResponse)))]
+pub async fn logout(State(state): State<AppState>, session: AdminSession) -> Response {
+    let jti = &session.verified.session.jti;
+    let n = state.auth.logout(jti, Some(session.ip), Now::current());
+    logged_out(usize::from(n))
+}
+
+/// Revokes every session, the caller's included.
+#[utoipa::path(post, path = "/api/auth/logout-all", tag = "auth",
+    responses((status = 200, body = LogoutResponse)))]
+pub async fn logout_all(State(state): State<AppState>, session: AdminSession) -> Response {
+    let n = state.auth.logout_all(Some(session.ip), Now::current());
+    logged_out(n)
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChangePasswordRequest {
+    #[schema(max_length = 4096)]
+    pub current_password: String,
+    #[schema(max_length = 4096)]
+    pub new_password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangePasswordResponse {
+    /// Other sessions revoked by the change (the caller's stays valid).
+    pub revoked_sessions: usize,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Changes the admin password (needs the current one). Every other session
+/// is revoked; the caller's stays valid. Ends the initial-password state.
+#[utoipa::path(post, path = "/api/auth/change-password", tag = "auth",
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 200, body = ChangePasswordResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, description = "`password_policy` (each broken rule in the message) or `invalid_body`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`; see Retry-After", body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    session: AdminSession,
+    ApiJson(body): ApiJson<ChangePasswordRequest>,
+) -> Result<Json<ChangePasswordResponse>, ApiError> {
+    let jti = session.verified.session.jti.clone();
+    match state
+        .auth
+        .change_password(
+            &body.current_password,
+            &body.new_password,
+            session.ip,
+            Some(&jti),
+            Now::current(),
+        )
+        .await
+    {
+        Ok(done) => Ok(Json(ChangePasswordResponse {
+            revoked_sessions: done.revoked_sessions,
+            timestamp: Utc::now(),
+        })),
+        Err(ChangePasswordError::WrongCurrentPassword) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_current_password",
+            "the current password is incorrect",
+        )),
+        Err(ChangePasswordError::Locked(l)) => {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many failed attempts, retry later",
+            );
+            e.retry_after_secs = Some(l.retry_after.as_secs().max(1));
+            Err(e)
+        }
+        Err(ChangePasswordError::Policy(v)) => Err(ApiError::unprocessable(
+            "password_policy",
+            v.iter()
+                .map(|v| v.message.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )),
+        Err(ChangePasswordError::Internal(cause)) => {
+            tracing::error!(error = %format!("{cause:#}"), "password change failed");
+            Err(ApiError::unavailable(
+                "auth_unavailable",
+                "password change failed; see the daemon log",
+            ))
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    #[schema(example = "admin")]
+    pub username: &'static str,
+    pub must_change_password: bool,
+    /// How the caller authenticated: `bearer` or `cookie`.
+    #[schema(example = "bearer")]
+    pub auth_method: &'static str,
+    pub session: SessionRecord,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The caller: user, session, and whether the password must be changed.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth",
+    responses((status = 200, body = Me)))]
+pub async fn me(State(state): State<AppState>, session: AdminSession) -> Json<Me> {
+    Json(Me {
+        username: ADMIN_USERNAME,
+        must_change_password: state.auth.must_change_password(),
+        auth_method: if session.via_cookie {
+            "cookie"
+        } else {
+            "bearer"
+        },
+        session: session.verified.session,
+        timestamp: Utc::now(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionRecord>,
+    /// The caller's session id.
+    pub current: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Live sessions, newest first.
+#[utoipa::path(get, path = "/api/auth/sessions", tag = "auth",
+    responses((status = 200, body = SessionList)))]
+pub async fn sessions(State(state): State<AppState>, session: AdminSession) -> Json<SessionList> {
+    Json(SessionList {
+        sessions: state.auth.sessions(Now::current()),
+        current: session.verified.session.jti,
+        timestamp: Utc::now(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Requirements {
+    #[serde(flatten)]
+    pub requirements: PasswordRequirements,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The password policy, as data and as sentences (public: the login and
+/// change-password forms show it).
+#[utoipa::path(get, path = "/api/auth/password-requirements", tag = "auth",
+    responses((status = 200, body = Requirements)))]
+pub async fn password_requirements(State(state): State<AppState>) -> Json<Requirements> {
+    Json(Requirements {
+        requirements: state.auth.password_requirements(),
+        timestamp: Utc::now(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VerifyResponse {
+    #[schema(example = "admin")]
+    pub user: &'static str,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// For a forward-auth proxy: 200 with `X-Auth-User` when the token or cookie
+/// is valid, 401 otherwise.
+#[utoipa::path(get, path = "/api/auth/verify", tag = "auth",
+    responses((status = 200, body = VerifyResponse,
+        headers(("X-Auth-User" = String, description = "The authenticated user")))))]
+pub async fn verify(_session: AdminSession) -> Response {
+    let mut resp = Json(VerifyResponse {
+        user: ADMIN_USERNAME,
+        timestamp: Utc::now(),
+    })
+    .into_response();
+    resp.headers_mut()
+        .insert(AUTH_USER_HEADER, HeaderValue::from_static(ADMIN_USERNAME));
+    resp
+}

@@ -1,0 +1,374 @@
+//! Who may call what. Routes come in groups, and each group is wrapped here,
+//! which both installs the check and documents it in the OpenAPI document:
+//!
+//! - [`admin`]: Bearer token or session cookie (+ CSRF header on state-changing
+//!   cookie requests); 403 `password_change_required` while the generated
+//!   initial password is in use.
+//! - [`admin_initial_ok`]: the same, but usable with the initial password
+//!   (`me`, `logout`, `change-password`).
+//! - [`status`]: public unless `http.require_auth_for_status` is true (read
+//!   per request, so a reload applies at once).
+//!
+//! Anything not put in a group is public. The guards read the `AppState`
+//! from a request extension that `api::router` installs, so the groups can be
+//! built without state (as `api::openapi` does).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder, path::Operation,
+    security::SecurityRequirement,
+};
+use utoipa_axum::router::OpenApiRouter;
+
+use super::error::ApiError;
+use crate::auth::{Now, Verified};
+use crate::state::AppState;
+
+/// HttpOnly cookie carrying the token for the dashboard.
+pub const SESSION_COOKIE: &str = "arasul_session";
+/// Readable cookie carrying the CSRF token (double submit).
+pub const CSRF_COOKIE: &str = "arasul_csrf";
+/// Header the dashboard echoes the CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Header `GET /api/auth/verify` sets for a forward-auth proxy.
+pub const AUTH_USER_HEADER: &str = "x-auth-user";
+/// Names of the security schemes in the OpenAPI document.
+pub const BEARER_SCHEME: &str = "bearer";
+pub const COOKIE_SCHEME: &str = "session_cookie";
+
+/// The caller's verified session, put in the request extensions by the guard.
+#[derive(Debug, Clone)]
+pub struct AdminSession {
+    pub verified: Verified,
+    /// True when the token came from the cookie (not `Authorization`).
+    pub via_cookie: bool,
+    pub ip: IpAddr,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<AdminSession>()
+            .cloned()
+            .ok_or_else(unauthorized)
+    }
+}
+
+/// The peer address as the listener saw it. `X-Forwarded-For` is never
+/// trusted. Without `ConnectInfo` (in-process tests) it is 0.0.0.0.
+pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The CSRF token bound to a session token: unguessable without the token
+/// (HttpOnly, so page scripts of another origin never see it), stateless.
+pub fn csrf_token_for(token: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"arasuld-csrf-v1\0");
+    ctx.update(token.as_bytes());
+    hex::encode(&ctx.finish().as_ref()[..24])
+}
+
+pub fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid admin token is required (Authorization: Bearer, or the session cookie)",
+    )
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// Bearer first (an API client), then the cookie (the dashboard).
+fn token_from(headers: &HeaderMap) -> Option<(&str, bool)> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| (token.trim(), false));
+    }
+    cookie(headers, SESSION_COOKIE).map(|t| (t, true))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Checks the token, the CSRF header and (unless `initial_ok`) that the
+/// initial password has been changed; on success the session is added to
+/// the request extensions.
+fn authenticate(state: &AppState, req: &mut Request, initial_ok: bool) -> Result<(), ApiError> {
+    let (token, via_cookie) = token_from(req.headers()).ok_or_else(unauthorized)?;
+    let verified = state.auth.verify(token, Now::current()).map_err(|e| {
+        tracing::debug!(reason = %e, "admin token refused");
+        unauthorized()
+    })?;
+    if via_cookie && !is_safe(req.method()) {
+        let expected = csrf_token_for(token);
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default();
+        if !constant_time_eq(sent, expected.as_bytes()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf_failed",
+                "state-changing requests with the session cookie need the X-CSRF-Token header",
+            ));
+        }
+    }
+    if !initial_ok && state.auth.must_change_password() {
+        return Err(password_change_required());
+    }
+    let ip = client_ip(req.extensions());
+    req.extensions_mut().insert(AdminSession {
+        verified,
+        via_cookie,
+        ip,
+    });
+    Ok(())
+}
+
+pub fn password_change_required() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "password_change_required",
+        "the initial admin password is still in use: change it first (POST /api/auth/change-password)",
+    )
+}
+
+async fn guard(
+    mut req: Request,
+    next: Next,
+    initial_ok: bool,
+    only_if_configured: bool,
+) -> Response {
+    let Some(state) = req.extensions().get::<AppState>().cloned() else {
+        return ApiError::internal("AppState extension missing: api::router installs it")
+            .into_response();
+    };
+    if only_if_configured && !state.config().http.require_auth_for_status {
+        return next.run(req).await;
+    }
+    match authenticate(&state, &mut req, initial_ok) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            let unauth = e.status == StatusCode::UNAUTHORIZED;
+            let mut resp = e.into_response();
+            if unauth {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"arasuld\""),
+                );
+            }
+            resp
+        }
+    }
+}
+
+async fn require_admin(req: Request, next: Next) -> Response {
+    guard(req, next, false, false).await
+}
+
+async fn require_admin_initial_ok(req: Request, next: Next) -> Response {
+    guard(req, next, true, false).await
+}
+
+async fn require_admin_if_configured(req: Request, next: Next) -> Response {
+    guard(req, next, false, true).await
+}
+
+/// Admin routes: every route in `group` needs a valid admin session and a
+/// changed initial password. Documented as such.
+pub fn admin(group: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    let mut group = group.route_layer(middleware::from_fn(require_admin));
+    document(
+        group.get_openapi_mut(),
+        Protection::Admin { initial_ok: false },
+    );
+    group
+}
+
+/// Admin routes that stay usable while the initial password is in use.
+pub fn admin_initial_ok(group: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    let mut group = group.route_layer(middleware::from_fn(require_admin_initial_ok));
+    document(
+        group.get_openapi_mut(),
+        Protection::Admin { initial_ok: true },
+    );
+    group
+}
+
+/// Status routes: public, unless `http.require_auth_for_status` is set.
+pub fn status(group: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    let mut group = group.route_layer(middleware::from_fn(require_admin_if_configured));
+    document(group.get_openapi_mut(), Protection::Status);
+    group
+}
+
+enum Protection {
+    Admin { initial_ok: bool },
+    Status,
+}
+
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+fn document(doc: &mut OpenApi, protection: Protection) {
+    let mut required = vec![
+        SecurityRequirement::new(BEARER_SCHEME, Vec::<String>::new()),
+        SecurityRequirement::new(COOKIE_SCHEME, Vec::<String>::new()),
+    ];
+    if matches!(protection, Protection::Status) {
+        // Optional: public unless the config switch is on.
+        required.insert(0, SecurityRequirement::default());
+    }
+    for item in doc.paths.paths.values_mut() {
+        for op in operations(item) {
+            op.security = Some(required.clone());
+            let r = &mut op.responses.responses;
+            r.entry("401".into()).or_insert_with(|| {
+                error_response(
+                    "No valid admin token (missing, expired, revoked, wrong signature or claims)",
+                )
+            });
+            let forbidden = match protection {
+                Protection::Admin { initial_ok: false } => Some(
+                    "`password_change_required` while the initial password is in use, or `csrf_failed`",
+                ),
+                Protection::Admin { initial_ok: true } => {
+                    Some("`csrf_failed`: a cookie request without the X-CSRF-Token header")
+                }
+                Protection::Status => Some(
+                    "`password_change_required` (only when `http.require_auth_for_status` is on)",
+                ),
+            };
+            if let Some(d) = forbidden {
+                r.entry("403".into()).or_insert_with(|| error_response(d));
+            }
+        }
+    }
+}
+
+/// Adds the security schemes and the responses every route may give
+/// (429 from the rate limiter) to the finished document.
+pub fn document_security(doc: &mut OpenApi) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER_SCHEME,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "HS256 JWT from POST /api/auth/login (24 h). For API clients.",
+                ))
+                .build(),
+        ),
+    );
+    let mut cookie = ApiKeyValue::new(SESSION_COOKIE);
+    cookie.description = Some(
+        "HttpOnly, SameSite=Strict session cookie set by POST /api/auth/login (Secure when \
+         served over TLS; arasuld itself serves plain HTTP). State-changing requests that \
+         authenticate with it must echo the `arasul_csrf` cookie (also returned as \
+         `csrf_token` by login) in the X-CSRF-Token header."
+            .into(),
+    );
+    components.add_security_scheme(
+        COOKIE_SCHEME,
+        SecurityScheme::ApiKey(ApiKey::Cookie(cookie)),
+    );
+    for item in doc.paths.paths.values_mut() {
+        for op in operations(item) {
+            op.responses
+                .responses
+                .entry("429".into())
+                .or_insert_with(|| {
+                    error_response("Rate limit or login lockout; see the Retry-After header")
+                });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_wins_over_cookie_and_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; arasul_session=tok.en.x; arasul_csrf=c"),
+        );
+        assert_eq!(token_from(&h), Some(("tok.en.x", true)));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(token_from(&h), Some(("abc", false)));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(token_from(&h), None);
+    }
+
+    #[test]
+    fn csrf_token_depends_on_the_session_token() {
+        assert_ne!(csrf_token_for("a"), csrf_token_for("b"));
+        assert_eq!(csrf_token_for("a"), csrf_token_for("a"));
+        assert_eq!(csrf_token_for("a").len(), 48);
+    }
+}

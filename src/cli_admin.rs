@@ -1,0 +1,99 @@
+//! `arasuld admin set-password`: root on the box sets the admin password
+//! without knowing the current one. Reads it from the terminal without echo
+//! (twice, to catch typos), or the first line of stdin when that is not a
+//! terminal (`echo "$PW" | arasuld admin set-password`). The same policy as
+//! the API applies. The running daemon picks the new hash up on reload
+//! (`systemctl reload arasuld`, i.e. SIGHUP), which revokes every session.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::auth::{Auth, AuthConfig, ChangePasswordError, Now};
+
+/// Why `set-password` failed; `main` prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum SetPasswordError {
+    #[error("the password does not meet the requirements:\n{}", .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
+    Policy(Vec<String>),
+    #[error("the two entries differ; nothing was changed")]
+    Mismatch,
+    #[error("no password given on stdin")]
+    Empty,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Reads the new password (terminal or stdin) and sets it in `secrets_dir`.
+pub async fn set_password(secrets_dir: &Path) -> Result<(), SetPasswordError> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = read_hidden("New admin password: ").context("reading from the terminal")?;
+        let second = read_hidden("Repeat it: ").context("reading from the terminal")?;
+        if first != second {
+            return Err(SetPasswordError::Mismatch);
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        return Err(SetPasswordError::Empty);
+    }
+    set_password_to(secrets_dir, &password).await?;
+    println!(
+        "admin password set in {}; all sessions are revoked when the daemon reloads (systemctl reload arasuld)",
+        secrets_dir.display()
+    );
+    Ok(())
+}
+
+/// Applies the policy and writes the hash and history.
+pub async fn set_password_to(secrets_dir: &Path, password: &str) -> Result<(), SetPasswordError> {
+    let cfg = AuthConfig {
+        secrets_dir: secrets_dir.to_owned(),
+        ..AuthConfig::default()
+    };
+    let (auth, _) = tokio::task::spawn_blocking(move || Auth::open(cfg))
+        .await
+        .context("opening the secrets dir")??;
+    match auth.set_password(password, Now::current()).await {
+        Ok(_) => Ok(()),
+        Err(ChangePasswordError::Policy(v)) => Err(SetPasswordError::Policy(
+            v.into_iter().map(|v| v.message).collect(),
+        )),
+        Err(e) => Err(SetPasswordError::Other(anyhow::anyhow!("{e:#}"))),
+    }
+}
+
+/// Prompts on stderr and reads a line from the terminal with echo off; the
+/// terminal settings are restored even on error.
+fn read_hidden(prompt: &str) -> std::io::Result<String> {
+    use std::os::fd::AsRawFd;
+    let stdin = std::io::stdin();
+    let fd = stdin.as_raw_fd();
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    // SAFETY: plain termios calls on a valid fd with a zeroed struct that
+    // tcgetattr fills in.
+    let mut old: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(fd, &mut old) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut quiet = old;
+    quiet.c_lflag &= !libc::ECHO;
+    quiet.c_lflag |= libc::ECHONL;
+    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

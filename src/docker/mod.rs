@@ -1,0 +1,201 @@
+//! Container supervision: the catalog, and the supervisor worker that is the
+//! only holder of a Docker (bollard) client. Everything else talks to it
+//! through [`SupervisorHandle`]: commands over an mpsc channel with a oneshot
+//! reply, state through a watch channel. No bollard type leaves this module.
+
+pub mod catalog;
+pub mod supervisor;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use catalog::{Catalog, Role, ServiceSpec};
+
+/// Labels on every container arasuld owns.
+pub const LABEL_MANAGED: &str = "io.arasul.managed";
+pub const LABEL_SERVICE: &str = "io.arasul.service";
+pub const LABEL_SPEC_HASH: &str = "io.arasul.spec-hash";
+pub const LABEL_PROJECT: &str = "io.arasul.project";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    Starting,
+    Healthy,
+    Unhealthy,
+    Restarting,
+    Stopped,
+    Failed,
+    ImageMissing,
+    Unknown,
+}
+
+/// What the API and the healing loop see of one service.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub role: Role,
+    pub critical: bool,
+    pub state: ServiceState,
+    /// Stopped through the API or config: nothing restarts it.
+    pub stopped_on_purpose: bool,
+    pub image: String,
+    pub image_id: Option<String>,
+    pub container_id: Option<String>,
+    /// The container's address on the service network (what health probes
+    /// and the AI passthrough talk to).
+    pub address: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// Restarts arasuld made (or saw Docker make) since it started.
+    pub restart_count: u32,
+    pub last_exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// Consecutive failed health probes.
+    pub health_failures: u32,
+    pub last_error: Option<String>,
+    /// When `state` last changed.
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("no service named {0:?}")]
+    UnknownService(String),
+    #[error("the Docker engine is not reachable: {0}")]
+    DockerUnavailable(String),
+    #[error("image {0} is not present on this box")]
+    ImageMissing(String),
+    #[error("docker: {0}")]
+    Docker(String),
+    #[error("the supervisor is not running")]
+    Gone,
+}
+
+pub type LogLines = BoxStream<'static, Result<String, String>>;
+
+pub enum Command {
+    Start(String, oneshot::Sender<Result<(), SupervisorError>>),
+    Stop(String, oneshot::Sender<Result<(), SupervisorError>>),
+    Restart(String, oneshot::Sender<Result<(), SupervisorError>>),
+    Logs {
+        name: String,
+        tail: usize,
+        follow: bool,
+        reply: oneshot::Sender<Result<LogLines, SupervisorError>>,
+    },
+}
+
+/// The cloneable way to reach the supervisor.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    tx: mpsc::Sender<Command>,
+    state: watch::Receiver<Arc<Vec<ServiceStatus>>>,
+}
+
+impl SupervisorHandle {
+    pub fn new(tx: mpsc::Sender<Command>, state: watch::Receiver<Arc<Vec<ServiceStatus>>>) -> Self {
+        SupervisorHandle { tx, state }
+    }
+
+    /// A handle with no supervisor behind it: no services, every command
+    /// answers `Gone`. For tests of other parts.
+    pub fn detached() -> Self {
+        let (tx, _) = mpsc::channel(1);
+        let (_, state) = watch::channel(Arc::new(Vec::new()));
+        SupervisorHandle { tx, state }
+    }
+
+    pub fn services(&self) -> Arc<Vec<ServiceStatus>> {
+        self.state.borrow().clone()
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceStatus> {
+        self.services().iter().find(|s| s.name == name).cloned()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Vec<ServiceStatus>>> {
+        self.state.clone()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SupervisorError>>) -> Command,
+    ) -> Result<T, SupervisorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| SupervisorError::Gone)?;
+        rx.await.map_err(|_| SupervisorError::Gone)?
+    }
+
+    pub async fn start(&self, name: &str) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::Start(name.into(), r)).await
+    }
+    pub async fn stop(&self, name: &str) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::Stop(name.into(), r)).await
+    }
+    pub async fn restart(&self, name: &str) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::Restart(name.into(), r)).await
+    }
+    pub async fn logs(
+        &self,
+        name: &str,
+        tail: usize,
+        follow: bool,
+    ) -> Result<LogLines, SupervisorError> {
+        self.ask(|reply| Command::Logs {
+            name: name.into(),
+            tail,
+            follow,
+            reply,
+        })
+        .await
+    }
+}
+
+/// Spawns the supervisor as a core worker. Its command queue and state
+/// outlive restarts of the worker, so the handle stays valid.
+pub fn spawn(
+    workers: &crate::tasks::Workers,
+    cfg: supervisor::SupervisorConfig,
+    catalog: Catalog,
+) -> SupervisorHandle {
+    let (cmd_tx, cmd_rx) = mpsc::channel(32);
+    let (state_tx, state_rx) = watch::channel(Arc::new(Vec::new()));
+    let cmd_rx = Arc::new(tokio::sync::Mutex::new(cmd_rx));
+    let state_tx = Arc::new(state_tx);
+    workers.spawn("supervisor", crate::tasks::WorkerKind::Core, move |ctx| {
+        let (cfg, catalog, cmd_rx, state_tx) = (
+            cfg.clone(),
+            catalog.clone(),
+            cmd_rx.clone(),
+            state_tx.clone(),
+        );
+        async move {
+            let mut rx = cmd_rx.lock().await;
+            supervisor::Supervisor::new(cfg, &catalog, state_tx)
+                .run(ctx, &mut rx)
+                .await
+        }
+    });
+    SupervisorHandle::new(cmd_tx, state_rx)
+}
+
+/// Reads and validates the catalog file; a missing file is an empty catalog.
+pub fn load_catalog(path: &std::path::Path) -> Result<Catalog, Vec<crate::config::ConfigError>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => catalog::parse(&path.display().to_string(), &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog::default()),
+        Err(e) => Err(vec![crate::config::ConfigError {
+            source: path.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }]),
+    }
+}

@@ -1,0 +1,995 @@
+//! The supervisor worker: connects to Docker (negotiating the API version),
+//! creates `arasul-net`, adopts or (re)creates each service's container,
+//! starts them in dependency order once what they depend on is healthy,
+//! follows the events stream so a death is seen at once, and probes health on
+//! each service's interval. Docker unreachable → every service `unknown`,
+//! one critical log line, reconnect with backoff.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, EndpointSettings, EventMessage, HostConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, RestartContainerOptions, StopContainerOptions,
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::catalog::{Catalog, HealthSpec, ServiceSpec, parse_bytes, start_order};
+use super::{
+    Command, LABEL_MANAGED, LABEL_PROJECT, LABEL_SERVICE, LABEL_SPEC_HASH, ServiceState,
+    ServiceStatus, SupervisorError,
+};
+use crate::tasks::WorkerCtx;
+
+/// What the supervisor needs from the config.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    pub socket: String,
+    pub state_dir: PathBuf,
+    /// Seconds Docker waits for a container to stop before killing it.
+    pub stop_timeout: Duration,
+    /// Use `runtime: nvidia` (Jetson) instead of a device request for GPUs.
+    pub nvidia_runtime: bool,
+}
+
+/// Per-service bookkeeping the status does not show.
+struct Runtime {
+    spec: ServiceSpec,
+    hash: String,
+    status: ServiceStatus,
+    next_probe: Instant,
+    /// Until then a failing probe means `starting`, not `unhealthy`.
+    start_deadline: Instant,
+    ever_healthy: bool,
+    probing: bool,
+}
+
+pub struct Supervisor {
+    cfg: SupervisorConfig,
+    project: String,
+    network: String,
+    order: Vec<String>,
+    services: HashMap<String, Runtime>,
+    stopped: HashSet<String>,
+    /// Services waiting for their dependencies before the first start.
+    pending_start: Vec<String>,
+    state_tx: Arc<watch::Sender<Arc<Vec<ServiceStatus>>>>,
+    docker_down_logged: bool,
+}
+
+type ProbeResult = (String, Result<(), String>);
+
+impl Supervisor {
+    pub fn new(
+        cfg: SupervisorConfig,
+        catalog: &Catalog,
+        state_tx: Arc<watch::Sender<Arc<Vec<ServiceStatus>>>>,
+    ) -> Supervisor {
+        let order: Vec<String> = start_order(catalog)
+            .map(|o| o.into_iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_else(|_| catalog.services.iter().map(|s| s.name.clone()).collect());
+        let stopped = load_stopped(&cfg.state_dir);
+        let now = Instant::now();
+        let services = catalog
+            .services
+            .iter()
+            .map(|s| {
+                let rt = Runtime {
+                    hash: s.spec_hash(&catalog.network),
+                    status: ServiceStatus {
+                        name: s.name.clone(),
+                        role: s.role,
+                        critical: s.critical,
+                        state: ServiceState::Unknown,
+                        stopped_on_purpose: stopped.contains(&s.name),
+                        image: s.image.clone(),
+                        image_id: None,
+                        container_id: None,
+                        address: None,
+                        started_at: None,
+                        restart_count: 0,
+                        last_exit_code: None,
+                        oom_killed: false,
+                        health_failures: 0,
+                        last_error: None,
+                        since: Utc::now(),
+                    },
+                    spec: s.clone(),
+                    next_probe: now,
+                    start_deadline: now,
+                    ever_healthy: false,
+                    probing: false,
+                };
+                (s.name.clone(), rt)
+            })
+            .collect();
+        let sup = Supervisor {
+            cfg,
+            project: catalog.project.clone(),
+            network: catalog.network.clone(),
+            order,
+            services,
+            stopped,
+            pending_start: Vec::new(),
+            state_tx,
+            docker_down_logged: false,
+        };
+        sup.publish();
+        sup
+    }
+
+    fn publish(&self) {
+        let list: Vec<ServiceStatus> = self
+            .order
+            .iter()
+            .filter_map(|n| self.services.get(n))
+            .map(|r| r.status.clone())
+            .collect();
+        self.state_tx.send_replace(Arc::new(list));
+    }
+
+    fn set_state(&mut self, name: &str, state: ServiceState) {
+        if let Some(rt) = self.services.get_mut(name)
+            && rt.status.state != state
+        {
+            tracing::info!(service = name, from = ?rt.status.state, to = ?state, "service state");
+            rt.status.state = state;
+            rt.status.since = Utc::now();
+        }
+    }
+
+    /// The worker body: connect, reconcile, then follow events, probes and
+    /// commands until Docker goes away (reconnect) or shutdown.
+    pub async fn run(
+        mut self,
+        ctx: WorkerCtx,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            ctx.beat();
+            let docker = match connect(&self.cfg.socket).await {
+                Ok(d) => d,
+                Err(e) => {
+                    self.docker_unreachable(&e);
+                    let until = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    // Keep answering commands (with an error) while waiting.
+                    loop {
+                        ctx.beat();
+                        tokio::select! {
+                            _ = ctx.cancel.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep_until(until.min(Instant::now() + Duration::from_secs(1))) => {
+                                if Instant::now() >= until { break; }
+                            }
+                            Some(cmd) = commands.recv() => reject(cmd, &e),
+                        }
+                    }
+                    continue;
+                }
+            };
+            backoff = Duration::from_secs(1);
+            if self.docker_down_logged {
+                tracing::info!("Docker engine reachable again");
+                self.docker_down_logged = false;
+            }
+            match self.connected(&ctx, &docker, commands).await {
+                Ok(()) => return Ok(()), // shutdown
+                Err(e) => self.docker_unreachable(&format!("{e:#}")),
+            }
+        }
+    }
+
+    fn docker_unreachable(&mut self, why: &str) {
+        if !self.docker_down_logged {
+            tracing::error!(critical = true, error = %why, "Docker engine unreachable: every service is unknown");
+            self.docker_down_logged = true;
+        }
+        let names: Vec<String> = self.order.clone();
+        for n in &names {
+            self.set_state(n, ServiceState::Unknown);
+        }
+        self.publish();
+    }
+
+    async fn connected(
+        &mut self,
+        ctx: &WorkerCtx,
+        docker: &Docker,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> anyhow::Result<()> {
+        // Subscribe before reconciling so no event in between is missed.
+        let mut events = docker.events(Some(EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "label".to_string(),
+                    vec![format!("{LABEL_PROJECT}={}", self.project)],
+                ),
+            ])),
+            ..Default::default()
+        }));
+        self.ensure_network(docker).await?;
+        self.reconcile(docker).await?;
+        let mut probes: JoinSet<ProbeResult> = JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut reconcile_tick = tokio::time::interval(Duration::from_secs(30));
+        reconcile_tick.tick().await;
+        loop {
+            ctx.beat();
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => {
+                    probes.abort_all();
+                    return Ok(());
+                }
+                ev = events.next() => match ev {
+                    Some(Ok(ev)) => self.on_event(docker, ev).await,
+                    Some(Err(e)) => anyhow::bail!("events stream failed: {e}"),
+                    None => anyhow::bail!("events stream ended"),
+                },
+                Some(cmd) = commands.recv() => self.on_command(docker, cmd).await,
+                _ = tick.tick() => {
+                    self.start_ready(docker).await;
+                    self.schedule_probes(docker, &mut probes).await;
+                }
+                _ = reconcile_tick.tick() => {
+                    // Catches what events cannot: an image loaded later, a
+                    // container removed by hand.
+                    docker.ping().await?;
+                    self.reconcile(docker).await?;
+                }
+                Some(done) = probes.join_next() => {
+                    if let Ok((name, result)) = done {
+                        self.on_probe(&name, result);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn ensure_network(&self, docker: &Docker) -> anyhow::Result<()> {
+        if docker.inspect_network(&self.network, None).await.is_ok() {
+            return Ok(());
+        }
+        docker
+            .create_network(NetworkCreateRequest {
+                name: self.network.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(HashMap::from([(
+                    LABEL_MANAGED.to_string(),
+                    "true".to_string(),
+                )])),
+                ..Default::default()
+            })
+            .await?;
+        tracing::info!(network = %self.network, "created network");
+        Ok(())
+    }
+
+    /// Brings Docker in line with the catalog: adopt matching containers,
+    /// recreate changed ones, queue missing ones for an ordered start.
+    async fn reconcile(&mut self, docker: &Docker) -> anyhow::Result<()> {
+        let existing = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([(
+                    "label".to_string(),
+                    vec![format!("{LABEL_PROJECT}={}", self.project)],
+                )])),
+                ..Default::default()
+            }))
+            .await?;
+        let mut by_service: HashMap<String, (String, String, bool)> = HashMap::new();
+        for c in existing {
+            let labels = c.labels.unwrap_or_default();
+            let (Some(svc), Some(id)) = (labels.get(LABEL_SERVICE), c.id) else {
+                continue;
+            };
+            let hash = labels.get(LABEL_SPEC_HASH).cloned().unwrap_or_default();
+            let running = c.state.map(|s| s.to_string() == "running").unwrap_or(false);
+            by_service.insert(svc.clone(), (id, hash, running));
+        }
+        for name in self.order.clone() {
+            let (hash, image, current) = {
+                let rt = &self.services[&name];
+                (rt.hash.clone(), rt.spec.image.clone(), rt.status.state)
+            };
+            let on_purpose = self.stopped.contains(&name);
+            match by_service.remove(&name) {
+                Some((id, h, running)) if h == hash => {
+                    self.adopt(docker, &name, &id).await;
+                    if running {
+                        if current == ServiceState::Unknown {
+                            tracing::info!(service = %name, container = %id, "adopted running container");
+                        }
+                    } else if on_purpose {
+                        self.set_state(&name, ServiceState::Stopped);
+                    } else if !self.pending_start.contains(&name)
+                        && matches!(current, ServiceState::Unknown | ServiceState::ImageMissing)
+                    {
+                        self.pending_start.push(name.clone());
+                    }
+                }
+                Some((id, _, _)) => {
+                    tracing::info!(service = %name, "spec changed: recreating the container");
+                    remove(docker, &id).await?;
+                    self.clear_container(&name);
+                    if on_purpose {
+                        self.set_state(&name, ServiceState::Stopped);
+                    } else if !self.pending_start.contains(&name) {
+                        self.pending_start.push(name.clone());
+                    }
+                }
+                None => {
+                    self.clear_container(&name);
+                    if on_purpose {
+                        self.set_state(&name, ServiceState::Stopped);
+                    } else if docker.inspect_image(&image).await.is_err() {
+                        if current != ServiceState::ImageMissing {
+                            tracing::warn!(service = %name, image = %image, "image missing; not starting");
+                        }
+                        self.set_state(&name, ServiceState::ImageMissing);
+                    } else if !self.pending_start.contains(&name)
+                        && !matches!(current, ServiceState::Starting | ServiceState::Restarting)
+                    {
+                        self.pending_start.push(name.clone());
+                    }
+                }
+            }
+        }
+        // Managed containers of services no longer in the catalog.
+        for (svc, (id, _, _)) in by_service {
+            tracing::info!(service = %svc, "removing container of a service no longer in the catalog");
+            remove(docker, &id).await?;
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn clear_container(&mut self, name: &str) {
+        if let Some(rt) = self.services.get_mut(name) {
+            rt.status.container_id = None;
+            rt.status.address = None;
+        }
+    }
+
+    /// Records what inspect says about the service's container.
+    async fn adopt(&mut self, docker: &Docker, name: &str, id: &str) {
+        let Ok(info) = docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        else {
+            return;
+        };
+        let network = self.network.clone();
+        let Some(rt) = self.services.get_mut(name) else {
+            return;
+        };
+        rt.status.container_id = Some(id.to_string());
+        rt.status.image_id = info.image.clone();
+        rt.status.address = info
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|n| n.get(&network))
+            .and_then(|e| e.ip_address.clone())
+            .filter(|ip| !ip.is_empty());
+        if let Some(st) = info.state {
+            rt.status.last_exit_code = st.exit_code.filter(|_| st.running != Some(true));
+            rt.status.oom_killed = st.oom_killed.unwrap_or(false);
+            rt.status.started_at = st
+                .started_at
+                .as_deref()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|d| d.with_timezone(&Utc));
+            if st.running == Some(true)
+                && matches!(
+                    rt.status.state,
+                    ServiceState::Unknown | ServiceState::Stopped | ServiceState::Unhealthy
+                )
+                && !rt.ever_healthy
+            {
+                rt.status.state = ServiceState::Starting;
+                rt.status.since = Utc::now();
+                rt.start_deadline = Instant::now() + start_budget(rt.spec.health.as_ref());
+            }
+        }
+    }
+
+    /// Starts queued services whose dependencies are healthy (or have had
+    /// their whole start budget).
+    async fn start_ready(&mut self, docker: &Docker) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.pending_start.len() {
+            let name = self.pending_start[i].clone();
+            let deps_ready = self.services[&name].spec.depends_on.iter().all(|d| {
+                let dep = &self.services[d];
+                dep.status.state == ServiceState::Healthy
+                    || (dep.status.state == ServiceState::Starting && now >= dep.start_deadline)
+                    || dep.status.stopped_on_purpose
+            });
+            if deps_ready {
+                self.pending_start.remove(i);
+                if let Err(e) = self.create_and_start(docker, &name).await {
+                    tracing::warn!(service = %name, error = %e, "start failed");
+                    if let Some(rt) = self.services.get_mut(&name) {
+                        rt.status.last_error = Some(e.to_string());
+                    }
+                }
+                self.publish();
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    async fn create_and_start(
+        &mut self,
+        docker: &Docker,
+        name: &str,
+    ) -> Result<(), SupervisorError> {
+        let rt = &self.services[name];
+        let id = match rt.status.container_id.clone() {
+            Some(id) => id,
+            None => {
+                if docker.inspect_image(&rt.spec.image).await.is_err() {
+                    self.set_state(name, ServiceState::ImageMissing);
+                    return Err(SupervisorError::ImageMissing(
+                        self.services[name].spec.image.clone(),
+                    ));
+                }
+                let body = container_body(
+                    &rt.spec,
+                    &rt.hash,
+                    &self.project,
+                    &self.network,
+                    self.cfg.nvidia_runtime,
+                );
+                let created = docker
+                    .create_container(
+                        Some(CreateContainerOptions {
+                            name: Some(format!("{}-{name}", self.project)),
+                            ..Default::default()
+                        }),
+                        body,
+                    )
+                    .await
+                    .map_err(docker_err)?;
+                tracing::info!(service = name, container = %created.id, "created container");
+                created.id
+            }
+        };
+        docker
+            .start_container(&id, None)
+            .await
+            .map_err(docker_err)?;
+        if let Some(rt) = self.services.get_mut(name) {
+            rt.status.container_id = Some(id.clone());
+            rt.ever_healthy = false;
+            rt.status.health_failures = 0;
+            rt.status.last_error = None;
+            rt.start_deadline = Instant::now() + start_budget(rt.spec.health.as_ref());
+            rt.next_probe = Instant::now() + Duration::from_millis(200);
+        }
+        self.set_state(name, ServiceState::Starting);
+        self.adopt(docker, name, &id).await;
+        Ok(())
+    }
+
+    async fn on_command(&mut self, docker: &Docker, cmd: Command) {
+        match cmd {
+            Command::Start(name, reply) => {
+                let r = self.cmd_start(docker, &name).await;
+                let _ = reply.send(r);
+            }
+            Command::Stop(name, reply) => {
+                let r = self.cmd_stop(docker, &name).await;
+                let _ = reply.send(r);
+            }
+            Command::Restart(name, reply) => {
+                let r = self.cmd_restart(docker, &name).await;
+                let _ = reply.send(r);
+            }
+            Command::Logs {
+                name,
+                tail,
+                follow,
+                reply,
+            } => {
+                let r = self.logs(docker, &name, tail, follow);
+                let _ = reply.send(r);
+            }
+        }
+        self.publish();
+    }
+
+    fn known(&self, name: &str) -> Result<(), SupervisorError> {
+        if self.services.contains_key(name) {
+            Ok(())
+        } else {
+            Err(SupervisorError::UnknownService(name.into()))
+        }
+    }
+
+    fn set_stopped_on_purpose(&mut self, name: &str, on: bool) {
+        let changed = if on {
+            self.stopped.insert(name.to_string())
+        } else {
+            self.stopped.remove(name)
+        };
+        if let Some(rt) = self.services.get_mut(name) {
+            rt.status.stopped_on_purpose = on;
+        }
+        if changed && let Err(e) = save_stopped(&self.cfg.state_dir, &self.stopped) {
+            tracing::warn!(error = %e, "could not persist the stopped-services list");
+        }
+    }
+
+    async fn cmd_start(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
+        self.known(name)?;
+        self.set_stopped_on_purpose(name, false);
+        self.pending_start.retain(|n| n != name);
+        self.create_and_start(docker, name).await
+    }
+
+    async fn cmd_stop(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
+        self.known(name)?;
+        // Recorded first, so the "die" event that follows is read as intended.
+        self.set_stopped_on_purpose(name, true);
+        self.pending_start.retain(|n| n != name);
+        if let Some(id) = self.services[name].status.container_id.clone() {
+            let t = self.cfg.stop_timeout.as_secs() as i32;
+            match docker
+                .stop_container(
+                    &id,
+                    Some(StopContainerOptions {
+                        t: Some(t),
+                        ..Default::default()
+                    }),
+                )
+                .await
+            {
+                Ok(()) => {}
+                // 304: already stopped.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
+                Err(e) => return Err(docker_err(e)),
+            }
+        }
+        self.set_state(name, ServiceState::Stopped);
+        Ok(())
+    }
+
+    async fn cmd_restart(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
+        self.known(name)?;
+        self.set_stopped_on_purpose(name, false);
+        let Some(id) = self.services[name].status.container_id.clone() else {
+            return self.create_and_start(docker, name).await;
+        };
+        self.set_state(name, ServiceState::Restarting);
+        self.publish();
+        let t = self.cfg.stop_timeout.as_secs() as i32;
+        docker
+            .restart_container(
+                &id,
+                Some(RestartContainerOptions {
+                    t: Some(t),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(docker_err)?;
+        if let Some(rt) = self.services.get_mut(name) {
+            rt.status.restart_count += 1;
+            rt.ever_healthy = false;
+            rt.status.health_failures = 0;
+            rt.start_deadline = Instant::now() + start_budget(rt.spec.health.as_ref());
+            rt.next_probe = Instant::now() + Duration::from_millis(200);
+        }
+        self.set_state(name, ServiceState::Starting);
+        self.adopt(docker, name, &id).await;
+        Ok(())
+    }
+
+    fn logs(
+        &self,
+        docker: &Docker,
+        name: &str,
+        tail: usize,
+        follow: bool,
+    ) -> Result<super::LogLines, SupervisorError> {
+        self.known(name)?;
+        let id = self.services[name]
+            .status
+            .container_id
+            .clone()
+            .ok_or_else(|| SupervisorError::Docker(format!("{name} has no container")))?;
+        let stream = docker
+            .logs(
+                &id,
+                Some(LogsOptions {
+                    follow,
+                    stdout: true,
+                    stderr: true,
+                    tail: tail.to_string(),
+                    ..Default::default()
+                }),
+            )
+            .map(|item| {
+                item.map(|out| {
+                    String::from_utf8_lossy(&out.into_bytes())
+                        .trim_end()
+                        .to_string()
+                })
+                .map_err(|e| e.to_string())
+            });
+        Ok(stream.boxed())
+    }
+
+    async fn on_event(&mut self, docker: &Docker, ev: EventMessage) {
+        let action = ev.action.clone().unwrap_or_default();
+        tracing::debug!(action = %action, "docker event");
+        let attrs = ev
+            .actor
+            .as_ref()
+            .and_then(|a| a.attributes.clone())
+            .unwrap_or_default();
+        let Some(name) = attrs.get(LABEL_SERVICE).cloned() else {
+            return;
+        };
+        if !self.services.contains_key(&name) {
+            return;
+        }
+        let id = ev.actor.as_ref().and_then(|a| a.id.clone());
+        let ours = id.is_some() && id == self.services[&name].status.container_id;
+        match action.as_str() {
+            "oom" => {
+                if let Some(rt) = self.services.get_mut(&name) {
+                    rt.status.oom_killed = true;
+                }
+                tracing::warn!(service = %name, "container ran out of memory");
+            }
+            "die" if ours => {
+                let code = attrs.get("exitCode").and_then(|c| c.parse().ok());
+                let on_purpose = self.stopped.contains(&name);
+                if let Some(rt) = self.services.get_mut(&name) {
+                    rt.status.last_exit_code = code;
+                    rt.status.address = None;
+                }
+                if on_purpose {
+                    self.set_state(&name, ServiceState::Stopped);
+                } else if self.services[&name].status.state != ServiceState::Restarting {
+                    tracing::warn!(service = %name, exit_code = ?code, "container died");
+                    self.set_state(&name, ServiceState::Unhealthy);
+                }
+            }
+            "stop" if ours && self.stopped.contains(&name) => {
+                self.set_state(&name, ServiceState::Stopped)
+            }
+            "start" if ours => {
+                if let Some(id) = id {
+                    if self.services[&name].status.state != ServiceState::Restarting {
+                        if let Some(rt) = self.services.get_mut(&name) {
+                            rt.ever_healthy = false;
+                            rt.start_deadline =
+                                Instant::now() + start_budget(rt.spec.health.as_ref());
+                            rt.next_probe = Instant::now() + Duration::from_millis(200);
+                        }
+                        self.set_state(&name, ServiceState::Starting);
+                    }
+                    self.adopt(docker, &name, &id).await;
+                }
+            }
+            a if ours && a.starts_with("health_status") => {
+                let uses_docker = self.services[&name]
+                    .spec
+                    .health
+                    .as_ref()
+                    .is_some_and(|h| h.docker);
+                if uses_docker {
+                    let healthy = a.ends_with("healthy") && !a.ends_with("unhealthy");
+                    self.on_probe(
+                        &name,
+                        if healthy {
+                            Ok(())
+                        } else {
+                            Err("docker healthcheck failing".into())
+                        },
+                    );
+                }
+            }
+            "destroy" if ours => {
+                self.clear_container(&name);
+                if !self.stopped.contains(&name) {
+                    self.set_state(&name, ServiceState::Unhealthy);
+                }
+            }
+            _ => {}
+        }
+        self.publish();
+    }
+
+    async fn schedule_probes(&mut self, _docker: &Docker, probes: &mut JoinSet<ProbeResult>) {
+        let now = Instant::now();
+        for rt in self.services.values_mut() {
+            if rt.probing
+                || now < rt.next_probe
+                || !matches!(
+                    rt.status.state,
+                    ServiceState::Starting | ServiceState::Healthy | ServiceState::Unhealthy
+                )
+                || rt.status.container_id.is_none()
+            {
+                continue;
+            }
+            let Some(h) = rt.spec.health.clone() else {
+                // No check configured: running counts as healthy.
+                if rt.status.state == ServiceState::Starting {
+                    rt.status.state = ServiceState::Healthy;
+                    rt.status.since = Utc::now();
+                    rt.ever_healthy = true;
+                }
+                continue;
+            };
+            if h.docker {
+                continue; // health_status events drive these
+            }
+            rt.next_probe = now + h.interval;
+            let Some(ip) = rt.status.address.clone() else {
+                continue;
+            };
+            rt.probing = true;
+            let name = rt.status.name.clone();
+            probes.spawn(async move { (name, probe(&ip, &h).await) });
+        }
+        self.publish();
+    }
+
+    fn on_probe(&mut self, name: &str, result: Result<(), String>) {
+        let now = Instant::now();
+        let Some(rt) = self.services.get_mut(name) else {
+            return;
+        };
+        rt.probing = false;
+        if !matches!(
+            rt.status.state,
+            ServiceState::Starting | ServiceState::Healthy | ServiceState::Unhealthy
+        ) {
+            return;
+        }
+        let retries = rt.spec.health.as_ref().map_or(3, |h| h.retries);
+        let next = match result {
+            Ok(()) => {
+                rt.status.health_failures = 0;
+                rt.ever_healthy = true;
+                rt.status.last_error = None;
+                ServiceState::Healthy
+            }
+            Err(e) => {
+                rt.status.health_failures += 1;
+                rt.status.last_error = Some(e);
+                if !rt.ever_healthy && now < rt.start_deadline {
+                    ServiceState::Starting
+                } else if rt.status.health_failures >= retries {
+                    ServiceState::Unhealthy
+                } else {
+                    rt.status.state
+                }
+            }
+        };
+        self.set_state(name, next);
+        self.publish();
+    }
+}
+
+fn reject(cmd: Command, why: &str) {
+    let err = || SupervisorError::DockerUnavailable(why.to_string());
+    match cmd {
+        Command::Start(_, r) | Command::Stop(_, r) | Command::Restart(_, r) => {
+            let _ = r.send(Err(err()));
+        }
+        Command::Logs { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+    }
+}
+
+async fn connect(socket: &str) -> Result<Docker, String> {
+    let docker = Docker::connect_with_unix(socket, 30, bollard::API_DEFAULT_VERSION)
+        .map_err(|e| e.to_string())?;
+    // Debian's docker.io speaks an older API than bollard's default.
+    let docker = tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version())
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    docker.ping().await.map_err(|e| e.to_string())?;
+    Ok(docker)
+}
+
+fn docker_err(e: bollard::errors::Error) -> SupervisorError {
+    SupervisorError::Docker(e.to_string())
+}
+
+async fn remove(docker: &Docker, id: &str) -> anyhow::Result<()> {
+    docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await?;
+    Ok(())
+}
+
+/// How long a fresh container may fail its probes before it is unhealthy.
+fn start_budget(h: Option<&HealthSpec>) -> Duration {
+    h.map_or(Duration::from_secs(10), |h| {
+        h.start_period + h.interval * h.retries
+    })
+}
+
+/// The container as Docker should create it from the spec.
+fn container_body(
+    spec: &ServiceSpec,
+    hash: &str,
+    project: &str,
+    network: &str,
+    nvidia_runtime: bool,
+) -> ContainerCreateBody {
+    let labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_PROJECT.to_string(), project.to_string()),
+        (LABEL_SERVICE.to_string(), spec.name.clone()),
+        (LABEL_SPEC_HASH.to_string(), hash.to_string()),
+    ]);
+    let mut port_bindings = HashMap::new();
+    let mut exposed = Vec::new();
+    for p in spec.port_mappings() {
+        let key = format!("{}/tcp", p.container_port);
+        exposed.push(key.clone());
+        port_bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(p.host_ip.clone()),
+                host_port: Some(p.host_port.to_string()),
+            });
+    }
+    let (runtime, device_requests) = match (spec.gpu, nvidia_runtime) {
+        (true, true) => (Some("nvidia".to_string()), None),
+        (true, false) => (
+            None,
+            Some(vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: Some(-1),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]),
+        ),
+        _ => (None, None),
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        host_config: Some(HostConfig {
+            binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            nano_cpus: spec.cpu_limit.map(|c| (c * 1e9) as i64),
+            memory: spec
+                .memory_limit
+                .as_deref()
+                .and_then(|m| parse_bytes(m).ok()),
+            network_mode: Some(network.to_string()),
+            runtime,
+            device_requests,
+            init: Some(true),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.to_string(),
+                EndpointSettings {
+                    aliases: Some(vec![spec.name.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+/// One health probe against the container's address on arasul-net.
+async fn probe(ip: &str, h: &HealthSpec) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let run = async {
+        if let Some(t) = &h.tcp {
+            tokio::net::TcpStream::connect((ip, t.port))
+                .await
+                .map_err(|e| format!("tcp {ip}:{}: {e}", t.port))?;
+            return Ok(());
+        }
+        let Some(http) = &h.http else {
+            return Ok(());
+        };
+        let mut s = tokio::net::TcpStream::connect((ip, http.port))
+            .await
+            .map_err(|e| format!("http {ip}:{}: {e}", http.port))?;
+        let req = format!(
+            "GET {} HTTP/1.0\r\nHost: {ip}:{}\r\nUser-Agent: arasuld-health\r\n\r\n",
+            http.path, http.port
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < 12 {
+            let n = s.read(&mut buf[got..]).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let line = String::from_utf8_lossy(&buf[..got]);
+        let code: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no HTTP status from {ip}:{}", http.port))?;
+        if code == http.status {
+            Ok(())
+        } else {
+            Err(format!(
+                "GET {} answered {code}, expected {}",
+                http.path, http.status
+            ))
+        }
+    };
+    tokio::time::timeout(h.timeout, run)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {:?}", h.timeout)))
+}
+
+fn stopped_file(dir: &std::path::Path) -> PathBuf {
+    dir.join("services-stopped.json")
+}
+
+fn load_stopped(dir: &std::path::Path) -> HashSet<String> {
+    std::fs::read(stopped_file(dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Atomic: temp file, fsync, rename, fsync the dir.
+fn save_stopped(dir: &std::path::Path, set: &HashSet<String>) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut names: Vec<&String> = set.iter().collect();
+    names.sort();
+    let tmp = dir.join(".services-stopped.json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(serde_json::to_string(&names)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, stopped_file(dir))?;
+    std::fs::File::open(dir)?.sync_all()
+}

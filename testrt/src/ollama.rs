@@ -1,0 +1,845 @@
+//! The fake Ollama runtime: installed and loaded models, the Ollama API
+//! endpoints, the embedding-service endpoints and the `/testrt/*` controls.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::http::{NdjsonStream, Request, write_full, write_json};
+use crate::util::{
+    DEFAULT_KEEP_ALIVE, EMBED_DIM, KeepAlive, embed, fake_sha256, fnv1a, normalise,
+    parse_keep_alive, rfc3339,
+};
+
+/// How many requests `/testrt/requests` remembers.
+pub const REQUEST_LOG_LEN: usize = 100;
+/// Simulated generation speed, reported through `eval_duration`: 40 tokens/s.
+pub const EVAL_NS_PER_TOKEN: u64 = 25_000_000;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub version: String,
+    pub models: Vec<String>,
+    /// Pause between lines of a streamed pull.
+    pub pull_delay: Duration,
+    /// Pause between tokens of a streamed generate/chat.
+    pub token_delay: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: "0.9.0-testrt".into(),
+            models: vec!["llama3.2:1b".into(), "nomic-embed-text".into()],
+            pull_delay: Duration::from_millis(50),
+            token_delay: Duration::from_millis(5),
+        }
+    }
+}
+
+/// What the connection loop must do once the response is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Nothing,
+    Exit(i32),
+    Oom,
+}
+
+#[derive(Debug, Clone)]
+struct Model {
+    size: u64,
+    digest: String,
+    modified_at: SystemTime,
+}
+
+#[derive(Default)]
+struct State {
+    installed: BTreeMap<String, Model>,
+    /// Loaded models → when they expire (`None`: never).
+    loaded: BTreeMap<String, Option<SystemTime>>,
+    requests: VecDeque<Value>,
+}
+
+pub struct App {
+    pub cfg: Config,
+    state: Mutex<State>,
+    /// Once set, every request is accepted and never answered.
+    pub hanging: AtomicBool,
+    /// Status of `/`, `/health` and `/api/version`.
+    health_status: AtomicU16,
+}
+
+/// `llama3.2` → `llama3.2:latest`; a tag or digest is kept.
+pub fn normalise_name(name: &str) -> String {
+    let name = name.trim();
+    let base = name.rsplit('/').next().unwrap_or(name);
+    if base.contains(':') || base.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+fn is_embedding_model(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["embed", "bge", "minilm", "e5-"]
+        .iter()
+        .any(|k| n.contains(k))
+}
+
+fn family(name: &str) -> &'static str {
+    let n = name.to_ascii_lowercase();
+    if is_embedding_model(&n) {
+        "nomic-bert"
+    } else if n.starts_with("qwen") {
+        "qwen2"
+    } else if n.starts_with("gemma") {
+        "gemma3"
+    } else {
+        "llama"
+    }
+}
+
+/// "llama3.2:1b" → "1B"; otherwise a plausible default.
+fn parameter_size(name: &str) -> String {
+    let tag = name.rsplit(':').next().unwrap_or("");
+    let t = tag.to_ascii_lowercase();
+    let num = t.split('-').next().unwrap_or("");
+    if let Some(n) = num.strip_suffix('b')
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
+        return format!("{}B", n.to_uppercase());
+    }
+    if is_embedding_model(name) {
+        "137M".into()
+    } else {
+        "3.2B".into()
+    }
+}
+
+fn model_size(name: &str) -> u64 {
+    if is_embedding_model(name) {
+        274_302_450
+    } else {
+        // 0.5 – 4.5 GB, fixed per name.
+        500_000_000 + fnv1a(name.as_bytes()) % 4_000_000_000
+    }
+}
+
+fn details(name: &str) -> Value {
+    json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": family(name),
+        "families": [family(name)],
+        "parameter_size": parameter_size(name),
+        "quantization_level": if is_embedding_model(name) { "F16" } else { "Q4_K_M" },
+    })
+}
+
+fn new_model(name: &str, at: SystemTime) -> Model {
+    Model {
+        size: model_size(name),
+        digest: fake_sha256(name),
+        modified_at: at,
+    }
+}
+
+/// The lines of a streamed pull, in order (without pauses).
+pub fn pull_events(name: &str) -> Vec<Value> {
+    let size = model_size(name);
+    let layers = [size - 12_403 - 96 - 487, 12_403, 96, 487];
+    let mut out = vec![json!({"status": "pulling manifest"})];
+    for (i, total) in layers.iter().enumerate() {
+        let digest = fake_sha256(&format!("{name}#layer{i}"));
+        let steps: u64 = if i == 0 { 4 } else { 1 };
+        for s in 1..=steps {
+            out.push(json!({
+                "status": format!("pulling {}", &digest[..12]),
+                "digest": format!("sha256:{digest}"),
+                "total": total,
+                "completed": total * s / steps,
+            }));
+        }
+    }
+    out.push(json!({"status": "verifying sha256 digest"}));
+    out.push(json!({"status": "writing manifest"}));
+    out.push(json!({"status": "success"}));
+    out
+}
+
+/// Names whose pull fails as a missing manifest would.
+pub fn pull_fails(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("missing") || n.starts_with("notfound") || n.starts_with("does-not-exist")
+}
+
+/// The deterministic answer, split into tokens (words with their spacing).
+pub fn answer_tokens(model: &str, prompt: &str) -> Vec<String> {
+    let snippet: String = prompt
+        .split_whitespace()
+        .take(12)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let n = fnv1a(prompt.as_bytes()) % 100;
+    let text = format!("This is testrt ({model}) answering \"{snippet}\". The answer is {n}.");
+    let words: Vec<&str> = text.split(' ').collect();
+    let last = words.len() - 1;
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i == last {
+                (*w).to_string()
+            } else {
+                format!("{w} ")
+            }
+        })
+        .collect()
+}
+
+fn err(msg: impl Into<String>) -> Value {
+    json!({"error": msg.into()})
+}
+
+fn str_field<'a>(body: &'a Value, keys: &[&str]) -> Option<&'a str> {
+    keys.iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_str))
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The request body as recorded: JSON when it parses, else text, else null.
+fn recorded_body(body: &[u8]) -> Value {
+    if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+    }
+}
+
+impl App {
+    pub fn new(cfg: Config) -> App {
+        let now = SystemTime::now();
+        let installed = cfg
+            .models
+            .iter()
+            .map(|m| m.trim())
+            .filter(|m| !m.is_empty())
+            .map(|m| {
+                let n = normalise_name(m);
+                let model = new_model(&n, now - Duration::from_secs(3600));
+                (n, model)
+            })
+            .collect();
+        App {
+            cfg,
+            state: Mutex::new(State {
+                installed,
+                ..State::default()
+            }),
+            hanging: AtomicBool::new(false),
+            health_status: AtomicU16::new(200),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_installed(&self, name: &str) -> bool {
+        self.state().installed.contains_key(&normalise_name(name))
+    }
+
+    fn keep(&self, name: &str, ka: KeepAlive) {
+        let name = normalise_name(name);
+        let mut st = self.state();
+        match ka {
+            KeepAlive::Unload => {
+                st.loaded.remove(&name);
+            }
+            KeepAlive::For(d) => {
+                st.loaded.insert(name, Some(SystemTime::now() + d));
+            }
+            KeepAlive::Forever => {
+                st.loaded.insert(name, None);
+            }
+        }
+    }
+
+    fn record(&self, req: &Request) {
+        let entry = json!({
+            "at": rfc3339(SystemTime::now()),
+            "method": req.method,
+            "path": req.path,
+            "query": req.query,
+            "body": recorded_body(&req.body),
+        });
+        let mut st = self.state();
+        if st.requests.len() == REQUEST_LOG_LEN {
+            st.requests.pop_front();
+        }
+        st.requests.push_back(entry);
+    }
+
+    /// Answers one request. Returns the status written and what to do next.
+    pub fn handle<W: Write>(&self, req: &Request, w: &mut W) -> io::Result<(u16, After)> {
+        if !(req.method == "GET" && req.path == "/testrt/requests") {
+            self.record(req);
+        }
+        let m = req.method.as_str();
+        let get = m == "GET" || m == "HEAD";
+        let head = m == "HEAD";
+        let status = match (req.path.as_str(), m) {
+            ("/", _) if get => {
+                let s = self.health_status.load(Ordering::Relaxed);
+                write_full(
+                    w,
+                    s,
+                    "text/plain; charset=utf-8",
+                    b"Ollama is running",
+                    head,
+                )?;
+                s
+            }
+            ("/health", _) if get => {
+                let s = self.health_status.load(Ordering::Relaxed);
+                let v = json!({"status": if s == 200 { "ok" } else { "unhealthy" }});
+                self.json(w, s, &v, head)?
+            }
+            ("/api/version", _) if get => {
+                let s = self.health_status.load(Ordering::Relaxed);
+                self.json(w, s, &json!({"version": self.cfg.version}), head)?
+            }
+            ("/api/tags", _) if get => self.json(w, 200, &self.tags(), head)?,
+            ("/api/ps", _) if get => self.json(w, 200, &self.ps(), head)?,
+            ("/info", _) if get => {
+                let v = json!({
+                    "model": "nomic-embed-text",
+                    "dimension": EMBED_DIM,
+                    "max_input": 8192,
+                    "version": self.cfg.version,
+                });
+                self.json(w, 200, &v, head)?
+            }
+            ("/testrt/requests", _) if get => {
+                let v = json!({"requests": self.state().requests.iter().collect::<Vec<_>>()});
+                self.json(w, 200, &v, head)?
+            }
+            ("/testrt/requests", "DELETE") => {
+                let n = {
+                    let mut st = self.state();
+                    let n = st.requests.len();
+                    st.requests.clear();
+                    n
+                };
+                write_json(w, 200, &json!({"cleared": n}))?;
+                200
+            }
+            ("/testrt/hang", "POST") => {
+                write_json(w, 200, &json!({"hanging": true}))?;
+                self.hanging.store(true, Ordering::SeqCst);
+                200
+            }
+            ("/testrt/exit", "POST") => {
+                let body = recorded_body(&req.body);
+                let code = body.get("code").and_then(Value::as_i64).unwrap_or(1) as i32;
+                write_json(w, 200, &json!({"exiting": code}))?;
+                return Ok((200, After::Exit(code)));
+            }
+            ("/testrt/oom", "POST") => {
+                write_json(w, 200, &json!({"oom": true}))?;
+                return Ok((200, After::Oom));
+            }
+            ("/testrt/health", "POST") => {
+                let body = recorded_body(&req.body);
+                match body.get("status").and_then(Value::as_u64) {
+                    Some(s @ 100..=599) => {
+                        self.health_status.store(s as u16, Ordering::Relaxed);
+                        write_json(w, 200, &json!({"health_status": s}))?;
+                        200
+                    }
+                    _ => {
+                        write_json(w, 400, &err("status must be an HTTP status code"))?;
+                        400
+                    }
+                }
+            }
+            (path, "POST" | "DELETE") if is_json_route(path, m) => {
+                let body: Value = if req.body.is_empty() {
+                    write_json(w, 400, &err("missing request body"))?;
+                    return Ok((400, After::Nothing));
+                } else {
+                    match serde_json::from_slice(&req.body) {
+                        Ok(v @ Value::Object(_)) => v,
+                        Ok(_) => {
+                            write_json(w, 400, &err("request body must be a JSON object"))?;
+                            return Ok((400, After::Nothing));
+                        }
+                        Err(e) => {
+                            write_json(w, 400, &err(e.to_string()))?;
+                            return Ok((400, After::Nothing));
+                        }
+                    }
+                };
+                match path {
+                    "/api/show" => self.show(&body, w)?,
+                    "/api/pull" => self.pull(&body, w)?,
+                    "/api/delete" => self.delete(&body, w)?,
+                    "/api/generate" => self.generate(&body, false, w)?,
+                    "/api/chat" => self.generate(&body, true, w)?,
+                    "/api/embed" => self.embed(&body, w, false)?,
+                    "/api/embeddings" => self.embed(&body, w, true)?,
+                    _ => self.embed_service(&body, w)?,
+                }
+            }
+            (path, _) if is_known_path(path) => {
+                write_full(w, 405, "text/plain", b"405 method not allowed", head)?;
+                405
+            }
+            _ => {
+                write_full(w, 404, "text/plain", b"404 page not found", head)?;
+                404
+            }
+        };
+        Ok((status, After::Nothing))
+    }
+
+    fn json<W: Write>(&self, w: &mut W, status: u16, v: &Value, head: bool) -> io::Result<u16> {
+        write_full(
+            w,
+            status,
+            "application/json; charset=utf-8",
+            v.to_string().as_bytes(),
+            head,
+        )?;
+        Ok(status)
+    }
+
+    pub fn tags(&self) -> Value {
+        let st = self.state();
+        let models: Vec<Value> = st
+            .installed
+            .iter()
+            .map(|(name, m)| {
+                json!({
+                    "name": name,
+                    "model": name,
+                    "modified_at": rfc3339(m.modified_at),
+                    "size": m.size,
+                    "digest": m.digest,
+                    "details": details(name),
+                })
+            })
+            .collect();
+        json!({ "models": models })
+    }
+
+    pub fn ps(&self) -> Value {
+        let mut st = self.state();
+        expire(&mut st, SystemTime::now());
+        let models: Vec<Value> = st
+            .loaded
+            .iter()
+            .map(|(name, exp)| {
+                let size = model_size(name);
+                let digest = st
+                    .installed
+                    .get(name)
+                    .map(|m| m.digest.clone())
+                    .unwrap_or_else(|| fake_sha256(name));
+                // Ollama shows a far-future time for "forever".
+                let expires =
+                    exp.unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(10_978_000_000));
+                json!({
+                    "name": name,
+                    "model": name,
+                    "size": size,
+                    "digest": digest,
+                    "details": details(name),
+                    "expires_at": rfc3339(expires),
+                    "size_vram": size,
+                    "context_length": 4096,
+                })
+            })
+            .collect();
+        json!({ "models": models })
+    }
+
+    fn show<W: Write>(&self, body: &Value, w: &mut W) -> io::Result<u16> {
+        let Some(raw) = str_field(body, &["model", "name"]) else {
+            write_json(w, 400, &err("model is required"))?;
+            return Ok(400);
+        };
+        let name = normalise_name(raw);
+        let Some(m) = self.state().installed.get(&name).cloned() else {
+            write_json(w, 404, &err(format!("model '{raw}' not found")))?;
+            return Ok(404);
+        };
+        let emb = is_embedding_model(&name);
+        let arch = family(&name);
+        let v = json!({
+            "license": "testrt test model",
+            "modelfile": format!("# Modelfile generated by \"ollama show\"\nFROM {name}\n"),
+            "parameters": if emb { "num_ctx 8192" } else { "stop \"<|eot_id|>\"" },
+            "template": if emb { "{{ .Prompt }}" } else { "{{ .System }}\n{{ .Prompt }}" },
+            "details": details(&name),
+            "model_info": {
+                "general.architecture": arch,
+                "general.parameter_count": m.size * 2,
+                "general.file_type": 15,
+                format!("{arch}.context_length"): if emb { 2048 } else { 131072 },
+                format!("{arch}.embedding_length"): if emb { EMBED_DIM } else { 2048 },
+            },
+            "capabilities": if emb { json!(["embedding"]) } else { json!(["completion", "tools"]) },
+            "modified_at": rfc3339(m.modified_at),
+        });
+        write_json(w, 200, &v)?;
+        Ok(200)
+    }
+
+    fn pull<W: Write>(&self, body: &Value, w: &mut W) -> io::Result<u16> {
+        let Some(raw) = str_field(body, &["model", "name"]) else {
+            write_json(w, 400, &err("model is required"))?;
+            return Ok(400);
+        };
+        let name = normalise_name(raw);
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(true);
+        let delay = self.cfg.pull_delay;
+        let fail = pull_fails(&name);
+        if !stream {
+            std::thread::sleep(delay * 3);
+            if fail {
+                write_json(w, 500, &err("pull model manifest: file does not exist"))?;
+                return Ok(500);
+            }
+            std::thread::sleep(delay * 6);
+            self.install(&name);
+            write_json(w, 200, &json!({"status": "success"}))?;
+            return Ok(200);
+        }
+        let mut s = NdjsonStream::start(w, 200)?;
+        let events = pull_events(&name);
+        for (i, ev) in events.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(delay);
+            }
+            if fail && i == 1 {
+                s.send(&err("pull model manifest: file does not exist"))?;
+                s.finish()?;
+                return Ok(200);
+            }
+            if ev["status"] == "success" {
+                self.install(&name);
+            }
+            s.send(ev)?;
+        }
+        s.finish()?;
+        Ok(200)
+    }
+
+    fn install(&self, name: &str) {
+        let m = new_model(name, SystemTime::now());
+        self.state().installed.insert(name.to_string(), m);
+    }
+
+    fn delete<W: Write>(&self, body: &Value, w: &mut W) -> io::Result<u16> {
+        let Some(raw) = str_field(body, &["model", "name"]) else {
+            write_json(w, 400, &err("model is required"))?;
+            return Ok(400);
+        };
+        let name = normalise_name(raw);
+        let removed = {
+            let mut st = self.state();
+            st.loaded.remove(&name);
+            st.installed.remove(&name).is_some()
+        };
+        if removed {
+            write_full(w, 200, "text/plain; charset=utf-8", b"", false)?;
+            Ok(200)
+        } else {
+            write_json(w, 404, &err(format!("model '{raw}' not found")))?;
+            Ok(404)
+        }
+    }
+
+    /// `/api/generate` (chat = false) and `/api/chat` (chat = true).
+    fn generate<W: Write>(&self, body: &Value, chat: bool, w: &mut W) -> io::Result<u16> {
+        let Some(raw) = str_field(body, &["model"]) else {
+            write_json(w, 400, &err("model is required"))?;
+            return Ok(400);
+        };
+        if !self.is_installed(raw) {
+            let e = format!("model \"{raw}\" not found, try pulling it first");
+            write_json(w, 404, &err(e))?;
+            return Ok(404);
+        }
+        if is_embedding_model(raw) {
+            let what = if chat { "chat" } else { "generate" };
+            write_json(w, 400, &err(format!("\"{raw}\" does not support {what}")))?;
+            return Ok(400);
+        }
+        let ka = match parse_keep_alive(body.get("keep_alive")) {
+            Ok(ka) => ka,
+            Err(e) => {
+                write_json(w, 400, &err(e))?;
+                return Ok(400);
+            }
+        };
+        let prompt = if chat {
+            match body.get("messages") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::Array(msgs)) => msgs
+                    .iter()
+                    .rev()
+                    .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+                    .or(msgs.last())
+                    .and_then(|m| m.get("content"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                Some(_) => {
+                    write_json(w, 400, &err("messages must be an array"))?;
+                    return Ok(400);
+                }
+            }
+        } else {
+            body.get("prompt")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let empty = if chat {
+            body.get("messages")
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.is_empty())
+        } else {
+            prompt.is_empty()
+        };
+        let now = || rfc3339(SystemTime::now());
+        let shell = |content: &str| {
+            if chat {
+                json!({"model": raw, "created_at": now(),
+                       "message": {"role": "assistant", "content": content}})
+            } else {
+                json!({"model": raw, "created_at": now(), "response": content})
+            }
+        };
+
+        if empty {
+            // Load or unload only, as Ollama does for an empty prompt.
+            self.keep(raw, ka);
+            let mut v = shell("");
+            v["done"] = json!(true);
+            v["done_reason"] = json!(if ka == KeepAlive::Unload {
+                "unload"
+            } else {
+                "load"
+            });
+            write_json(w, 200, &v)?;
+            return Ok(200);
+        }
+
+        // Answering loads the model (and keeps it for the request's duration).
+        self.keep(
+            raw,
+            if ka == KeepAlive::Unload {
+                DEFAULT_KEEP_ALIVE
+            } else {
+                ka
+            },
+        );
+        let mut tokens = answer_tokens(raw, &prompt);
+        let mut done_reason = "stop";
+        if let Some(n) = body
+            .pointer("/options/num_predict")
+            .and_then(Value::as_i64)
+            .filter(|n| *n > 0)
+            && (n as usize) < tokens.len()
+        {
+            tokens.truncate(n as usize);
+            done_reason = "length";
+        }
+        let prompt_eval_count = prompt.split_whitespace().count() as u64 + 8;
+        let eval_count = tokens.len() as u64;
+        let load_duration: u64 = 2_000_000;
+        let prompt_eval_duration = prompt_eval_count * 1_000_000;
+        let eval_duration = eval_count * EVAL_NS_PER_TOKEN;
+        let stats = |mut v: Value| {
+            v["done"] = json!(true);
+            v["done_reason"] = json!(done_reason);
+            if !chat {
+                v["context"] = json!([1, 2, 3]);
+            }
+            v["total_duration"] = json!(load_duration + prompt_eval_duration + eval_duration);
+            v["load_duration"] = json!(load_duration);
+            v["prompt_eval_count"] = json!(prompt_eval_count);
+            v["prompt_eval_duration"] = json!(prompt_eval_duration);
+            v["eval_count"] = json!(eval_count);
+            v["eval_duration"] = json!(eval_duration);
+            v
+        };
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(true);
+        let result = if stream {
+            let mut s = NdjsonStream::start(w, 200)?;
+            for (i, t) in tokens.iter().enumerate() {
+                if i > 0 && !self.cfg.token_delay.is_zero() {
+                    std::thread::sleep(self.cfg.token_delay);
+                }
+                let mut v = shell(t);
+                v["done"] = json!(false);
+                s.send(&v)?;
+            }
+            s.send(&stats(shell("")))?;
+            s.finish()
+        } else {
+            write_json(w, 200, &stats(shell(&tokens.concat())))
+        };
+        if ka == KeepAlive::Unload {
+            self.keep(raw, KeepAlive::Unload);
+        }
+        result.map(|_| 200)
+    }
+
+    /// `/api/embed` (`legacy` = false) and `/api/embeddings` (legacy = true).
+    fn embed<W: Write>(&self, body: &Value, w: &mut W, legacy: bool) -> io::Result<u16> {
+        let Some(raw) = str_field(body, &["model"]) else {
+            write_json(w, 400, &err("model is required"))?;
+            return Ok(400);
+        };
+        if !self.is_installed(raw) {
+            let e = format!("model \"{raw}\" not found, try pulling it first");
+            write_json(w, 404, &err(e))?;
+            return Ok(404);
+        }
+        let ka = match parse_keep_alive(body.get("keep_alive")) {
+            Ok(ka) => ka,
+            Err(e) => {
+                write_json(w, 400, &err(e))?;
+                return Ok(400);
+            }
+        };
+        self.keep(raw, ka);
+        if legacy {
+            let prompt = body.get("prompt").and_then(Value::as_str).unwrap_or("");
+            let v = if prompt.is_empty() {
+                Vec::new()
+            } else {
+                embed(prompt, EMBED_DIM)
+            };
+            write_json(w, 200, &json!({ "embedding": v }))?;
+            return Ok(200);
+        }
+        let inputs = match texts(body.get("input")) {
+            Ok(t) => t,
+            Err(e) => {
+                write_json(w, 400, &err(e))?;
+                return Ok(400);
+            }
+        };
+        let dim = match body.get("dimensions").and_then(Value::as_u64) {
+            None => EMBED_DIM,
+            Some(d) if (1..=EMBED_DIM as u64).contains(&d) => d as usize,
+            Some(_) => {
+                write_json(w, 400, &err("dimensions out of range"))?;
+                return Ok(400);
+            }
+        };
+        let embeddings: Vec<Vec<f32>> = inputs
+            .iter()
+            .map(|t| {
+                let mut v = embed(t, EMBED_DIM);
+                if dim < EMBED_DIM {
+                    v.truncate(dim);
+                    normalise(&mut v);
+                }
+                v
+            })
+            .collect();
+        let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
+        let v = json!({
+            "model": raw,
+            "embeddings": embeddings,
+            "total_duration": 3_000_000 + tokens as u64 * 100_000,
+            "load_duration": 1_000_000,
+            "prompt_eval_count": tokens,
+        });
+        write_json(w, 200, &v)?;
+        Ok(200)
+    }
+
+    /// `POST /embed`: a generic embedding service (`{"texts"|"text"|"input"}`).
+    fn embed_service<W: Write>(&self, body: &Value, w: &mut W) -> io::Result<u16> {
+        let field = ["texts", "text", "input"].iter().find_map(|k| body.get(*k));
+        let inputs = match texts(field) {
+            Ok(t) => t,
+            Err(e) => {
+                write_json(w, 400, &err(e))?;
+                return Ok(400);
+            }
+        };
+        let vectors: Vec<Vec<f32>> = inputs.iter().map(|t| embed(t, EMBED_DIM)).collect();
+        let v = json!({
+            "model": "nomic-embed-text",
+            "dimension": EMBED_DIM,
+            "vectors": vectors,
+        });
+        write_json(w, 200, &v)?;
+        Ok(200)
+    }
+}
+
+/// A string or an array of strings → the list of texts.
+fn texts(v: Option<&Value>) -> Result<Vec<String>, &'static str> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_string).ok_or("invalid input type"))
+            .collect(),
+        Some(_) => Err("invalid input type"),
+    }
+}
+
+fn expire(st: &mut State, now: SystemTime) {
+    st.loaded.retain(|_, exp| exp.is_none_or(|t| t > now));
+}
+
+fn is_json_route(path: &str, method: &str) -> bool {
+    match path {
+        "/api/delete" => method == "DELETE",
+        "/api/show" | "/api/pull" | "/api/generate" | "/api/chat" | "/api/embed"
+        | "/api/embeddings" | "/embed" => method == "POST",
+        _ => false,
+    }
+}
+
+fn is_known_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/" | "/health"
+            | "/info"
+            | "/api/version"
+            | "/api/tags"
+            | "/api/ps"
+            | "/api/show"
+            | "/api/pull"
+            | "/api/delete"
+            | "/api/generate"
+            | "/api/chat"
+            | "/api/embed"
+            | "/api/embeddings"
+            | "/embed"
+            | "/testrt/requests"
+            | "/testrt/hang"
+            | "/testrt/exit"
+            | "/testrt/oom"
+            | "/testrt/health"
+    )
+}

@@ -1,0 +1,974 @@
+//! Admin authentication through the HTTP API: the router in-process with
+//! `ConnectInfo` injected (so client addresses are real to the guard, the
+//! lockout and the rate limiter), and the real binary against a private
+//! PostgreSQL that the test stops and starts.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arasuld::config::Config;
+use arasuld::state::AppState;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const NEW_PASSWORD: &str = "Brand-New-Passw0rd!";
+
+/// The router over a fresh secrets dir (cheap argon2), the DB unreachable.
+struct App {
+    dir: tempfile::TempDir,
+    state: AppState,
+    router: Router,
+}
+
+fn fast_auth(dir: &std::path::Path) -> arasuld::auth::Auth {
+    let cfg = arasuld::auth::AuthConfig {
+        secrets_dir: dir.join("secrets"),
+        hash_params: arasuld::auth::HashParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        },
+        ..Default::default()
+    };
+    arasuld::auth::Auth::open(cfg).unwrap().0
+}
+
+impl App {
+    fn new() -> App {
+        Self::with_config(|_| {})
+    }
+
+    fn with_config(f: impl FnOnce(&mut Config)) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database.url =
+            arasuld::config::Secret::new("postgres://nobody@127.0.0.1:1/x".into());
+        f(&mut config);
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
+        std::mem::forget(tx);
+        let (control, _) = tokio::sync::mpsc::channel(1);
+        let state = AppState {
+            config: rx,
+            db: arasuld::db::Db::new(&config.database).unwrap(),
+            workers: arasuld::tasks::Workers::new((&config.workers).into()),
+            auth: Arc::new(fast_auth(dir.path())),
+            metrics: arasuld::metrics::MetricsHub::new(&config.metrics, Default::default(), "none"),
+            services: arasuld::docker::SupervisorHandle::detached(),
+            started_at: chrono::Utc::now(),
+            control,
+        };
+        let router = arasuld::api::router(state.clone());
+        App { dir, state, router }
+    }
+
+    fn initial_password(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("secrets/initial-admin-password"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn jwt_key(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("secrets/jwt.key")).unwrap()
+    }
+
+    async fn send(&self, mut req: Request<Body>, ip: &str) -> (StatusCode, HeaderMap, Value) {
+        let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (status, headers, v)
+    }
+
+    async fn login(&self, password: &str, ip: &str) -> (StatusCode, HeaderMap, Value) {
+        self.send(
+            post_json(
+                "/api/auth/login",
+                &json!({"username": "admin", "password": password}),
+            ),
+            ip,
+        )
+        .await
+    }
+
+    /// Logs in with the initial password and changes it; returns the token.
+    async fn ready_token(&self, ip: &str) -> String {
+        let (s, _, v) = self.login(&self.initial_password(), ip).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let token = v["token"].as_str().unwrap().to_owned();
+        let (s, _, v) = self
+            .send(
+                with_bearer(
+                    post_json(
+                        "/api/auth/change-password",
+                        &json!({"current_password": self.initial_password(), "new_password": NEW_PASSWORD}),
+                    ),
+                    &token,
+                ),
+                ip,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        token
+    }
+}
+
+fn post_json(uri: &str, body: &Value) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn with_bearer(mut req: Request<Body>, token: &str) -> Request<Body> {
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    req
+}
+
+fn assert_envelope(v: &Value, code: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
+}
+
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A JWT with any header and claims, HMAC-SHA256-signed with `key`
+/// (or unsigned when `key` is None).
+fn forge(header: &Value, claims: &Value, key: Option<&[u8]>) -> String {
+    let input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let sig = match key {
+        Some(k) => {
+            let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k);
+            b64url(ring::hmac::sign(&k, input.as_bytes()).as_ref())
+        }
+        None => String::new(),
+    };
+    format!("{input}.{sig}")
+}
+
+fn claims_for(jti: &str) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({
+        "iss": "arasuld", "aud": "arasuld-admin", "sub": "admin",
+        "iat": now, "nbf": now, "exp": now + 3600, "jti": jti, "typ": "access",
+    })
+}
+
+/// (method, path) of every operation in the served OpenAPI document whose
+/// security has no anonymous alternative: the admin routes.
+async fn admin_operations(app: &App) -> Vec<(Method, String)> {
+    let (s, _, doc) = app.send(get("/api/openapi.json"), "10.9.9.9").await;
+    assert_eq!(s, StatusCode::OK);
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(sec) = op["security"].as_array() else {
+                continue;
+            };
+            let anonymous_ok = sec
+                .iter()
+                .any(|r| r.as_object().is_some_and(|o| o.is_empty()));
+            if !anonymous_ok {
+                let concrete = path.replace(['{', '}'], "");
+                ops.push((method.to_uppercase().parse().unwrap(), concrete));
+            }
+        }
+    }
+    ops
+}
+
+#[tokio::test]
+async fn every_admin_route_refuses_missing_expired_forged_and_revoked_tokens() {
+    let app = App::new();
+    let token = app.ready_token("192.168.1.10").await;
+    let key = app.jwt_key();
+    let (_, _, me) = app
+        .send(with_bearer(get("/api/auth/me"), &token), "192.168.1.10")
+        .await;
+    let jti = me["session"]["jti"].as_str().unwrap().to_owned();
+
+    // A second live session, then revoked: its token is well-formed and signed.
+    let (_, _, v) = app.login(NEW_PASSWORD, "192.168.1.11").await;
+    let revoked = v["token"].as_str().unwrap().to_owned();
+    let (s, _, _) = app
+        .send(
+            with_bearer(
+                Request::post("/api/auth/logout")
+                    .body(Body::empty())
+                    .unwrap(),
+                &revoked,
+            ),
+            "192.168.1.11",
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let hs = json!({"alg": "HS256", "typ": "JWT"});
+    // Control: a hand-made token with the live jti passes, so each forgery
+    // below fails only for its one defect.
+    let control = forge(&hs, &claims_for(&jti), Some(&key));
+    let (s, _, v) = app
+        .send(with_bearer(get("/api/auth/me"), &control), "10.0.0.1")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let mut expired = claims_for(&jti);
+    let past = chrono::Utc::now().timestamp() - 2 * 3600;
+    expired["iat"] = past.into();
+    expired["nbf"] = past.into();
+    expired["exp"] = (past + 3600).into();
+    let mut wrong_aud = claims_for(&jti);
+    wrong_aud["aud"] = "someone-else".into();
+    let mut wrong_typ = claims_for(&jti);
+    wrong_typ["typ"] = "refresh".into();
+    let mut flipped = token.clone().into_bytes();
+    let last = flipped.len() - 2;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+
+    let bad: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("expired", Some(forge(&hs, &expired, Some(&key)))),
+        (
+            "alg none",
+            Some(forge(
+                &json!({"alg": "none", "typ": "JWT"}),
+                &claims_for(&jti),
+                None,
+            )),
+        ),
+        (
+            "RS256 header, HMAC signature with the shared key",
+            Some(forge(
+                &json!({"alg": "RS256", "typ": "JWT"}),
+                &claims_for(&jti),
+                Some(&key),
+            )),
+        ),
+        (
+            "HS384 with the right key",
+            Some(forge(
+                &json!({"alg": "HS384", "typ": "JWT"}),
+                &claims_for(&jti),
+                Some(&key),
+            )),
+        ),
+        ("wrong aud", Some(forge(&hs, &wrong_aud, Some(&key)))),
+        ("wrong typ", Some(forge(&hs, &wrong_typ, Some(&key)))),
+        ("flipped signature byte", Some(flipped)),
+        ("revoked jti", Some(revoked)),
+        (
+            "another key",
+            Some(forge(&hs, &claims_for(&jti), Some(&[1u8; 64]))),
+        ),
+    ];
+
+    let ops = admin_operations(&app).await;
+    for must in [
+        "/api/database/pool",
+        "/api/system/reload-config",
+        "/api/system/workers",
+        "/api/auth/me",
+        "/api/auth/logout",
+        "/api/auth/logout-all",
+        "/api/auth/sessions",
+        "/api/auth/change-password",
+        "/api/auth/verify",
+    ] {
+        assert!(
+            ops.iter().any(|(_, p)| p == must),
+            "{must} is not documented as admin"
+        );
+    }
+    for public in [
+        "/api/auth/login",
+        "/api/auth/password-requirements",
+        "/api/health",
+    ] {
+        assert!(
+            !ops.iter().any(|(_, p)| p == public),
+            "{public} must stay public"
+        );
+    }
+    let mut n = 0u32;
+    for (method, path) in &ops {
+        for (what, tok) in &bad {
+            n += 1;
+            // A new source each time, so the API rate limit never answers first.
+            let ip = format!("10.1.{}.{}", n / 250, n % 250 + 1);
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path.as_str())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            if let Some(t) = tok {
+                req = with_bearer(req, t);
+            }
+            let (s, h, v) = app.send(req, &ip).await;
+            assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {what}: {v}"
+            );
+            assert_envelope(&v, "unauthorized");
+            assert!(h.contains_key(header::WWW_AUTHENTICATE));
+        }
+    }
+    // The live session survived all of that.
+    let (s, _, _) = app
+        .send(with_bearer(get("/api/auth/me"), &token), "192.168.1.10")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn first_login_must_change_the_password_before_anything_else() {
+    let app = App::new();
+    let ip = "192.168.1.20";
+    let initial = app.initial_password();
+    let (s, h, v) = app.login(&initial, ip).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["must_change_password"], true);
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(h[header::CACHE_CONTROL], "no-store");
+    let token = v["token"].as_str().unwrap().to_owned();
+
+    for uri in [
+        "/api/auth/sessions",
+        "/api/database/pool",
+        "/api/system/workers",
+        "/api/auth/verify",
+    ] {
+        let (s, _, v) = app.send(with_bearer(get(uri), &token), ip).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{uri}");
+        assert_envelope(&v, "password_change_required");
+    }
+    let (s, _, v) = app.send(with_bearer(get("/api/auth/me"), &token), ip).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["must_change_password"], true);
+    assert_eq!(v["username"], "admin");
+
+    // The policy is enforced, and says why.
+    let weak = post_json(
+        "/api/auth/change-password",
+        &json!({"current_password": app.initial_password(), "new_password": "short"}),
+    );
+    let (s, _, v) = app.send(with_bearer(weak, &token), ip).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_envelope(&v, "password_policy");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least 12")
+    );
+
+    let wrong = post_json(
+        "/api/auth/change-password",
+        &json!({"current_password": "not-it", "new_password": NEW_PASSWORD}),
+    );
+    let (s, _, v) = app.send(with_bearer(wrong, &token), ip).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_envelope(&v, "wrong_current_password");
+
+    let good = post_json(
+        "/api/auth/change-password",
+        &json!({"current_password": app.initial_password(), "new_password": NEW_PASSWORD}),
+    );
+    let (s, _, v) = app.send(with_bearer(good, &token), ip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        !app.dir
+            .path()
+            .join("secrets/initial-admin-password")
+            .exists()
+    );
+
+    let (s, _, v) = app
+        .send(with_bearer(get("/api/auth/sessions"), &token), ip)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 1);
+    let (s, h, v) = app
+        .send(with_bearer(get("/api/auth/verify"), &token), ip)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-auth-user"], "admin");
+    assert_eq!(v["user"], "admin");
+    let (s, _, _) = app
+        .send(with_bearer(get("/api/database/pool"), &token), ip)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // The old password is gone.
+    let (s, _, _) = app.login(&initial, "192.168.1.21").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn dashboard_cookie_needs_the_csrf_header_on_state_changing_requests() {
+    let app = App::new();
+    let ip = "192.168.1.30";
+    app.ready_token(ip).await;
+    let (s, h, v) = app.login(NEW_PASSWORD, ip).await;
+    assert_eq!(s, StatusCode::OK);
+    let cookies: Vec<&str> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("arasul_session="))
+        .unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=86400"] {
+        assert!(session.contains(attr), "{session} lacks {attr}");
+    }
+    assert!(!session.contains("Secure"), "plain HTTP: no Secure flag");
+    let csrf_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("arasul_csrf="))
+        .unwrap();
+    assert!(!csrf_cookie.contains("HttpOnly"));
+    let csrf = v["csrf_token"].as_str().unwrap();
+    assert!(csrf_cookie.contains(csrf));
+    let token = v["token"].as_str().unwrap();
+    let cookie = format!("arasul_session={token}; arasul_csrf={csrf}");
+
+    let with_cookie = |mut r: Request<Body>| {
+        r.headers_mut()
+            .insert(header::COOKIE, cookie.parse().unwrap());
+        r
+    };
+    let (s, _, v) = app.send(with_cookie(get("/api/auth/me")), ip).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["auth_method"], "cookie");
+    let (s, h, _) = app.send(with_cookie(get("/api/auth/verify")), ip).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-auth-user"], "admin");
+
+    let post = || {
+        Request::post("/api/auth/logout")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (s, _, v) = app.send(with_cookie(post()), ip).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_envelope(&v, "csrf_failed");
+    let mut wrong = with_cookie(post());
+    wrong
+        .headers_mut()
+        .insert("x-csrf-token", "0".repeat(48).parse().unwrap());
+    let (s, _, _) = app.send(wrong, ip).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    let mut right = with_cookie(post());
+    right
+        .headers_mut()
+        .insert("x-csrf-token", csrf.parse().unwrap());
+    let (s, h, v) = app.send(right, ip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["revoked"], 1);
+    let cleared: Vec<&str> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .collect();
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("arasul_session=;") && c.contains("Max-Age=0"))
+    );
+    let (s, _, _) = app.send(with_cookie(get("/api/auth/verify")), ip).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(start_paused = true)]
+async fn locked_source_gets_429_while_the_admin_logs_in_from_another_address() {
+    let app = App::new();
+    let attacker = "198.51.100.7";
+    let home = "192.168.1.40";
+    let pw = app.initial_password();
+    // Five failures straight at the auth core (the HTTP rate limiter would
+    // stop a sixth request before the lockout is seen).
+    for _ in 0..5 {
+        app.state
+            .auth
+            .login(
+                "admin",
+                "guess",
+                attacker.parse().unwrap(),
+                None,
+                arasuld::auth::Now::current(),
+            )
+            .await
+            .unwrap_err();
+    }
+    let (s_wrong, _, wrong) = app.login("wrong", "203.0.113.1").await;
+    assert_eq!(s_wrong, StatusCode::UNAUTHORIZED);
+    assert_envelope(&wrong, "invalid_credentials");
+
+    // The locked source: even the right password gets the generic message.
+    let (s, h, v) = app.login(&pw, attacker).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_envelope(&v, "too_many_attempts");
+    assert_eq!(v["error"]["message"], wrong["error"]["message"]);
+    assert_eq!(h[header::RETRY_AFTER], "60");
+
+    // The real admin, elsewhere, is not locked out.
+    let (s, _, v) = app.login(&pw, home).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // The lock runs out on the (paused) clock.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let (s, _, v) = app.login(&pw, attacker).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn login_rate_limit_is_five_per_fifteen_minutes_per_address() {
+    let app = App::new();
+    let ip = "203.0.113.50";
+    for i in 0..5 {
+        let (s, _, v) = app.login("wrong", ip).await;
+        assert!(
+            s == StatusCode::UNAUTHORIZED || s == StatusCode::TOO_MANY_REQUESTS,
+            "attempt {i}: {s} {v}"
+        );
+    }
+    let (s, h, v) = app.login(&app.initial_password(), ip).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_envelope(&v, "rate_limited");
+    let retry: u64 = h[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((170..=180).contains(&retry), "Retry-After {retry}");
+    // Other addresses and other routes are unaffected.
+    let (s, _, _) = app.login(&app.initial_password(), "203.0.113.51").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = app.send(get("/api/health"), ip).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn other_api_routes_allow_a_burst_of_fifty_then_answer_429() {
+    let app = App::new();
+    let ip = "203.0.113.60";
+    // All at once: the limiter sees them within microseconds, so the
+    // 100/s refill cannot hide the burst limit however slow the machine is.
+    let results = futures::future::join_all(
+        (0..120).map(|_| app.send(get("/api/auth/password-requirements"), ip)),
+    )
+    .await;
+    let ok = results
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::OK)
+        .count();
+    let limited: Vec<_> = results
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(ok + limited.len(), 120);
+    assert!((50..=55).contains(&ok), "{ok} let through");
+    let (_, h, v) = limited[0];
+    assert_envelope(v, "rate_limited");
+    assert_eq!(h[header::RETRY_AFTER], "1");
+    // Another address has its own quota.
+    let (s, _, _) = app
+        .send(get("/api/auth/password-requirements"), "203.0.113.61")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_413_415_and_400_in_the_envelope() {
+    let app = App::with_config(|c| c.http.body_limit_bytes = 1024);
+    let ip = "192.168.1.50";
+    let big = json!({"username": "admin", "password": "x".repeat(4096)});
+    let (s, _, v) = app.send(post_json("/api/auth/login", &big), ip).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_envelope(&v, "payload_too_large");
+
+    let text = Request::post("/api/auth/login")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("admin:secret"))
+        .unwrap();
+    let (s, _, v) = app.send(text, ip).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_envelope(&v, "unsupported_media_type");
+
+    let broken = Request::post("/api/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"username\": \"admin\", "))
+        .unwrap();
+    let (s, _, v) = app.send(broken, ip).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_envelope(&v, "malformed_json");
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let app = App::new();
+    for uri in ["/", "/api/health", "/api/nope", "/api/auth/me"] {
+        let (_, h, _) = app.send(get(uri), "192.168.1.60").await;
+        assert_eq!(h["x-content-type-options"], "nosniff", "{uri}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{uri}");
+        assert_eq!(h["x-frame-options"], "DENY", "{uri}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{uri}: {csp}");
+    }
+    let (_, h, _) = app.send(get("/"), "192.168.1.60").await;
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self' 'sha256-"),
+        "inline module script allowed by hash: {csp}"
+    );
+    // Revalidation (304) must not replace the page's CSP with a generic one.
+    let mut again = get("/");
+    again
+        .headers_mut()
+        .insert(header::IF_NONE_MATCH, h[header::ETAG].clone());
+    let (s, h, _) = app.send(again, "192.168.1.60").await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    assert!(!h.contains_key(header::CONTENT_SECURITY_POLICY));
+}
+
+#[tokio::test]
+async fn status_switch_makes_status_routes_need_a_login() {
+    // Public by default ...
+    let app = App::new();
+    let (s, _, _) = app
+        .send(get("/api/auth/password-requirements"), "192.168.1.70")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // ... and the guard for status routes follows the config switch.
+    let app = App::with_config(|c| c.http.require_auth_for_status = true);
+    let probe = arasuld::api::guard::status(
+        utoipa_axum::router::OpenApiRouter::new()
+            .route("/api/test-status", axum::routing::get(|| async { "ok" })),
+    );
+    let (router, _) = probe.split_for_parts();
+    let router = router
+        .layer(axum::Extension(app.state.clone()))
+        .with_state(app.state.clone());
+    let resp = router
+        .clone()
+        .oneshot(get("/api/test-status"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let token = app.ready_token("192.168.1.71").await;
+    let resp = router
+        .oneshot(with_bearer(get("/api/test-status"), &token))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// The real binary: login, token checks and logout keep working while
+/// PostgreSQL is stopped; sessions and the revocation reach it once it is back.
+#[test]
+fn login_logout_and_token_checks_work_with_postgres_stopped() {
+    use common::*;
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    let cfg = TestConfig::new(&pg.url(), "");
+    let notify = NotifySocket::new();
+    let mut d = Daemon::start(
+        &cfg.path(),
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    assert!(
+        d.log_contains("initial-admin-password"),
+        "the log names the file"
+    );
+    let initial =
+        std::fs::read_to_string(cfg.dir.path().join("secrets/initial-admin-password")).unwrap();
+    assert!(
+        !d.log_contains(initial.trim()),
+        "the password itself is never logged"
+    );
+    let first = admin_token(&cfg);
+    wait_until("database up", Duration::from_secs(30), || {
+        let (_, p) = get_json_auth(&cfg.url("/api/database/pool"), &first)?;
+        (p["up"] == true && p["migrated"] == true).then_some(())
+    });
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let login = |pw: &str| -> (u16, Value) {
+        rt.block_on(async {
+            let r = client
+                .post(cfg.url("/api/auth/login"))
+                .json(&json!({"username": "admin", "password": pw}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        })
+    };
+    let post = |path: &str, token: &str| -> u16 {
+        rt.block_on(async {
+            client
+                .post(cfg.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let jti_of = |token: &str| -> String {
+        let (s, me) = get_json_auth(&cfg.url("/api/auth/me"), token).unwrap();
+        assert_eq!(s, 200, "{me}");
+        me["session"]["jti"].as_str().unwrap().to_owned()
+    };
+    let first_jti = jti_of(&first);
+
+    pg.stop();
+    wait_until(
+        "the daemon to see the outage",
+        Duration::from_secs(20),
+        || {
+            let (_, p) = get_json_auth(&cfg.url("/api/database/pool"), &first)?;
+            (p["up"] == false).then_some(())
+        },
+    );
+    let (s, v) = login(TEST_ADMIN_PASSWORD);
+    assert_eq!(s, 200, "login with the DB down: {v}");
+    let second = v["token"].as_str().unwrap().to_owned();
+    let second_jti = jti_of(&second);
+    assert_eq!(
+        get_json_auth(&cfg.url("/api/auth/verify"), &second)
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(login("wrong-password").0, 401);
+    assert_eq!(post("/api/auth/logout", &first), 200);
+    assert_eq!(
+        get_json_auth(&cfg.url("/api/auth/verify"), &first)
+            .unwrap()
+            .0,
+        401
+    );
+
+    pg.start();
+    let (rows, revoked): (i64, bool) = wait_until(
+        "sessions and the revocation written to the DB",
+        Duration::from_secs(60),
+        || {
+            rt.block_on(async {
+                let pool = sqlx::PgPool::connect(&pg.url()).await.ok()?;
+                let rows: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM sessions WHERE jti = $1 OR jti = $2")
+                        .bind(&first_jti)
+                        .bind(&second_jti)
+                        .fetch_one(&pool)
+                        .await
+                        .ok()?;
+                let revoked: bool = sqlx::query_scalar(
+                    "SELECT revoked_at IS NOT NULL FROM sessions WHERE jti = $1",
+                )
+                .bind(&first_jti)
+                .fetch_optional(&pool)
+                .await
+                .ok()??;
+                pool.close().await;
+                (rows == 2 && revoked).then_some((rows, revoked))
+            })
+        },
+    );
+    assert_eq!((rows, revoked), (2, true));
+    let audit: Vec<String> = rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+        sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    for action in [
+        "login_success",
+        "password_change",
+        "login_failure",
+        "logout",
+    ] {
+        assert!(
+            audit.iter().any(|a| a == action),
+            "{action} missing from {audit:?}"
+        );
+    }
+    // Still valid after all that.
+    assert_eq!(
+        get_json_auth(&cfg.url("/api/auth/verify"), &second)
+            .unwrap()
+            .0,
+        200
+    );
+
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).0.code(), Some(0));
+}
+
+/// `arasuld admin set-password`: stdin when it is not a terminal, the policy
+/// applies, and a bad password changes nothing and exits non-zero.
+#[test]
+fn admin_set_password_reads_stdin_and_applies_the_policy() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let cfg = common::TestConfig::new("postgres://nobody@127.0.0.1:1/x", "");
+    let run = |input: &str| {
+        let mut child = Command::new(common::bin())
+            .arg("--config")
+            .arg(cfg.path())
+            .args(["admin", "set-password"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = run("weak\n");
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("at least 12 characters"), "{out}");
+    assert!(out.contains("uppercase"), "{out}");
+
+    let (code, out) = run("Set-By-Root-Passw0rd\n");
+    assert_eq!(code, Some(0), "{out}");
+    let secrets = cfg.dir.path().join("secrets");
+    assert!(!secrets.join("initial-admin-password").exists());
+    let hash = std::fs::read_to_string(secrets.join("admin.hash")).unwrap();
+    assert!(hash.starts_with("$argon2id$"));
+    assert!(!out.contains("Set-By-Root-Passw0rd"), "never echoed: {out}");
+    // The same password again is refused by the history rule.
+    let (code, out) = run("Set-By-Root-Passw0rd\n");
+    assert_ne!(code, Some(0), "{out}");
+}
+
+/// `admin set-password` beside a running daemon: after SIGHUP the daemon
+/// knows the new password and every old session is revoked.
+#[test]
+fn set_password_then_reload_revokes_sessions_of_the_running_daemon() {
+    use common::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let cfg = TestConfig::new("postgres://nobody@127.0.0.1:1/x", "");
+    let notify = NotifySocket::new();
+    let mut d = Daemon::start(
+        &cfg.path(),
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    let token = admin_token(&cfg);
+    assert_eq!(
+        get_json_auth(&cfg.url("/api/auth/verify"), &token)
+            .unwrap()
+            .0,
+        200
+    );
+
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(cfg.path())
+        .args(["admin", "set-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Root-Reset-Passw0rd\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("every session revoked", Duration::from_secs(10));
+    assert_eq!(
+        get_json_auth(&cfg.url("/api/auth/verify"), &token)
+            .unwrap()
+            .0,
+        401
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = |pw: &str| {
+        rt.block_on(async {
+            reqwest::Client::new()
+                .post(cfg.url("/api/auth/login"))
+                .json(&json!({"username": "admin", "password": pw}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(status(TEST_ADMIN_PASSWORD), 401);
+    assert_eq!(status("Root-Reset-Passw0rd"), 200);
+
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).0.code(), Some(0));
+}

@@ -1,0 +1,365 @@
+//! The supervisor on the real Docker engine, with the test runtime image
+//! built locally from scratch (scripts/testrt-image; no registry). Each test
+//! has its own project label and network, and removes every container and
+//! network it made, even when it fails.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use arasuld::docker::supervisor::SupervisorConfig;
+use arasuld::docker::{ServiceState, SupervisorHandle};
+use arasuld::tasks::{RestartPolicy, Workers};
+use common::wait_until;
+
+const IMAGE: &str = "arasul-testrt:dev";
+
+/// Builds the test image once per machine (the script skips an unchanged
+/// binary); serialised across test processes with flock.
+fn ensure_image() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testrt-image");
+    let out = Command::new("flock")
+        .args(["/tmp/arasul-testrt-image.lock", script])
+        .output()
+        .expect("run scripts/testrt-image (needs the Docker engine)");
+    assert!(
+        out.status.success(),
+        "building the test image failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One test's corner of the engine.
+struct Env {
+    project: String,
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Env {
+    fn new(tag: &str) -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("arasuld=debug")
+            .with_test_writer()
+            .try_init();
+        ensure_image();
+        let project = format!("t{}-{tag}", std::process::id());
+        Env {
+            project,
+            dir: tempfile::tempdir().unwrap(),
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn network(&self) -> String {
+        format!("{}-net", self.project)
+    }
+
+    /// The two-service catalog of these tests, with `extra` YAML added to the
+    /// embeddings service.
+    fn catalog(&self, embeddings_extra: &str) -> arasuld::docker::Catalog {
+        let text = format!(
+            r#"project: {p}
+network: {n}
+services:
+- name: llm
+  image: {IMAGE}
+  role: llm
+  critical: true
+  memory_limit: 128m
+  health: {{http: {{port: 11434, path: /api/version}}, interval: 300ms, timeout: 1s, retries: 2, start_period: 5s}}
+- name: embeddings
+  image: {IMAGE}
+  role: embeddings
+  depends_on: [llm]
+  health: {{http: {{port: 11434, path: /health}}, interval: 300ms, timeout: 1s, retries: 2, start_period: 5s}}
+{embeddings_extra}"#,
+            p = self.project,
+            n = self.network(),
+        );
+        arasuld::docker::catalog::parse("test", &text).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn start(
+        &self,
+        catalog: arasuld::docker::Catalog,
+        socket: &str,
+    ) -> (Workers, SupervisorHandle) {
+        let _guard = self.rt.enter();
+        let workers = Workers::new(RestartPolicy {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+            reset_after: Duration::from_secs(60),
+        });
+        let cfg = SupervisorConfig {
+            socket: socket.to_string(),
+            state_dir: self.dir.path().to_path_buf(),
+            stop_timeout: Duration::from_secs(2),
+            nvidia_runtime: false,
+        };
+        let handle = arasuld::docker::spawn(&workers, cfg, catalog);
+        (workers, handle)
+    }
+
+    fn stop(&self, workers: Workers) {
+        let stuck = self.rt.block_on(workers.shutdown(Duration::from_secs(5)));
+        assert!(stuck.is_empty(), "workers did not stop: {stuck:?}");
+    }
+
+    fn wait_state(&self, h: &SupervisorHandle, name: &str, want: ServiceState, timeout: Duration) {
+        wait_until(&format!("{name} to be {want:?}"), timeout, || {
+            (h.service(name)?.state == want).then_some(())
+        });
+    }
+
+    fn container(&self, service: &str) -> String {
+        format!("{}-{service}", self.project)
+    }
+
+    fn inspect(&self, service: &str, format: &str) -> String {
+        docker(&["inspect", "-f", format, &self.container(service)])
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.arasul.project={}", self.project),
+        ]);
+        for id in ids.split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+        docker(&["network", "rm", &self.network()]);
+    }
+}
+
+const SOCKET: &str = "/var/run/docker.sock";
+
+#[test]
+fn fresh_start_creates_the_network_and_starts_in_dependency_order() {
+    let env = Env::new("order");
+    let (workers, h) = env.start(env.catalog(""), SOCKET);
+    env.wait_state(&h, "llm", ServiceState::Healthy, Duration::from_secs(30));
+    env.wait_state(
+        &h,
+        "embeddings",
+        ServiceState::Healthy,
+        Duration::from_secs(30),
+    );
+
+    assert_eq!(
+        docker(&["network", "inspect", "-f", "{{.Name}}", &env.network()]),
+        env.network()
+    );
+    // embeddings was started only after llm answered its health check.
+    let llm_started = env.inspect("llm", "{{.State.StartedAt}}");
+    let emb_started = env.inspect("embeddings", "{{.State.StartedAt}}");
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+    assert!(
+        t(&emb_started) > t(&llm_started),
+        "{llm_started} vs {emb_started}"
+    );
+    assert_eq!(
+        env.inspect("llm", "{{index .Config.Labels \"io.arasul.service\"}}"),
+        "llm"
+    );
+    // Limits from the catalog reach Docker; ports bind to loopback only.
+    assert_eq!(
+        env.inspect("llm", "{{.HostConfig.Memory}}"),
+        (128u64 << 20).to_string()
+    );
+    let llm = h.service("llm").unwrap();
+    assert!(llm.container_id.is_some() && llm.image_id.is_some() && llm.started_at.is_some());
+    env.stop(workers);
+}
+
+#[test]
+fn a_restarted_daemon_adopts_running_containers_and_recreates_only_changed_ones() {
+    let env = Env::new("adopt");
+    let (workers, h) = env.start(env.catalog(""), SOCKET);
+    env.wait_state(
+        &h,
+        "embeddings",
+        ServiceState::Healthy,
+        Duration::from_secs(30),
+    );
+    let ids = |h: &SupervisorHandle| {
+        (
+            h.service("llm").unwrap().container_id.unwrap(),
+            h.service("embeddings").unwrap().container_id.unwrap(),
+        )
+    };
+    let before = ids(&h);
+    let llm_started = env.inspect("llm", "{{.State.StartedAt}}");
+    env.stop(workers);
+
+    // Same catalog: same containers, not restarted.
+    let (workers, h) = env.start(env.catalog(""), SOCKET);
+    env.wait_state(&h, "llm", ServiceState::Healthy, Duration::from_secs(30));
+    env.wait_state(
+        &h,
+        "embeddings",
+        ServiceState::Healthy,
+        Duration::from_secs(30),
+    );
+    assert_eq!(ids(&h), before);
+    assert_eq!(env.inspect("llm", "{{.State.StartedAt}}"), llm_started);
+    env.stop(workers);
+
+    // embeddings changed: only it is recreated.
+    let (workers, h) = env.start(env.catalog("  env: {EXTRA: \"1\"}\n"), SOCKET);
+    env.wait_state(
+        &h,
+        "embeddings",
+        ServiceState::Healthy,
+        Duration::from_secs(30),
+    );
+    let after = ids(&h);
+    assert_eq!(after.0, before.0, "llm must be adopted");
+    assert_ne!(after.1, before.1, "embeddings must be recreated");
+    assert_eq!(env.inspect("llm", "{{.State.StartedAt}}"), llm_started);
+    env.stop(workers);
+}
+
+#[test]
+fn docker_kill_is_seen_through_events_within_a_second() {
+    let env = Env::new("kill");
+    let (workers, h) = env.start(env.catalog(""), SOCKET);
+    env.wait_state(&h, "llm", ServiceState::Healthy, Duration::from_secs(30));
+    let t0 = Instant::now();
+    docker(&["kill", &env.container("llm")]);
+    env.wait_state(&h, "llm", ServiceState::Unhealthy, Duration::from_secs(5));
+    let seen = t0.elapsed();
+    assert!(seen < Duration::from_secs(1), "state change took {seen:?}");
+    assert_eq!(h.service("llm").unwrap().last_exit_code, Some(137));
+    env.stop(workers);
+}
+
+#[test]
+fn a_missing_image_is_reported_without_a_crash_loop() {
+    let env = Env::new("noimg");
+    let text = format!(
+        "project: {}\nnetwork: {}\nservices:\n- name: ghost\n  image: arasul-no-such-image:1\n",
+        env.project,
+        env.network()
+    );
+    let catalog = arasuld::docker::catalog::parse("t", &text).unwrap();
+    let (workers, h) = env.start(catalog, SOCKET);
+    env.wait_state(
+        &h,
+        "ghost",
+        ServiceState::ImageMissing,
+        Duration::from_secs(15),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        h.service("ghost").unwrap().state,
+        ServiceState::ImageMissing
+    );
+    let sup = workers
+        .statuses()
+        .into_iter()
+        .find(|w| w.name == "supervisor")
+        .unwrap();
+    assert_eq!(
+        sup.errors, 0,
+        "the supervisor must not fail over a missing image"
+    );
+    assert_eq!(
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.arasul.project={}", env.project)
+        ]),
+        ""
+    );
+    // Asking for it gives a clear error, not a crash.
+    let err = env.rt.block_on(h.start("ghost")).unwrap_err();
+    assert!(err.to_string().contains("arasul-no-such-image:1"), "{err}");
+    env.stop(workers);
+}
+
+#[test]
+fn a_wrong_socket_means_unknown_until_it_is_fixed() {
+    let env = Env::new("sock");
+    let link = env.dir.path().join("docker.sock");
+    let (workers, h) = env.start(env.catalog(""), link.to_str().unwrap());
+    env.wait_state(&h, "llm", ServiceState::Unknown, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        h.services()
+            .iter()
+            .all(|s| s.state == ServiceState::Unknown)
+    );
+    let err = env.rt.block_on(h.restart("llm")).unwrap_err();
+    assert!(err.to_string().contains("not reachable"), "{err}");
+
+    std::os::unix::fs::symlink(SOCKET, &link).unwrap();
+    env.wait_state(&h, "llm", ServiceState::Healthy, Duration::from_secs(40));
+    env.stop(workers);
+}
+
+#[test]
+fn a_service_stopped_on_purpose_stays_stopped_across_restarts() {
+    let env = Env::new("stop");
+    let (workers, h) = env.start(env.catalog(""), SOCKET);
+    env.wait_state(
+        &h,
+        "embeddings",
+        ServiceState::Healthy,
+        Duration::from_secs(30),
+    );
+    env.rt.block_on(h.stop("embeddings")).unwrap();
+    assert_eq!(
+        h.service("embeddings").unwrap().state,
+        ServiceState::Stopped
+    );
+    assert!(h.service("embeddings").unwrap().stopped_on_purpose);
+    assert_eq!(env.inspect("embeddings", "{{.State.Running}}"), "false");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        h.service("embeddings").unwrap().state,
+        ServiceState::Stopped
+    );
+    env.stop(workers);
+
+    // A new daemon reads the persisted decision and leaves it stopped.
+    let (workers, h) = env.start(env.catalog(""), SOCKET);
+    env.wait_state(&h, "llm", ServiceState::Healthy, Duration::from_secs(30));
+    env.wait_state(
+        &h,
+        "embeddings",
+        ServiceState::Stopped,
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(env.inspect("embeddings", "{{.State.Running}}"), "false");
+
+    // Starting it through the API clears the decision.
+    env.rt.block_on(h.start("embeddings")).unwrap();
+    env.wait_state(
+        &h,
+        "embeddings",
+        ServiceState::Healthy,
+        Duration::from_secs(30),
+    );
+    assert!(!h.service("embeddings").unwrap().stopped_on_purpose);
+    env.stop(workers);
+}
