@@ -198,8 +198,8 @@ impl Hasher {
         .await
     }
 
-    /// Computes the dummy hash now (one argon2 run, blocking) so the first
-    /// unknown-user login does not pay for it and stand out by its timing.
+    /// Builds the dummy hash now so the first unknown-user login does not
+    /// pay for it and stand out by its timing (cheap: no argon2 run).
     pub fn prepare_blocking(&self) {
         let params = self.inner.params;
         self.inner.dummy(&params);
@@ -207,18 +207,39 @@ impl Hasher {
 }
 
 impl HasherInner {
+    /// A PHC string with the configured parameters, a random salt and a
+    /// random output: verifying against it costs one full argon2 run (the
+    /// output is only compared after computing) and can never succeed.
+    /// Built without hashing, so start-up pays no 19 MiB argon2 run.
     fn dummy(&self, params: &HashParams) -> &str {
         self.dummy.get_or_init(|| {
-            let pw = generate_password(24);
-            // Falls back to a fixed default-cost hash if the configured
-            // parameters cannot hash at all.
-            hash_blocking(params, pw.expose()).unwrap_or_else(|_| {
-                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
-                 3J7h6kOSoCqvX8fTC3kOq0GyDFMdGaYx5AHkM9QcU2M"
-                    .to_owned()
-            })
+            let mut salt = [0u8; 16];
+            let mut out = [0u8; 32];
+            rand::fill(&mut salt[..]);
+            rand::fill(&mut out[..]);
+            format!(
+                "$argon2id$v=19$m={},t={},p={}${}${}",
+                params.m_kib,
+                params.t,
+                params.p,
+                b64_unpadded(&salt),
+                b64_unpadded(&out)
+            )
         })
     }
+}
+
+/// Base64 (standard alphabet) without padding, as PHC strings use it.
+fn b64_unpadded(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len() * 4 / 3 + 2);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    s
 }
 
 /// Machine-readable reason a password was refused.
@@ -597,6 +618,22 @@ mod tests {
     async fn unknown_user_verification_does_real_work_and_fails() {
         let hasher = Hasher::new(FAST, 1);
         assert!(!hasher.verify(Secret::from("anything"), None).await.unwrap());
-        assert!(hasher.inner.dummy.get().is_some());
+        let dummy = hasher.inner.dummy.get().unwrap();
+        // A well-formed argon2id hash with the configured costs, so the
+        // unknown-user path runs argon2 exactly like a wrong password does.
+        validate_phc(dummy).unwrap();
+        let parsed = PasswordHash::new(dummy).unwrap();
+        let p = Params::try_from(&parsed).unwrap();
+        assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (FAST.m_kib, FAST.t, FAST.p));
+        assert_eq!(parsed.hash.unwrap().len(), 32);
+    }
+
+    #[test]
+    fn unpadded_base64_matches_the_phc_alphabet() {
+        assert_eq!(b64_unpadded(b""), "");
+        assert_eq!(b64_unpadded(b"f"), "Zg");
+        assert_eq!(b64_unpadded(b"fo"), "Zm8");
+        assert_eq!(b64_unpadded(b"foo"), "Zm9v");
+        assert_eq!(b64_unpadded(&[0xfb, 0xff]), "+/8");
     }
 }
