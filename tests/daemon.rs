@@ -12,7 +12,12 @@ const CLOSED_DB: &str = "postgres://nobody@127.0.0.1:1/none";
 
 #[test]
 fn serves_health_and_dashboard_then_stops_cleanly_on_sigterm() {
-    let cfg = TestConfig::new(CLOSED_DB, "");
+    let log_dir = tempfile::tempdir().unwrap();
+    let json_log = log_dir.path().join("system.log");
+    let cfg = TestConfig::new(
+        CLOSED_DB,
+        &format!("logging:\n  json_file: {}\n", json_log.display()),
+    );
     let notify = NotifySocket::new();
     let mut d = Daemon::start(
         &cfg.path(),
@@ -66,6 +71,16 @@ fn serves_health_and_dashboard_then_stops_cleanly_on_sigterm() {
             "no stop line for {worker}"
         );
     }
+    // The same events as JSON lines in logging.json_file.
+    let text = std::fs::read_to_string(&json_log).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert!(events.iter().any(|e| e["fields"]["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("shutdown complete"))));
+    assert!(events.iter().all(|e| e["level"].is_string() && e["timestamp"].is_string()));
 }
 
 #[test]
