@@ -77,10 +77,16 @@ fn serves_health_and_dashboard_then_stops_cleanly_on_sigterm() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("every line is JSON"))
         .collect();
-    assert!(events.iter().any(|e| e["fields"]["message"]
-        .as_str()
-        .is_some_and(|m| m.starts_with("shutdown complete"))));
-    assert!(events.iter().all(|e| e["level"].is_string() && e["timestamp"].is_string()));
+    assert!(events.iter().any(|e| {
+        e["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("shutdown complete"))
+    }));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["level"].is_string() && e["timestamp"].is_string())
+    );
 }
 
 #[test]

@@ -234,7 +234,10 @@ fn b64_unpadded(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(bytes.len() * 4 / 3 + 2);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -624,7 +627,10 @@ mod tests {
         validate_phc(dummy).unwrap();
         let parsed = PasswordHash::new(dummy).unwrap();
         let p = Params::try_from(&parsed).unwrap();
-        assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (FAST.m_kib, FAST.t, FAST.p));
+        assert_eq!(
+            (p.m_cost(), p.t_cost(), p.p_cost()),
+            (FAST.m_kib, FAST.t, FAST.p)
+        );
         assert_eq!(parsed.hash.unwrap().len(), 32);
     }
 
