@@ -1,6 +1,7 @@
 //! arasuld: the control plane of the Arasul edge-AI appliance, as a library so
 //! that tests and benches drive the same code the binary runs.
 
+pub mod ai;
 pub mod api;
 pub mod app;
 pub mod auth;

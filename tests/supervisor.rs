@@ -5,57 +5,24 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use arasuld::docker::supervisor::SupervisorConfig;
 use arasuld::docker::{ServiceState, SupervisorHandle};
-use arasuld::tasks::{RestartPolicy, Workers};
+use arasuld::tasks::Workers;
+use common::docker::{IMAGE, Project, SOCKET, docker, spawn_supervisor};
 use common::wait_until;
-
-const IMAGE: &str = "arasul-testrt:dev";
-
-/// Builds the test image once per machine (the script skips an unchanged
-/// binary); serialised across test processes with flock.
-fn ensure_image() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testrt-image");
-    let out = Command::new("flock")
-        .args(["/tmp/arasul-testrt-image.lock", script])
-        .output()
-        .expect("run scripts/testrt-image (needs the Docker engine)");
-    assert!(
-        out.status.success(),
-        "building the test image failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// One test's corner of the engine.
 struct Env {
-    project: String,
+    project: Project,
     dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
 }
 
 impl Env {
     fn new(tag: &str) -> Env {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("arasuld=debug")
-            .with_test_writer()
-            .try_init();
-        ensure_image();
-        let project = format!("t{}-{tag}", std::process::id());
         Env {
-            project,
+            project: Project::new(tag),
             dir: tempfile::tempdir().unwrap(),
             rt: tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -65,7 +32,7 @@ impl Env {
     }
 
     fn network(&self) -> String {
-        format!("{}-net", self.project)
+        self.project.network()
     }
 
     /// The two-service catalog of these tests, with `extra` YAML added to the
@@ -87,31 +54,15 @@ services:
   depends_on: [llm]
   health: {{http: {{port: 11434, path: /health}}, interval: 300ms, timeout: 1s, retries: 2, start_period: 5s}}
 {embeddings_extra}"#,
-            p = self.project,
+            p = self.project.name,
             n = self.network(),
         );
         arasuld::docker::catalog::parse("test", &text).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
-    fn start(
-        &self,
-        catalog: arasuld::docker::Catalog,
-        socket: &str,
-    ) -> (Workers, SupervisorHandle) {
+    fn start(&self, catalog: arasuld::docker::Catalog, socket: &str) -> (Workers, SupervisorHandle) {
         let _guard = self.rt.enter();
-        let workers = Workers::new(RestartPolicy {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(2),
-            reset_after: Duration::from_secs(60),
-        });
-        let cfg = SupervisorConfig {
-            socket: socket.to_string(),
-            state_dir: self.dir.path().to_path_buf(),
-            stop_timeout: Duration::from_secs(2),
-            nvidia_runtime: false,
-        };
-        let handle = arasuld::docker::spawn(&workers, cfg, catalog);
-        (workers, handle)
+        spawn_supervisor(self.dir.path(), catalog, socket)
     }
 
     fn stop(&self, workers: Workers) {
@@ -126,7 +77,7 @@ services:
     }
 
     fn container(&self, service: &str) -> String {
-        format!("{}-{service}", self.project)
+        self.project.container(service)
     }
 
     fn inspect(&self, service: &str, format: &str) -> String {
@@ -134,22 +85,6 @@ services:
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.arasul.project={}", self.project),
-        ]);
-        for id in ids.split_whitespace() {
-            docker(&["rm", "-f", id]);
-        }
-        docker(&["network", "rm", &self.network()]);
-    }
-}
-
-const SOCKET: &str = "/var/run/docker.sock";
 
 #[test]
 fn fresh_start_creates_the_network_and_starts_in_dependency_order() {
@@ -256,7 +191,7 @@ fn a_missing_image_is_reported_without_a_crash_loop() {
     let env = Env::new("noimg");
     let text = format!(
         "project: {}\nnetwork: {}\nservices:\n- name: ghost\n  image: arasul-no-such-image:1\n",
-        env.project,
+        env.project.name,
         env.network()
     );
     let catalog = arasuld::docker::catalog::parse("t", &text).unwrap();
@@ -286,7 +221,7 @@ fn a_missing_image_is_reported_without_a_crash_loop() {
             "ps",
             "-aq",
             "--filter",
-            &format!("label=io.arasul.project={}", env.project)
+            &format!("label=io.arasul.project={}", env.project.name)
         ]),
         ""
     );

@@ -7,7 +7,6 @@
 //! (`/api/embed`, `/api/tags`), plus an optional `GET /info`
 //! (`{"model","dimension","max_input","version"}`) naming its model.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,16 +90,18 @@ pub struct Target {
 
 /// The service of `backend`'s role, if it is healthy and has an address.
 /// `port_of` gives the catalog's port for a service name.
-pub fn locate(
-    services: &[ServiceStatus],
-    backend: Backend,
-    port_of: impl Fn(&str) -> Option<u16>,
-) -> Result<Target, AiError> {
+pub fn locate(services: &[ServiceStatus], backend: Backend) -> Result<Target, AiError> {
     let unavailable = |m: String| AiError::Unavailable(backend, m);
     let s = services
         .iter()
         .find(|s| s.role == backend.role())
-        .ok_or_else(|| unavailable(format!("no service with role {backend} in the catalog")))?;
+        .ok_or_else(|| {
+            let role = match backend {
+                Backend::Llm => "llm",
+                Backend::Embeddings => "embeddings",
+            };
+            unavailable(format!("no service with role {role} in the catalog"))
+        })?;
     if s.state != ServiceState::Healthy {
         let state = serde_json::to_value(s.state).unwrap_or(Value::Null);
         let state = state.as_str().unwrap_or("unknown");
@@ -111,7 +112,7 @@ pub fn locate(
         .as_deref()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| unavailable(format!("service {:?} has no address", s.name)))?;
-    let port = port_of(&s.name).unwrap_or(DEFAULT_PORT);
+    let port = s.api_port.unwrap_or(DEFAULT_PORT);
     let host = if addr.contains(':') {
         format!("[{addr}]")
     } else {
@@ -124,26 +125,16 @@ pub fn locate(
     })
 }
 
-/// The port a service's API listens on, from the catalog file: its HTTP (or
-/// TCP) health-check port. None when the file or the service has none.
-pub fn catalog_port(services_file: &Path, service: &str) -> Option<u16> {
-    let catalog = crate::docker::load_catalog(services_file).ok()?;
-    let spec = catalog.services.iter().find(|s| s.name == service)?;
-    let health = spec.health.as_ref()?;
-    health
-        .http
-        .as_ref()
-        .map(|h| h.port)
-        .or(health.tcp.as_ref().map(|t| t.port))
-}
-
 /// Ollama model names as the API accepts them: `llama3.2:1b`,
 /// `qwen2.5-coder:7b-instruct-q4_K_M`. No `/` (namespaced names are not
 /// supported through the API: they could not be addressed in a path).
 pub fn check_model_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 200
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
@@ -165,7 +156,10 @@ pub fn is_embedding_model(name: &str, details: &Value) -> bool {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_ascii_lowercase();
-    ["embed", "bge", "minilm", "e5-"].iter().any(|k| n.contains(k)) || family.contains("bert")
+    ["embed", "bge", "minilm", "e5-"]
+        .iter()
+        .any(|k| n.contains(k))
+        || family.contains("bert")
 }
 
 /// An installed model (`/api/tags`).
@@ -228,6 +222,7 @@ pub struct ModelDetails {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatMessage {
     /// `system`, `user` or `assistant`.
+    #[schema(pattern = "^(system|user|assistant)$")]
     pub role: String,
     pub content: String,
 }
@@ -309,7 +304,11 @@ fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_string())
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+                .trim()
+                .to_string()
+        })
 }
 
 fn generation(model: &str, v: &Value) -> Generation {
@@ -447,8 +446,13 @@ impl Ai {
         if let Some(d) = timeout {
             req = req.timeout(d);
         }
+        // A streamed call has no total timeout, but its answer must start
+        // within the idle bound (a hung runtime never sends headers).
         let shown = timeout.unwrap_or(STREAM_IDLE_TIMEOUT);
-        let resp = req.send().await.map_err(|e| Self::send_error(t, e, shown))?;
+        let resp = tokio::time::timeout(shown, req.send())
+            .await
+            .map_err(|_| AiError::Timeout(t.backend, shown))?
+            .map_err(|e| Self::send_error(t, e, shown))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -467,7 +471,11 @@ impl Ai {
     }
 
     /// The whole body, at most MAX_BODY bytes.
-    async fn read(t: &Target, resp: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, AiError> {
+    async fn read(
+        t: &Target,
+        resp: reqwest::Response,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, AiError> {
         let mut out = Vec::new();
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
@@ -490,13 +498,19 @@ impl Ai {
     ) -> Result<T, AiError> {
         let resp = self.call(t, method, path, body, Some(timeout)).await?;
         let bytes = Self::read(t, resp, timeout).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| AiError::Upstream(t.backend, format!("unexpected answer from {path}: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| {
+            AiError::Upstream(t.backend, format!("unexpected answer from {path}: {e}"))
+        })
     }
 
     pub async fn version(&self, t: &Target) -> Result<String, AiError> {
-        let v: Value = self.json(t, Method::GET, "/api/version", None, QUICK_TIMEOUT).await?;
-        Ok(v.get("version").and_then(Value::as_str).unwrap_or("").to_string())
+        let v: Value = self
+            .json(t, Method::GET, "/api/version", None, QUICK_TIMEOUT)
+            .await?;
+        Ok(v.get("version")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string())
     }
 
     /// Installed models.
@@ -506,7 +520,9 @@ impl Ai {
             #[serde(default)]
             models: Vec<ModelEntry>,
         }
-        let v: Tags = self.json(t, Method::GET, "/api/tags", None, QUICK_TIMEOUT).await?;
+        let v: Tags = self
+            .json(t, Method::GET, "/api/tags", None, QUICK_TIMEOUT)
+            .await?;
         Ok(v.models)
     }
 
@@ -517,7 +533,9 @@ impl Ai {
             #[serde(default)]
             models: Vec<LoadedModel>,
         }
-        let v: Ps = self.json(t, Method::GET, "/api/ps", None, QUICK_TIMEOUT).await?;
+        let v: Ps = self
+            .json(t, Method::GET, "/api/ps", None, QUICK_TIMEOUT)
+            .await?;
         Ok(v.models)
     }
 
@@ -529,8 +547,14 @@ impl Ai {
 
     pub async fn delete(&self, t: &Target, model: &str) -> Result<(), AiError> {
         let body = json!({ "model": model });
-        self.call(t, Method::DELETE, "/api/delete", Some(&body), Some(QUICK_TIMEOUT))
-            .await?;
+        self.call(
+            t,
+            Method::DELETE,
+            "/api/delete",
+            Some(&body),
+            Some(QUICK_TIMEOUT),
+        )
+        .await?;
         Ok(())
     }
 
@@ -538,7 +562,13 @@ impl Ai {
     pub async fn unload(&self, t: &Target, model: &str) -> Result<(), AiError> {
         let body = json!({ "model": model, "keep_alive": 0, "stream": false });
         let _: Value = self
-            .json(t, Method::POST, "/api/generate", Some(&body), UNLOAD_TIMEOUT)
+            .json(
+                t,
+                Method::POST,
+                "/api/generate",
+                Some(&body),
+                UNLOAD_TIMEOUT,
+            )
             .await?;
         Ok(())
     }
@@ -551,7 +581,9 @@ impl Ai {
         model: &str,
     ) -> Result<BoxStream<'static, PullEvent>, AiError> {
         let body = json!({ "model": model, "stream": true });
-        let resp = self.call(t, Method::POST, "/api/pull", Some(&body), None).await?;
+        let resp = self
+            .call(t, Method::POST, "/api/pull", Some(&body), None)
+            .await?;
         Ok(pull_events(ndjson(resp, t.backend, STREAM_IDLE_TIMEOUT)))
     }
 
@@ -586,7 +618,10 @@ impl Ai {
         Ok(ChatReply {
             message,
             stats,
-            done_reason: v.get("done_reason").and_then(Value::as_str).map(str::to_string),
+            done_reason: v
+                .get("done_reason")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 
@@ -597,7 +632,9 @@ impl Ai {
         p: &ChatParams,
     ) -> Result<BoxStream<'static, ChatEvent>, AiError> {
         let body = Self::chat_body(p, true);
-        let resp = self.call(t, Method::POST, "/api/chat", Some(&body), None).await?;
+        let resp = self
+            .call(t, Method::POST, "/api/chat", Some(&body), None)
+            .await?;
         let lines = ndjson(resp, t.backend, STREAM_IDLE_TIMEOUT);
         Ok(chat_events(lines, p.model.clone(), self.last.clone()))
     }
@@ -629,7 +666,10 @@ impl Ai {
     /// `GET /info` of the embedding service; without one (a plain Ollama),
     /// the version and the first installed embedding model.
     pub async fn embedding_info(&self, t: &Target) -> Result<EmbeddingInfo, AiError> {
-        match self.json(t, Method::GET, "/info", None, QUICK_TIMEOUT).await {
+        match self
+            .json(t, Method::GET, "/info", None, QUICK_TIMEOUT)
+            .await
+        {
             Ok(info) => Ok(info),
             Err(AiError::NotFound(_)) => {
                 let version = self.version(t).await.ok().filter(|v| !v.is_empty());
@@ -663,9 +703,7 @@ impl Ai {
             .into_iter()
             .find(|m| !is_embedding_model(&m.name, &m.details))
             .map(|m| m.name)
-            .ok_or_else(|| {
-                AiError::NotFound("no chat model is installed: pull one first".into())
-            })
+            .ok_or_else(|| AiError::NotFound("no chat model is installed: pull one first".into()))
     }
 }
 
@@ -719,8 +757,10 @@ fn chat_events(
                         } else if v.get("done").and_then(Value::as_bool) == Some(true) {
                             let stats = generation(&model, &v);
                             Ai::remember(&last, &stats);
-                            let done_reason =
-                                v.get("done_reason").and_then(Value::as_str).map(str::to_string);
+                            let done_reason = v
+                                .get("done_reason")
+                                .and_then(Value::as_str)
+                                .map(str::to_string);
                             Some((ChatEvent::Done { stats, done_reason }, None))
                         } else {
                             let content = v
@@ -760,6 +800,7 @@ mod tests {
             image_id: None,
             container_id: None,
             address: address.map(str::to_string),
+            api_port: None,
             started_at: None,
             restart_count: 0,
             last_exit_code: None,
@@ -773,30 +814,45 @@ mod tests {
     #[test]
     fn the_llm_is_found_by_role_and_needs_health_and_an_address() {
         let mut s = vec![
-            status("emb", Role::Embeddings, ServiceState::Healthy, Some("172.18.0.3")),
-            status("brain", Role::Llm, ServiceState::Healthy, Some("172.18.0.2")),
+            status(
+                "emb",
+                Role::Embeddings,
+                ServiceState::Healthy,
+                Some("172.18.0.3"),
+            ),
+            status(
+                "brain",
+                Role::Llm,
+                ServiceState::Healthy,
+                Some("172.18.0.2"),
+            ),
         ];
-        let t = locate(&s, Backend::Llm, |_| None).unwrap();
+        let t = locate(&s, Backend::Llm).unwrap();
         assert_eq!(t.base, "http://172.18.0.2:11434");
         assert_eq!(t.service, "brain");
-        let t = locate(&s, Backend::Embeddings, |n| (n == "emb").then_some(11435)).unwrap();
+        s[0].api_port = Some(11435);
+        let t = locate(&s, Backend::Embeddings).unwrap();
         assert_eq!(t.base, "http://172.18.0.3:11435");
 
         s[1].state = ServiceState::Starting;
-        let e = locate(&s, Backend::Llm, |_| None).unwrap_err();
+        let e = locate(&s, Backend::Llm).unwrap_err();
         assert!(e.to_string().contains("\"brain\" is starting"), "{e}");
         s[1].state = ServiceState::Healthy;
         s[1].address = None;
         assert!(matches!(
-            locate(&s, Backend::Llm, |_| None),
+            locate(&s, Backend::Llm),
             Err(AiError::Unavailable(Backend::Llm, _))
         ));
-        assert!(locate(&s[..1], Backend::Llm, |_| None).is_err());
+        assert!(locate(&s[..1], Backend::Llm).is_err());
     }
 
     #[test]
     fn model_names_with_a_slash_or_odd_bytes_are_refused() {
-        for ok in ["llama3.2:1b", "nomic-embed-text", "qwen2.5-coder:7b-instruct-q4_K_M"] {
+        for ok in [
+            "llama3.2:1b",
+            "nomic-embed-text",
+            "qwen2.5-coder:7b-instruct-q4_K_M",
+        ] {
             check_model_name(ok).unwrap();
         }
         for bad in ["", "a/b", "../x", ":x", "a b", "a%2Fb", &"x".repeat(201)] {
@@ -806,7 +862,10 @@ mod tests {
 
     #[test]
     fn tokens_per_second_come_from_eval_count_and_duration() {
-        let g = generation("m", &json!({"eval_count": 20, "eval_duration": 500_000_000u64}));
+        let g = generation(
+            "m",
+            &json!({"eval_count": 20, "eval_duration": 500_000_000u64}),
+        );
         assert_eq!(g.tokens, 20);
         assert_eq!(g.tokens_per_second, Some(40.0));
         assert_eq!(generation("m", &json!({})).tokens_per_second, None);
@@ -824,7 +883,14 @@ mod tests {
         ]))
         .collect()
         .await;
-        assert!(matches!(ok.as_slice(), [PullEvent::Progress(_), PullEvent::Progress(_), PullEvent::Done]));
+        assert!(matches!(
+            ok.as_slice(),
+            [
+                PullEvent::Progress(_),
+                PullEvent::Progress(_),
+                PullEvent::Done
+            ]
+        ));
 
         let failed: Vec<PullEvent> = pull_events(lines(vec![
             json!({"status": "pulling manifest"}),
@@ -833,7 +899,9 @@ mod tests {
         ]))
         .collect()
         .await;
-        assert!(matches!(failed.as_slice(), [PullEvent::Progress(_), PullEvent::Failed(m)] if m == "file does not exist"));
+        assert!(
+            matches!(failed.as_slice(), [PullEvent::Progress(_), PullEvent::Failed(m)] if m == "file does not exist")
+        );
 
         let cut: Vec<PullEvent> = pull_events(lines(vec![json!({"status": "pulling"})]))
             .collect()
@@ -859,6 +927,9 @@ mod tests {
         assert!(matches!(&events[1], ChatEvent::Content(c) if c == "there"));
         assert!(matches!(&events[2], ChatEvent::Done { stats, .. } if stats.tokens == 2));
         assert_eq!(events.len(), 3);
-        assert_eq!(last.lock().unwrap().as_ref().unwrap().tokens_per_second, Some(40.0));
+        assert_eq!(
+            last.lock().unwrap().as_ref().unwrap().tokens_per_second,
+            Some(40.0)
+        );
     }
 }

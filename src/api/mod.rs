@@ -2,6 +2,7 @@
 //! tests drive it with `oneshot` and the daemon serves it on a listener it is
 //! handed. The only module (with `web`) that knows axum.
 
+pub mod ai;
 pub mod auth;
 pub mod error;
 pub mod guard;
@@ -60,7 +61,8 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(services::start))
                 .routes(routes!(services::stop))
                 .routes(routes!(services::restart))
-                .routes(routes!(services::logs)),
+                .routes(routes!(services::logs))
+                .merge(ai::routes()),
         ))
         // Admin, but usable while the initial password is still in use.
         .merge(guard::admin_initial_ok(

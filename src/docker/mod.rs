@@ -49,6 +49,8 @@ pub struct ServiceStatus {
     /// The container's address on the service network (what health probes
     /// and the AI passthrough talk to).
     pub address: Option<String>,
+    /// The port its API answers on: the health check's HTTP (or TCP) port.
+    pub api_port: Option<u16>,
     pub started_at: Option<DateTime<Utc>>,
     /// Restarts arasuld made (or saw Docker make) since it started.
     pub restart_count: u32,

@@ -97,6 +97,7 @@ impl Supervisor {
                         image_id: None,
                         container_id: None,
                         address: None,
+                        api_port: s.api_port(),
                         started_at: None,
                         restart_count: 0,
                         last_exit_code: None,

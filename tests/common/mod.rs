@@ -3,6 +3,8 @@
 //! that a test can start and stop at will. No mocks.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;

@@ -1,0 +1,103 @@
+//! The Docker side of the test harness: the locally built test runtime
+//! image, one project label and network per test (removed on drop, even when
+//! the test fails), and a supervisor spawned in-process on the real engine.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use arasuld::docker::supervisor::SupervisorConfig;
+use arasuld::docker::{Catalog, SupervisorHandle};
+use arasuld::tasks::{RestartPolicy, Workers};
+
+pub const IMAGE: &str = "arasul-testrt:dev";
+pub const SOCKET: &str = "/var/run/docker.sock";
+
+/// Builds the test image once per machine (the script skips an unchanged
+/// binary); serialised across test processes with flock.
+pub fn ensure_image() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testrt-image");
+    let out = Command::new("flock")
+        .args(["/tmp/arasul-testrt-image.lock", script])
+        .output()
+        .expect("run scripts/testrt-image (needs the Docker engine)");
+    assert!(
+        out.status.success(),
+        "building the test image failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the docker CLI; returns trimmed stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A test's own project label and network; everything labelled with it is
+/// removed when this is dropped.
+pub struct Project {
+    pub name: String,
+}
+
+impl Project {
+    pub fn new(tag: &str) -> Project {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("arasuld=info")
+            .with_test_writer()
+            .try_init();
+        ensure_image();
+        Project {
+            name: format!("t{}-{tag}", std::process::id()),
+        }
+    }
+
+    pub fn network(&self) -> String {
+        format!("{}-net", self.name)
+    }
+
+    pub fn container(&self, service: &str) -> String {
+        format!("{}-{service}", self.name)
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.arasul.project={}", self.name),
+        ]);
+        for id in ids.split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+        docker(&["network", "rm", &self.network()]);
+    }
+}
+
+/// Spawns the supervisor worker on the current runtime (call inside
+/// `Runtime::enter`), with fast restarts and the real socket unless told.
+pub fn spawn_supervisor(
+    state_dir: &Path,
+    catalog: Catalog,
+    socket: &str,
+) -> (Workers, SupervisorHandle) {
+    let workers = Workers::new(RestartPolicy {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+        reset_after: Duration::from_secs(60),
+    });
+    let cfg = SupervisorConfig {
+        socket: socket.to_string(),
+        state_dir: state_dir.to_path_buf(),
+        stop_timeout: Duration::from_secs(2),
+        nvidia_runtime: false,
+    };
+    let handle = arasuld::docker::spawn(&workers, cfg, catalog);
+    (workers, handle)
+}
