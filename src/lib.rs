@@ -10,6 +10,7 @@ pub mod cli_admin;
 pub mod config;
 pub mod db;
 pub mod docker;
+pub mod healing;
 pub mod metrics;
 pub mod os;
 pub mod state;

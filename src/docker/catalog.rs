@@ -215,7 +215,10 @@ impl ServiceSpec {
     /// The port the service's API answers on: its HTTP (or TCP) health port.
     pub fn api_port(&self) -> Option<u16> {
         let h = self.health.as_ref()?;
-        h.http.as_ref().map(|p| p.port).or(h.tcp.as_ref().map(|t| t.port))
+        h.http
+            .as_ref()
+            .map(|p| p.port)
+            .or(h.tcp.as_ref().map(|t| t.port))
     }
 
     pub fn port_mappings(&self) -> Vec<PortMapping> {

@@ -1,0 +1,12 @@
+//! Self-healing (SPEC §7): the `healing:` config section and the pure policy
+//! that turns observations into actions. This module never touches Docker,
+//! the database or the OS; the worker that carries actions out lives beside it.
+
+pub mod config;
+pub mod policy;
+
+pub use config::HealingConfig;
+pub use policy::{
+    Action, Category, DiskLevel, Event, PolicyState, Readings, RebootReadiness, RebootReason,
+    RestartReason, ServiceView, Severity, Snapshot, Timestamp, backoff_delay, decide,
+};
