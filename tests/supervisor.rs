@@ -60,7 +60,11 @@ services:
         arasuld::docker::catalog::parse("test", &text).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
-    fn start(&self, catalog: arasuld::docker::Catalog, socket: &str) -> (Workers, SupervisorHandle) {
+    fn start(
+        &self,
+        catalog: arasuld::docker::Catalog,
+        socket: &str,
+    ) -> (Workers, SupervisorHandle) {
         let _guard = self.rt.enter();
         spawn_supervisor(self.dir.path(), catalog, socket)
     }
@@ -84,7 +88,6 @@ services:
         docker(&["inspect", "-f", format, &self.container(service)])
     }
 }
-
 
 #[test]
 fn fresh_start_creates_the_network_and_starts_in_dependency_order() {
