@@ -301,3 +301,21 @@ fn a_service_stopped_on_purpose_stays_stopped_across_restarts() {
     assert!(!h.service("embeddings").unwrap().stopped_on_purpose);
     env.stop(workers);
 }
+
+#[test]
+fn an_out_of_memory_kill_is_flagged() {
+    let env = Env::new("oom");
+    let text = format!(
+        "project: {}\nnetwork: {}\nservices:\n- name: hog\n  image: {IMAGE}\n  memory_limit: 32m\n  env: {{TESTRT_OOM: \"1\"}}\n",
+        env.project.name,
+        env.network()
+    );
+    let catalog = arasuld::docker::catalog::parse("t", &text).unwrap();
+    let (workers, h) = env.start(catalog, SOCKET);
+    wait_until("the OOM kill to be seen", Duration::from_secs(30), || {
+        let s = h.service("hog")?;
+        (s.oom_killed && s.state == ServiceState::Unhealthy).then_some(s)
+    });
+    assert_eq!(h.service("hog").unwrap().last_exit_code, Some(137));
+    env.stop(workers);
+}
