@@ -135,10 +135,19 @@ pub struct SystemStatus {
     pub level: Level,
     /// Why, worst first, in words.
     pub reasons: Vec<Reason>,
+    /// Each supervised service's state.
+    pub services: Vec<ServiceBrief>,
     pub database_up: bool,
     /// When the latest sample was taken.
     pub last_update: Option<DateTime<Utc>>,
     pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ServiceBrief {
+    pub name: String,
+    pub state: crate::docker::ServiceState,
+    pub critical: bool,
 }
 
 /// The overall level for the status header (SPEC §4 rules).
@@ -148,12 +157,23 @@ pub async fn system_status(State(state): State<AppState>) -> Json<SystemStatus> 
     let latest = state.metrics.latest();
     let db_up = state.db.status().up;
     let now = Utc::now();
-    let (level, reasons) = state
+    let (_, mut reasons) = state
         .metrics
         .with_ring(|r| status::evaluate(latest.as_deref(), r, db_up, now.timestamp_millis()));
+    let services = state.services.services();
+    reasons.extend(status::service_reasons(&services));
+    let (level, reasons) = status::combine(reasons);
     Json(SystemStatus {
         level,
         reasons,
+        services: services
+            .iter()
+            .map(|s| ServiceBrief {
+                name: s.name.clone(),
+                state: s.state,
+                critical: s.critical,
+            })
+            .collect(),
         database_up: db_up,
         last_update: latest.map(|s| s.ts),
         timestamp: now,

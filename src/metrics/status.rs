@@ -85,6 +85,47 @@ pub fn evaluate(
             format!("The processor has been above {CPU_WARN_PERCENT} % for more than 5 minutes."),
         );
     }
+    combine(reasons)
+}
+
+/// Reasons from the supervised services: a critical service down (not
+/// stopped on purpose) is CRITICAL, any other service down is a WARNING.
+pub fn service_reasons(services: &[crate::docker::ServiceStatus]) -> Vec<Reason> {
+    use crate::docker::ServiceState as S;
+    services
+        .iter()
+        .filter(|s| !s.stopped_on_purpose)
+        .filter(|s| {
+            !matches!(
+                s.state,
+                S::Healthy | S::Starting | S::Restarting | S::Stopped
+            )
+        })
+        .map(|s| {
+            let state = serde_json::to_value(s.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            Reason {
+                level: if s.critical {
+                    Level::Critical
+                } else {
+                    Level::Warning
+                },
+                code: if s.critical {
+                    "critical_service_down"
+                } else {
+                    "service_down"
+                }
+                .into(),
+                message: format!("The {} service is down ({state}).", s.name),
+            }
+        })
+        .collect()
+}
+
+/// Merges reason lists: worst first, and the level they add up to.
+pub fn combine(mut reasons: Vec<Reason>) -> (Level, Vec<Reason>) {
     reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
     let level = reasons.first().map_or(Level::Ok, |r| r.level);
     (level, reasons)
@@ -142,5 +183,41 @@ mod tests {
             evaluate(Some(&last), &busy, true, 240_000 + 1000).0,
             Level::Ok
         );
+    }
+
+    #[test]
+    fn a_critical_service_down_is_critical_unless_stopped_on_purpose() {
+        use crate::docker::{Role, ServiceState, ServiceStatus};
+        let svc = |name: &str, critical, state, on_purpose| ServiceStatus {
+            name: name.into(),
+            role: Role::Other,
+            critical,
+            state,
+            stopped_on_purpose: on_purpose,
+            image: "x".into(),
+            image_id: None,
+            container_id: None,
+            address: None,
+            api_port: None,
+            started_at: None,
+            restart_count: 0,
+            last_exit_code: None,
+            oom_killed: false,
+            health_failures: 0,
+            last_error: None,
+            since: Utc::now(),
+        };
+        let ok = [svc("llm", true, ServiceState::Healthy, false)];
+        assert!(service_reasons(&ok).is_empty());
+        let down = [
+            svc("llm", true, ServiceState::Unhealthy, false),
+            svc("n8n", false, ServiceState::ImageMissing, false),
+            svc("minio", false, ServiceState::Stopped, true),
+        ];
+        let (level, reasons) = combine(service_reasons(&down));
+        assert_eq!(level, Level::Critical);
+        assert_eq!(reasons.len(), 2);
+        assert_eq!(reasons[0].message, "The llm service is down (unhealthy).");
+        assert_eq!(reasons[1].code, "service_down");
     }
 }
