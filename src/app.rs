@@ -88,6 +88,16 @@ impl Daemon {
         }
         let metrics = spawn_metrics(&workers, &config, &db);
         let services = spawn_supervisor(&workers, &config)?;
+        crate::healing::worker::spawn(
+            &workers,
+            crate::healing::worker::HealingDeps {
+                config: config.healing.clone(),
+                log_dir: config.paths.log_dir.clone(),
+                services: services.clone(),
+                metrics: Some(metrics.clone()),
+                db: db.clone(),
+            },
+        );
         {
             let (db, auth) = (db.clone(), auth.clone());
             workers.spawn("auth-persister", WorkerKind::Auxiliary, move |ctx| {

@@ -52,6 +52,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub metrics: MetricsConfig,
     pub docker: DockerConfig,
+    /// SPEC §7 thresholds, windows and cooldowns (see `healing::config`).
+    pub healing: crate::healing::HealingConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -528,6 +530,7 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.logging.level) {
         bad("logging.level", format!("not a valid log filter: {e}"));
     }
+    out.extend(c.healing.validate());
     out
 }
 
@@ -678,9 +681,15 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
 
 /// Keys that only take effect after a restart (sockets, pools, paths).
 pub fn needs_restart(changed_line: &str) -> bool {
-    ["http.listen", "database.", "paths.", "logging.json_file"]
-        .iter()
-        .any(|p| changed_line.starts_with(p))
+    [
+        "http.listen",
+        "database.",
+        "paths.",
+        "logging.json_file",
+        "healing.",
+    ]
+    .iter()
+    .any(|p| changed_line.starts_with(p))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod ai;
 pub mod auth;
 pub mod error;
 pub mod guard;
+pub mod healing;
 pub mod limits;
 pub mod metrics;
 pub mod services;
@@ -62,6 +63,8 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(services::stop))
                 .routes(routes!(services::restart))
                 .routes(routes!(services::logs))
+                .routes(routes!(healing::events))
+                .routes(routes!(healing::status))
                 .merge(ai::routes()),
         ))
         // Admin, but usable while the initial password is still in use.

@@ -18,6 +18,7 @@ use crate::config::DatabaseConfig;
 use crate::tasks::WorkerCtx;
 
 pub mod auth;
+pub mod healing;
 pub mod metrics;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

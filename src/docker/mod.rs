@@ -83,6 +83,9 @@ pub enum Command {
     Start(String, oneshot::Sender<Result<(), SupervisorError>>),
     Stop(String, oneshot::Sender<Result<(), SupervisorError>>),
     Restart(String, oneshot::Sender<Result<(), SupervisorError>>),
+    /// The healing policy gave up on it: `failed`, and nothing restarts it
+    /// until a start, stop or restart through the API clears the mark.
+    MarkFailed(String, oneshot::Sender<Result<(), SupervisorError>>),
     Logs {
         name: String,
         tail: usize,
@@ -143,6 +146,9 @@ impl SupervisorHandle {
     }
     pub async fn restart(&self, name: &str) -> Result<(), SupervisorError> {
         self.ask(|r| Command::Restart(name.into(), r)).await
+    }
+    pub async fn mark_failed(&self, name: &str) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::MarkFailed(name.into(), r)).await
     }
     pub async fn logs(
         &self,

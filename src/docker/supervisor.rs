@@ -62,6 +62,9 @@ pub struct Supervisor {
     order: Vec<String>,
     services: HashMap<String, Runtime>,
     stopped: HashSet<String>,
+    /// Marked failed by the healing policy: kept `failed` (events, probes and
+    /// reconcile leave them alone) until the API starts, stops or restarts them.
+    failed: HashSet<String>,
     /// Services waiting for their dependencies before the first start.
     pending_start: Vec<String>,
     state_tx: Arc<watch::Sender<Arc<Vec<ServiceStatus>>>>,
@@ -122,6 +125,7 @@ impl Supervisor {
             order,
             services,
             stopped,
+            failed: HashSet::new(),
             pending_start: Vec::new(),
             state_tx,
             docker_down_logged: false,
@@ -141,6 +145,9 @@ impl Supervisor {
     }
 
     fn set_state(&mut self, name: &str, state: ServiceState) {
+        if self.failed.contains(name) && state != ServiceState::Failed {
+            return;
+        }
         if let Some(rt) = self.services.get_mut(name)
             && rt.status.state != state
         {
@@ -224,7 +231,12 @@ impl Supervisor {
         self.ensure_network(docker).await?;
         self.reconcile(docker).await?;
         let mut probes: JoinSet<ProbeResult> = JoinSet::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // The first tick (which may start containers) waits a moment so the
+        // events subscription is in place before anything can die.
+        let mut tick = tokio::time::interval_at(
+            Instant::now() + Duration::from_millis(300),
+            Duration::from_millis(500),
+        );
         let mut reconcile_tick = tokio::time::interval(Duration::from_secs(30));
         reconcile_tick.tick().await;
         loop {
@@ -316,6 +328,11 @@ impl Supervisor {
                         }
                     } else if on_purpose {
                         self.set_state(&name, ServiceState::Stopped);
+                    } else if matches!(current, ServiceState::Starting | ServiceState::Healthy) {
+                        // It died before the events stream was listening
+                        // (or the event was lost): correct the state here.
+                        tracing::warn!(service = %name, "container is not running; its exit was not seen as an event");
+                        self.set_state(&name, ServiceState::Unhealthy);
                     } else if !self.pending_start.contains(&name)
                         && matches!(current, ServiceState::Unknown | ServiceState::ImageMissing)
                     {
@@ -415,6 +432,10 @@ impl Supervisor {
         let mut i = 0;
         while i < self.pending_start.len() {
             let name = self.pending_start[i].clone();
+            if self.failed.contains(&name) {
+                self.pending_start.remove(i);
+                continue;
+            }
             let deps_ready = self.services[&name].spec.depends_on.iter().all(|d| {
                 let dep = &self.services[d];
                 dep.status.state == ServiceState::Healthy
@@ -491,16 +512,30 @@ impl Supervisor {
 
     async fn on_command(&mut self, docker: &Docker, cmd: Command) {
         match cmd {
+            // Published before the reply, so whoever asked sees the new
+            // state as soon as the command returns.
             Command::Start(name, reply) => {
                 let r = self.cmd_start(docker, &name).await;
+                self.publish();
                 let _ = reply.send(r);
             }
             Command::Stop(name, reply) => {
                 let r = self.cmd_stop(docker, &name).await;
+                self.publish();
                 let _ = reply.send(r);
             }
             Command::Restart(name, reply) => {
                 let r = self.cmd_restart(docker, &name).await;
+                self.publish();
+                let _ = reply.send(r);
+            }
+            Command::MarkFailed(name, reply) => {
+                let r = self.known(&name).map(|()| {
+                    self.failed.insert(name.clone());
+                    self.pending_start.retain(|n| n != &name);
+                    self.set_state(&name, ServiceState::Failed);
+                });
+                self.publish();
                 let _ = reply.send(r);
             }
             Command::Logs {
@@ -540,6 +575,7 @@ impl Supervisor {
 
     async fn cmd_start(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
         self.known(name)?;
+        self.failed.remove(name);
         self.set_stopped_on_purpose(name, false);
         self.pending_start.retain(|n| n != name);
         self.create_and_start(docker, name).await
@@ -547,6 +583,7 @@ impl Supervisor {
 
     async fn cmd_stop(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
         self.known(name)?;
+        self.failed.remove(name);
         // Recorded first, so the "die" event that follows is read as intended.
         self.set_stopped_on_purpose(name, true);
         self.pending_start.retain(|n| n != name);
@@ -576,6 +613,7 @@ impl Supervisor {
 
     async fn cmd_restart(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
         self.known(name)?;
+        self.failed.remove(name);
         self.set_stopped_on_purpose(name, false);
         let Some(id) = self.services[name].status.container_id.clone() else {
             return self.create_and_start(docker, name).await;
@@ -799,7 +837,10 @@ impl Supervisor {
 fn reject(cmd: Command, why: &str) {
     let err = || SupervisorError::DockerUnavailable(why.to_string());
     match cmd {
-        Command::Start(_, r) | Command::Stop(_, r) | Command::Restart(_, r) => {
+        Command::Start(_, r)
+        | Command::Stop(_, r)
+        | Command::Restart(_, r)
+        | Command::MarkFailed(_, r) => {
             let _ = r.send(Err(err()));
         }
         Command::Logs { reply, .. } => {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod policy;
+pub mod worker;
 
 pub use config::HealingConfig;
 pub use policy::{

@@ -1,0 +1,171 @@
+//! The self-healing audit trail and the loop's health: `GET
+//! /api/self-healing/events` (from Postgres) and `/status`. Reads only; the
+//! worker in `healing::worker` writes.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use crate::db::healing::{EventFilter, count_events, list_events};
+use crate::docker::ServiceState;
+use crate::healing::worker::{HealingRecord, WORKER_NAME, heartbeat_grade, last_logged};
+use crate::state::AppState;
+
+const MAX_LIMIT: i64 = 1000;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Most events returned (default 100, at most 1000).
+    pub limit: Option<i64>,
+    /// Events skipped, newest first (default 0).
+    pub offset: Option<i64>,
+    /// `INFO`, `WARNING` or `CRITICAL` (case-insensitive).
+    pub severity: Option<String>,
+    /// e.g. `service_restart`, `service_failed`.
+    pub event_type: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventList {
+    /// Newest first.
+    pub events: Vec<HealingRecord>,
+    /// Events matching the filters, ignoring limit and offset.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Every self-healing decision and action, newest first, with filters.
+#[utoipa::path(get, path = "/api/self-healing/events", tag = "self-healing", params(EventsQuery),
+    responses(
+        (status = 200, body = EventList),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 503, description = "The database is down (events are buffered meanwhile)", body = super::error::ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<EventList>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::bad_request(
+            "invalid_offset",
+            "offset must not be negative",
+        ));
+    }
+    let severity = match q.severity.map(|s| s.to_ascii_uppercase()) {
+        Some(s) if !["INFO", "WARNING", "CRITICAL"].contains(&s.as_str()) => {
+            return Err(ApiError::bad_request(
+                "invalid_severity",
+                "severity must be INFO, WARNING or CRITICAL",
+            ));
+        }
+        s => s,
+    };
+    if !state.db.status().up {
+        return Err(ApiError::unavailable(
+            "database_unavailable",
+            "the database is not reachable; self-healing events are buffered until it is",
+        ));
+    }
+    let filter = EventFilter {
+        limit,
+        offset,
+        severity,
+        event_type: q.event_type,
+        since: q.since,
+    };
+    let pool = state.db.pool();
+    let (events, total) = tokio::try_join!(list_events(pool, &filter), count_events(pool, &filter))
+        .map_err(|e| {
+            ApiError::unavailable("database_unavailable", format!("database error: {e}"))
+        })?;
+    Ok(Json(EventList {
+        events,
+        total,
+        limit,
+        offset,
+        timestamp: Utc::now(),
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HealingStatus {
+    /// `healing.enabled`: off, the loop still runs but decides nothing.
+    pub enabled: bool,
+    /// `healthy` (< 20 s), `degraded` (20–60 s), `unhealthy` (> 60 s) or
+    /// `not_running` (no healing worker in this daemon).
+    pub loop_status: &'static str,
+    /// Age of the loop's heartbeat, in milliseconds.
+    pub heartbeat_age_ms: Option<u64>,
+    /// Services marked `failed` (no more restarts until started through the API).
+    pub failed_services: Vec<String>,
+    /// The newest event (from the database, else from `self_healing.log`).
+    pub last_event: Option<HealingRecord>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Whether the healing loop is alive, what it gave up on, what it did last.
+#[utoipa::path(get, path = "/api/self-healing/status", tag = "self-healing",
+    responses((status = 200, body = HealingStatus)))]
+pub async fn status(State(state): State<AppState>) -> Json<HealingStatus> {
+    let cfg = state.config();
+    let worker = state
+        .workers
+        .statuses()
+        .into_iter()
+        .find(|w| w.name == WORKER_NAME);
+    let heartbeat_age_ms = worker.as_ref().map(|w| w.heartbeat_age_ms);
+    let loop_status = heartbeat_age_ms.map_or("not_running", |ms| {
+        heartbeat_grade(std::time::Duration::from_millis(ms))
+    });
+    let failed_services = state
+        .services
+        .services()
+        .iter()
+        .filter(|s| s.state == ServiceState::Failed)
+        .map(|s| s.name.clone())
+        .collect();
+    let from_db = if state.db.status().up {
+        let newest = EventFilter {
+            limit: 1,
+            ..Default::default()
+        };
+        list_events(state.db.pool(), &newest)
+            .await
+            .ok()
+            .and_then(|mut v| v.pop())
+    } else {
+        None
+    };
+    let last_event = match from_db {
+        Some(e) => Some(e),
+        None => {
+            let dir = cfg.paths.log_dir.clone();
+            tokio::task::spawn_blocking(move || last_logged(&dir))
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    Json(HealingStatus {
+        enabled: cfg.healing.enabled,
+        loop_status,
+        heartbeat_age_ms,
+        failed_services,
+        last_event,
+        timestamp: Utc::now(),
+    })
+}

@@ -1,0 +1,601 @@
+//! The self-healing worker: builds a [`Snapshot`] from the supervisor, the
+//! latest metrics sample and the database status, runs [`decide`] on every
+//! supervisor state change, on the tick and at the policy's own wake-ups, and
+//! carries the actions out through the supervisor (and the AI client). Every
+//! decision and action goes to `self_healing.log` at once and to Postgres,
+//! buffered in memory while the database is down. It holds no Docker client
+//! and no SQL.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::config::HealingConfig;
+use super::decide;
+use super::policy::{Action, Event, PolicyState, Readings, ServiceView, Snapshot, Timestamp};
+use crate::db::Db;
+use crate::docker::{ServiceState, ServiceStatus, SupervisorError, SupervisorHandle};
+use crate::metrics::MetricsHub;
+use crate::tasks::{WorkerCtx, WorkerKind, Workers};
+
+/// The worker's name in the worker table (and the heartbeat the status shows).
+pub const WORKER_NAME: &str = "self-healing";
+/// The JSON-lines audit file inside `paths.log_dir`.
+pub const LOG_FILE: &str = "self_healing.log";
+/// Events kept in memory while the database is down; beyond it the oldest go.
+pub const BUFFER_CAP: usize = 10_000;
+/// The worker beats at least this often, whatever the tick.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// Longest one batch write to Postgres may take before it is retried later.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One line of the audit trail, as stored and as served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct HealingRecord {
+    /// Database id (absent until written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    pub at: DateTime<Utc>,
+    /// Stable machine name, e.g. `service_restart`, `service_failed`.
+    pub event_type: String,
+    /// `INFO`, `WARNING` or `CRITICAL`.
+    pub severity: String,
+    /// The SPEC §7 ladder rung: `A`, `B`, `C`, `D`.
+    pub category: Option<String>,
+    pub service: Option<String>,
+    pub description: String,
+    /// The action taken (snake_case), if any.
+    pub action: Option<String>,
+    /// `recorded` (a decision without an action), `ok`, `failed: …` or `skipped: …`.
+    pub result: String,
+    pub duration_ms: Option<i64>,
+}
+
+/// What the worker needs; cloned into every run.
+#[derive(Clone)]
+pub struct HealingDeps {
+    pub config: HealingConfig,
+    pub log_dir: PathBuf,
+    pub services: SupervisorHandle,
+    /// None: no readings (tests), the overload rules stay quiet.
+    pub metrics: Option<MetricsHub>,
+    pub db: Db,
+}
+
+/// Spawns the loop as the core worker `self-healing`. The event buffer
+/// outlives restarts of the worker.
+pub fn spawn(workers: &Workers, deps: HealingDeps) {
+    let trail = Arc::new(tokio::sync::Mutex::new(AuditTrail::new(
+        deps.log_dir.join(LOG_FILE),
+        deps.db.clone(),
+    )));
+    workers.spawn(WORKER_NAME, WorkerKind::Core, move |ctx| {
+        let (deps, trail) = (deps.clone(), trail.clone());
+        async move { run(ctx, deps, trail).await }
+    });
+}
+
+/// The DB/file side of the trail: appends JSON lines at once, buffers for
+/// Postgres and writes in order once it is reachable.
+pub struct AuditTrail {
+    path: PathBuf,
+    db: Db,
+    pending: VecDeque<HealingRecord>,
+    /// Dropped from the buffer since the last successful write.
+    dropped: u64,
+    file_error_logged: bool,
+    db_error_logged: bool,
+}
+
+impl AuditTrail {
+    pub fn new(path: PathBuf, db: Db) -> Self {
+        AuditTrail {
+            path,
+            db,
+            pending: VecDeque::new(),
+            dropped: 0,
+            file_error_logged: false,
+            db_error_logged: false,
+        }
+    }
+
+    pub fn record(&mut self, r: HealingRecord) {
+        match append_line(&self.path, &r) {
+            Ok(()) => self.file_error_logged = false,
+            Err(e) => {
+                if !std::mem::replace(&mut self.file_error_logged, true) {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot write the self-healing log");
+                }
+            }
+        }
+        if r.severity == "CRITICAL" {
+            tracing::error!(event = %r.event_type, service = ?r.service, result = %r.result, "self-healing: {}", r.description);
+        } else {
+            tracing::info!(event = %r.event_type, service = ?r.service, result = %r.result, "self-healing: {}", r.description);
+        }
+        if self.pending.len() >= BUFFER_CAP {
+            self.pending.pop_front();
+            self.dropped += 1;
+        }
+        self.pending.push_back(r);
+    }
+
+    /// Writes what is buffered if the database is up; keeps it otherwise.
+    pub async fn flush(&mut self) {
+        if self.pending.is_empty() && self.dropped == 0 {
+            return;
+        }
+        let status = self.db.status();
+        if !status.up || !status.migrated {
+            return;
+        }
+        if self.dropped > 0 {
+            let note = HealingRecord {
+                id: None,
+                at: Utc::now(),
+                event_type: "events_dropped".into(),
+                severity: "WARNING".into(),
+                category: None,
+                service: None,
+                description: format!(
+                    "{} self-healing events were dropped while the database was unreachable (buffer of {BUFFER_CAP})",
+                    self.dropped
+                ),
+                action: None,
+                result: "recorded".into(),
+                duration_ms: None,
+            };
+            // At the front: it stands for events older than what is left.
+            self.pending.push_front(note);
+            self.dropped = 0;
+        }
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(500);
+            let batch: Vec<HealingRecord> = self.pending.iter().take(n).cloned().collect();
+            // Bounded, so a database that hangs cannot stall the loop's heartbeat.
+            let write = crate::db::healing::insert_events(self.db.pool(), &batch);
+            let done = tokio::time::timeout(FLUSH_TIMEOUT, write)
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+            match done {
+                Ok(_) => {
+                    self.pending.drain(..n);
+                    self.db_error_logged = false;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut self.db_error_logged, true) {
+                        tracing::warn!(error = %e, buffered = self.pending.len(), "self-healing events not written yet");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+fn append_line(path: &Path, r: &HealingRecord) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut line = serde_json::to_string(r).map_err(std::io::Error::other)?;
+    line.push('\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(line.as_bytes())
+}
+
+/// The policy's view of one service. A container that exited is down at
+/// once, not after N failed probes: it is `stopped` to the policy. The
+/// supervisor calls it `unhealthy` (or still `starting` when it exited before
+/// the events stream saw it), with an exit code and no address; an exit code
+/// is only kept while the container is not running.
+pub fn service_view(s: &ServiceStatus) -> ServiceView {
+    let mut v = ServiceView::from(s);
+    let exited = s.container_id.is_none() || (s.last_exit_code.is_some() && s.address.is_none());
+    if matches!(s.state, ServiceState::Unhealthy | ServiceState::Starting) && exited {
+        v.state = ServiceState::Stopped;
+    }
+    v
+}
+
+struct Loop {
+    deps: HealingDeps,
+    started: Instant,
+    policy: PolicyState,
+    /// Services the supervisor acknowledged as failed on the policy's request.
+    marked_failed: BTreeSet<String>,
+    ai: crate::ai::Ai,
+}
+
+async fn run(
+    ctx: WorkerCtx,
+    deps: HealingDeps,
+    trail: Arc<tokio::sync::Mutex<AuditTrail>>,
+) -> anyhow::Result<()> {
+    let mut state_rx = deps.services.subscribe();
+    let mut db_rx = deps.db.subscribe();
+    let tick = deps.config.tick;
+    let mut lp = Loop {
+        deps,
+        started: Instant::now(),
+        policy: PolicyState::new(),
+        marked_failed: BTreeSet::new(),
+        ai: crate::ai::Ai::new(),
+    };
+    let mut state_open = true;
+    let mut db_open = true;
+    loop {
+        ctx.beat();
+        let mut trail_guard = trail.lock().await;
+        lp.evaluate(&ctx, &mut trail_guard).await;
+        trail_guard.flush().await;
+        drop(trail_guard);
+        let now = Instant::now();
+        let mut due = now + tick;
+        if let Some(at) = lp.policy.next_wakeup(&lp.deps.config) {
+            let at = lp.started + Duration::from_millis(at.as_millis());
+            due = due.min(at.max(now));
+        }
+        // Wait for a state change, the tick or a wake-up, beating meanwhile.
+        loop {
+            ctx.beat();
+            let nap = due.min(Instant::now() + BEAT_EVERY);
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => {
+                    trail.lock().await.flush().await;
+                    return Ok(());
+                }
+                r = state_rx.changed(), if state_open => {
+                    if r.is_err() { state_open = false; } else { break; }
+                }
+                r = db_rx.changed(), if db_open => {
+                    if r.is_err() { db_open = false; }
+                    trail.lock().await.flush().await;
+                }
+                _ = tokio::time::sleep_until(nap) => {
+                    if Instant::now() >= due { break; }
+                }
+            }
+        }
+    }
+}
+
+impl Loop {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.started.elapsed().as_millis() as u64)
+    }
+
+    fn snapshot(&self, services: &[ServiceStatus]) -> Snapshot {
+        let mut snap = Snapshot::new(self.now());
+        snap.services = services.iter().map(service_view).collect();
+        snap.readings = self
+            .deps
+            .metrics
+            .as_ref()
+            .and_then(|m| m.latest())
+            .map(|s| Readings::from_sample(&s))
+            .unwrap_or_default();
+        // The supervisor says `unknown` for every service while Docker is away.
+        snap.docker_up =
+            services.is_empty() || services.iter().any(|s| s.state != ServiceState::Unknown);
+        snap.db_up = self.deps.db.status().up;
+        snap
+    }
+
+    async fn evaluate(&mut self, ctx: &WorkerCtx, trail: &mut AuditTrail) {
+        let services = self.deps.services.services();
+        // A start, stop or restart through the API cleared a failed mark: the
+        // policy starts that service from a clean slate.
+        let cleared: Vec<String> = self
+            .marked_failed
+            .iter()
+            .filter(|n| {
+                services
+                    .iter()
+                    .find(|s| &s.name == *n)
+                    .is_none_or(|s| s.state != ServiceState::Failed)
+            })
+            .cloned()
+            .collect();
+        for name in cleared {
+            self.marked_failed.remove(&name);
+            self.policy.clear_failed(&name);
+            trail.record(plain_record(
+                "failed_cleared",
+                "INFO",
+                Some("A"),
+                Some(&name),
+                "the failed mark was cleared through the API; healing it again".into(),
+            ));
+        }
+        let snap = self.snapshot(&services);
+        let actions = decide(&snap, &mut self.policy, &self.deps.config);
+        // An action is recorded with the event that follows it (the policy
+        // emits each action before its event); a lone action or event is a
+        // record of its own.
+        let mut pending: Option<Done> = None;
+        for action in actions {
+            ctx.beat();
+            match action {
+                Action::RecordEvent(ev) => {
+                    trail.record(event_record(&ev, pending.take()));
+                }
+                other => {
+                    if let Some(done) = pending.take() {
+                        trail.record(done.alone());
+                    }
+                    pending = Some(self.carry_out(ctx, other).await);
+                }
+            }
+        }
+        if let Some(done) = pending {
+            trail.record(done.alone());
+        }
+    }
+
+    async fn carry_out(&mut self, ctx: &WorkerCtx, action: Action) -> Done {
+        let name = action_name(&action);
+        let service = match &action {
+            Action::RestartService { name, .. }
+            | Action::StopStartService { name }
+            | Action::MarkFailed { name } => Some(name.clone()),
+            _ => None,
+        };
+        let t0 = Instant::now();
+        let h = &self.deps.services;
+        let result: Result<(), String> = match &action {
+            Action::RestartService { name, .. } => h.restart(name).await.map_err(err),
+            Action::StopStartService { name } => match h.stop(name).await {
+                Ok(()) => h.start(name).await.map_err(err),
+                Err(e) => Err(err(e)),
+            },
+            Action::MarkFailed { name } => {
+                let r = h.mark_failed(name).await.map_err(err);
+                if r.is_ok() {
+                    self.marked_failed.insert(name.clone());
+                }
+                r
+            }
+            Action::HardRestartServices { services } => {
+                let mut failed = Vec::new();
+                for s in services {
+                    ctx.beat();
+                    if let Err(e) = h.restart(s).await {
+                        failed.push(format!("{s}: {e}"));
+                    }
+                }
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failed.join("; "))
+                }
+            }
+            Action::StopLlm { services, .. } => each(ctx, services, |s| h.stop(s)).await,
+            Action::StartLlm { services } => each(ctx, services, |s| h.start(s)).await,
+            Action::UnloadLlmModels => self.unload_llm_models().await,
+            _ => {
+                return Done {
+                    action: name,
+                    service,
+                    result: "skipped: not yet carried out by this daemon".into(),
+                    duration_ms: 0,
+                };
+            }
+        };
+        Done {
+            action: name,
+            service,
+            result: match result {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("failed: {e}"),
+            },
+            duration_ms: t0.elapsed().as_millis() as i64,
+        }
+    }
+
+    /// `keep_alive: 0` for every model the LLM runtime has loaded.
+    async fn unload_llm_models(&self) -> Result<(), String> {
+        let services = self.deps.services.services();
+        let target =
+            crate::ai::locate(&services, crate::ai::Backend::Llm).map_err(|e| e.to_string())?;
+        let loaded = self.ai.ps(&target).await.map_err(|e| e.to_string())?;
+        for m in loaded {
+            self.ai
+                .unload(&target, &m.name)
+                .await
+                .map_err(|e| format!("{}: {e}", m.name))?;
+        }
+        Ok(())
+    }
+}
+
+async fn each<'a, F, Fut>(ctx: &WorkerCtx, services: &'a [String], f: F) -> Result<(), String>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), SupervisorError>>,
+{
+    let mut failed = Vec::new();
+    for s in services {
+        ctx.beat();
+        if let Err(e) = f(s).await {
+            failed.push(format!("{s}: {e}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+fn err(e: SupervisorError) -> String {
+    e.to_string()
+}
+
+/// An action carried out, waiting for the event that explains it.
+struct Done {
+    action: String,
+    service: Option<String>,
+    result: String,
+    duration_ms: i64,
+}
+
+impl Done {
+    fn alone(self) -> HealingRecord {
+        let severity = if self.result.starts_with("failed") {
+            "WARNING"
+        } else {
+            "INFO"
+        };
+        HealingRecord {
+            id: None,
+            at: Utc::now(),
+            event_type: self.action.clone(),
+            severity: severity.into(),
+            category: None,
+            service: self.service,
+            description: format!("action {}", self.action),
+            action: Some(self.action),
+            result: self.result,
+            duration_ms: Some(self.duration_ms),
+        }
+    }
+}
+
+fn plain_record(
+    event_type: &str,
+    severity: &str,
+    category: Option<&str>,
+    service: Option<&str>,
+    description: String,
+) -> HealingRecord {
+    HealingRecord {
+        id: None,
+        at: Utc::now(),
+        event_type: event_type.into(),
+        severity: severity.into(),
+        category: category.map(str::to_string),
+        service: service.map(str::to_string),
+        description,
+        action: None,
+        result: "recorded".into(),
+        duration_ms: None,
+    }
+}
+
+fn event_record(ev: &Event, done: Option<Done>) -> HealingRecord {
+    let json_name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut r = plain_record(
+        ev.event_type,
+        &json_name(serde_json::to_value(ev.severity).unwrap_or_default()),
+        None,
+        ev.service.as_deref(),
+        ev.description.clone(),
+    );
+    r.category = Some(format!("{:?}", ev.category));
+    if let Some(done) = done {
+        r.service = r.service.or(done.service);
+        r.action = Some(done.action);
+        r.result = done.result;
+        r.duration_ms = Some(done.duration_ms);
+    }
+    r
+}
+
+/// The action's snake_case name, as serde tags it.
+fn action_name(a: &Action) -> String {
+    serde_json::to_value(a)
+        .ok()
+        .and_then(|v| v.get("action").and_then(|n| n.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The loop's heartbeat as SPEC §7 grades it.
+pub fn heartbeat_grade(age: Duration) -> &'static str {
+    if age < Duration::from_secs(20) {
+        "healthy"
+    } else if age <= Duration::from_secs(60) {
+        "degraded"
+    } else {
+        "unhealthy"
+    }
+}
+
+/// The newest record of the JSON-lines log (reads only its tail).
+pub fn last_logged(log_dir: &Path) -> Option<HealingRecord> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log_dir.join(LOG_FILE)).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(64 * 1024);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = String::new();
+    f.read_to_string(&mut buf).ok()?;
+    buf.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::healing::{Category, Severity};
+
+    #[test]
+    fn an_action_is_recorded_with_the_event_that_follows_it() {
+        let ev = Event {
+            severity: Severity::Warning,
+            category: Category::A,
+            event_type: "service_restart",
+            service: Some("llm".into()),
+            description: "restart 1".into(),
+        };
+        let done = Done {
+            action: action_name(&Action::RestartService {
+                name: "llm".into(),
+                reason: crate::healing::RestartReason::ServiceDown,
+            }),
+            service: Some("llm".into()),
+            result: "ok".into(),
+            duration_ms: 12,
+        };
+        let r = event_record(&ev, Some(done));
+        assert_eq!(r.severity, "WARNING");
+        assert_eq!(r.category.as_deref(), Some("A"));
+        assert_eq!(r.action.as_deref(), Some("restart_service"));
+        assert_eq!((r.result.as_str(), r.duration_ms), ("ok", Some(12)));
+        assert_eq!(action_name(&Action::UnloadLlmModels), "unload_llm_models");
+    }
+
+    #[test]
+    fn heartbeat_grades_follow_the_spec() {
+        assert_eq!(heartbeat_grade(Duration::from_secs(3)), "healthy");
+        assert_eq!(heartbeat_grade(Duration::from_secs(20)), "degraded");
+        assert_eq!(heartbeat_grade(Duration::from_secs(60)), "degraded");
+        assert_eq!(heartbeat_grade(Duration::from_secs(61)), "unhealthy");
+    }
+
+    #[tokio::test]
+    async fn the_buffer_drops_the_oldest_and_the_log_gets_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(&crate::config::DatabaseConfig::default()).unwrap();
+        let mut trail = AuditTrail::new(dir.path().join(LOG_FILE), db);
+        for i in 0..BUFFER_CAP + 5 {
+            trail.record(plain_record("t", "INFO", None, None, format!("{i}")));
+        }
+        assert_eq!(trail.buffered(), BUFFER_CAP);
+        assert_eq!(trail.dropped, 5);
+        assert_eq!(trail.pending.front().unwrap().description, "5");
+        let last = last_logged(dir.path()).unwrap();
+        assert_eq!(last.description, (BUFFER_CAP + 4).to_string());
+    }
+}
