@@ -43,6 +43,10 @@ paths:
   data_path: $work/state
 logging:
   level: warn
+# Detection only: with healing on, the container is back before a 1 s
+# inspect loop could even see it down.
+healing:
+  enabled: false
 YAML
 "$BIN" --config "$work/arasuld.yaml" serve >"$work/out" 2>&1 &
 PID=$!
