@@ -8,7 +8,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arasuld::config::Config;
 use arasuld::docker::{ServiceState, SupervisorHandle};
 use arasuld::state::AppState;
 use axum::Router;
@@ -65,41 +64,13 @@ services:
         std::fs::write(&services_file, &text).unwrap();
         let catalog = arasuld::docker::catalog::parse("test", &text).unwrap();
 
-        let mut config = Config::default();
-        config.database.url =
-            arasuld::config::Secret::new("postgres://nobody@127.0.0.1:1/x".into());
+        let mut config = common::offline_config();
         config.paths.services_file = services_file;
         let (handle, state) = {
             let _guard = rt.enter();
             let (workers, handle) = spawn_supervisor(dir.path(), catalog, SOCKET);
-            let (tx, rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
-            std::mem::forget(tx);
-            let (control, _) = tokio::sync::mpsc::channel(1);
-            let auth = arasuld::auth::Auth::open(arasuld::auth::AuthConfig {
-                secrets_dir: dir.path().join("secrets"),
-                hash_params: arasuld::auth::HashParams {
-                    m_kib: 64,
-                    t: 1,
-                    p: 1,
-                },
-                ..Default::default()
-            })
-            .unwrap()
-            .0;
-            let state = AppState {
-                config: rx,
-                db: arasuld::db::Db::new(&config.database).unwrap(),
-                workers,
-                auth: Arc::new(auth),
-                metrics: arasuld::metrics::MetricsHub::new(
-                    &config.metrics,
-                    Default::default(),
-                    "none",
-                ),
-                services: handle.clone(),
-                started_at: chrono::Utc::now(),
-                control,
-            };
+            let auth = Arc::new(common::fast_auth(dir.path()));
+            let state = common::app_state(config, auth, workers, handle.clone());
             (handle, state)
         };
         let router = arasuld::api::router(state.clone());
@@ -651,32 +622,14 @@ fn chat_and_embeddings_pass_through_and_refuse_oversized_input() {
 #[tokio::test]
 async fn without_ai_services_the_routes_answer_503_and_are_documented() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.database.url = arasuld::config::Secret::new("postgres://nobody@127.0.0.1:1/x".into());
-    let (tx, rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
-    std::mem::forget(tx);
-    let (control, _) = tokio::sync::mpsc::channel(1);
-    let auth = arasuld::auth::Auth::open(arasuld::auth::AuthConfig {
-        secrets_dir: dir.path().join("secrets"),
-        hash_params: arasuld::auth::HashParams {
-            m_kib: 64,
-            t: 1,
-            p: 1,
-        },
-        ..Default::default()
-    })
-    .unwrap()
-    .0;
-    let state = AppState {
-        config: rx,
-        db: arasuld::db::Db::new(&config.database).unwrap(),
-        workers: arasuld::tasks::Workers::new((&config.workers).into()),
-        auth: Arc::new(auth),
-        metrics: arasuld::metrics::MetricsHub::new(&config.metrics, Default::default(), "none"),
-        services: SupervisorHandle::detached(),
-        started_at: chrono::Utc::now(),
-        control,
-    };
+    let config = common::offline_config();
+    let workers = arasuld::tasks::Workers::new((&config.workers).into());
+    let state = common::app_state(
+        config,
+        Arc::new(common::fast_auth(dir.path())),
+        workers,
+        SupervisorHandle::detached(),
+    );
     let router = arasuld::api::router(state);
     let send = |req: Request<Body>| {
         let router = router.clone();

@@ -1,9 +1,10 @@
 //! The router in-process (`oneshot`, no port): envelope, content types,
 //! caching, and that the OpenAPI document matches what is served.
 
+mod common;
+
 use std::sync::Arc;
 
-use arasuld::config::Config;
 use arasuld::state::AppState;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -15,37 +16,22 @@ fn test_auth() -> Arc<arasuld::auth::Auth> {
         std::sync::OnceLock::new();
     AUTH.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = arasuld::auth::AuthConfig {
-            secrets_dir: dir.path().join("secrets"),
-            hash_params: arasuld::auth::HashParams {
-                m_kib: 64,
-                t: 1,
-                p: 1,
-            },
-            ..Default::default()
-        };
-        let (auth, _) = arasuld::auth::Auth::open(cfg).unwrap();
-        (dir, Arc::new(auth))
+        let auth = Arc::new(common::fast_auth(dir.path()));
+        (dir, auth)
     })
     .1
     .clone()
 }
 
 fn state() -> AppState {
-    let mut config = Config::default();
-    config.database.url = arasuld::config::Secret::new("postgres://nobody@127.0.0.1:1/x".into());
-    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
-    let (control, _) = tokio::sync::mpsc::channel(1);
-    AppState {
-        config: rx,
-        db: arasuld::db::Db::new(&config.database).unwrap(),
-        workers: arasuld::tasks::Workers::new((&config.workers).into()),
-        auth: test_auth(),
-        metrics: arasuld::metrics::MetricsHub::new(&config.metrics, Default::default(), "none"),
-        services: arasuld::docker::SupervisorHandle::detached(),
-        started_at: chrono::Utc::now(),
-        control,
-    }
+    let config = common::offline_config();
+    let workers = arasuld::tasks::Workers::new((&config.workers).into());
+    common::app_state(
+        config,
+        test_auth(),
+        workers,
+        arasuld::docker::SupervisorHandle::detached(),
+    )
 }
 
 async fn call(req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {

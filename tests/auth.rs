@@ -27,19 +27,6 @@ struct App {
     router: Router,
 }
 
-fn fast_auth(dir: &std::path::Path) -> arasuld::auth::Auth {
-    let cfg = arasuld::auth::AuthConfig {
-        secrets_dir: dir.join("secrets"),
-        hash_params: arasuld::auth::HashParams {
-            m_kib: 64,
-            t: 1,
-            p: 1,
-        },
-        ..Default::default()
-    };
-    arasuld::auth::Auth::open(cfg).unwrap().0
-}
-
 impl App {
     fn new() -> App {
         Self::with_config(|_| {})
@@ -47,23 +34,15 @@ impl App {
 
     fn with_config(f: impl FnOnce(&mut Config)) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.database.url =
-            arasuld::config::Secret::new("postgres://nobody@127.0.0.1:1/x".into());
+        let mut config = common::offline_config();
         f(&mut config);
-        let (tx, rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
-        std::mem::forget(tx);
-        let (control, _) = tokio::sync::mpsc::channel(1);
-        let state = AppState {
-            config: rx,
-            db: arasuld::db::Db::new(&config.database).unwrap(),
-            workers: arasuld::tasks::Workers::new((&config.workers).into()),
-            auth: Arc::new(fast_auth(dir.path())),
-            metrics: arasuld::metrics::MetricsHub::new(&config.metrics, Default::default(), "none"),
-            services: arasuld::docker::SupervisorHandle::detached(),
-            started_at: chrono::Utc::now(),
-            control,
-        };
+        let workers = arasuld::tasks::Workers::new((&config.workers).into());
+        let state = common::app_state(
+            config,
+            Arc::new(common::fast_auth(dir.path())),
+            workers,
+            arasuld::docker::SupervisorHandle::detached(),
+        );
         let router = arasuld::api::router(state.clone());
         App { dir, state, router }
     }

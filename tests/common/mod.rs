@@ -389,3 +389,48 @@ pub fn get_json_auth(url: &str, token: &str) -> Option<(u16, serde_json::Value)>
         Some((status, body))
     })
 }
+
+/// Auth with argon2 at toy costs (64 KiB, t = 1), secrets under `dir/secrets`.
+pub fn fast_auth(dir: &Path) -> arasuld::auth::Auth {
+    let cfg = arasuld::auth::AuthConfig {
+        secrets_dir: dir.join("secrets"),
+        hash_params: arasuld::auth::HashParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        },
+        ..Default::default()
+    };
+    arasuld::auth::Auth::open(cfg).unwrap().0
+}
+
+/// A config whose database is a closed port (the DB is "down").
+pub fn offline_config() -> arasuld::config::Config {
+    let mut config = arasuld::config::Config::default();
+    config.database.url = arasuld::config::Secret::new("postgres://nobody@127.0.0.1:1/x".into());
+    config
+}
+
+/// The shared state the router needs, built around the given parts; no
+/// control loop behind it (reload answers 503).
+pub fn app_state(
+    config: arasuld::config::Config,
+    auth: Arc<arasuld::auth::Auth>,
+    workers: arasuld::tasks::Workers,
+    services: arasuld::docker::SupervisorHandle,
+) -> arasuld::state::AppState {
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
+    // Kept alive so the config never reads as closed.
+    std::mem::forget(tx);
+    let (control, _) = tokio::sync::mpsc::channel(1);
+    arasuld::state::AppState {
+        db: arasuld::db::Db::new(&config.database).unwrap(),
+        metrics: arasuld::metrics::MetricsHub::new(&config.metrics, Default::default(), "none"),
+        config: rx,
+        workers,
+        auth,
+        services,
+        started_at: chrono::Utc::now(),
+        control,
+    }
+}
