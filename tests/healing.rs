@@ -282,8 +282,10 @@ fn crash_loop_backs_off_then_is_marked_failed_with_a_critical_event() {
     let gaps: Vec<i64> = at.windows(2).map(|w| w[1] - w[0]).collect();
     eprintln!("gaps between restarts (ms): {gaps:?}");
     assert!(gaps.len() >= 3, "{gaps:?}");
+    // Each gap is the backoff plus the time the restart itself took, which
+    // varies by a few hundred ms under load: allow 20 % of slack at the cap.
     assert!(
-        gaps.windows(2).all(|w| w[1] + 300 >= w[0]),
+        gaps.windows(2).all(|w| w[1] + w[0] / 5 >= w[0]),
         "delays must not shrink: {gaps:?}"
     );
     assert!(gaps.last().unwrap() > &(gaps[0] + 1000), "{gaps:?}");
