@@ -53,6 +53,9 @@ struct Runtime {
     start_deadline: Instant,
     ever_healthy: bool,
     probing: bool,
+    /// When (ns since the epoch) our last start/restart of it completed:
+    /// `die`/`stop` events from before then are the exits we caused.
+    settled_ns: i64,
 }
 
 pub struct Supervisor {
@@ -114,6 +117,7 @@ impl Supervisor {
                     start_deadline: now,
                     ever_healthy: false,
                     probing: false,
+                    settled_ns: 0,
                 };
                 (s.name.clone(), rt)
             })
@@ -498,6 +502,7 @@ impl Supervisor {
             .await
             .map_err(docker_err)?;
         if let Some(rt) = self.services.get_mut(name) {
+            rt.settled_ns = now_ns();
             rt.status.container_id = Some(id.clone());
             rt.ever_healthy = false;
             rt.status.health_failures = 0;
@@ -632,6 +637,7 @@ impl Supervisor {
             .await
             .map_err(docker_err)?;
         if let Some(rt) = self.services.get_mut(name) {
+            rt.settled_ns = now_ns();
             rt.status.restart_count += 1;
             rt.ever_healthy = false;
             rt.status.health_failures = 0;
@@ -694,6 +700,14 @@ impl Supervisor {
         }
         let id = ev.actor.as_ref().and_then(|a| a.id.clone());
         let ours = id.is_some() && id == self.services[&name].status.container_id;
+        // Events queue while a start/restart command runs; the exit that
+        // command caused must not read as a crash afterwards.
+        let stale = ev
+            .time_nano
+            .is_some_and(|t| t <= self.services[&name].settled_ns);
+        if stale && matches!(action.as_str(), "die" | "stop" | "kill") {
+            return;
+        }
         match action.as_str() {
             "oom" => {
                 if let Some(rt) = self.services.get_mut(&name) {
@@ -859,6 +873,10 @@ async fn connect(socket: &str) -> Result<Docker, String> {
         .map_err(|e| e.to_string())?;
     docker.ping().await.map_err(|e| e.to_string())?;
     Ok(docker)
+}
+
+fn now_ns() -> i64 {
+    Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
 fn docker_err(e: bollard::errors::Error) -> SupervisorError {
