@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod docker;
 pub mod healing;
+pub mod logs;
 pub mod metrics;
 pub mod os;
 pub mod state;
