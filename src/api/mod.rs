@@ -8,9 +8,11 @@ pub mod error;
 pub mod guard;
 pub mod healing;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod services;
 pub mod system;
+pub mod workflows;
 
 use std::sync::Arc;
 
@@ -85,6 +87,20 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(metrics::system_info))
                 .routes(routes!(metrics::system_network))
                 .routes(routes!(services::list)),
+        ))
+        // Logs and workflows: admin, except the public activity summary.
+        .merge(guard::admin(
+            OpenApiRouter::new()
+                .routes(routes!(logs::list))
+                .routes(routes!(logs::tail))
+                .routes(routes!(logs::stream))
+                .routes(routes!(logs::search))
+                .routes(routes!(workflows::execution))
+                .routes(routes!(workflows::history))
+                .routes(routes!(workflows::stats)),
+        ))
+        .merge(guard::status(
+            OpenApiRouter::new().routes(routes!(workflows::activity)),
         ))
         .split_for_parts()
 }

@@ -1,0 +1,314 @@
+//! Workflow runs reported by n8n: `POST /api/workflows/execution` (admin,
+//! 100/min per client in `api::limits`), the public activity summary, and
+//! the admin history and per-workflow statistics. Stored in Postgres
+//! (`db::workflows`); while the database is down a report is answered 503
+//! and nothing is kept, so the caller knows to retry.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ApiJson};
+use super::logs::bad_query;
+use crate::db::workflows::{self, Execution, NewExecution, Recorded, Totals, WorkflowStats};
+use crate::state::AppState;
+
+const MAX_ID: usize = 200;
+const MAX_NAME: usize = 200;
+const MAX_ERROR: usize = 10_000;
+const MAX_LIMIT: i64 = 1000;
+/// At most this many executions in `recent` of the activity summary.
+const RECENT: i64 = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Success,
+    Error,
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Error => "error",
+        }
+    }
+}
+
+/// One report of a workflow run.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ExecutionReport {
+    /// n8n's workflow id (1 to 200 characters).
+    pub workflow_id: String,
+    /// n8n's execution id: a later report with the same workflow and
+    /// execution id updates the run (running → success). Without it every
+    /// report is a run of its own.
+    pub execution_id: Option<String>,
+    /// 1 to 200 characters.
+    pub workflow_name: String,
+    pub status: RunStatus,
+    /// RFC 3339; the time of the report when absent.
+    pub started_at: Option<DateTime<Utc>>,
+    /// RFC 3339, not before `started_at`; not with `running`.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Not negative; computed from the two times when absent.
+    pub duration_ms: Option<i64>,
+    /// What went wrong (at most 10000 characters).
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ExecutionRecorded {
+    pub execution: Execution,
+    /// `created`, `updated`, or `unchanged` (a late `running` report for a
+    /// run already finished).
+    pub result: &'static str,
+    pub timestamp: DateTime<Utc>,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::unprocessable("invalid_execution", message)
+}
+
+fn validate(r: ExecutionReport, now: DateTime<Utc>) -> Result<NewExecution, ApiError> {
+    let len_ok = |s: &str, max: usize| !s.trim().is_empty() && s.chars().count() <= max;
+    // Postgres text cannot hold NUL.
+    let has_nul = [Some(&r.workflow_id), r.execution_id.as_ref(), Some(&r.workflow_name), r.error.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|s| s.contains('\0'));
+    if has_nul {
+        return Err(invalid("text fields must not contain NUL characters"));
+    }
+    if !len_ok(&r.workflow_id, MAX_ID) {
+        return Err(invalid(format!(
+            "workflow_id must be 1 to {MAX_ID} characters"
+        )));
+    }
+    if let Some(e) = &r.execution_id
+        && !len_ok(e, MAX_ID)
+    {
+        return Err(invalid(format!(
+            "execution_id must be 1 to {MAX_ID} characters"
+        )));
+    }
+    if !len_ok(&r.workflow_name, MAX_NAME) {
+        return Err(invalid(format!(
+            "workflow_name must be 1 to {MAX_NAME} characters"
+        )));
+    }
+    if r.error.as_ref().is_some_and(|e| e.chars().count() > MAX_ERROR) {
+        return Err(invalid(format!("error must be at most {MAX_ERROR} characters")));
+    }
+    if r.duration_ms.is_some_and(|d| d < 0) {
+        return Err(invalid("duration_ms must not be negative"));
+    }
+    let started_at = r.started_at.unwrap_or(now);
+    if let Some(f) = r.finished_at {
+        if r.status == RunStatus::Running {
+            return Err(invalid("a running execution has no finished_at"));
+        }
+        if f < started_at {
+            return Err(invalid("finished_at is before started_at"));
+        }
+    }
+    let duration_ms = r.duration_ms.or_else(|| {
+        r.finished_at
+            .map(|f| (f - started_at).num_milliseconds())
+    });
+    Ok(NewExecution {
+        workflow_id: r.workflow_id,
+        execution_id: r.execution_id,
+        workflow_name: r.workflow_name,
+        status: r.status.as_str().to_string(),
+        started_at,
+        finished_at: r.finished_at,
+        duration_ms,
+        error: r.error,
+    })
+}
+
+fn db_down() -> ApiError {
+    ApiError::unavailable(
+        "database_unavailable",
+        "the database is not reachable; nothing was stored, retry later",
+    )
+}
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    ApiError::unavailable("database_unavailable", format!("database error: {e}"))
+}
+
+/// n8n reports a workflow run (or an update of one).
+#[utoipa::path(post, path = "/api/workflows/execution", tag = "workflows",
+    request_body = ExecutionReport,
+    responses(
+        (status = 201, description = "A new run was stored", body = ExecutionRecorded),
+        (status = 200, description = "An earlier report of the same run was updated (or left as it was)", body = ExecutionRecorded),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody),
+        (status = 415, body = super::error::ErrorBody),
+        (status = 422, description = "Invalid field (status, lengths, times)", body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody),
+        (status = 503, description = "Database down: nothing stored", body = super::error::ErrorBody)))]
+pub async fn execution(
+    State(state): State<AppState>,
+    ApiJson(report): ApiJson<ExecutionReport>,
+) -> Result<(StatusCode, Json<ExecutionRecorded>), ApiError> {
+    let now = Utc::now();
+    let new = validate(report, now)?;
+    if !state.db.status().up {
+        return Err(db_down());
+    }
+    let recorded = workflows::record(state.db.pool(), &new)
+        .await
+        .map_err(db_error)?;
+    let (status, result, execution) = match recorded {
+        Recorded::Created(x) => (StatusCode::CREATED, "created", x),
+        Recorded::Updated(x) => (StatusCode::OK, "updated", x),
+        Recorded::Unchanged(x) => (StatusCode::OK, "unchanged", x),
+    };
+    Ok((
+        status,
+        Json(ExecutionRecorded {
+            execution,
+            result,
+            timestamp: Utc::now(),
+        }),
+    ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Activity {
+    /// Runs started in the last 24 hours, by status.
+    pub last_24h: Totals,
+    /// Runs still `running` (started in the last 24 hours).
+    pub active: i64,
+    /// The newest runs (at most 10), newest first.
+    pub recent: Vec<Execution>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// What the workflows did lately (public status display).
+#[utoipa::path(get, path = "/api/workflows/activity", tag = "workflows",
+    responses((status = 200, body = Activity),
+        (status = 503, description = "Database down", body = super::error::ErrorBody)))]
+pub async fn activity(State(state): State<AppState>) -> Result<Json<Activity>, ApiError> {
+    if !state.db.status().up {
+        return Err(db_down());
+    }
+    let pool = state.db.pool();
+    let (last_24h, (recent, _)) = tokio::try_join!(
+        workflows::last_24h(pool),
+        workflows::history(pool, None, None, RECENT, 0)
+    )
+    .map_err(db_error)?;
+    Ok(Json(Activity {
+        active: last_24h.running,
+        last_24h,
+        recent,
+        timestamp: Utc::now(),
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Most runs returned (default 50, 1 to 1000).
+    pub limit: Option<i64>,
+    /// Runs skipped, newest first (default 0).
+    pub offset: Option<i64>,
+    /// Only this workflow.
+    pub workflow_id: Option<String>,
+    /// Only `running`, `success` or `error`.
+    pub status: Option<RunStatus>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct History {
+    /// Newest first (by start).
+    pub executions: Vec<Execution>,
+    /// Runs matching the filters, ignoring limit and offset.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Every stored run, newest first, paged.
+#[utoipa::path(get, path = "/api/workflows/history", tag = "workflows", params(HistoryQuery),
+    responses((status = 200, body = History), (status = 400, body = super::error::ErrorBody),
+        (status = 503, description = "Database down", body = super::error::ErrorBody)))]
+pub async fn history(
+    State(state): State<AppState>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<History>, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    if q.workflow_id.as_ref().is_some_and(|w| w.contains('\0')) {
+        return Err(ApiError::bad_request(
+            "invalid_workflow_id",
+            "workflow_id must not contain NUL characters",
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::bad_request(
+            "invalid_offset",
+            "offset must not be negative",
+        ));
+    }
+    if !state.db.status().up {
+        return Err(db_down());
+    }
+    let (executions, total) = workflows::history(
+        state.db.pool(),
+        q.workflow_id.as_deref(),
+        q.status.map(RunStatus::as_str),
+        limit,
+        offset,
+    )
+    .await
+    .map_err(db_error)?;
+    Ok(Json(History {
+        executions,
+        total,
+        limit,
+        offset,
+        timestamp: Utc::now(),
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    /// One entry per workflow, the most recently run first.
+    pub workflows: Vec<WorkflowStats>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Per workflow: runs, success rate, mean duration, last run.
+#[utoipa::path(get, path = "/api/workflows/stats", tag = "workflows",
+    responses((status = 200, body = Stats),
+        (status = 503, description = "Database down", body = super::error::ErrorBody)))]
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    if !state.db.status().up {
+        return Err(db_down());
+    }
+    let workflows = workflows::stats(state.db.pool()).await.map_err(db_error)?;
+    Ok(Json(Stats {
+        workflows,
+        timestamp: Utc::now(),
+    }))
+}
