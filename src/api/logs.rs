@@ -130,8 +130,9 @@ pub async fn tail(
         ));
     }
     let path = path_of(&state, source);
-    let Found { lines, truncated } =
-        blocking(move || logs::tail(source, &path, n, level)).await?;
+    let Found {
+        lines, truncated, ..
+    } = blocking(move || logs::tail(source, &path, n, level)).await?;
     Ok(Json(LogTail {
         source,
         lines,
@@ -172,41 +173,42 @@ pub async fn stream(
         interval,
         std::collections::VecDeque::<Event>::new(),
     );
-    let events = futures::stream::unfold(init, move |(mut f, mut interval, mut queue)| async move {
-        loop {
-            if let Some(ev) = queue.pop_front() {
-                return Some((Ok(ev), (f, interval, queue)));
-            }
-            interval.tick().await;
-            let follower = f.take()?;
-            let (follower, polled) = tokio::task::spawn_blocking(move || {
-                let mut follower = follower;
-                let r = follower.poll();
-                (follower, r)
-            })
-            .await
-            .ok()?;
-            f = Some(follower);
-            match polled {
-                Ok(lines) => {
-                    for raw in lines {
-                        let line = logs::parse_line(source, &raw);
-                        if line.passes(level) {
-                            let ev = Event::default().event("line").json_data(&line);
-                            queue.push_back(ev.unwrap_or_else(|e| {
-                                Event::default().event("error").data(e.to_string())
-                            }));
+    let events =
+        futures::stream::unfold(init, move |(mut f, mut interval, mut queue)| async move {
+            loop {
+                if let Some(ev) = queue.pop_front() {
+                    return Some((Ok(ev), (f, interval, queue)));
+                }
+                interval.tick().await;
+                let follower = f.take()?;
+                let (follower, polled) = tokio::task::spawn_blocking(move || {
+                    let mut follower = follower;
+                    let r = follower.poll();
+                    (follower, r)
+                })
+                .await
+                .ok()?;
+                f = Some(follower);
+                match polled {
+                    Ok(lines) => {
+                        for raw in lines {
+                            let line = logs::parse_line(source, &raw);
+                            if line.passes(level) {
+                                let ev = Event::default().event("line").json_data(&line);
+                                queue.push_back(ev.unwrap_or_else(|e| {
+                                    Event::default().event("error").data(e.to_string())
+                                }));
+                            }
                         }
                     }
+                    Err(e) => queue.push_back(
+                        Event::default()
+                            .event("error")
+                            .data(format!("reading {}: {e}", source.file_name())),
+                    ),
                 }
-                Err(e) => queue.push_back(
-                    Event::default()
-                        .event("error")
-                        .data(format!("reading {}: {e}", source.file_name())),
-                ),
             }
-        }
-    });
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -256,8 +258,10 @@ pub async fn search(
         Some(s) => vec![s],
         None => Source::ALL.to_vec(),
     };
-    let files: Vec<(Source, std::path::PathBuf)> =
-        sources.into_iter().map(|s| (s, path_of(&state, s))).collect();
+    let files: Vec<(Source, std::path::PathBuf)> = sources
+        .into_iter()
+        .map(|s| (s, path_of(&state, s)))
+        .collect();
     let (matches, truncated) = blocking(move || {
         let mut all = Vec::new();
         let mut truncated = false;
@@ -268,7 +272,7 @@ pub async fn search(
         }
         if all.len() > limit || all.iter().any(|l| l.source != all[0].source) {
             // Stable: within one file the newest-first order stays.
-            all.sort_by(|a, b| b.ts.cmp(&a.ts));
+            all.sort_by_key(|l| std::cmp::Reverse(l.ts));
             all.truncate(limit);
         }
         Ok((all, truncated))

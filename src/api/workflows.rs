@@ -79,10 +79,15 @@ fn invalid(message: impl Into<String>) -> ApiError {
 fn validate(r: ExecutionReport, now: DateTime<Utc>) -> Result<NewExecution, ApiError> {
     let len_ok = |s: &str, max: usize| !s.trim().is_empty() && s.chars().count() <= max;
     // Postgres text cannot hold NUL.
-    let has_nul = [Some(&r.workflow_id), r.execution_id.as_ref(), Some(&r.workflow_name), r.error.as_ref()]
-        .into_iter()
-        .flatten()
-        .any(|s| s.contains('\0'));
+    let has_nul = [
+        Some(&r.workflow_id),
+        r.execution_id.as_ref(),
+        Some(&r.workflow_name),
+        r.error.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|s| s.contains('\0'));
     if has_nul {
         return Err(invalid("text fields must not contain NUL characters"));
     }
@@ -103,8 +108,13 @@ fn validate(r: ExecutionReport, now: DateTime<Utc>) -> Result<NewExecution, ApiE
             "workflow_name must be 1 to {MAX_NAME} characters"
         )));
     }
-    if r.error.as_ref().is_some_and(|e| e.chars().count() > MAX_ERROR) {
-        return Err(invalid(format!("error must be at most {MAX_ERROR} characters")));
+    if r.error
+        .as_ref()
+        .is_some_and(|e| e.chars().count() > MAX_ERROR)
+    {
+        return Err(invalid(format!(
+            "error must be at most {MAX_ERROR} characters"
+        )));
     }
     if r.duration_ms.is_some_and(|d| d < 0) {
         return Err(invalid("duration_ms must not be negative"));
@@ -118,10 +128,9 @@ fn validate(r: ExecutionReport, now: DateTime<Utc>) -> Result<NewExecution, ApiE
             return Err(invalid("finished_at is before started_at"));
         }
     }
-    let duration_ms = r.duration_ms.or_else(|| {
-        r.finished_at
-            .map(|f| (f - started_at).num_milliseconds())
-    });
+    let duration_ms = r
+        .duration_ms
+        .or_else(|| r.finished_at.map(|f| (f - started_at).num_milliseconds()));
     Ok(NewExecution {
         workflow_id: r.workflow_id,
         execution_id: r.execution_id,

@@ -88,7 +88,17 @@ impl Source {
 
 /// Severity, most severe first (`Error < Warn < …` in `Ord`).
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
@@ -273,6 +283,8 @@ pub struct Found {
     pub lines: Vec<LogLine>,
     /// The scan stopped at [`MAX_SCAN`] before the start of the file.
     pub truncated: bool,
+    /// Bytes read from the file.
+    pub scanned: u64,
 }
 
 /// The last `n` lines of `source` at or above `min` level, oldest first.
@@ -297,6 +309,7 @@ pub fn tail(source: Source, path: &Path, n: usize, min: Option<Level>) -> io::Re
         }
     }
     found.lines.reverse();
+    found.scanned = rev.scanned;
     Ok(found)
 }
 
@@ -320,6 +333,7 @@ pub fn search(source: Source, path: &Path, needle: &str, limit: usize) -> io::Re
             found.lines.push(parse_line(source, &raw));
         }
     }
+    found.scanned = rev.scanned;
     Ok(found)
 }
 
@@ -423,7 +437,8 @@ impl Follower {
         }
         let rest = &data[start..];
         let room = (MAX_LINE + 1).saturating_sub(self.partial.len());
-        self.partial.extend_from_slice(&rest[..rest.len().min(room)]);
+        self.partial
+            .extend_from_slice(&rest[..rest.len().min(room)]);
         Ok(())
     }
 }

@@ -59,7 +59,10 @@ fn from_json(source: Source, raw: &str, obj: &Map<String, Value>) -> LogLine {
             if k == "message" {
                 continue;
             }
-            extra.push(format!("{k}={}", scalar(v).unwrap_or_else(|| v.to_string())));
+            extra.push(format!(
+                "{k}={}",
+                scalar(v).unwrap_or_else(|| v.to_string())
+            ));
         }
     }
     if message.is_none() {

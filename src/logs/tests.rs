@@ -41,7 +41,11 @@ fn lines_of_the_daemons_own_json_layer_are_parsed() {
     assert_eq!(line.level, Some(Level::Warn), "{raw}");
     let ts = line.ts.expect("timestamp parsed");
     assert!((Utc::now() - ts).num_seconds().abs() < 60, "{ts}");
-    assert!(line.message.starts_with("restart failed"), "{}", line.message);
+    assert!(
+        line.message.starts_with("restart failed"),
+        "{}",
+        line.message
+    );
     assert!(line.message.contains("service=llm"), "{}", line.message);
     assert!(line.message.contains("attempt=3"), "{}", line.message);
     assert_eq!(line.raw, raw);
@@ -65,16 +69,26 @@ fn self_healing_trail_lines_are_parsed() {
     let line = parse_line(Source::SelfHealing, &raw);
     assert_eq!(line.ts, Some(rec.at));
     assert_eq!(line.level, Some(Level::Error));
-    assert!(line.message.starts_with("gave up on llm"), "{}", line.message);
+    assert!(
+        line.message.starts_with("gave up on llm"),
+        "{}",
+        line.message
+    );
     assert!(line.message.contains("event_type=service_failed"));
     assert!(line.message.contains("service=llm"));
     let warn = raw.replace("CRITICAL", "WARNING");
-    assert_eq!(parse_line(Source::SelfHealing, &warn).level, Some(Level::Warn));
+    assert_eq!(
+        parse_line(Source::SelfHealing, &warn).level,
+        Some(Level::Warn)
+    );
 }
 
 #[test]
 fn plain_text_is_parsed_best_effort() {
-    let l = parse_line(Source::Update, "2026-03-01T10:00:00Z ERROR image load failed");
+    let l = parse_line(
+        Source::Update,
+        "2026-03-01T10:00:00Z ERROR image load failed",
+    );
     assert_eq!(l.ts, Some("2026-03-01T10:00:00Z".parse().unwrap()));
     assert_eq!(l.level, Some(Level::Error));
     assert_eq!(l.message, "image load failed");
@@ -158,7 +172,11 @@ fn reverse_lines_cross_chunk_boundaries_and_skip_blank_lines() {
     let mut want: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     want.reverse();
     assert_eq!(got, want);
-    assert!(RevLines::open(&dir.path().join("missing")).unwrap().is_none());
+    assert!(
+        RevLines::open(&dir.path().join("missing"))
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -253,7 +271,10 @@ fn tail_and_search_on_a_file() {
             "2026-01-01T00:00:00Z INFO a Needle"
         ]
     );
-    assert_eq!(search(Source::Update, &p, "NEEDLE", 1).unwrap().lines.len(), 1);
+    assert_eq!(
+        search(Source::Update, &p, "NEEDLE", 1).unwrap().lines.len(),
+        1
+    );
     let missing = tail(Source::Update, &dir.path().join("nope"), 5, None).unwrap();
     assert!(missing.lines.is_empty());
 }
@@ -268,4 +289,22 @@ fn list_names_every_source_even_before_its_file_exists() {
     assert!(sh.exists && sh.size == 3 && sh.modified.is_some());
     let up = l.iter().find(|f| f.source == Source::UpdateUsb).unwrap();
     assert!(!up.exists && up.size == 0 && up.modified.is_none());
+}
+
+#[test]
+fn a_tail_reads_only_the_end_of_a_big_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.log");
+    write_lines(&p, 0, 400_000); // ~4.6 MB
+    let t = tail(Source::Update, &p, 100, None).unwrap();
+    assert_eq!(t.lines.len(), 100);
+    assert_eq!(t.lines[99].message, "line 399999");
+    assert_eq!(t.lines[0].message, "line 399900");
+    assert_eq!(t.scanned, CHUNK as u64, "one 64 KiB step is enough");
+    // A filter nothing passes reads back to the start (within MAX_SCAN).
+    let size = std::fs::metadata(&p).unwrap().len();
+    assert!(size > 4 * 1024 * 1024);
+    let t = tail(Source::Update, &p, 10, Some(Level::Error)).unwrap();
+    assert!(t.lines.is_empty() && !t.truncated);
+    assert_eq!(t.scanned, size);
 }
