@@ -437,3 +437,35 @@ async fn stream_sends_new_lines_and_survives_rotation_and_truncation() {
     append(&path, "2026-03-01T10:00:06Z INFO six\n");
     assert_eq!(ev.next_lines(1).await[0]["message"], "six");
 }
+
+/// Component names are global in the OpenAPI document: a schema of another
+/// module with the same type name would silently replace ours.
+#[tokio::test]
+async fn openapi_document_describes_these_routes_with_their_own_schemas() {
+    let app = App::new().await;
+    let (s, doc) = app.send(get("/api/openapi.json", None)).await;
+    assert_eq!(s, StatusCode::OK);
+    for (path, method, status, property) in [
+        ("/api/logs/list", "get", "200", "logs"),
+        ("/api/logs", "get", "200", "lines"),
+        ("/api/logs/search", "get", "200", "matches"),
+        ("/api/workflows/execution", "post", "201", "execution"),
+        ("/api/workflows/activity", "get", "200", "last_24h"),
+        ("/api/workflows/history", "get", "200", "executions"),
+        ("/api/workflows/stats", "get", "200", "workflows"),
+    ] {
+        let op = &doc["paths"][path][method];
+        let schema = &op["responses"][status]["content"]["application/json"]["schema"]["$ref"];
+        let name = schema
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no {status} schema"))
+            .trim_start_matches("#/components/schemas/");
+        let props = &doc["components"]["schemas"][name]["properties"];
+        assert!(
+            props[property].is_object() && props["timestamp"].is_object(),
+            "{method} {path}: schema {name} has no {property:?}: {props}"
+        );
+        assert!(op["responses"]["401"].is_object(), "{method} {path}");
+    }
+    assert!(doc["paths"]["/api/logs/stream"]["get"].is_object());
+}

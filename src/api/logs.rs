@@ -71,7 +71,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct LogList {
+pub struct LogFileList {
     /// Every source, also those whose file does not exist yet.
     pub logs: Vec<LogFile>,
     pub timestamp: DateTime<Utc>,
@@ -79,12 +79,12 @@ pub struct LogList {
 
 /// The log files the daemon serves, with size and last change.
 #[utoipa::path(get, path = "/api/logs/list", tag = "logs",
-    responses((status = 200, body = LogList)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<LogList>, ApiError> {
+    responses((status = 200, body = LogFileList)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<LogFileList>, ApiError> {
     let cfg = state.config();
     let (dir, json_file) = (cfg.paths.log_dir.clone(), cfg.logging.json_file.clone());
     let logs = blocking(move || Ok(logs::list(&dir, json_file.as_deref()))).await?;
-    Ok(Json(LogList {
+    Ok(Json(LogFileList {
         logs,
         timestamp: Utc::now(),
     }))
@@ -224,7 +224,7 @@ pub struct SearchQuery {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct SearchResult {
+pub struct LogSearch {
     /// Newest first (across sources: by the lines' time, lines without one last).
     pub matches: Vec<LogLine>,
     /// Some file was searched only in its last 64 MiB.
@@ -234,11 +234,11 @@ pub struct SearchResult {
 
 /// Lines containing `q` (case-insensitive), newest first.
 #[utoipa::path(get, path = "/api/logs/search", tag = "logs", params(SearchQuery),
-    responses((status = 200, body = SearchResult), (status = 400, body = super::error::ErrorBody)))]
+    responses((status = 200, body = LogSearch), (status = 400, body = super::error::ErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
     q: Result<Query<SearchQuery>, QueryRejection>,
-) -> Result<Json<SearchResult>, ApiError> {
+) -> Result<Json<LogSearch>, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
     let needle = q.q.unwrap_or_default();
     if needle.is_empty() || needle.chars().count() > MAX_QUERY {
@@ -278,7 +278,7 @@ pub async fn search(
         Ok((all, truncated))
     })
     .await?;
-    Ok(Json(SearchResult {
+    Ok(Json(LogSearch {
         matches,
         truncated,
         timestamp: Utc::now(),

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiJson};
 use super::logs::bad_query;
-use crate::db::workflows::{self, Execution, NewExecution, Recorded, Totals, WorkflowStats};
+use crate::db::workflows::{
+    self, NewWorkflowExecution, Recorded, WorkflowExecution, WorkflowStats, WorkflowTotals,
+};
 use crate::state::AppState;
 
 const MAX_ID: usize = 200;
@@ -25,25 +27,25 @@ const RECENT: i64 = 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum RunStatus {
+pub enum WorkflowRunStatus {
     Running,
     Success,
     Error,
 }
 
-impl RunStatus {
+impl WorkflowRunStatus {
     fn as_str(self) -> &'static str {
         match self {
-            RunStatus::Running => "running",
-            RunStatus::Success => "success",
-            RunStatus::Error => "error",
+            WorkflowRunStatus::Running => "running",
+            WorkflowRunStatus::Success => "success",
+            WorkflowRunStatus::Error => "error",
         }
     }
 }
 
 /// One report of a workflow run.
 #[derive(Deserialize, utoipa::ToSchema)]
-pub struct ExecutionReport {
+pub struct WorkflowReport {
     /// n8n's workflow id (1 to 200 characters).
     pub workflow_id: String,
     /// n8n's execution id: a later report with the same workflow and
@@ -52,7 +54,7 @@ pub struct ExecutionReport {
     pub execution_id: Option<String>,
     /// 1 to 200 characters.
     pub workflow_name: String,
-    pub status: RunStatus,
+    pub status: WorkflowRunStatus,
     /// RFC 3339; the time of the report when absent.
     pub started_at: Option<DateTime<Utc>>,
     /// RFC 3339, not before `started_at`; not with `running`.
@@ -64,8 +66,8 @@ pub struct ExecutionReport {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct ExecutionRecorded {
-    pub execution: Execution,
+pub struct WorkflowRecorded {
+    pub execution: WorkflowExecution,
     /// `created`, `updated`, or `unchanged` (a late `running` report for a
     /// run already finished).
     pub result: &'static str,
@@ -76,7 +78,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_execution", message)
 }
 
-fn validate(r: ExecutionReport, now: DateTime<Utc>) -> Result<NewExecution, ApiError> {
+fn validate(r: WorkflowReport, now: DateTime<Utc>) -> Result<NewWorkflowExecution, ApiError> {
     let len_ok = |s: &str, max: usize| !s.trim().is_empty() && s.chars().count() <= max;
     // Postgres text cannot hold NUL.
     let has_nul = [
@@ -121,7 +123,7 @@ fn validate(r: ExecutionReport, now: DateTime<Utc>) -> Result<NewExecution, ApiE
     }
     let started_at = r.started_at.unwrap_or(now);
     if let Some(f) = r.finished_at {
-        if r.status == RunStatus::Running {
+        if r.status == WorkflowRunStatus::Running {
             return Err(invalid("a running execution has no finished_at"));
         }
         if f < started_at {
@@ -131,7 +133,7 @@ fn validate(r: ExecutionReport, now: DateTime<Utc>) -> Result<NewExecution, ApiE
     let duration_ms = r
         .duration_ms
         .or_else(|| r.finished_at.map(|f| (f - started_at).num_milliseconds()));
-    Ok(NewExecution {
+    Ok(NewWorkflowExecution {
         workflow_id: r.workflow_id,
         execution_id: r.execution_id,
         workflow_name: r.workflow_name,
@@ -156,10 +158,10 @@ fn db_error(e: sqlx::Error) -> ApiError {
 
 /// n8n reports a workflow run (or an update of one).
 #[utoipa::path(post, path = "/api/workflows/execution", tag = "workflows",
-    request_body = ExecutionReport,
+    request_body = WorkflowReport,
     responses(
-        (status = 201, description = "A new run was stored", body = ExecutionRecorded),
-        (status = 200, description = "An earlier report of the same run was updated (or left as it was)", body = ExecutionRecorded),
+        (status = 201, description = "A new run was stored", body = WorkflowRecorded),
+        (status = 200, description = "An earlier report of the same run was updated (or left as it was)", body = WorkflowRecorded),
         (status = 400, body = super::error::ErrorBody),
         (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody),
@@ -168,8 +170,8 @@ fn db_error(e: sqlx::Error) -> ApiError {
         (status = 503, description = "Database down: nothing stored", body = super::error::ErrorBody)))]
 pub async fn execution(
     State(state): State<AppState>,
-    ApiJson(report): ApiJson<ExecutionReport>,
-) -> Result<(StatusCode, Json<ExecutionRecorded>), ApiError> {
+    ApiJson(report): ApiJson<WorkflowReport>,
+) -> Result<(StatusCode, Json<WorkflowRecorded>), ApiError> {
     let now = Utc::now();
     let new = validate(report, now)?;
     if !state.db.status().up {
@@ -185,7 +187,7 @@ pub async fn execution(
     };
     Ok((
         status,
-        Json(ExecutionRecorded {
+        Json(WorkflowRecorded {
             execution,
             result,
             timestamp: Utc::now(),
@@ -194,21 +196,21 @@ pub async fn execution(
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Activity {
+pub struct WorkflowActivity {
     /// Runs started in the last 24 hours, by status.
-    pub last_24h: Totals,
+    pub last_24h: WorkflowTotals,
     /// Runs still `running` (started in the last 24 hours).
     pub active: i64,
     /// The newest runs (at most 10), newest first.
-    pub recent: Vec<Execution>,
+    pub recent: Vec<WorkflowExecution>,
     pub timestamp: DateTime<Utc>,
 }
 
 /// What the workflows did lately (public status display).
 #[utoipa::path(get, path = "/api/workflows/activity", tag = "workflows",
-    responses((status = 200, body = Activity),
+    responses((status = 200, body = WorkflowActivity),
         (status = 503, description = "Database down", body = super::error::ErrorBody)))]
-pub async fn activity(State(state): State<AppState>) -> Result<Json<Activity>, ApiError> {
+pub async fn activity(State(state): State<AppState>) -> Result<Json<WorkflowActivity>, ApiError> {
     if !state.db.status().up {
         return Err(db_down());
     }
@@ -218,7 +220,7 @@ pub async fn activity(State(state): State<AppState>) -> Result<Json<Activity>, A
         workflows::history(pool, None, None, RECENT, 0)
     )
     .map_err(db_error)?;
-    Ok(Json(Activity {
+    Ok(Json(WorkflowActivity {
         active: last_24h.running,
         last_24h,
         recent,
@@ -228,7 +230,7 @@ pub async fn activity(State(state): State<AppState>) -> Result<Json<Activity>, A
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct HistoryQuery {
+pub struct WorkflowHistoryQuery {
     /// Most runs returned (default 50, 1 to 1000).
     pub limit: Option<i64>,
     /// Runs skipped, newest first (default 0).
@@ -236,13 +238,13 @@ pub struct HistoryQuery {
     /// Only this workflow.
     pub workflow_id: Option<String>,
     /// Only `running`, `success` or `error`.
-    pub status: Option<RunStatus>,
+    pub status: Option<WorkflowRunStatus>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct History {
+pub struct WorkflowHistory {
     /// Newest first (by start).
-    pub executions: Vec<Execution>,
+    pub executions: Vec<WorkflowExecution>,
     /// Runs matching the filters, ignoring limit and offset.
     pub total: i64,
     pub limit: i64,
@@ -251,13 +253,13 @@ pub struct History {
 }
 
 /// Every stored run, newest first, paged.
-#[utoipa::path(get, path = "/api/workflows/history", tag = "workflows", params(HistoryQuery),
-    responses((status = 200, body = History), (status = 400, body = super::error::ErrorBody),
+#[utoipa::path(get, path = "/api/workflows/history", tag = "workflows", params(WorkflowHistoryQuery),
+    responses((status = 200, body = WorkflowHistory), (status = 400, body = super::error::ErrorBody),
         (status = 503, description = "Database down", body = super::error::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
-    q: Result<Query<HistoryQuery>, QueryRejection>,
-) -> Result<Json<History>, ApiError> {
+    q: Result<Query<WorkflowHistoryQuery>, QueryRejection>,
+) -> Result<Json<WorkflowHistory>, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -285,13 +287,13 @@ pub async fn history(
     let (executions, total) = workflows::history(
         state.db.pool(),
         q.workflow_id.as_deref(),
-        q.status.map(RunStatus::as_str),
+        q.status.map(WorkflowRunStatus::as_str),
         limit,
         offset,
     )
     .await
     .map_err(db_error)?;
-    Ok(Json(History {
+    Ok(Json(WorkflowHistory {
         executions,
         total,
         limit,
@@ -301,7 +303,7 @@ pub async fn history(
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Stats {
+pub struct WorkflowStatsList {
     /// One entry per workflow, the most recently run first.
     pub workflows: Vec<WorkflowStats>,
     pub timestamp: DateTime<Utc>,
@@ -309,14 +311,14 @@ pub struct Stats {
 
 /// Per workflow: runs, success rate, mean duration, last run.
 #[utoipa::path(get, path = "/api/workflows/stats", tag = "workflows",
-    responses((status = 200, body = Stats),
+    responses((status = 200, body = WorkflowStatsList),
         (status = 503, description = "Database down", body = super::error::ErrorBody)))]
-pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+pub async fn stats(State(state): State<AppState>) -> Result<Json<WorkflowStatsList>, ApiError> {
     if !state.db.status().up {
         return Err(db_down());
     }
     let workflows = workflows::stats(state.db.pool()).await.map_err(db_error)?;
-    Ok(Json(Stats {
+    Ok(Json(WorkflowStatsList {
         workflows,
         timestamp: Utc::now(),
     }))

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 /// One execution as stored and served.
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Execution {
+pub struct WorkflowExecution {
     pub id: i64,
     pub workflow_id: String,
     /// n8n's execution id; null when the report carried none.
@@ -27,7 +27,7 @@ pub struct Execution {
 
 /// A validated report (the API checks lengths, times and status).
 #[derive(Clone, Debug)]
-pub struct NewExecution {
+pub struct NewWorkflowExecution {
     pub workflow_id: String,
     pub execution_id: Option<String>,
     pub workflow_name: String,
@@ -41,13 +41,13 @@ pub struct NewExecution {
 /// What [`record`] did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Recorded {
-    Created(Execution),
-    Updated(Execution),
+    Created(WorkflowExecution),
+    Updated(WorkflowExecution),
     /// A late `running` report for an execution already finished: ignored.
-    Unchanged(Execution),
+    Unchanged(WorkflowExecution),
 }
 
-/// The columns of [`Execution`], for `concat!` (sqlx wants static SQL).
+/// The columns of [`WorkflowExecution`], for `concat!` (sqlx wants static SQL).
 macro_rules! columns {
     () => {
         "id, workflow_id, execution_id, workflow_name, status, started_at, finished_at, \
@@ -57,8 +57,8 @@ macro_rules! columns {
 
 /// Inserts the execution, or updates the one with the same workflow and
 /// execution id. A finished execution is never turned back into `running`.
-pub async fn record(pool: &PgPool, e: &NewExecution) -> sqlx::Result<Recorded> {
-    let row: Option<(bool, Execution)> = sqlx::query_as::<_, ExecutionInserted>(concat!(
+pub async fn record(pool: &PgPool, e: &NewWorkflowExecution) -> sqlx::Result<Recorded> {
+    let row: Option<(bool, WorkflowExecution)> = sqlx::query_as::<_, ExecutionInserted>(concat!(
         "INSERT INTO workflow_executions
              (workflow_id, execution_id, workflow_name, status, started_at, finished_at,
               duration_ms, error)
@@ -90,7 +90,7 @@ pub async fn record(pool: &PgPool, e: &NewExecution) -> sqlx::Result<Recorded> {
         Some((true, x)) => Recorded::Created(x),
         Some((false, x)) => Recorded::Updated(x),
         None => {
-            let x = sqlx::query_as::<_, Execution>(concat!(
+            let x = sqlx::query_as::<_, WorkflowExecution>(concat!(
                 "SELECT ",
                 columns!(),
                 " FROM workflow_executions WHERE workflow_id = $1 AND execution_id = $2"
@@ -108,20 +108,20 @@ pub async fn record(pool: &PgPool, e: &NewExecution) -> sqlx::Result<Recorded> {
 struct ExecutionInserted {
     inserted: bool,
     #[sqlx(flatten)]
-    execution: Execution,
+    execution: WorkflowExecution,
 }
 
-/// Totals of the last 24 hours (by `started_at`).
+/// WorkflowTotals of the last 24 hours (by `started_at`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Totals {
+pub struct WorkflowTotals {
     pub total: i64,
     pub success: i64,
     pub error: i64,
     pub running: i64,
 }
 
-pub async fn last_24h(pool: &PgPool) -> sqlx::Result<Totals> {
-    sqlx::query_as::<_, Totals>(
+pub async fn last_24h(pool: &PgPool) -> sqlx::Result<WorkflowTotals> {
+    sqlx::query_as::<_, WorkflowTotals>(
         "SELECT count(*) AS total,
                 count(*) FILTER (WHERE status = 'success') AS success,
                 count(*) FILTER (WHERE status = 'error') AS error,
@@ -140,8 +140,8 @@ pub async fn history(
     status: Option<&str>,
     limit: i64,
     offset: i64,
-) -> sqlx::Result<(Vec<Execution>, i64)> {
-    let rows = sqlx::query_as::<_, Execution>(concat!(
+) -> sqlx::Result<(Vec<WorkflowExecution>, i64)> {
+    let rows = sqlx::query_as::<_, WorkflowExecution>(concat!(
         "SELECT ",
         columns!(),
         " FROM workflow_executions

@@ -33,6 +33,7 @@ const MAX_POLL: u64 = 1024 * 1024;
 /// The log files the API serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = LogSource)]
 pub enum Source {
     /// The daemon's own JSON lines (tracing).
     System,
@@ -101,6 +102,7 @@ impl Source {
     utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[schema(as = LogLevel)]
 pub enum Level {
     Error,
     Warn,
