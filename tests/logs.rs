@@ -260,7 +260,7 @@ async fn bad_requests_are_400_and_nothing_outside_log_dir_is_read() {
         ("/api/logs?lines=abc", "invalid_parameters"),
         ("/api/logs?level=loud", "invalid_level"),
         ("/api/logs/search?q=", "invalid_query"),
-        ("/api/logs/search", "invalid_query"),
+        ("/api/logs/search", "invalid_parameters"),
         ("/api/logs/search?q=a&limit=0", "invalid_limit"),
     ] {
         let (s, v) = app.get(uri).await;

@@ -96,6 +96,7 @@ pub struct TailQuery {
     /// `system` (default), `self_healing`, `update` or `update_usb`.
     pub source: Option<String>,
     /// Lines from the end (default 200, 1 to 5000).
+    #[param(minimum = 1, maximum = 5000)]
     pub lines: Option<usize>,
     /// Minimum level: `error`, `warn`, `info`, `debug`, `trace`. Lines
     /// without a level are left out when it is given.
@@ -216,10 +217,12 @@ pub async fn stream(
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Text to find, case-insensitive (1 to 200 characters).
-    pub q: Option<String>,
+    #[param(min_length = 1, max_length = 200)]
+    pub q: String,
     /// One source; every source when absent.
     pub source: Option<String>,
     /// Most matches (default 100, 1 to 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -240,7 +243,7 @@ pub async fn search(
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<LogSearch>, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
-    let needle = q.q.unwrap_or_default();
+    let needle = q.q;
     if needle.is_empty() || needle.chars().count() > MAX_QUERY {
         return Err(ApiError::bad_request(
             "invalid_query",

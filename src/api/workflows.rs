@@ -47,12 +47,15 @@ impl WorkflowRunStatus {
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct WorkflowReport {
     /// n8n's workflow id (1 to 200 characters).
+    #[schema(min_length = 1, max_length = 200)]
     pub workflow_id: String,
     /// n8n's execution id: a later report with the same workflow and
     /// execution id updates the run (running → success). Without it every
     /// report is a run of its own.
+    #[schema(min_length = 1, max_length = 200)]
     pub execution_id: Option<String>,
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub workflow_name: String,
     pub status: WorkflowRunStatus,
     /// RFC 3339; the time of the report when absent.
@@ -60,8 +63,10 @@ pub struct WorkflowReport {
     /// RFC 3339, not before `started_at`; not with `running`.
     pub finished_at: Option<DateTime<Utc>>,
     /// Not negative; computed from the two times when absent.
+    #[schema(minimum = 0)]
     pub duration_ms: Option<i64>,
     /// What went wrong (at most 10000 characters).
+    #[schema(max_length = 10000)]
     pub error: Option<String>,
 }
 
@@ -232,8 +237,10 @@ pub async fn activity(State(state): State<AppState>) -> Result<Json<WorkflowActi
 #[into_params(parameter_in = Query)]
 pub struct WorkflowHistoryQuery {
     /// Most runs returned (default 50, 1 to 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Runs skipped, newest first (default 0).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// Only this workflow.
     pub workflow_id: Option<String>,
