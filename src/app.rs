@@ -99,6 +99,12 @@ impl Daemon {
             },
         );
         {
+            let db = db.clone();
+            workers.spawn("workflows-retention", WorkerKind::Auxiliary, move |ctx| {
+                crate::db::workflows::run_retention(ctx, db.clone())
+            });
+        }
+        {
             let (db, auth) = (db.clone(), auth.clone());
             workers.spawn("auth-persister", WorkerKind::Auxiliary, move |ctx| {
                 crate::db::auth::run_persister(ctx, db.clone(), auth.clone())

@@ -446,3 +446,27 @@ async fn admin_routes_need_a_token_and_reports_are_rate_limited() {
     let (s, _) = app.get("/api/workflows/stats").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_older_than_the_retention_are_deleted_in_batches() {
+    let app = App::new(true).await;
+    for (exec, minutes) in [
+        ("old-1", 100 * 24 * 60),
+        ("old-2", 91 * 24 * 60),
+        ("new", 89 * 24 * 60),
+    ] {
+        let (s, v) = app
+            .report(run("wf", "Nightly", exec, "success", minutes, Some(10)))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let before = Utc::now() - Age::from_std(arasuld::db::workflows::RETENTION).unwrap();
+    // Batches of one: the loop must go on until a batch comes back short.
+    let n = arasuld::db::workflows::delete_older_than(app.state.db.pool(), before, 1)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let (_, v) = app.get("/api/workflows/history").await;
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["executions"][0]["execution_id"], "new");
+}
