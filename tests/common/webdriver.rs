@@ -210,11 +210,18 @@ impl Browser {
         }
     }
 
-    /// Clicks the element (real pointer events through the driver).
+    /// Clicks the element (real pointer events through the driver). A page
+    /// that re-renders may swap the element between find and click: retried.
     pub fn click(&self, css: &str) {
-        let id = self.find(css);
-        self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})))
-            .unwrap_or_else(|e| panic!("click {css:?}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let id = self.find(css);
+            match self.cmd("POST", &format!("/element/{id}/click"), Some(json!({}))) {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") && Instant::now() < deadline => {}
+                Err(e) => panic!("click {css:?}: {e}"),
+            }
+        }
     }
 
     /// Types into the element (after clearing it).
@@ -229,13 +236,16 @@ impl Browser {
         .unwrap_or_else(|e| panic!("type into {css:?}: {e}"));
     }
 
+    /// The rendered text of the first element matching `css` (waits for it).
     pub fn text(&self, css: &str) -> String {
-        let id = self.find(css);
-        self.cmd("GET", &format!("/element/{id}/text"), None)
-            .unwrap()
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        let js = format!(
+            "document.querySelector({}) && document.querySelector({0}).innerText",
+            Value::String(css.to_owned())
+        );
+        match self.wait_js(&format!("text of {css}"), Duration::from_secs(15), &js) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }
     }
 
     /// Presses one key (a WebDriver key code such as `\u{E004}` for Tab).
