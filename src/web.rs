@@ -157,7 +157,7 @@ pub fn files() -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn header<'a>(r: &'a Response, h: header::HeaderName) -> &'a str {
+    fn header(r: &Response, h: header::HeaderName) -> &str {
         r.headers().get(h).unwrap().to_str().unwrap()
     }
 

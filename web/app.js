@@ -2,7 +2,7 @@
 // session. Each screen module exports mount(root) → cleanup function.
 import { api, setAuthHandlers } from './api.js';
 import { t, lang, setLang, LANGS } from './i18n.js';
-import { h, clear } from './ui.js';
+import { h, clear, labelTables } from './ui.js';
 import * as login from './screens/login.js';
 import * as overview from './screens/overview.js';
 import * as services from './screens/services.js';
@@ -113,6 +113,10 @@ export async function route() {
 }
 
 setAuthHandlers(toLogin, toPasswordChange);
+// Label table cells for the stacked narrow-screen layout whenever a screen
+// re-renders one.
+const mainEl = document.getElementById('main');
+new MutationObserver(() => labelTables(mainEl)).observe(mainEl, { childList: true, subtree: true });
 // The skip link must not touch the hash (the router owns it).
 document.querySelector('.skip')?.addEventListener('click', (ev) => {
   ev.preventDefault();

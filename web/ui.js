@@ -126,3 +126,19 @@ export function card(title, id) {
 export function dl(rows) {
   return h('dl', { class: 'kv' }, rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
 }
+
+/**
+ * Gives every body cell of each `table.table` under root the text of its
+ * column header as data-label, so narrow screens can show rows as stacked
+ * "label: value" blocks (style.css) instead of a table that scrolls sideways.
+ */
+export function labelTables(root) {
+  for (const table of root.querySelectorAll('table.table')) {
+    const heads = [...table.querySelectorAll('thead th')].map((th) => th.textContent.trim());
+    for (const tr of table.querySelectorAll('tbody tr')) {
+      [...tr.children].forEach((cell, i) => {
+        if (heads[i] && cell.dataset.label !== heads[i] && !cell.hasAttribute('colspan')) cell.dataset.label = heads[i];
+      });
+    }
+  }
+}
