@@ -270,17 +270,26 @@ fn dashboard_end_to_end_in_chromium() {
         Duration::from_secs(20),
         "document.querySelector('#live-state').dataset.state === 'live'",
     );
-    let mut seen = std::collections::BTreeSet::new();
+    // Each new sample re-renders the value with its own timestamp. (The
+    // number itself may not move: a busy build box sits at 100 %.)
+    let mut seen = std::collections::BTreeMap::new();
     let t0 = Instant::now();
     while seen.len() < 3 {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
-            "CPU value did not change: {seen:?}"
+            "no new live samples: {seen:?}"
         );
-        seen.insert(b.text("#cpu-value"));
-        std::thread::sleep(Duration::from_millis(300));
+        let v = b.exec(
+            "const e = document.querySelector('#cpu-value'); return e && [e.dataset.ts, e.textContent]",
+            vec![],
+        );
+        if let (Some(ts), Some(text)) = (v[0].as_str(), v[1].as_str()) {
+            seen.insert(ts.to_owned(), text.to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
-    assert!(seen.iter().all(|s| s.ends_with(" %")), "{seen:?}");
+    assert!(seen.values().all(|s| s.ends_with(" %")), "{seen:?}");
+    eprintln!("live CPU values: {seen:?}");
     let status = b.wait_js(
         "the status header",
         Duration::from_secs(20),
@@ -335,6 +344,45 @@ fn dashboard_end_to_end_in_chromium() {
         restarts_after > restarts_before,
         "{restarts_before} → {restarts_after}"
     );
+
+    // ---- LLM models: pull with a moving progress bar, then delete; chat.
+    b.exec(
+        "window.__progress = [];
+         new MutationObserver(() => window.__progress.push(Number(document.getElementById('pull-progress').value)))
+           .observe(document.getElementById('pull-progress'), {attributes: true});",
+        vec![],
+    );
+    b.type_into("#pull-name", "qwen2:0.5b");
+    b.click("#pull-form button[type=submit]");
+    b.wait_js(
+        "the pull to finish",
+        Duration::from_secs(60),
+        "document.querySelector('#pull-msg').textContent === 'qwen2:0.5b is ready.'",
+    );
+    let progress = b.exec("return window.__progress", vec![]);
+    let values: Vec<f64> = progress
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!(
+        values.iter().any(|v| *v > 0.0 && *v < 100.0),
+        "no progress between 0 and 100: {values:?}"
+    );
+    assert_eq!(values.last(), Some(&100.0), "{values:?}");
+    b.wait_js(
+        "the pulled model listed",
+        Duration::from_secs(20),
+        "document.querySelector('#model-table tr[data-model=\"qwen2:0.5b\"]')",
+    );
+    b.click("#model-table tr[data-model=\"qwen2:0.5b\"] button.danger");
+    b.click("dialog[open] [data-action=confirm]");
+    b.wait_js("the model gone", Duration::from_secs(20), "document.querySelector('#model-table') && !document.querySelector('#model-table tr[data-model=\"qwen2:0.5b\"]')");
+    b.type_into("#play-prompt", "Say hello");
+    b.click("#play-form button[type=submit]");
+    let answer = b.wait_js("a chat answer", Duration::from_secs(60), "document.querySelector('#play-answer').textContent.includes('tokens') && document.querySelector('#play-answer').textContent");
+    eprintln!("playground: {answer}");
 
     // ---- docker kill → a self-healing event shows up in the list.
     visit(&b, &base, "healing");

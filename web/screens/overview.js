@@ -56,7 +56,7 @@ export function mount(root) {
     }
     const gpu = s.gpu;
     perf.replaceChildren(dl([
-      [t('ov.cpu'), h('span', { id: 'cpu-value', class: 'big' }, fmtPct(s.cpu_percent))],
+      [t('ov.cpu'), h('span', { id: 'cpu-value', class: 'big', 'data-ts': s.ts }, fmtPct(s.cpu_percent))],
       [t('ov.ram'), h('span', {}, fmtPct(s.ram_percent), h('span', { class: 'muted' }, ` (${fmtBytes(s.ram_used_bytes)} / ${fmtBytes(s.ram_total_bytes)})`))],
       [t('ov.gpu'), gpu ? `${fmtPct(gpu.utilization_percent)} · ${gpu.name}` : t('ov.no_gpu')],
       [t('ov.temp'), s.temperature_c === null || s.temperature_c === undefined ? '—' : `${fmtNum(s.temperature_c)} °C`],
