@@ -742,3 +742,79 @@ fn reconnect_backoff_grows_with_jitter_from_1s_to_30s() {
         "capped at 30 s with jitter ≥ half"
     );
 }
+
+#[test]
+fn settings_log_out_everywhere_and_the_lockout_is_explained() {
+    let Some(b) = Browser::start() else { return };
+    let cfg = TestConfig::new(CLOSED_DB, "");
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    let api_token = common::admin_token(&cfg);
+    let base = cfg.url("");
+
+    b.goto(&format!("{base}/#/settings"));
+    b.wait_js(
+        "login with next",
+        Duration::from_secs(20),
+        "location.hash.startsWith('#/login?next=') && document.querySelector('#login-pass')",
+    );
+    b.type_into("#login-pass", TEST_ADMIN_PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        "the sessions list",
+        Duration::from_secs(30),
+        "location.hash === '#/settings' && document.querySelectorAll('#sessions-table tbody tr').length >= 2",
+    );
+    // Ours is marked; the API client's session is listed too.
+    let current = b.exec(
+        "return [...document.querySelectorAll('#sessions-table tbody tr')].map((r) => r.dataset.current)",
+        vec![],
+    );
+    assert_eq!(
+        current
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| *v == "yes")
+            .count(),
+        1,
+        "{current}"
+    );
+    b.click("#logout-all");
+    b.click("dialog[open] [data-action=confirm]");
+    b.wait_js(
+        "the login page",
+        Duration::from_secs(20),
+        "location.hash.startsWith('#/login') && document.querySelector('#login-pass')",
+    );
+    // Every session is gone, the API client's too.
+    let (status, _) = common::get_json_auth(&cfg.url("/api/auth/me"), &api_token).unwrap();
+    assert_eq!(status, 401);
+
+    // Wrong passwords until the box refuses: the page says why and for how long.
+    let mut text = String::new();
+    for _ in 0..8 {
+        b.type_into("#login-pass", "not-the-password");
+        b.click("#login-submit");
+        let msg = b.wait_js(
+            "a login error",
+            Duration::from_secs(20),
+            "!document.querySelector('#login-submit').textContent.includes('Checking') && document.querySelector('#login-msg').textContent",
+        );
+        text = msg.as_str().unwrap().to_owned();
+        if text.starts_with("Too many failed attempts") {
+            break;
+        }
+        assert_eq!(text, "User name or password is wrong.");
+    }
+    assert!(text.contains("Locked for"), "{text}");
+    let disabled = b.exec(
+        "return document.querySelector('#login-submit').disabled",
+        vec![],
+    );
+    assert_eq!(
+        disabled,
+        json!(true),
+        "the button stays disabled while locked"
+    );
+}
