@@ -32,16 +32,16 @@ export function passwordForm(opts) {
     rules.replaceChildren(...req.rules.map((rule) => {
       const check = CHECKS[rule.code];
       let state = 'info';
-      if (check) state = p && check(p, req) ? 'ok' : 'crit';
-      const icon = { ok: '✓', crit: '✕', info: 'i' }[state];
-      const word = { ok: t('pw.met'), crit: t('pw.unmet'), info: t('pw.checked') }[state];
+      if (check) state = !p ? 'todo' : check(p, req) ? 'ok' : 'crit';
+      const icon = { ok: '✓', crit: '✕', info: 'i', todo: '○' }[state];
+      const word = { ok: t('pw.met'), crit: t('pw.unmet'), info: t('pw.checked'), todo: t('pw.todo') }[state];
       const text = t(`pw.rule.${rule.code}`, { n: rule.code === 'recently_used' ? req.history : rule.code === 'too_long' ? req.max_length : req.min_length });
       return h('li', { class: `rule ${state}`, 'data-rule': rule.code, 'data-state': state },
         h('span', { class: 'icon', 'aria-hidden': 'true' }, icon), ' ', text, h('span', { class: 'sr-only' }, ` (${word})`));
     }));
-    const match = again.value && again.value === p;
-    rules.append(h('li', { class: `rule ${match ? 'ok' : 'crit'}`, 'data-rule': 'match', 'data-state': match ? 'ok' : 'crit' },
-      h('span', { class: 'icon', 'aria-hidden': 'true' }, match ? '✓' : '✕'), ' ', t('pw.match')));
+    const match = !again.value ? 'todo' : again.value === p ? 'ok' : 'crit';
+    rules.append(h('li', { class: `rule ${match}`, 'data-rule': 'match', 'data-state': match },
+      h('span', { class: 'icon', 'aria-hidden': 'true' }, { ok: '✓', crit: '✕', todo: '○' }[match]), ' ', t('pw.match')));
   };
   nw.addEventListener('input', render);
   again.addEventListener('input', render);
