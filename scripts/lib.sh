@@ -88,6 +88,13 @@ ensure_docker() {
   log "warning: the Docker engine is not reachable; tests that need it will fail"
 }
 
+# Headless Chromium and its WebDriver server for tests/browser.rs (Debian's
+# chromium and chromium-driver). With CI=true the browser tests fail without them.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return 0; fi
+  apt_install chromium chromium-driver
+}
+
 # The release binary as shipped: linked against glibc dynamically (libc,
 # libm, libgcc_s only). Not static: a static-pie build died with SIGFPE when
 # it dlopened the real libnvidia-ml on an H200 (the library brings its own

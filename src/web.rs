@@ -2,6 +2,17 @@
 //! debug and release builds serve the same bytes). Content types from the
 //! file name, a strong ETag from the embedded SHA-256, and caching that never
 //! lets a browser keep a stale `index.html`.
+//!
+//! Fingerprinting without a build step: every file but `index.html` is also
+//! served under `/assets/<version>/<path>`, where `<version>` is a hash over
+//! all embedded files (names and contents). `index.html` names its scripts and
+//! styles as `{{ASSETS}}/app.js`; that placeholder is replaced by
+//! `/assets/<version>` when it is served. ES modules import each other with
+//! relative paths, so they all stay under the same versioned prefix. Any
+//! change to any file changes the version, so those URLs are cached for a
+//! year as immutable; `index.html` itself is always revalidated.
+
+use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -12,80 +23,220 @@ use rust_embed::RustEmbed;
 #[folder = "web/"]
 struct Assets;
 
-/// Serves `path` from `web/`; paths without a file extension fall back to
-/// `index.html` so the single-page app can own its routes.
-pub fn serve(path: &str, if_none_match: Option<&HeaderValue>) -> Response {
-    let mut name = path.trim_start_matches('/');
-    if name.is_empty() {
-        name = "index.html";
-    }
-    let file = match Assets::get(name) {
-        Some(f) => Some((name, f)),
-        None if !name.rsplit('/').next().unwrap_or("").contains('.') => {
-            Assets::get("index.html").map(|f| ("index.html", f))
+/// The URL prefix of fingerprinted assets.
+pub const ASSET_PREFIX: &str = "/assets/";
+/// What `index.html` writes where the versioned prefix goes.
+const PLACEHOLDER: &str = "{{ASSETS}}";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const REVALIDATE: &str = "public, max-age=300, must-revalidate";
+
+/// Hash over every embedded file but `index.html` (name and content), 16 hex
+/// digits: the `<version>` in `/assets/<version>/…`.
+pub fn asset_version() -> &'static str {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        let mut names: Vec<_> = Assets::iter().filter(|n| n != "index.html").collect();
+        names.sort();
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for n in names {
+            if let Some(f) = Assets::get(&n) {
+                ctx.update(n.as_bytes());
+                ctx.update(&[0]);
+                ctx.update(&f.metadata.sha256_hash());
+            }
         }
-        None => None,
+        hex::encode(&ctx.finish().as_ref()[..8])
+    })
+}
+
+/// `index.html` with the placeholder replaced, and its ETag.
+fn index() -> Option<&'static (Vec<u8>, String)> {
+    static I: OnceLock<Option<(Vec<u8>, String)>> = OnceLock::new();
+    I.get_or_init(|| {
+        let f = Assets::get("index.html")?;
+        let text = String::from_utf8_lossy(&f.data)
+            .replace(PLACEHOLDER, &format!("{ASSET_PREFIX}{}", asset_version()));
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        let etag = format!("\"{}\"", hex::encode(&digest.as_ref()[..16]));
+        Some((text.into_bytes(), etag))
+    })
+    .as_ref()
+}
+
+/// Whether `If-None-Match` (a list, `*`, weak or strong tags) matches `etag`.
+fn etag_matches(if_none_match: Option<&HeaderValue>, etag: &str) -> bool {
+    let Some(v) = if_none_match.and_then(|v| v.to_str().ok()) else {
+        return false;
     };
-    let Some((name, file)) = file else {
-        return (StatusCode::NOT_FOUND, "not found").into_response();
-    };
-    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
-    let cache = cache_control(name);
-    if if_none_match.is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
-        return Response::builder()
-            .status(StatusCode::NOT_MODIFIED)
-            .header(header::ETAG, etag)
-            .header(header::CACHE_CONTROL, cache)
-            .body(Body::empty())
-            .expect("valid response");
-    }
+    v.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+fn content_type(name: &str) -> String {
     let mime = mime_guess::from_path(name).first_or_octet_stream();
-    let content_type = if mime.type_() == "text" || mime.subtype() == "javascript" {
+    if mime.type_() == "text" || mime.subtype() == "javascript" || mime.subtype() == "json" {
         format!("{mime}; charset=utf-8")
     } else {
         mime.to_string()
-    };
-    Response::builder()
-        .header(header::CONTENT_TYPE, content_type)
-        .header(header::ETAG, etag)
-        .header(header::CACHE_CONTROL, cache)
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .body(Body::from(file.data.into_owned()))
-        .expect("valid response")
-}
-
-/// `index.html` must always be revalidated (it names the current assets);
-/// files with a content hash in their name never change and are cached for a
-/// year; the rest are revalidated after a short time.
-fn cache_control(name: &str) -> &'static str {
-    if name == "index.html" {
-        "no-cache"
-    } else if is_fingerprinted(name) {
-        "public, max-age=31536000, immutable"
-    } else {
-        "public, max-age=300, must-revalidate"
     }
 }
 
-/// `app.3f9a1c2b.js`: a dot-separated part of at least 8 hex digits.
-fn is_fingerprinted(name: &str) -> bool {
-    let file = name.rsplit('/').next().unwrap_or(name);
-    let parts: Vec<&str> = file.split('.').collect();
-    parts.len() >= 3
-        && parts[1..parts.len() - 1]
-            .iter()
-            .any(|p| p.len() >= 8 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+fn respond(
+    name: &str,
+    data: Vec<u8>,
+    etag: &str,
+    cache: &'static str,
+    if_none_match: Option<&HeaderValue>,
+) -> Response {
+    let builder = Response::builder()
+        .header(header::ETAG, etag)
+        .header(header::CACHE_CONTROL, cache)
+        .header(header::VARY, "Accept-Encoding");
+    if etag_matches(if_none_match, etag) {
+        return builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .expect("valid response");
+    }
+    builder
+        .header(header::CONTENT_TYPE, content_type(name))
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(Body::from(data))
+        .expect("valid response")
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// Serves `path` from `web/`. `/assets/<version>/<file>` is the fingerprinted
+/// form (immutable when `<version>` is the current one; an old version gets
+/// today's file, revalidated). Paths without a file extension fall back to
+/// `index.html` so the single-page app can own its routes.
+pub fn serve(path: &str, if_none_match: Option<&HeaderValue>) -> Response {
+    let mut name = path.trim_start_matches('/');
+    let mut cache = REVALIDATE;
+    if let Some(rest) = path.strip_prefix(ASSET_PREFIX) {
+        let Some((version, file)) = rest.split_once('/') else {
+            return not_found();
+        };
+        name = file;
+        cache = if version == asset_version() {
+            IMMUTABLE
+        } else {
+            "no-cache"
+        };
+    }
+    let is_index = name.is_empty()
+        || name == "index.html"
+        || (Assets::get(name).is_none()
+            && !path.starts_with(ASSET_PREFIX)
+            && !name.rsplit('/').next().unwrap_or("").contains('.'));
+    if is_index {
+        let Some((data, etag)) = index() else {
+            return not_found();
+        };
+        return respond("index.html", data.clone(), etag, "no-cache", if_none_match);
+    }
+    let Some(file) = Assets::get(name) else {
+        return not_found();
+    };
+    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
+    respond(name, file.data.into_owned(), &etag, cache, if_none_match)
+}
+
+/// Every embedded file name (for tests and the page-weight check).
+pub fn files() -> Vec<String> {
+    let mut v: Vec<String> = Assets::iter().map(|n| n.into_owned()).collect();
+    v.sort();
+    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn header(r: &Response, h: header::HeaderName) -> &str {
+        r.headers().get(h).unwrap().to_str().unwrap()
+    }
+
+    async fn body(r: Response) -> String {
+        let b = axum::body::to_bytes(r.into_body(), 10 << 20).await.unwrap();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn index_names_versioned_assets_and_is_always_revalidated() {
+        let r = serve("/", None);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, header::CACHE_CONTROL), "no-cache");
+        assert_eq!(header(&r, header::CONTENT_TYPE), "text/html; charset=utf-8");
+        let html = body(r).await;
+        assert!(
+            !html.contains(PLACEHOLDER),
+            "placeholder left in index.html"
+        );
+        let prefix = format!("/assets/{}/", asset_version());
+        assert!(html.contains(&format!("{prefix}app.js")), "{html}");
+        assert!(html.contains(&format!("{prefix}style.css")), "{html}");
+    }
+
+    #[tokio::test]
+    async fn spa_routes_fall_back_to_index_but_missing_files_do_not() {
+        assert_eq!(serve("/services", None).status(), StatusCode::OK);
+        assert!(body(serve("/settings/x", None)).await.contains("<html"));
+        assert_eq!(serve("/nope.js", None).status(), StatusCode::NOT_FOUND);
+        let missing = format!("/assets/{}/nope.js", asset_version());
+        assert_eq!(serve(&missing, None).status(), StatusCode::NOT_FOUND);
+        assert_eq!(serve("/assets/x", None).status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn versioned_assets_are_immutable_and_others_revalidated() {
+        let v = asset_version();
+        let r = serve(&format!("/assets/{v}/app.js"), None);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, header::CACHE_CONTROL), IMMUTABLE);
+        assert!(header(&r, header::CONTENT_TYPE).contains("javascript"));
+        assert!(header(&r, header::CONTENT_TYPE).ends_with("charset=utf-8"));
+        let css = serve(&format!("/assets/{v}/style.css"), None);
+        assert_eq!(
+            header(&css, header::CONTENT_TYPE),
+            "text/css; charset=utf-8"
+        );
+        // An older page asking for an old version gets today's file, not cached.
+        let old = serve("/assets/0000000000000000/app.js", None);
+        assert_eq!(old.status(), StatusCode::OK);
+        assert_eq!(header(&old, header::CACHE_CONTROL), "no-cache");
+        // The unversioned path works too, with short caching.
+        let plain = serve("/app.js", None);
+        assert_eq!(header(&plain, header::CACHE_CONTROL), REVALIDATE);
+    }
+
+    #[tokio::test]
+    async fn etag_gives_304_for_a_matching_if_none_match() {
+        for path in ["/", &format!("/assets/{}/app.js", asset_version())] {
+            let r = serve(path, None);
+            let etag = header(&r, header::ETAG).to_owned();
+            assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+            let same = HeaderValue::from_str(&etag).unwrap();
+            let r304 = serve(path, Some(&same));
+            assert_eq!(r304.status(), StatusCode::NOT_MODIFIED, "{path}");
+            assert_eq!(header(&r304, header::ETAG), etag);
+            assert!(body(r304).await.is_empty());
+            let list = HeaderValue::from_str(&format!("\"x\", W/{etag}")).unwrap();
+            assert_eq!(serve(path, Some(&list)).status(), StatusCode::NOT_MODIFIED);
+            let other = HeaderValue::from_static("\"0123\"");
+            assert_eq!(serve(path, Some(&other)).status(), StatusCode::OK);
+        }
+    }
+
     #[test]
-    fn fingerprint_detection() {
-        assert!(is_fingerprinted("assets/app.3f9a1c2b.js"));
-        assert!(!is_fingerprinted("app.js"));
-        assert!(!is_fingerprinted("index.html"));
-        assert_eq!(cache_control("index.html"), "no-cache");
+    fn the_version_is_stable_and_hex() {
+        assert_eq!(asset_version(), asset_version());
+        assert_eq!(asset_version().len(), 16);
+        assert!(asset_version().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(files().contains(&"index.html".to_owned()));
     }
 }

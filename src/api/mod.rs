@@ -134,6 +134,9 @@ pub fn router(state: AppState) -> Router {
         limits::rate_limit(rate_limits.clone(), req, next)
     }))
     .layer(axum::middleware::from_fn(limits::security_headers))
+    // Outermost, so the CSP hashing above sees the uncompressed HTML; the
+    // default predicate leaves SSE, images and tiny bodies alone.
+    .layer(tower_http::compression::CompressionLayer::new())
     .with_state(state)
 }
 

@@ -1,0 +1,820 @@
+//! The dashboard in real headless Chromium (Debian's `chromium` and
+//! `chromedriver`, driven over W3C WebDriver) against the real arasuld
+//! binary with Postgres and the Docker test runtime. Also the HTTP side of
+//! serving it (content types, ETag, caching, compression) and its weight.
+//!
+//! Screenshots of every screen at 480, 768 and 1280 px land in
+//! `build/screenshots/` (or `$ARASUL_SCREENSHOTS`).
+//! Without Chromium the browser tests skip loudly; with `CI=true` they fail.
+
+mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::docker::Project;
+use common::{Daemon, PrivatePostgres, TEST_ADMIN_PASSWORD, TestConfig, free_port, wait_until};
+use webdriver::Browser;
+
+const CLOSED_DB: &str = "postgres://nobody@127.0.0.1:1/x";
+const SCREENS: [&str; 6] = [
+    "overview", "services", "healing", "updates", "logs", "settings",
+];
+const WIDTHS: [u32; 3] = [480, 768, 1280];
+
+fn screenshot_dir() -> PathBuf {
+    std::env::var_os("ARASUL_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/build/screenshots")))
+}
+
+/// The daemon under test: `common::bin()`, or `$ARASUL_TEST_BIN` (several
+/// worktrees sharing one target dir overwrite each other's `debug/arasuld`).
+fn start_daemon(cfg: &TestConfig) -> Daemon {
+    let Ok(bin) = std::env::var("ARASUL_TEST_BIN") else {
+        return Daemon::start(&cfg.path(), &[]);
+    };
+    let mut child = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(cfg.path())
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn $ARASUL_TEST_BIN");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("arasuld| {line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    Daemon { child, lines }
+}
+
+/// Waits for `/api/health`, then checks the daemon serves this build's
+/// dashboard (a stale binary would test old pages).
+fn wait_healthy(cfg: &TestConfig) {
+    wait_until("the daemon to answer", Duration::from_secs(30), || {
+        common::get_json(&cfg.url("/api/health")).filter(|(s, _)| *s == 200)
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let html = rt.block_on(async {
+        reqwest::get(cfg.url("/"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let want = format!("/assets/{}/", arasuld::web::asset_version());
+    assert!(
+        html.contains(&want),
+        "the daemon binary serves another dashboard than this test was built with \
+         (no {want} in its index.html): rebuild it, or point $ARASUL_TEST_BIN at this build"
+    );
+}
+
+fn initial_password(cfg: &TestConfig) -> String {
+    std::fs::read_to_string(cfg.dir.path().join("secrets/initial-admin-password"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Every input, button, select and textarea without an accessible name.
+const UNLABELLED_JS: &str = r#"
+const bad = [];
+for (const el of document.querySelectorAll('input, button, select, textarea')) {
+  if (el.type === 'hidden') continue;
+  const byFor = el.id && document.querySelector(`label[for="${CSS.escape(el.id)}"]`);
+  const wrapped = el.closest('label');
+  const aria = (el.getAttribute('aria-label') || '').trim();
+  const by = (el.getAttribute('aria-labelledby') || '').split(/\s+/)
+    .some((i) => i && document.getElementById(i) && document.getElementById(i).textContent.trim());
+  const text = el.tagName === 'BUTTON' && el.textContent.trim();
+  if (!(byFor || wrapped || aria || by || text)) bad.push(el.outerHTML.slice(0, 160));
+}
+return bad;
+"#;
+
+fn assert_labelled(b: &Browser, screen: &str) {
+    let bad = b.exec(UNLABELLED_JS, vec![]);
+    assert_eq!(bad, json!([]), "unlabelled controls on the {screen} screen");
+}
+
+/// What each screen shows once it has its data.
+fn ready_js(screen: &str) -> &'static str {
+    match screen {
+        "overview" => {
+            "document.querySelector('#cpu-value') && document.querySelector('#status-level .badge') && document.querySelector('#footer-facts span')"
+        }
+        "services" => "document.querySelector('#svc-rows tr')",
+        "healing" => "document.querySelector('#heal-rows tr')",
+        "updates" => {
+            "document.querySelector('#update-state') && document.querySelector('#card-update-history p, #update-history')"
+        }
+        "logs" => "document.querySelector('#log-state').textContent",
+        "settings" => {
+            "document.querySelector('#sessions-table') && document.querySelector('#pw-rules li')"
+        }
+        _ => "true",
+    }
+}
+
+fn visit(b: &Browser, base: &str, screen: &str) {
+    b.goto(&format!("{base}/#/{screen}"));
+    b.wait_js(
+        &format!("the {screen} screen"),
+        Duration::from_secs(20),
+        ready_js(screen),
+    );
+}
+
+fn shoot_all(b: &Browser, base: &str, tag: &str) {
+    let dir = screenshot_dir();
+    for w in WIDTHS {
+        b.viewport(w, 900);
+        for s in SCREENS {
+            visit(b, base, s);
+            // Let the polled cards fill in.
+            std::thread::sleep(Duration::from_millis(700));
+            let overflow = b.exec(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                vec![],
+            );
+            assert!(
+                overflow.as_i64().unwrap_or(0) <= 1,
+                "the {s} screen scrolls sideways at {w} px by {overflow} px"
+            );
+            assert_labelled(b, s);
+            b.screenshot(&dir.join(format!("{s}-{w}{tag}.png")));
+        }
+    }
+    b.viewport(1280, 900);
+}
+
+/// The services the browser test supervises: an LLM stand-in and `app`,
+/// whose slow health interval keeps it `starting` for a moment after a
+/// restart, so the state change is visible.
+fn catalog(project: &Project) -> String {
+    format!(
+        r#"project: {p}
+network: {n}
+services:
+- name: llm
+  image: {img}
+  role: llm
+  critical: true
+  env: {{TESTRT_PULL_DELAY_MS: "20", TESTRT_TOKEN_DELAY_MS: "1"}}
+  health: {{http: {{port: 11434, path: /api/version}}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}}
+- name: app
+  image: {img}
+  role: other
+  health: {{http: {{port: 11434, path: /api/version}}, interval: 2s, timeout: 1s, retries: 2, start_period: 5s}}
+"#,
+        p = project.name,
+        n = project.network(),
+        img = common::docker::IMAGE,
+    )
+}
+
+const FAST: &str = "metrics:\n  interval: 1s\n  stream_interval: 1s\n\
+healing:\n  tick: 1s\n  services:\n    health_failures: 2\n    recheck_after: 500ms\n    backoff_initial: 1s\n    backoff_max: 4s\n";
+
+#[test]
+fn dashboard_end_to_end_in_chromium() {
+    let Some(b) = Browser::start() else { return };
+    let project = Project::new("web");
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    let cfg = TestConfig::new(&pg.url(), FAST);
+    std::fs::write(cfg.dir.path().join("services.yaml"), catalog(&project)).unwrap();
+    let mut daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    let base = cfg.url("");
+
+    // ---- login page: clear error for a wrong password, labelled controls.
+    b.goto(&format!("{base}/"));
+    b.wait_js(
+        "the login form",
+        Duration::from_secs(20),
+        "location.hash.startsWith('#/login') && document.querySelector('#login-pass')",
+    );
+    assert_labelled(&b, "login");
+    b.type_into("#login-pass", "wrong-password");
+    b.click("#login-submit");
+    let msg = b.wait_js(
+        "the login error",
+        Duration::from_secs(20),
+        "document.querySelector('#login-msg').textContent",
+    );
+    assert_eq!(msg, "User name or password is wrong.");
+
+    // ---- first login: the forced password change, policy checked live.
+    b.type_into("#login-pass", &initial_password(&cfg));
+    b.click("#login-submit");
+    b.wait_js(
+        "the forced password change",
+        Duration::from_secs(30),
+        "document.querySelector('#pw-new')",
+    );
+    assert_labelled(&b, "password change");
+    b.type_into("#pw-new", "short");
+    let states = b.wait_js(
+        "the policy to be evaluated",
+        Duration::from_secs(10),
+        "document.querySelector('[data-rule=too_short]') && Object.fromEntries([...document.querySelectorAll('#pw-rules li')].map((l) => [l.dataset.rule, l.dataset.state]))",
+    );
+    assert_eq!(states["too_short"], "crit", "{states}");
+    assert_eq!(states["missing_uppercase"], "crit", "{states}");
+    assert_eq!(states["missing_lowercase"], "ok", "{states}");
+    assert_eq!(states["recently_used"], "info", "{states}");
+    b.type_into("#pw-new", TEST_ADMIN_PASSWORD);
+    b.type_into("#pw-again", TEST_ADMIN_PASSWORD);
+    let all_ok = b.exec(
+        "return [...document.querySelectorAll('#pw-rules li')].filter((l) => l.dataset.state === 'crit').map((l) => l.dataset.rule)",
+        vec![],
+    );
+    assert_eq!(all_ok, json!([]), "rules still unmet for a valid password");
+    b.click("#pw-submit");
+    b.wait_js(
+        "the overview after the change",
+        Duration::from_secs(30),
+        "location.hash === '#/overview' && document.querySelector('#cpu-value')",
+    );
+
+    // ---- live CPU values arrive over the WebSocket and change.
+    b.wait_js(
+        "the live stream",
+        Duration::from_secs(20),
+        "document.querySelector('#live-state').dataset.state === 'live'",
+    );
+    // Each new sample re-renders the value with its own timestamp. (The
+    // number itself may not move: a busy build box sits at 100 %.)
+    let mut seen = std::collections::BTreeMap::new();
+    let t0 = Instant::now();
+    while seen.len() < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no new live samples: {seen:?}"
+        );
+        let v = b.exec(
+            "const e = document.querySelector('#cpu-value'); return e && [e.dataset.ts, e.textContent]",
+            vec![],
+        );
+        if let (Some(ts), Some(text)) = (v[0].as_str(), v[1].as_str()) {
+            seen.insert(ts.to_owned(), text.to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(seen.values().all(|s| s.ends_with(" %")), "{seen:?}");
+    eprintln!("live CPU values: {seen:?}");
+    let status = b.wait_js(
+        "the status header",
+        Duration::from_secs(20),
+        "document.querySelector('#status-level').dataset.level",
+    );
+    assert!(
+        ["OK", "WARNING", "CRITICAL"].contains(&status.as_str().unwrap()),
+        "{status}"
+    );
+    let chart_points = b.wait_js(
+        "live points in the chart",
+        Duration::from_secs(20),
+        "[...document.querySelectorAll('svg.chart polyline')].reduce((n, p) => n + p.getAttribute('points').split(' ').length, 0)",
+    );
+    assert!(chart_points.as_u64().unwrap() >= 2, "{chart_points}");
+    // Workflow activity renders "no data" where that API is missing, and the
+    // footer names the version.
+    let footer = b.text("#footer-facts");
+    assert!(footer.contains(env!("CARGO_PKG_VERSION")), "{footer}");
+
+    // ---- restart a service and watch its state change.
+    visit(&b, &base, "services");
+    b.wait_js(
+        "app healthy",
+        Duration::from_secs(60),
+        "document.querySelector('tr[data-service=app]')?.dataset.state === 'healthy'",
+    );
+    let restarts_before: u64 = b.text("tr[data-service=app] td.restarts").parse().unwrap();
+    b.exec(
+        "window.__states = [];
+         new MutationObserver(() => {
+           const s = document.querySelector('tr[data-service=app]')?.dataset.state;
+           if (s && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
+         }).observe(document.getElementById('svc-rows'), {childList: true, subtree: true, attributes: true});",
+        vec![],
+    );
+    b.click("button[data-action=restart][data-service=app]");
+    b.wait_js(
+        "the confirmation dialog",
+        Duration::from_secs(5),
+        "document.querySelector('dialog[open] [data-action=confirm]')",
+    );
+    b.click("dialog[open] [data-action=confirm]");
+    let states = b.wait_js(
+        "app to go through a restart and be healthy again",
+        Duration::from_secs(60),
+        "window.__states.some((s) => s !== 'healthy') && window.__states[window.__states.length - 1] === 'healthy' && window.__states",
+    );
+    eprintln!("app states seen in the table: {states}");
+    let restarts_after: u64 = b.text("tr[data-service=app] td.restarts").parse().unwrap();
+    assert!(
+        restarts_after > restarts_before,
+        "{restarts_before} → {restarts_after}"
+    );
+
+    // ---- LLM models: pull with a moving progress bar, then delete; chat.
+    b.exec(
+        "window.__progress = [];
+         new MutationObserver(() => window.__progress.push(Number(document.getElementById('pull-progress').value)))
+           .observe(document.getElementById('pull-progress'), {attributes: true});",
+        vec![],
+    );
+    b.type_into("#pull-name", "qwen2:0.5b");
+    b.click("#pull-form button[type=submit]");
+    b.wait_js(
+        "the pull to finish",
+        Duration::from_secs(60),
+        "document.querySelector('#pull-msg').textContent === 'qwen2:0.5b is ready.'",
+    );
+    let progress = b.exec("return window.__progress", vec![]);
+    let values: Vec<f64> = progress
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!(
+        values.iter().any(|v| *v > 0.0 && *v < 100.0),
+        "no progress between 0 and 100: {values:?}"
+    );
+    assert_eq!(values.last(), Some(&100.0), "{values:?}");
+    b.wait_js(
+        "the pulled model listed",
+        Duration::from_secs(20),
+        "document.querySelector('#model-table tr[data-model=\"qwen2:0.5b\"]')",
+    );
+    b.click("#model-table tr[data-model=\"qwen2:0.5b\"] button.danger");
+    b.click("dialog[open] [data-action=confirm]");
+    b.wait_js("the model gone", Duration::from_secs(20), "document.querySelector('#model-table') && !document.querySelector('#model-table tr[data-model=\"qwen2:0.5b\"]')");
+    b.type_into("#play-prompt", "Say hello");
+    b.click("#play-form button[type=submit]");
+    let answer = b.wait_js("a chat answer", Duration::from_secs(60), "document.querySelector('#play-answer').textContent.includes('tokens') && document.querySelector('#play-answer').textContent");
+    eprintln!("playground: {answer}");
+
+    // ---- docker kill → a self-healing event shows up in the list.
+    visit(&b, &base, "healing");
+    common::docker::docker(&["kill", &project.container("app")]);
+    b.wait_js(
+        "a self-healing event for app",
+        Duration::from_secs(60),
+        "document.querySelector('#heal-rows tr[data-service=app][data-event=service_restart]')",
+    );
+    b.exec("const s = document.querySelector('#sev-filter'); s.value = 'WARNING'; s.dispatchEvent(new Event('change'));", vec![]);
+    b.wait_js(
+        "the severity filter to apply",
+        Duration::from_secs(20),
+        "(() => { const rows = [...document.querySelectorAll('#heal-rows tr[data-event]')]; return rows.length > 0 && rows.every((r) => r.querySelector('.badge.warn')); })()",
+    );
+
+    // ---- screenshots of every screen at three widths (checks overflow and
+    // labels on the way).
+    shoot_all(&b, &base, "");
+
+    // ---- German, remembered across a reload.
+    visit(&b, &base, "overview");
+    b.exec("const s = document.querySelector('#lang'); s.value = 'de'; s.dispatchEvent(new Event('change'));", vec![]);
+    b.wait_js(
+        "German navigation",
+        Duration::from_secs(10),
+        "document.querySelector('[data-nav=overview]').textContent === 'Übersicht'",
+    );
+    b.goto(&format!("{base}/?reload#/services"));
+    b.wait_js("German after a reload", Duration::from_secs(20), "document.querySelector('[data-nav=services]')?.textContent === 'Dienste' && document.documentElement.lang === 'de'");
+    b.viewport(1280, 900);
+    b.screenshot(&screenshot_dir().join("services-1280-de.png"));
+    b.exec("const s = document.querySelector('#lang'); s.value = 'en'; s.dispatchEvent(new Event('change'));", vec![]);
+
+    // ---- keyboard: after a fresh load Tab reaches the skip link first, then
+    // the navigation, each with a visible focus ring.
+    b.goto(&format!("{base}/?keyboard#/overview"));
+    b.wait_js(
+        "overview",
+        Duration::from_secs(20),
+        "document.querySelector('#cpu-value')",
+    );
+    let mut reached = Vec::new();
+    for _ in 0..3 {
+        b.press("\u{E004}");
+        let ring = b.exec(
+            "const e = document.activeElement; const s = getComputedStyle(e); return [e.className || e.dataset.nav || e.outerHTML.slice(0, 80), s.outlineStyle, s.outlineWidth]",
+            vec![],
+        );
+        assert_eq!(
+            (&ring[1], &ring[2]),
+            (&json!("solid"), &json!("3px")),
+            "no visible focus on {ring}"
+        );
+        reached.push(ring[0].as_str().unwrap().to_owned());
+    }
+    assert_eq!(reached, ["skip", "brand", "overview"], "tab order");
+
+    // ---- logout; any later 401 leads to login and back to where we were.
+    b.click("#logout");
+    b.wait_js(
+        "the login page",
+        Duration::from_secs(20),
+        "location.hash.startsWith('#/login') && document.querySelector('#login-pass')",
+    );
+    let me = b.exec_async(
+        "const done = arguments[arguments.length - 1]; fetch('/api/auth/me').then((r) => done(r.status))",
+        vec![],
+    );
+    assert_eq!(me, json!(401), "the session survived logout");
+    b.goto(&format!("{base}/#/settings"));
+    b.wait_js(
+        "login with next",
+        Duration::from_secs(20),
+        "location.hash.startsWith('#/login?next=') && document.querySelector('#login-pass')",
+    );
+    b.type_into("#login-pass", TEST_ADMIN_PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        "back to settings",
+        Duration::from_secs(30),
+        "location.hash === '#/settings' && document.querySelector('#sessions-table')",
+    );
+
+    // ---- the live stream shows "reconnecting" while the daemon is away and
+    // recovers by itself.
+    visit(&b, &base, "overview");
+    b.wait_js(
+        "the live stream",
+        Duration::from_secs(20),
+        "document.querySelector('#live-state').dataset.state === 'live'",
+    );
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(30));
+    let text = b.wait_js("the reconnecting state", Duration::from_secs(20), "document.querySelector('#live-state').dataset.state === 'reconnecting' && document.querySelector('#live-state').textContent");
+    assert!(text.as_str().unwrap().contains("Reconnecting"), "{text}");
+    let daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    b.wait_js(
+        "the stream back",
+        Duration::from_secs(60),
+        "document.querySelector('#live-state').dataset.state === 'live'",
+    );
+
+    drop(daemon);
+    drop(pg);
+}
+
+#[test]
+fn overview_first_load_is_light_and_stays_on_the_box() {
+    let Some(b) = Browser::start() else { return };
+    let cfg = TestConfig::new(CLOSED_DB, "metrics:\n  stream_interval: 1s\n");
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    common::admin_token(&cfg);
+    let base = cfg.url("");
+
+    b.goto(&format!("{base}/"));
+    b.wait_js(
+        "the login form",
+        Duration::from_secs(20),
+        "document.querySelector('#login-pass')",
+    );
+    b.type_into("#login-pass", TEST_ADMIN_PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        "the overview",
+        Duration::from_secs(30),
+        "location.hash === '#/overview' && document.querySelector('#cpu-value')",
+    );
+
+    // A first load: no cache, then every request the page made.
+    b.cdp("Network.enable", json!({}));
+    b.cdp("Network.setCacheDisabled", json!({"cacheDisabled": true}));
+    b.goto(&format!("{base}/?first-load#/overview"));
+    b.wait_js("the overview again", Duration::from_secs(30), "document.querySelector('#footer-facts span') && document.querySelector('#live-state').dataset.state === 'live'");
+    std::thread::sleep(Duration::from_secs(2));
+    let entries = b.exec(
+        "return [performance.getEntriesByType('navigation')[0], ...performance.getEntriesByType('resource')]
+           .map((e) => ({name: e.name, transfer: e.transferSize, encoded: e.encodedBodySize, decoded: e.decodedBodySize, type: e.initiatorType}))",
+        vec![],
+    );
+    let entries = entries.as_array().unwrap();
+    let origin = base.clone();
+    let mut total = 0u64;
+    let mut assets = 0;
+    for e in entries {
+        let name = e["name"].as_str().unwrap();
+        assert!(name.starts_with(&origin), "a request left the box: {name}");
+        let transfer = e["transfer"].as_u64().unwrap();
+        assert!(transfer > 0, "{name} came from a cache: not a first load");
+        total += transfer;
+        if name.contains("/assets/") && (name.ends_with(".js") || name.ends_with(".css")) {
+            assets += 1;
+            let (enc, dec) = (
+                e["encoded"].as_u64().unwrap(),
+                e["decoded"].as_u64().unwrap(),
+            );
+            assert!(
+                enc < dec,
+                "{name} was not compressed ({enc} of {dec} bytes)"
+            );
+        }
+    }
+    assert!(
+        assets >= 8,
+        "expected every module under /assets/: {entries:?}"
+    );
+    eprintln!(
+        "overview first load: {} requests, {total} bytes transferred (compressed)",
+        entries.len()
+    );
+    assert!(total < 150_000, "overview first load is {total} bytes");
+
+    // Also by hand: every embedded file fetched with Accept-Encoding: br.
+    let files = arasuld::web::files();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (compressed, raw) = rt.block_on(async {
+        let c = reqwest::Client::new();
+        let (mut compressed, mut raw) = (0usize, 0usize);
+        for f in &files {
+            let url = if f == "index.html" {
+                cfg.url("/")
+            } else {
+                cfg.url(&format!("/assets/{}/{f}", arasuld::web::asset_version()))
+            };
+            let r = c
+                .get(&url)
+                .header("accept-encoding", "br, gzip")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            compressed += r.bytes().await.unwrap().len();
+            raw += c
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .len();
+        }
+        (compressed, raw)
+    });
+    eprintln!(
+        "all {} dashboard files: {raw} bytes, {compressed} bytes with br",
+        files.len()
+    );
+    assert!(
+        compressed < 150_000 && compressed < raw,
+        "{compressed} of {raw}"
+    );
+}
+
+#[test]
+fn the_dashboard_is_served_with_types_etags_caching_and_compression() {
+    let cfg = TestConfig::new(CLOSED_DB, "");
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    let v = arasuld::web::asset_version();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let get = |path: &str, headers: &[(&str, &str)]| {
+            let mut r = c.get(cfg.url(path));
+            for (k, val) in headers {
+                r = r.header(*k, *val);
+            }
+            r.send()
+        };
+        let h = |r: &reqwest::Response, name: &str| {
+            r.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+
+        let index = get("/", &[]).await.unwrap();
+        assert_eq!(index.status(), 200);
+        assert_eq!(h(&index, "content-type"), "text/html; charset=utf-8");
+        assert_eq!(h(&index, "cache-control"), "no-cache");
+        assert!(h(&index, "content-security-policy").contains("script-src 'self'"));
+        let etag = h(&index, "etag");
+        let html = index.text().await.unwrap();
+        assert!(html.contains(&format!("/assets/{v}/app.js")), "{html}");
+        let again = get("/", &[("if-none-match", &etag)]).await.unwrap();
+        assert_eq!(again.status(), 304);
+        assert!(again.bytes().await.unwrap().is_empty());
+
+        let js = get(&format!("/assets/{v}/app.js"), &[]).await.unwrap();
+        assert_eq!(js.status(), 200);
+        assert!(
+            h(&js, "content-type").starts_with("text/javascript")
+                || h(&js, "content-type").starts_with("application/javascript")
+        );
+        assert_eq!(
+            h(&js, "cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+        let js_etag = h(&js, "etag");
+        let plain_len = js.bytes().await.unwrap().len();
+        let js304 = get(
+            &format!("/assets/{v}/app.js"),
+            &[("if-none-match", &js_etag)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(js304.status(), 304);
+
+        for (enc, want) in [("br", "br"), ("gzip", "gzip")] {
+            let r = get(
+                &format!("/assets/{v}/style.css"),
+                &[("accept-encoding", enc)],
+            )
+            .await
+            .unwrap();
+            assert_eq!(h(&r, "content-encoding"), want);
+            assert_eq!(h(&r, "content-type"), "text/css; charset=utf-8");
+            let css_plain = get(&format!("/assets/{v}/style.css"), &[])
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .len();
+            let n = r.bytes().await.unwrap().len();
+            assert!(n < css_plain, "{enc}: {n} of {css_plain}");
+        }
+        let svg = get(&format!("/assets/{v}/favicon.svg"), &[]).await.unwrap();
+        assert_eq!(h(&svg, "content-type"), "image/svg+xml");
+        assert!(plain_len > 0);
+
+        // SPA routes get index.html; unknown files and API paths do not.
+        let spa = get("/services", &[]).await.unwrap();
+        assert_eq!(spa.status(), 200);
+        assert_eq!(h(&spa, "content-type"), "text/html; charset=utf-8");
+        assert_eq!(get("/nope.js", &[]).await.unwrap().status(), 404);
+        let api = get("/api/nope", &[]).await.unwrap();
+        assert_eq!(api.status(), 404);
+        let body: Value = api.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+        // Server-sent events are never compressed (they would stall in the buffer).
+        let health = get("/api/health", &[("accept-encoding", "br")])
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+    });
+}
+
+#[test]
+fn reconnect_backoff_grows_with_jitter_from_1s_to_30s() {
+    let Some(b) = Browser::start() else { return };
+    let cfg = TestConfig::new(CLOSED_DB, "");
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    b.goto(&cfg.url("/"));
+    b.wait_js(
+        "the app",
+        Duration::from_secs(20),
+        "document.querySelector('#login-pass')",
+    );
+    // The module the page runs, imported by its versioned URL.
+    let delays = b.exec_async(
+        &format!(
+            "const done = arguments[arguments.length - 1];
+             import('/assets/{}/api.js').then((m) => {{
+               const out = [];
+               for (let a = 0; a < 12; a++) {{ const xs = []; for (let i = 0; i < 200; i++) xs.push(m.backoff(a)); out.push([Math.min(...xs), Math.max(...xs)]); }}
+               done(out);
+             }}).catch((e) => done(String(e)));",
+            arasuld::web::asset_version()
+        ),
+        vec![],
+    );
+    let rows = delays.as_array().unwrap_or_else(|| panic!("{delays}"));
+    for (attempt, r) in rows.iter().enumerate() {
+        let (lo, hi) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+        let ceiling = (1000.0 * 2f64.powi(attempt as i32)).min(30_000.0);
+        assert!(
+            lo >= 1000.0 && hi <= ceiling,
+            "attempt {attempt}: {lo}..{hi} outside 1 s..{ceiling}"
+        );
+        if attempt >= 2 {
+            assert!(hi > lo, "attempt {attempt}: no jitter");
+        }
+    }
+    assert!(
+        rows[11][0].as_f64().unwrap() >= 15_000.0,
+        "capped at 30 s with jitter ≥ half"
+    );
+}
+
+#[test]
+fn settings_log_out_everywhere_and_the_lockout_is_explained() {
+    let Some(b) = Browser::start() else { return };
+    let cfg = TestConfig::new(CLOSED_DB, "");
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    let api_token = common::admin_token(&cfg);
+    let base = cfg.url("");
+
+    b.goto(&format!("{base}/#/settings"));
+    b.wait_js(
+        "login with next",
+        Duration::from_secs(20),
+        "location.hash.startsWith('#/login?next=') && document.querySelector('#login-pass')",
+    );
+    b.type_into("#login-pass", TEST_ADMIN_PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        "the sessions list",
+        Duration::from_secs(30),
+        "location.hash === '#/settings' && document.querySelectorAll('#sessions-table tbody tr').length >= 2",
+    );
+    // Ours is marked; the API client's session is listed too.
+    let current = b.exec(
+        "return [...document.querySelectorAll('#sessions-table tbody tr')].map((r) => r.dataset.current)",
+        vec![],
+    );
+    assert_eq!(
+        current
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| *v == "yes")
+            .count(),
+        1,
+        "{current}"
+    );
+    b.click("#logout-all");
+    b.click("dialog[open] [data-action=confirm]");
+    b.wait_js(
+        "the login page",
+        Duration::from_secs(20),
+        "location.hash.startsWith('#/login') && document.querySelector('#login-pass')",
+    );
+    // Every session is gone, the API client's too.
+    let (status, _) = common::get_json_auth(&cfg.url("/api/auth/me"), &api_token).unwrap();
+    assert_eq!(status, 401);
+
+    // Wrong passwords until the box refuses: the page says why and for how long.
+    let mut text = String::new();
+    for _ in 0..8 {
+        b.type_into("#login-pass", "not-the-password");
+        b.click("#login-submit");
+        let msg = b.wait_js(
+            "a login error",
+            Duration::from_secs(20),
+            "!document.querySelector('#login-submit').textContent.includes('Checking') && document.querySelector('#login-msg').textContent",
+        );
+        text = msg.as_str().unwrap().to_owned();
+        if text.starts_with("Too many failed attempts") {
+            break;
+        }
+        assert_eq!(text, "User name or password is wrong.");
+    }
+    assert!(text.contains("Locked for"), "{text}");
+    let disabled = b.exec(
+        "return document.querySelector('#login-submit').disabled",
+        vec![],
+    );
+    assert_eq!(
+        disabled,
+        json!(true),
+        "the button stays disabled while locked"
+    );
+}

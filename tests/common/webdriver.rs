@@ -1,0 +1,334 @@
+//! A small W3C WebDriver client over reqwest, driving Debian's headless
+//! Chromium through `chromedriver`: sessions, navigation, elements, keys,
+//! scripts, and (through chromedriver's CDP bridge) exact viewport sizes and
+//! full-page screenshots. Blocking: each call runs on the client's own
+//! current-thread runtime, like the other helpers in `tests/common`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The W3C element reference key.
+const ELEMENT: &str = "element-6066-11e4-a52f-4a1d4e5b6b6b";
+
+fn which(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    for n in names {
+        for dir in path.split(':').chain(["/usr/bin", "/usr/lib/chromium"]) {
+            let p = Path::new(dir).join(n);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// chromedriver and chromium, or why not. With `CI=true` a missing browser
+/// is a failure (panic), otherwise the caller skips loudly.
+pub fn find_browser() -> Option<(PathBuf, PathBuf)> {
+    let driver = which(&["chromedriver"]);
+    let chrome = which(&["chromium", "chromium-browser", "google-chrome"]);
+    match (driver, chrome) {
+        (Some(d), Some(c)) => Some((d, c)),
+        (d, c) => {
+            let msg = format!(
+                "headless Chromium is missing (chromedriver: {d:?}, chromium: {c:?}); \
+                 install the Debian packages chromium and chromium-driver (scripts/test does)"
+            );
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}
+
+pub struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and one headless Chromium session; None (after a
+    /// loud message) when the browser is not installed and CI is not set.
+    pub fn start() -> Option<Browser> {
+        let (driver_bin, chrome) = find_browser()?;
+        let port = crate::common::free_port();
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromedriver");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let profile = tempfile::tempdir().unwrap();
+        let mut b = Browser {
+            driver,
+            port,
+            session: String::new(),
+            rt,
+            http,
+            _profile: profile,
+        };
+        crate::common::wait_until("chromedriver to listen", Duration::from_secs(20), || {
+            b.raw("GET", "/status", None).ok()
+        });
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chrome.display().to_string(),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,900",
+                         "--no-first-run", "--disable-extensions",
+                         "--disable-background-networking", "--disable-sync",
+                         "--disable-component-update", "--disable-default-apps",
+                         format!("--user-data-dir={}", b._profile.path().display())],
+            }
+        }}});
+        let v = b
+            .raw("POST", "/session", Some(caps))
+            .unwrap_or_else(|e| panic!("new WebDriver session: {e}"));
+        b.session = v["sessionId"].as_str().expect("sessionId").to_owned();
+        Some(b)
+    }
+
+    fn raw(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .request(method, &url)
+                .timeout(Duration::from_secs(60));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req.send().await.map_err(|e| e.to_string())?;
+            let ok = r.status().is_success();
+            let v: Value = r.json().await.map_err(|e| e.to_string())?;
+            if ok {
+                Ok(v["value"].clone())
+            } else {
+                Err(v["value"].to_string())
+            }
+        })
+    }
+
+    /// A command on this session.
+    pub fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        self.raw(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url })))
+            .unwrap_or_else(|e| panic!("navigate to {url}: {e}"));
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`).
+    pub fn exec(&self, script: &str, args: Vec<Value>) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Runs an async script: call `arguments[arguments.length - 1](result)`.
+    pub fn exec_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": script, "args": args})),
+        )
+        .unwrap_or_else(|e| panic!("async script failed: {e}\n{script}"))
+    }
+
+    /// Polls the expression `js` (evaluated as `return (js)`) every 100 ms
+    /// until it is truthy; returns its value, or panics with `what` after
+    /// `timeout`.
+    pub fn wait_js(&self, what: &str, timeout: Duration, js: &str) -> Value {
+        let deadline = Instant::now() + timeout;
+        let script = format!("try {{ return ({js}); }} catch (e) {{ return null; }}");
+        loop {
+            let v = self.exec(&script, vec![]);
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::String(s) => !s.is_empty(),
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let url = self.exec("return location.href", vec![]);
+                let body = self.exec(
+                    "return document.body ? document.body.innerText.slice(0, 2000) : ''",
+                    vec![],
+                );
+                panic!(
+                    "timed out after {timeout:?} waiting for {what} ({js}); at {url}; page text:\n{}",
+                    body.as_str().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The element reference for a CSS selector, waiting up to 15 s.
+    pub fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            ) {
+                Ok(v) => {
+                    // The W3C key, or the only value of the reference object.
+                    let id = v.get(ELEMENT).or_else(|| v.as_object()?.values().next());
+                    return id.and_then(Value::as_str).expect("element id").to_owned();
+                }
+                Err(e) if Instant::now() > deadline => panic!("no element {css:?}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Clicks the element (real pointer events through the driver). A page
+    /// that re-renders may swap the element between find and click: retried.
+    pub fn click(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let id = self.find(css);
+            match self.cmd("POST", &format!("/element/{id}/click"), Some(json!({}))) {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") && Instant::now() < deadline => {}
+                Err(e) => panic!("click {css:?}: {e}"),
+            }
+        }
+    }
+
+    /// Types into the element (after clearing it).
+    pub fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        let _ = self.cmd("POST", &format!("/element/{id}/clear"), Some(json!({})));
+        self.cmd(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .unwrap_or_else(|e| panic!("type into {css:?}: {e}"));
+    }
+
+    /// The rendered text of the first element matching `css` (waits for it).
+    pub fn text(&self, css: &str) -> String {
+        let js = format!(
+            "document.querySelector({}) && document.querySelector({0}).innerText",
+            Value::String(css.to_owned())
+        );
+        match self.wait_js(&format!("text of {css}"), Duration::from_secs(15), &js) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }
+    }
+
+    /// Presses one key (a WebDriver key code such as `\u{E004}` for Tab).
+    pub fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "kb", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        self.cmd("POST", "/actions", Some(actions)).unwrap();
+    }
+
+    /// A Chrome DevTools Protocol command through chromedriver.
+    pub fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": cmd, "params": params})),
+        )
+        .unwrap_or_else(|e| panic!("CDP {cmd}: {e}"))
+    }
+
+    /// Makes the viewport exactly `width` CSS pixels wide.
+    pub fn viewport(&self, width: u32, height: u32) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600}),
+        );
+    }
+
+    /// A PNG of the whole page (beyond the viewport), written to `path`.
+    pub fn screenshot(&self, path: &Path) {
+        let v = self.cdp(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        );
+        let png = base64_decode(v["data"].as_str().expect("screenshot data"));
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.raw("DELETE", &format!("/session/{}", self.session), None);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => 0,
+        }
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &c)| acc | val(c) << (18 - 6 * i));
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let take = 3 - pad.min(2);
+        for i in 0..take.min(chunk.len() - 1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_round_trip() {
+        assert_eq!(super::base64_decode("aGVsbG8="), b"hello");
+        assert_eq!(super::base64_decode("aGk="), b"hi");
+        assert_eq!(super::base64_decode("YWJj"), b"abc");
+    }
+}

@@ -1,0 +1,126 @@
+// The shell: hash routes, the navigation, the language switch and the
+// session. Each screen module exports mount(root) → cleanup function.
+import { api, setAuthHandlers } from './api.js';
+import { t, lang, setLang, LANGS } from './i18n.js';
+import { h, clear, labelTables } from './ui.js';
+import * as login from './screens/login.js';
+import * as overview from './screens/overview.js';
+import * as services from './screens/services.js';
+import * as healing from './screens/healing.js';
+import * as updates from './screens/updates.js';
+import * as logs from './screens/logs.js';
+import * as settings from './screens/settings.js';
+
+const SCREENS = { overview, services, healing, updates, logs, settings };
+const NAV = ['overview', 'services', 'healing', 'updates', 'logs', 'settings'];
+
+let cleanup = null;
+// On the first load Tab should start at the skip link; later route changes
+// move focus to the new content (what a page load would do for a screen reader).
+let firstRoute = true;
+export const session = { me: null, currentPassword: null };
+
+function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, '');
+  const [path, query] = raw.split('?');
+  return { name: path || 'overview', params: new URLSearchParams(query || '') };
+}
+
+export function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+/** Back to login, remembering where we were. */
+function toLogin() {
+  const { name } = parseHash();
+  if (name === 'login') return;
+  session.me = null;
+  const next = location.hash && !location.hash.startsWith('#/login') ? location.hash : '#/overview';
+  go(`#/login?next=${encodeURIComponent(next)}`);
+}
+
+function toPasswordChange() {
+  const { name } = parseHash();
+  if (name === 'login') return;
+  go(`#/login?change=1&next=${encodeURIComponent(location.hash || '#/overview')}`);
+}
+
+function shell(active) {
+  const header = document.getElementById('top');
+  clear(header);
+  const loggedIn = !!session.me;
+  const nav = h('nav', { 'aria-label': t('nav.label') },
+    h('ul', {}, NAV.map((n) => h('li', {},
+      h('a', { href: `#/${n}`, 'aria-current': n === active ? 'page' : false, 'data-nav': n }, t(`nav.${n}`))))));
+  const langSel = h('select', { id: 'lang', 'aria-label': t('nav.language'), onchange: (e) => { setLang(e.target.value); route(); } },
+    LANGS.map((l) => h('option', { value: l, selected: l === lang() }, l.toUpperCase())));
+  const logout = h('button', { type: 'button', class: 'secondary', id: 'logout', onclick: doLogout }, t('nav.logout'));
+  header.append(
+    h('a', { class: 'brand', href: '#/overview' }, h('span', { 'aria-hidden': 'true' }, '◆ '), 'Arasul'),
+    loggedIn && active !== 'login' ? nav : h('span'),
+    h('div', { class: 'tools' }, langSel, loggedIn && active !== 'login' ? logout : null));
+  document.documentElement.lang = lang();
+  const skip = document.querySelector('.skip');
+  if (skip) skip.textContent = t('common.skip');
+  document.title = `${t(`nav.${active}`)} · Arasul`;
+}
+
+async function doLogout() {
+  try { await api('/api/auth/logout', { method: 'POST', noRedirect: true }); } catch { /* gone anyway */ }
+  session.me = null;
+  go('#/login');
+}
+
+async function ensureSession() {
+  if (session.me) return session.me;
+  try {
+    session.me = await api('/api/auth/me', { noRedirect: true });
+  } catch (e) {
+    session.me = null;
+    if (e.status !== 401) throw e;
+  }
+  return session.me;
+}
+
+export async function route() {
+  if (cleanup) { try { cleanup(); } catch { /* ignore */ } cleanup = null; }
+  const { name, params } = parseHash();
+  const main = document.getElementById('main');
+  if (name === 'login') {
+    await ensureSession().catch(() => null);
+    shell('login');
+    clear(main);
+    cleanup = login.mount(main, params, { session, go });
+    return;
+  }
+  const screen = SCREENS[name];
+  if (!screen) return go('#/overview');
+  let me;
+  try {
+    me = await ensureSession();
+  } catch (e) {
+    clear(main).append(h('p', { class: 'error', role: 'alert' }, t('err.network')));
+    return;
+  }
+  if (!me) return toLogin();
+  if (me.must_change_password) return toPasswordChange();
+  shell(name);
+  clear(main);
+  if (!firstRoute) main.focus({ preventScroll: true });
+  firstRoute = false;
+  cleanup = screen.mount(main, params, { session, go });
+}
+
+setAuthHandlers(toLogin, toPasswordChange);
+// Label table cells for the stacked narrow-screen layout whenever a screen
+// re-renders one.
+const mainEl = document.getElementById('main');
+new MutationObserver(() => labelTables(mainEl)).observe(mainEl, { childList: true, subtree: true });
+// The skip link must not touch the hash (the router owns it).
+document.querySelector('.skip')?.addEventListener('click', (ev) => {
+  ev.preventDefault();
+  document.getElementById('main').focus();
+});
+window.addEventListener('hashchange', route);
+route();
