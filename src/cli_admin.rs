@@ -97,3 +97,22 @@ fn read_hidden(prompt: &str) -> std::io::Result<String> {
     read?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
+
+/// `arasuld admin init-secrets`: creates the JWT key and, when no admin
+/// password is set, an initial one, through the same code path as the
+/// daemon's first start. Idempotent: existing secrets are kept. Prints the
+/// path of the initial-password file only when this call created it (never
+/// the password), so the installer knows whether to show it.
+pub async fn init_secrets(secrets_dir: &Path) -> anyhow::Result<()> {
+    let cfg = AuthConfig {
+        secrets_dir: secrets_dir.to_owned(),
+        ..AuthConfig::default()
+    };
+    let (_, created) = tokio::task::spawn_blocking(move || Auth::open(cfg))
+        .await
+        .context("opening the secrets dir")??;
+    if let Some(path) = created {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
