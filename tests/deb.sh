@@ -137,7 +137,8 @@ ok "reinstall keeps the secrets and shows no password"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 # internet_check off: the shipped config probes 1.1.1.1, this machine may
 # reach loopback only.
-runuser -u arasul -- env ARASUL_HTTP__LISTEN="127.0.0.1:$port" ARASUL_METRICS__INTERNET_CHECK= \
+# setpriv execs (runuser would stay the parent and eat the exit status).
+setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$port" ARASUL_METRICS__INTERNET_CHECK='""' \
   arasuld --config /etc/arasul/arasuld.yaml serve >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 health=""
@@ -149,13 +150,14 @@ done
 echo "$health" | grep -q '"status":"ok"' || { cat "$work/daemon.log" >&2; fail "/api/health: '$health'"; }
 ok "the installed daemon (user arasul, installed config) answers /api/health: $health"
 # Peer auth over the socket: the daemon (as arasul) applies its migrations.
+known="$(find migrations -name '*.sql' | wc -l)"
 migrated=""
 for _ in $(seq 1 120); do
   migrated="$(psql_pg -d arasul -c "select count(*) from _sqlx_migrations where success" 2>/dev/null || true)"
-  [ -n "$migrated" ] && [ "$migrated" -gt 0 ] && break
+  [ -n "$migrated" ] && [ "$migrated" -ge "$known" ] && break
   sleep 0.5
 done
-[ -n "$migrated" ] && [ "$migrated" -gt 0 ] || { cat "$work/daemon.log" >&2; fail "the daemon did not migrate database arasul over peer auth"; }
+[ -n "$migrated" ] && [ "$migrated" -ge "$known" ] || { cat "$work/daemon.log" >&2; fail "the daemon did not migrate database arasul over peer auth"; }
 ok "the daemon connected as arasul over the local socket and applied $migrated migrations"
 login="$(curl -sS -H 'content-type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$initial_pw\"}" "http://127.0.0.1:$port/api/auth/login")"
@@ -170,21 +172,23 @@ daemon_pid=""
 # --- log rotation with the installed logrotate config ----------------------
 rot="$work/rot"
 mkdir -p "$rot/logs"
+chmod 0755 "$work" "$rot"   # logrotate works as arasul (`su arasul adm`)
 chown arasul:adm "$rot/logs"
 chmod 0750 "$rot/logs"
 sed "s|/var/log/arasul/|$rot/logs/|" /etc/logrotate.d/arasuld >"$rot/conf"
 grep -q "$rot/logs/\*.log" "$rot/conf" || fail "the logrotate config names no /var/log/arasul/*.log"
-# 51 MB: over the 50 MB limit; 1 MB: under it.
-yes '{"level":"INFO","message":"a line of the system log"}' | head -c 51000000 >"$rot/logs/system.log"
-yes 'update line' | head -c 1000000 >"$rot/logs/update.log"
+# 51 MiB: over the limit (logrotate's 50M is 50 MiB); 1 MiB: under it.
+# (Process substitution: `yes` ends by SIGPIPE, which pipefail would report.)
+head -c 51M < <(yes '{"level":"INFO","message":"a line of the system log"}') >"$rot/logs/system.log"
+head -c 1000000 < <(yes 'update line') >"$rot/logs/update.log"
 chown arasul:arasul "$rot/logs/"*.log
 # A writer that keeps the file open in append mode, as the daemon does.
 exec 7>>"$rot/logs/system.log"
-logrotate -s "$rot/state" "$rot/conf" || fail "logrotate"
-[ -f "$rot/logs/system.log.1.gz" ] || fail "system.log (51 MB) was not rotated to system.log.1.gz"
+logrotate -v -s "$rot/state" "$rot/conf" >"$rot/out" 2>&1 || { cat "$rot/out" >&2; fail "logrotate"; }
+[ -f "$rot/logs/system.log.1.gz" ] || { cat "$rot/out" >&2; ls -la "$rot/logs" >&2; fail "system.log (51 MiB) was not rotated to system.log.1.gz"; }
 gzip -t "$rot/logs/system.log.1.gz" || fail "system.log.1.gz is not gzip"
-[ "$(gzip -dc "$rot/logs/system.log.1.gz" | wc -c)" -eq 51000000 ] || fail "the rotated log lost data"
-[ ! -e "$rot/logs/update.log.1.gz" ] || fail "update.log (1 MB) was rotated below 50 MB"
+[ "$(gzip -dc "$rot/logs/system.log.1.gz" | wc -c)" -eq $((51 * 1024 * 1024)) ] || fail "the rotated log lost data"
+[ ! -e "$rot/logs/update.log.1.gz" ] || fail "update.log (1 MiB) was rotated below 50 MiB"
 echo 'after rotation' >&7
 exec 7>&-
 [ "$(stat -c %s "$rot/logs/system.log")" -eq 15 ] || fail "the open writer did not continue at the start of the truncated file"
