@@ -470,7 +470,7 @@ async fn publish_while_present(
 }
 
 /// Adds the records under the name of `*attempt` and commits. A name Avahi
-/// already holds for another client (`LocalCollisionError` at add time) is
+/// already holds for another client (a collision error at add time) is
 /// the same as a collision on the network: reset, next suffix, again.
 async fn add_and_commit(
     group: &AvahiEntryGroupProxy<'_>,
@@ -514,7 +514,13 @@ enum AddError {
 
 fn classify(e: zbus::Error, what: String) -> AddError {
     if let zbus::Error::MethodError(name, _, _) = &e
-        && name.as_str() == "org.freedesktop.Avahi.LocalCollisionError"
+        && matches!(
+            name.as_str(),
+            // What avahi-daemon 0.8 answers for AVAHI_ERR_LOCAL_COLLISION
+            // (checked against the real daemon in tests/mdns.rs), and the
+            // name of the error constant for other versions.
+            "org.freedesktop.Avahi.CollisionError" | "org.freedesktop.Avahi.LocalCollisionError"
+        )
     {
         return AddError::LocalCollision(what);
     }
