@@ -94,50 +94,112 @@ struct Avahi {
 }
 
 impl Avahi {
-    fn start(bus: &Bus, dir: &Path, n: u32) -> Avahi {
-        let conf = dir.join("avahi.conf");
+    /// Avahi on the test bus, alone on its link.
+    /// `ifindex` is set before avahi-daemon starts, so a worker already
+    /// waiting for Avahi reads the right interface.
+    fn start(bus: &Bus, dir: &Path, n: u32, ifindex: &AtomicI32) -> Avahi {
+        Avahi::spawn(Some(bus), dir, n, Peer::None, ifindex)
+    }
+
+    /// Another box on the same link: its own namespace at the other end of
+    /// the veth pair, host name `host`, 192.0.2.2, no D-Bus. Start it first;
+    /// [`Avahi::start_linked`] then moves `d1` into its namespace, and the
+    /// box's Avahi starts.
+    fn start_other_box(dir: &Path, host: &str) -> Avahi {
+        Avahi::spawn(
+            None,
+            dir,
+            100,
+            Peer::Await(host.to_owned()),
+            &AtomicI32::new(0),
+        )
+    }
+
+    /// Avahi on the test bus, linked to the box of [`Avahi::start_other_box`].
+    fn start_linked(bus: &Bus, dir: &Path, n: u32, ifindex: &AtomicI32) -> Avahi {
+        Avahi::spawn(Some(bus), dir, n, Peer::MoveTo, ifindex)
+    }
+
+    fn spawn(bus: Option<&Bus>, dir: &Path, n: u32, peer: Peer, ifindex: &AtomicI32) -> Avahi {
+        let conf = dir.join(format!("avahi-{n}.conf"));
+        let (host, iface, enable_dbus) = match &peer {
+            Peer::Await(host) => (host.as_str(), "d1", "no"),
+            _ => ("testbox", "d0", "yes"),
+        };
         std::fs::write(
             &conf,
-            "[server]\nhost-name=testbox\ndomain-name=local\nuse-ipv4=yes\nuse-ipv6=no\n\
-             allow-interfaces=d0\nenable-dbus=yes\nratelimit-interval-usec=1000000\n\
-             ratelimit-burst=1000\n[wide-area]\nenable-wide-area=no\n\
-             [publish]\npublish-addresses=yes\npublish-hinfo=no\npublish-workstation=no\n",
+            format!(
+                "[server]\nhost-name={host}\ndomain-name=local\nuse-ipv4=yes\nuse-ipv6=no\n\
+                 allow-interfaces={iface}\nenable-dbus={enable_dbus}\n\
+                 ratelimit-interval-usec=1000000\nratelimit-burst=1000\n\
+                 [wide-area]\nenable-wide-area=no\n[publish]\npublish-addresses=yes\n\
+                 publish-hinfo=no\npublish-workstation=no\n"
+            ),
         )
         .unwrap();
         let ifindex_file = dir.join(format!("ifindex-{n}"));
+        let go = dir.join(format!("go-{n}"));
+        let peer_pid = dir.join("peer.pid");
         let log = dir.join(format!("avahi-{n}.log"));
+        let link = match peer {
+            Peer::None => format!(
+                "ip link add d0 type veth peer name d1
+ip link set d1 up
+ip link set d0 multicast on up
+ip addr add {AVAHI_ADDR}/24 dev d0"
+            ),
+            Peer::MoveTo => format!(
+                "ip link add d0 type veth peer name d1
+ip link set d1 netns \"$(cat {pid})\"
+ip link set d0 multicast on up
+ip addr add {AVAHI_ADDR}/24 dev d0",
+                pid = peer_pid.display()
+            ),
+            Peer::Await(_) => format!(
+                "echo $$ > {pid}.tmp && mv {pid}.tmp {pid}
+while ! ip link show d1 >/dev/null 2>&1; do sleep 0.05; done
+ip link set d1 multicast on up
+ip addr add 192.0.2.2/24 dev d1",
+                pid = peer_pid.display()
+            ),
+        };
         let script = format!(
             "set -e
 mount -t tmpfs tmpfs /run
 mkdir -p /run/avahi-daemon
 ip link set lo up
-ip link add d0 type veth peer name d1
-ip link set d1 up
-ip link set d0 multicast on up
-ip addr add {AVAHI_ADDR}/24 dev d0
-ip -o link show d0 | cut -d: -f1 > {ifindex}
+{link}
+ip -o link show {iface} | cut -d: -f1 > {ifindex}.tmp && mv {ifindex}.tmp {ifindex}
+while [ ! -e {go} ]; do sleep 0.02; done
 exec avahi-daemon -f {conf} --no-drop-root --no-chroot --no-rlimits --debug",
             ifindex = ifindex_file.display(),
+            go = go.display(),
             conf = conf.display(),
         );
-        let child = Command::new("unshare")
-            .args(["-nm", "sh", "-c", &script])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-nm", "sh", "-c", &script])
             .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
-            .spawn()
-            .expect("unshare (util-linux) must be installed");
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
+        if let Some(bus) = bus {
+            cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
+        }
+        let child = cmd.spawn().expect("unshare (util-linux) must be installed");
         let mut avahi = Avahi {
             child,
             log,
             ifindex: 0,
         };
+        let awaiting = matches!(peer, Peer::Await(_));
+        let ready = if awaiting { peer_pid } else { ifindex_file };
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Ok(s) = std::fs::read_to_string(&ifindex_file)
-                && let Ok(i) = s.trim().parse()
+            if let Ok(s) = std::fs::read_to_string(&ready)
+                && let Ok(i) = s.trim().parse::<i32>()
             {
-                avahi.ifindex = i;
+                if !awaiting {
+                    avahi.ifindex = i;
+                    ifindex.store(i, Ordering::SeqCst);
+                }
                 break;
             }
             if let Ok(Some(status)) = avahi.child.try_wait() {
@@ -147,10 +209,28 @@ exec avahi-daemon -f {conf} --no-drop-root --no-chroot --no-rlimits --debug",
                     avahi.logs()
                 );
             }
-            assert!(Instant::now() < deadline, "no ifindex:\n{}", avahi.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no {}:\n{}",
+                ready.display(),
+                avahi.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
+        std::fs::write(&go, "").unwrap();
         avahi
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "avahi-daemon never logged {needle:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn logs(&self) -> String {
@@ -173,6 +253,15 @@ impl Drop for Avahi {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+enum Peer {
+    /// Alone on the link (`d1` stays, unused, in the same namespace).
+    None,
+    /// Moves `d1` into the namespace of the process in `peer.pid`.
+    MoveTo,
+    /// Is that process: writes `peer.pid`, waits for `d1`, host name given.
+    Await(String),
 }
 
 /// The parts of Avahi's API the test uses to check what was published.
@@ -278,20 +367,37 @@ async fn wait_published(
 }
 
 /// Asks Avahi (its resolver, over the bus) for the host and the service.
+/// mDNS is lossy by design: a query that Avahi reports as timed out (5 s) is
+/// asked again until [`DEADLINE`]; any other error fails at once.
 async fn resolves(conn: &zbus::Connection, label: &str) -> (String, u16, String) {
     let p = ServerProxy::new(conn).await.unwrap();
     let host = format!("{label}.local");
-    let (_, _, name, _, address, _) = p
-        .resolve_host_name(-1, 0, &host, 0, 0)
-        .await
-        .unwrap_or_else(|e| panic!("Avahi cannot resolve {host}: {e}"));
+    let (_, _, name, _, address, _) =
+        retry_timeouts(&host, || p.resolve_host_name(-1, 0, &host, 0, 0)).await;
     assert_eq!(name, host);
-    let (_, _, sname, stype, _, shost, _, _, port, _, _) = p
-        .resolve_service(-1, 0, label, "_http._tcp", "local", 0, 0)
-        .await
-        .unwrap_or_else(|e| panic!("Avahi cannot resolve the service {label}: {e}"));
+    let (_, _, sname, stype, _, shost, _, _, port, _, _) = retry_timeouts(&host, || {
+        p.resolve_service(-1, 0, label, "_http._tcp", "local", 0, 0)
+    })
+    .await;
     assert_eq!((sname.as_str(), stype.as_str()), (label, "_http._tcp"));
     (address, port, shost)
+}
+
+async fn retry_timeouts<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = zbus::Result<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.Avahi.TimeoutError"
+                    && Instant::now() < deadline => {}
+            Err(e) => panic!("Avahi cannot resolve {what}: {e}"),
+        }
+    }
 }
 
 /// The worker on `bus`, announcing 192.0.2.1 on the interface whose index
@@ -337,8 +443,7 @@ async fn publishes_arasul_local_and_http_service_again_after_avahi_restarts() {
     let (workers, mut rx) = start_worker(&bus, ifindex.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.borrow().host, None);
-    let mut avahi = Avahi::start(&bus, dir.path(), 1);
-    ifindex.store(avahi.ifindex, Ordering::SeqCst);
+    let mut avahi = Avahi::start(&bus, dir.path(), 1, &ifindex);
     wait_running(&conn, &avahi).await;
     let first = wait_published(&mut rx, "arasul.local", |p| {
         p.host.as_deref() == Some("arasul.local")
@@ -357,8 +462,7 @@ async fn publishes_arasul_local_and_http_service_again_after_avahi_restarts() {
         p.host.is_none()
     })
     .await;
-    let avahi2 = Avahi::start(&bus, dir.path(), 2);
-    ifindex.store(avahi2.ifindex, Ordering::SeqCst);
+    let avahi2 = Avahi::start(&bus, dir.path(), 2, &ifindex);
     wait_running(&conn, &avahi2).await;
     let again = wait_published(&mut rx, "arasul.local after the restart", |p| {
         p.host.as_deref() == Some("arasul.local") && p.generation > first.generation
@@ -377,7 +481,8 @@ async fn renames_with_a_suffix_when_another_program_has_the_service_name() {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::start(dir.path());
     let conn = connect(&bus).await;
-    let avahi = Avahi::start(&bus, dir.path(), 1);
+    let ifindex = Arc::new(AtomicI32::new(0));
+    let avahi = Avahi::start(&bus, dir.path(), 1, &ifindex);
     wait_running(&conn, &avahi).await;
 
     // Another program on this box already announces an HTTP service named
@@ -399,7 +504,7 @@ async fn renames_with_a_suffix_when_another_program_has_the_service_name() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let (workers, mut rx) = start_worker(&bus, Arc::new(AtomicI32::new(avahi.ifindex)));
+    let (workers, mut rx) = start_worker(&bus, ifindex.clone());
     let p = wait_published(&mut rx, "a renamed host", |p| p.host.is_some()).await;
     assert_eq!(
         p.host.as_deref(),
@@ -418,4 +523,41 @@ async fn renames_with_a_suffix_when_another_program_has_the_service_name() {
     assert_eq!(theirs.8, 9999);
 
     workers.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renames_with_a_suffix_when_another_box_on_the_lan_is_arasul_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::start(dir.path());
+    let conn = connect(&bus).await;
+    // A second box on the link, whose Avahi already calls itself arasul.local.
+    let other = Avahi::start_other_box(dir.path(), "arasul");
+    let ifindex = Arc::new(AtomicI32::new(0));
+    let avahi = Avahi::start_linked(&bus, dir.path(), 1, &ifindex);
+    other.wait_log("Host name is arasul.local");
+    wait_running(&conn, &avahi).await;
+
+    // Probing finds the other box's answer: EntryGroup COLLISION, rename.
+    let (workers, mut rx) = start_worker(&bus, ifindex.clone());
+    let p = wait_published(&mut rx, "a renamed host", |p| p.host.is_some()).await;
+    assert_eq!(
+        p.host.as_deref(),
+        Some("arasul-2.local"),
+        "{}\n--- other box ---\n{}",
+        avahi.logs(),
+        other.logs()
+    );
+    let (address, port, host) = resolves(&conn, "arasul-2").await;
+    assert_eq!((address.as_str(), port), (AVAHI_ADDR, HTTP_PORT));
+    assert_eq!(host, "arasul-2.local");
+    // arasul.local is still the other box, as seen over the link.
+    let server = ServerProxy::new(&conn).await.unwrap();
+    let (_, _, _, _, theirs, _) = server
+        .resolve_host_name(-1, 0, "arasul.local", 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(theirs, "192.0.2.2");
+
+    workers.shutdown(Duration::from_secs(5)).await;
+    drop(other);
 }
