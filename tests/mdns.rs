@@ -1,5 +1,5 @@
-//! mDNS against a real `avahi-daemon`: each test runs its own dbus-daemon on
-//! a temp socket (standing in for the system bus) and Avahi inside a private
+//! mDNS against a real `avahi-daemon`: each test runs its own dbus-daemon
+//! (`tests/common/dbus.rs`, standing in for the system bus) and Avahi inside a private
 //! network namespace (`unshare -nm`, a veth pair `d0`/`d1` with 192.0.2.1,
 //! a tmpfs over /run for Avahi's pid file), so nothing reaches the real
 //! network and no other Avahi is disturbed. The `mdns` worker is the
@@ -10,10 +10,14 @@
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::dbus::PrivateBus as Bus;
 
 use arasuld::os::mdns::{self, LanAddress, MdnsConfig, MdnsDeps, Published};
 use arasuld::tasks::{RestartPolicy, WorkerKind, Workers};
@@ -22,68 +26,6 @@ use tokio::sync::watch;
 const AVAHI_ADDR: &str = "192.0.2.1";
 const HTTP_PORT: u16 = 8080;
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A dbus-daemon on a temp unix socket; killed on drop.
-struct Bus {
-    child: Child,
-    address: String,
-}
-
-impl Bus {
-    fn start(dir: &Path) -> Bus {
-        let socket = dir.join("bus.sock");
-        let conf = dir.join("bus.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#,
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--print-address"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dbus-daemon (package dbus-daemon) must be installed");
-        // The address is printed once the bus listens.
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(
-            line.starts_with("unix:"),
-            "dbus-daemon did not start: {line:?}"
-        );
-        Bus {
-            child,
-            address: format!("unix:path={}", socket.display()),
-        }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A real avahi-daemon in its own network namespace, on `bus`.
 struct Avahi {
@@ -181,7 +123,7 @@ exec avahi-daemon -f {conf} --no-drop-root --no-chroot --no-rlimits --debug",
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
         if let Some(bus) = bus {
-            cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address);
+            cmd.env("DBUS_SYSTEM_BUS_ADDRESS", bus.address());
         }
         let child = cmd.spawn().expect("unshare (util-linux) must be installed");
         let mut avahi = Avahi {
@@ -330,10 +272,7 @@ trait Group {
 }
 
 async fn connect(bus: &Bus) -> zbus::Connection {
-    zbus::connection::Builder::address(bus.address.as_str())
-        .build()
-        .await
-        .unwrap()
+    bus.connect().await
 }
 
 async fn wait_running(conn: &zbus::Connection, avahi: &Avahi) {
@@ -408,7 +347,7 @@ fn start_worker(bus: &Bus, ifindex: Arc<AtomicI32>) -> (Workers, watch::Receiver
         .with_env_filter("info")
         .try_init();
     let config = MdnsConfig {
-        bus_address: Some(bus.address.clone()),
+        bus_address: Some(bus.address().to_owned()),
         ..MdnsConfig::default()
     };
     let mut deps = MdnsDeps::new(config, HTTP_PORT);
@@ -434,7 +373,7 @@ fn start_worker(bus: &Bus, ifindex: Arc<AtomicI32>) -> (Workers, watch::Receiver
 #[tokio::test(flavor = "multi_thread")]
 async fn publishes_arasul_local_and_http_service_again_after_avahi_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::start(dir.path());
+    let bus = Bus::start();
     let conn = connect(&bus).await;
 
     // Avahi absent at first: the worker logs that and waits; it publishes
@@ -479,7 +418,7 @@ async fn publishes_arasul_local_and_http_service_again_after_avahi_restarts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn renames_with_a_suffix_when_another_program_has_the_service_name() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::start(dir.path());
+    let bus = Bus::start();
     let conn = connect(&bus).await;
     let ifindex = Arc::new(AtomicI32::new(0));
     let avahi = Avahi::start(&bus, dir.path(), 1, &ifindex);
@@ -528,7 +467,7 @@ async fn renames_with_a_suffix_when_another_program_has_the_service_name() {
 #[tokio::test(flavor = "multi_thread")]
 async fn renames_with_a_suffix_when_another_box_on_the_lan_is_arasul_local() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::start(dir.path());
+    let bus = Bus::start();
     let conn = connect(&bus).await;
     // A second box on the link, whose Avahi already calls itself arasul.local.
     let other = Avahi::start_other_box(dir.path(), "arasul");
