@@ -126,7 +126,7 @@ systemd-analyze verify /lib/systemd/system/arasuld.service || fail "systemd-anal
 ok "systemd-analyze verify accepts the unit"
 
 # Reinstalling the same version keeps everything and shows no new password.
-sum_secrets() { (cd /etc/arasul/secrets && sha256sum jwt.key admin.hash initial-admin-password); }
+sum_secrets() { (cd /etc/arasul/secrets && find . -type f | sort | xargs sha256sum); }
 before="$(sum_secrets)"
 dpkg -i "$deb" >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "reinstall"; }
 [ "$(sum_secrets)" = "$before" ] || fail "a reinstall changed the secrets"
@@ -222,6 +222,17 @@ grep -q 'edited by tests/deb.sh' /etc/arasul/arasuld.yaml || fail "the upgrade l
 expect_stat /etc/arasul/secrets "arasul:arasul 700"
 expect_stat /etc/arasul/secrets/initial-admin-password "root:root 600"
 ok "upgrade $old_version -> $new_version keeps secrets, config edits, state and database"
+
+# Root sets the admin password on the box: the daemon's user must still be
+# able to read the new hash, and the initial password is gone.
+echo 'Box-Admin-Passw0rd!' | arasuld --config /etc/arasul/arasuld.yaml admin set-password >&2 ||
+  fail "admin set-password as root"
+expect_stat /etc/arasul/secrets/admin.hash "arasul:arasul 600"
+expect_stat /etc/arasul/secrets/password-history "arasul:arasul 600"
+[ ! -e /etc/arasul/secrets/initial-admin-password ] || fail "set-password left the initial password"
+runuser -u arasul -- test -r /etc/arasul/secrets/admin.hash || fail "the daemon's user cannot read admin.hash after set-password"
+ok "admin set-password as root leaves the secrets readable by the daemon"
+before="$(sum_secrets)"
 
 # --- remove keeps data, purge removes it --------------------------------------
 dpkg -r arasuld >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "dpkg -r"; }
