@@ -500,3 +500,61 @@ async fn renames_with_a_suffix_when_another_box_on_the_lan_is_arasul_local() {
     workers.shutdown(Duration::from_secs(5)).await;
     drop(other);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishes_again_when_the_lan_addresses_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::start();
+    let conn = connect(&bus).await;
+    let ifindex = Arc::new(AtomicI32::new(0));
+    let avahi = Avahi::start(&bus, dir.path(), 1, &ifindex);
+    wait_running(&conn, &avahi).await;
+
+    let mut deps = MdnsDeps::new(
+        MdnsConfig {
+            bus_address: Some(bus.address().to_owned()),
+            ..MdnsConfig::default()
+        },
+        HTTP_PORT,
+    );
+    let first: IpAddr = AVAHI_ADDR.parse().unwrap();
+    let second: IpAddr = "192.0.2.7".parse().unwrap();
+    let current = Arc::new(std::sync::Mutex::new(vec![first]));
+    let (idx, cur) = (avahi.ifindex, current.clone());
+    deps.addresses = Arc::new(move || {
+        cur.lock()
+            .unwrap()
+            .iter()
+            .map(|a| LanAddress {
+                interface: idx,
+                address: *a,
+            })
+            .collect()
+    });
+    deps.address_poll = Duration::from_millis(200);
+    let mut rx = deps.published.subscribe();
+    let workers = Workers::new(RestartPolicy {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+        reset_after: Duration::from_secs(60),
+    });
+    workers.spawn("mdns", WorkerKind::Auxiliary, move |ctx| {
+        mdns::run(ctx, deps.clone())
+    });
+    let p = wait_published(&mut rx, "the first address", |p| p.host.is_some()).await;
+    assert_eq!(p.addresses, vec![first]);
+
+    // DHCP hands the box a second address: announced without a restart.
+    current.lock().unwrap().push(second);
+    let p2 = wait_published(&mut rx, "both addresses", |p| p.addresses.len() == 2).await;
+    assert_eq!(p2.addresses, vec![first, second]);
+    assert_eq!(p2.host.as_deref(), Some("arasul.local"));
+    assert!(p2.generation > p.generation);
+    let (address, _, _) = resolves(&conn, "arasul").await;
+    assert!(
+        [first.to_string(), second.to_string()].contains(&address),
+        "{address}"
+    );
+
+    workers.shutdown(Duration::from_secs(5)).await;
+}

@@ -261,6 +261,8 @@ pub struct MdnsDeps {
     /// The HTTP port announced in the `_http._tcp` record.
     pub http_port: u16,
     pub addresses: AddressSource,
+    /// How often the addresses are compared ([`ADDRESS_POLL`]; tests shorten it).
+    pub address_poll: Duration,
     pub published: watch::Sender<Published>,
 }
 
@@ -270,6 +272,7 @@ impl MdnsDeps {
             config,
             http_port,
             addresses: Arc::new(lan_addresses),
+            address_poll: ADDRESS_POLL,
             published: watch::Sender::new(Published::default()),
         }
     }
@@ -382,7 +385,7 @@ async fn publish_while_present(
             add_and_commit(&group, deps, &mut attempt, &addresses).await?;
             committed = true;
         }
-        let mut poll = tokio::time::interval(ADDRESS_POLL);
+        let mut poll = tokio::time::interval(deps.address_poll);
         poll.tick().await;
         loop {
             ctx.beat();
