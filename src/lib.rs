@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod os;
 pub mod state;
 pub mod tasks;
+pub mod update;
 pub mod web;
