@@ -547,6 +547,7 @@ fn killed_at_every_state_the_restart_leaves_the_box_old_or_new() {
         };
         env.daemon.take();
         env.start(&[("ARASUL_TEST_CRASH_AT", state)]);
+        env.wait_app(&env.v1.clone());
         let (code, check) = env.upload(&bundle);
         assert_eq!(code, 200, "{state}: {check}");
         let (code, _) = env.post("/api/update/apply");

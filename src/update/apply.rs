@@ -248,7 +248,13 @@ impl Applier {
                 image_id: image_id.or(s.image_id.clone()),
                 override_image: overrides.get(&s.name).cloned(),
                 container_id: s.container_id.clone(),
-                healthy: s.state == ServiceState::Healthy,
+                counts: !matches!(
+                    s.state,
+                    ServiceState::Unhealthy
+                        | ServiceState::Failed
+                        | ServiceState::ImageMissing
+                        | ServiceState::Stopped
+                ),
             });
         }
         let mut configs = Vec::new();
@@ -341,7 +347,7 @@ impl Applier {
         Ok(())
     }
 
-    /// Every touched service that was healthy before must be healthy within
+    /// Every touched service whose check was not failing before must be healthy within
     /// `verify_timeout` and then stay healthy for `stability_window`. A
     /// container that exits fails at once (nothing restarts it meanwhile).
     async fn verify(&self, run: &Run) -> StepResult {
@@ -349,14 +355,14 @@ impl Applier {
         let required: Vec<String> = backup
             .services
             .iter()
-            .filter(|s| s.healthy)
+            .filter(|s| s.counts)
             .map(|s| s.service.clone())
             .collect();
-        for s in backup.services.iter().filter(|s| !s.healthy) {
+        for s in backup.services.iter().filter(|s| !s.counts) {
             self.log(
                 "WARN",
                 run,
-                &format!("{} was not healthy before the update: its health does not count", s.service),
+                &format!("{}'s check was already failing before the update: its health does not count", s.service),
             );
         }
         let cfg = &self.deps().config;
@@ -536,7 +542,7 @@ impl Applier {
             let required: Vec<String> = backup
                 .services
                 .iter()
-                .filter(|s| s.healthy)
+                .filter(|s| s.counts)
                 .map(|s| s.service.clone())
                 .collect();
             let cfg = &deps.config;
@@ -556,7 +562,7 @@ impl Applier {
                 return Ok(());
             }
             if !logged {
-                tracing::warn!("update: waiting for the database to roll back");
+                tracing::warn!("update: waiting for the database");
                 logged = true;
             }
             if !self.ctx.sleep(Duration::from_millis(500)).await {

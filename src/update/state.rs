@@ -211,9 +211,11 @@ pub struct ServiceBackup {
     /// The image an earlier update had set (None: the catalog's).
     pub override_image: Option<String>,
     pub container_id: Option<String>,
-    /// Healthy before the run: only then is its health after the switch
-    /// held against the update.
-    pub healthy: bool,
+    /// Not failing before the run (healthy, or still starting): only then
+    /// is its health after the switch held against the update. A check
+    /// that was already failing (unhealthy, failed, image missing, stopped)
+    /// does not count.
+    pub counts: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
