@@ -454,18 +454,23 @@ impl<R: Read> Source<R> {
 
     /// Fills `out` completely; `Ok(false)` when the file ends first.
     fn read_exact(&mut self, out: &mut [u8]) -> Result<bool, BundleError> {
+        Ok(self.read_upto(out)? == out.len())
+    }
+
+    /// Fills as much of `out` as the file still has; returns the count.
+    fn read_upto(&mut self, out: &mut [u8]) -> Result<usize, BundleError> {
         let mut done = 0;
         while done < out.len() {
             let avail = self.fill()?;
             if avail.is_empty() {
-                return Ok(false);
+                break;
             }
             let n = avail.len().min(out.len() - done);
             out[done..done + n].copy_from_slice(&avail[..n]);
             self.consume(n);
             done += n;
         }
-        Ok(true)
+        Ok(done)
     }
 
     fn header(&mut self, expecting: &str) -> Result<Header, BundleError> {
@@ -678,8 +683,14 @@ fn verify_members<R: Read>(
     let mut zero_blocks = 0;
     loop {
         let mut block = [0u8; BLOCK];
-        if !src.read_exact(&mut block)? {
-            break;
+        match src.read_upto(&mut block)? {
+            0 => break,
+            BLOCK => {}
+            n => {
+                return Err(invalid(format!(
+                    "{n} stray bytes at the end (a tar archive is whole 512-byte blocks)"
+                )));
+            }
         }
         if block.iter().all(|b| *b == 0) {
             zero_blocks += 1;
