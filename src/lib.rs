@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod build_info;
 pub mod cli_admin;
+pub mod cli_bundle;
 pub mod config;
 pub mod db;
 pub mod docker;
