@@ -104,7 +104,9 @@ impl Env {
             ),
         )
         .unwrap();
-        run(Command::new(bin()).args(["bundle", "keygen", "--out"]).arg(d.join("vendor")));
+        run(Command::new(bin())
+            .args(["bundle", "keygen", "--out"])
+            .arg(d.join("vendor")));
         std::fs::create_dir_all(d.join("keys")).unwrap();
         std::fs::copy(
             d.join("vendor/update-signing.pem"),
@@ -248,8 +250,7 @@ impl Env {
     }
 
     fn history(&self) -> Vec<Value> {
-        let (code, v) =
-            get_json_auth(&self.cfg.url("/api/update/history"), &self.token).unwrap();
+        let (code, v) = get_json_auth(&self.cfg.url("/api/update/history"), &self.token).unwrap();
         assert_eq!(code, 200, "{v}");
         v["updates"].as_array().unwrap().clone()
     }
@@ -367,7 +368,11 @@ fn v1_to_v2_by_upload_then_a_crashing_v3_is_rolled_back() {
     assert_eq!(h.len(), 1, "{h:?}");
     assert_eq!(
         (&h[0]["version"], &h[0]["from_version"], &h[0]["result"]),
-        (&Value::from("0.2.0"), &Value::from("0.1.0"), &Value::from("done"))
+        (
+            &Value::from("0.2.0"),
+            &Value::from("0.1.0"),
+            &Value::from("done")
+        )
     );
     let log = std::fs::read_to_string(env.dir().join("log/update.log")).unwrap();
     assert!(log.contains("done: installed 0.2.0"), "{log}");
@@ -390,15 +395,16 @@ fn v1_to_v2_by_upload_then_a_crashing_v3_is_rolled_back() {
     assert_eq!(code, 202);
     let s = env.wait_final();
     assert_eq!(s["state"], "rolled_back", "{s}");
-    assert!(
-        s["error"].as_str().unwrap().contains("app is down"),
-        "{s}"
-    );
+    assert!(s["error"].as_str().unwrap().contains("app is down"), "{s}");
     assert_eq!(s["installed_version"], "0.2.0");
     env.wait_app(&env.v2.clone());
     assert_eq!(env.app_version(), "2.0.0");
     assert!(!env.table_exists("v3_things"));
-    assert_eq!(db_image(&env.db_url), before, "the database is the backup again");
+    assert_eq!(
+        db_image(&env.db_url),
+        before,
+        "the database is the backup again"
+    );
     assert_eq!(env.config_file("app.conf").as_deref(), Some("mode=v2\n"));
     assert_eq!(env.config_file("new.conf"), None);
     let h = env.history();
@@ -418,7 +424,10 @@ fn migration_three_of_five_failing_rolls_everything_back() {
         "0.2.0",
         Some(&env.v2),
         &[
-            ("001_a.sql", "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n"),
+            (
+                "001_a.sql",
+                "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n",
+            ),
             (
                 "002_idx.sql",
                 "-- arasul:no-transaction\nCREATE INDEX CONCURRENTLY a_id ON a (id);\n",
@@ -487,7 +496,10 @@ fn a_second_upload_during_an_update_is_refused_and_a_truncated_upload_changes_no
     assert_eq!(s["state"], "done", "{s}");
     // Nothing is staged any more.
     let (code, body) = env.post("/api/update/apply");
-    assert_eq!((code, &body["error"]["code"]), (409, &Value::from("no_update_staged")));
+    assert_eq!(
+        (code, &body["error"]["code"]),
+        (409, &Value::from("no_update_staged"))
+    );
 }
 
 /// Sends a multipart upload that stops after `part` of the file; returns

@@ -128,7 +128,9 @@ pub async fn upload(
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
-                return Err(UpdateError::BadUpload(format!("the upload is incomplete: {e}")).into());
+                return Err(
+                    UpdateError::BadUpload(format!("the upload is incomplete: {e}")).into(),
+                );
             }
         };
         if field.name() != Some("file") || got_file {

@@ -110,7 +110,9 @@ pub async fn run_migration(pool: &PgPool, sql: &str, transactional: bool) -> sql
         sqlx::query("SET LOCAL statement_timeout = 0")
             .execute(&mut *tx)
             .await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut *tx).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         return Ok(());
     }
@@ -120,7 +122,9 @@ pub async fn run_migration(pool: &PgPool, sql: &str, transactional: bool) -> sql
         .await?;
     let result = async {
         for stmt in split_statements(sql) {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&mut *conn).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(())
     }

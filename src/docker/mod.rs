@@ -100,7 +100,10 @@ pub enum Command {
         oneshot::Sender<Result<Vec<String>, SupervisorError>>,
     ),
     /// The image id a reference resolves to now (None: not present).
-    ImageId(String, oneshot::Sender<Result<Option<String>, SupervisorError>>),
+    ImageId(
+        String,
+        oneshot::Sender<Result<Option<String>, SupervisorError>>,
+    ),
     /// Points `reference` (name:tag) at the image `id`.
     TagImage {
         id: String,

@@ -662,20 +662,16 @@ impl Supervisor {
         }
         match image {
             Some(i) if i != catalog => {
-                self.overrides.insert(
-                    name.to_string(),
-                    ImageOverride {
-                        catalog,
-                        image: i,
-                    },
-                );
+                self.overrides
+                    .insert(name.to_string(), ImageOverride { catalog, image: i });
             }
             _ => {
                 self.overrides.remove(name);
             }
         }
-        save_overrides(&self.cfg.state_dir, &self.overrides)
-            .map_err(|e| SupervisorError::Docker(format!("cannot persist the image switch: {e}")))?;
+        save_overrides(&self.cfg.state_dir, &self.overrides).map_err(|e| {
+            SupervisorError::Docker(format!("cannot persist the image switch: {e}"))
+        })?;
         let network = self.network.clone();
         let old = {
             let rt = self.services.get_mut(name).expect("known");
@@ -688,7 +684,9 @@ impl Supervisor {
         self.failed.remove(name);
         self.pending_start.retain(|n| n != name);
         if let Some(id) = old {
-            remove(docker, &id).await.map_err(|e| SupervisorError::Docker(format!("{e:#}")))?;
+            remove(docker, &id)
+                .await
+                .map_err(|e| SupervisorError::Docker(format!("{e:#}")))?;
             self.clear_container(name);
         }
         if self.stopped.contains(name) {
@@ -1018,7 +1016,10 @@ fn reject(cmd: Command, why: &str) {
 }
 
 /// `docker load` of a tarball streamed from disk (never whole in memory).
-async fn load_image(docker: &Docker, path: &std::path::Path) -> Result<Vec<String>, SupervisorError> {
+async fn load_image(
+    docker: &Docker,
+    path: &std::path::Path,
+) -> Result<Vec<String>, SupervisorError> {
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| SupervisorError::Docker(format!("open {}: {e}", path.display())))?;

@@ -71,7 +71,7 @@ struct Applier {
     ctx: WorkerCtx,
 }
 
-/// A step failed: the message, and whether live state may have changed.
+/// One step of the run; an error sends the run into the rollback.
 type StepResult = anyhow::Result<()>;
 
 impl Applier {
@@ -86,11 +86,19 @@ impl Applier {
 
     /// Persists the run in `state` (file first, then the DB mirror), logs it,
     /// and gives fault injection its chance.
-    async fn transition(&self, run: &mut Run, state: UpdateState, step: &str) -> anyhow::Result<()> {
+    async fn transition(
+        &self,
+        run: &mut Run,
+        state: UpdateState,
+        step: &str,
+    ) -> anyhow::Result<()> {
         run.state = state;
         run.step = step.to_string();
         run.updated_at = Utc::now();
-        if !matches!(state, UpdateState::RollingBack | UpdateState::RolledBack | UpdateState::Failed) {
+        if !matches!(
+            state,
+            UpdateState::RollingBack | UpdateState::RolledBack | UpdateState::Failed
+        ) {
             run.reached = state;
         }
         if state.is_final() {
@@ -168,7 +176,6 @@ impl Applier {
     /// validated → … → done, or into the rollback on the first failure.
     async fn execute(&self, mut run: Run) -> anyhow::Result<()> {
         let t0 = Instant::now();
-        let services = run.plan.services();
         let result = self.forward(&mut run).await;
         match result {
             Ok(timings) => {
@@ -179,13 +186,20 @@ impl Applier {
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                self.log("ERROR", &run, &format!("update failed in {}: {msg}", run.state.as_str()));
+                self.log(
+                    "ERROR",
+                    &run,
+                    &format!("update failed in {}: {msg}", run.state.as_str()),
+                );
                 run.error = Some(msg);
                 self.rollback(&mut run).await?;
             }
         }
-        self.mgr.inner.deps.services.set_under_update(BTreeSet::new());
-        let _ = services;
+        self.mgr
+            .inner
+            .deps
+            .services
+            .set_under_update(BTreeSet::new());
         self.settle();
         Ok(())
     }
@@ -197,31 +211,47 @@ impl Applier {
     }
 
     async fn forward(&self, run: &mut Run) -> anyhow::Result<String> {
-        self.transition(run, UpdateState::BackingUp, "dumping the database and recording the running containers")
-            .await?;
+        self.transition(
+            run,
+            UpdateState::BackingUp,
+            "dumping the database and recording the running containers",
+        )
+        .await?;
         self.backup(run).await?;
         self.persist(run)?;
 
         let t = Instant::now();
-        self.transition(run, UpdateState::LoadingImages, "loading the images").await?;
+        self.transition(run, UpdateState::LoadingImages, "loading the images")
+            .await?;
         self.load_images(run).await?;
         let load_ms = t.elapsed().as_millis();
 
-        self.transition(run, UpdateState::Migrating, "running the migrations").await?;
+        self.transition(run, UpdateState::Migrating, "running the migrations")
+            .await?;
         self.migrate(run).await?;
 
         let t = Instant::now();
-        self.transition(run, UpdateState::Switching, "installing configs and switching the containers")
-            .await?;
+        self.transition(
+            run,
+            UpdateState::Switching,
+            "installing configs and switching the containers",
+        )
+        .await?;
         self.switch(run).await?;
         let switch_ms = t.elapsed().as_millis();
 
         let t = Instant::now();
-        self.transition(run, UpdateState::Verifying, "waiting for the switched services to be healthy")
-            .await?;
+        self.transition(
+            run,
+            UpdateState::Verifying,
+            "waiting for the switched services to be healthy",
+        )
+        .await?;
         self.verify(run).await?;
         let verify_ms = t.elapsed().as_millis();
-        Ok(format!("load {load_ms} ms, switch {switch_ms} ms, verify {verify_ms} ms"))
+        Ok(format!(
+            "load {load_ms} ms, switch {switch_ms} ms, verify {verify_ms} ms"
+        ))
     }
 
     async fn backup(&self, run: &mut Run) -> StepResult {
@@ -233,15 +263,29 @@ impl Applier {
         let size = backup::dump_database(&pg, &dump)
             .await
             .context("database backup failed")?;
-        self.log("INFO", run, &format!("database dumped ({size} bytes) and checked readable"));
-        let overrides = deps.services.image_overrides().await.context("supervisor")?;
+        self.log(
+            "INFO",
+            run,
+            &format!("database dumped ({size} bytes) and checked readable"),
+        );
+        let overrides = deps
+            .services
+            .image_overrides()
+            .await
+            .context("supervisor")?;
         let mut services = Vec::new();
         for img in &run.plan.images {
-            let s = deps
+            let s = deps.services.service(&img.service).ok_or_else(|| {
+                anyhow!(
+                    "the bundle updates service {:?}, which this box does not run",
+                    img.service
+                )
+            })?;
+            let image_id = deps
                 .services
-                .service(&img.service)
-                .ok_or_else(|| anyhow!("the bundle updates service {:?}, which this box does not run", img.service))?;
-            let image_id = deps.services.image_id(&s.image).await.context("supervisor")?;
+                .image_id(&s.image)
+                .await
+                .context("supervisor")?;
             services.push(ServiceBackup {
                 service: s.name.clone(),
                 image: s.image.clone(),
@@ -303,7 +347,11 @@ impl Applier {
                     loaded
                 );
             }
-            self.log("INFO", run, &format!("loaded {} ({})", img.image, loaded.join(", ")));
+            self.log(
+                "INFO",
+                run,
+                &format!("loaded {} ({})", img.image, loaded.join(", ")),
+            );
         }
         Ok(())
     }
@@ -321,7 +369,11 @@ impl Applier {
             crate::db::update::run_migration(self.deps().db.pool(), &sql, m.transactional)
                 .await
                 .with_context(|| format!("migration {}/{n} {} failed", i + 1, m.name))?;
-            self.log("INFO", run, &format!("migration {}/{n} {} applied", i + 1, m.name));
+            self.log(
+                "INFO",
+                run,
+                &format!("migration {}/{n} {} applied", i + 1, m.name),
+            );
         }
         Ok(())
     }
@@ -333,7 +385,11 @@ impl Applier {
             backup::copy_atomic(&c.path, &b.target)
                 .await
                 .with_context(|| format!("cannot install config {}", b.target.display()))?;
-            self.log("INFO", run, &format!("config {} installed", b.target.display()));
+            self.log(
+                "INFO",
+                run,
+                &format!("config {} installed", b.target.display()),
+            );
         }
         deps.services.set_under_update(run.plan.services());
         for img in &run.plan.images {
@@ -342,7 +398,11 @@ impl Applier {
                 .set_image(&img.service, Some(&img.image))
                 .await
                 .with_context(|| format!("switching {} to {}", img.service, img.image))?;
-            self.log("INFO", run, &format!("{} now runs {}", img.service, img.image));
+            self.log(
+                "INFO",
+                run,
+                &format!("{} now runs {}", img.service, img.image),
+            );
         }
         Ok(())
     }
@@ -362,7 +422,10 @@ impl Applier {
             self.log(
                 "WARN",
                 run,
-                &format!("{}'s check was already failing before the update: its health does not count", s.service),
+                &format!(
+                    "{}'s check was already failing before the update: its health does not count",
+                    s.service
+                ),
             );
         }
         let cfg = &self.deps().config;
@@ -370,7 +433,12 @@ impl Applier {
             .await
     }
 
-    async fn wait_healthy(&self, required: &[String], timeout: Duration, window: Duration) -> StepResult {
+    async fn wait_healthy(
+        &self,
+        required: &[String],
+        timeout: Duration,
+        window: Duration,
+    ) -> StepResult {
         let h = &self.deps().services;
         let mut rx = h.subscribe();
         let deadline = Instant::now() + timeout;
@@ -398,7 +466,10 @@ impl Applier {
                             "{name} is down ({:?}, exit code {:?}){}",
                             s.state,
                             s.last_exit_code,
-                            s.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                            s.last_error
+                                .as_deref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
                         );
                     }
                 }
@@ -453,12 +524,20 @@ impl Applier {
             .deps
             .services
             .set_under_update(run.plan.services());
-        self.transition(run, UpdateState::RollingBack, "restoring the previous version")
-            .await?;
+        self.transition(
+            run,
+            UpdateState::RollingBack,
+            "restoring the previous version",
+        )
+        .await?;
         match self.undo(run).await {
             Ok(()) => {
-                self.transition(run, UpdateState::RolledBack, "the previous version runs again")
-                    .await?;
+                self.transition(
+                    run,
+                    UpdateState::RolledBack,
+                    "the previous version runs again",
+                )
+                .await?;
                 let _ = tokio::fs::remove_dir_all(&run.plan.staging_dir).await;
                 if let Some(b) = &run.backup {
                     let _ = tokio::fs::remove_dir_all(&b.dir).await;
@@ -478,7 +557,11 @@ impl Applier {
                 .await?;
             }
         }
-        self.mgr.inner.deps.services.set_under_update(BTreeSet::new());
+        self.mgr
+            .inner
+            .deps
+            .services
+            .set_under_update(BTreeSet::new());
         Ok(())
     }
 
@@ -510,7 +593,11 @@ impl Applier {
                     .set_image(&s.service, s.override_image.as_deref())
                     .await
                     .with_context(|| format!("switching {} back to {}", s.service, s.image))?;
-                self.log("INFO", run, &format!("{} runs {} again", s.service, s.image));
+                self.log(
+                    "INFO",
+                    run,
+                    &format!("{} runs {} again", s.service, s.image),
+                );
             }
             for c in &backup.configs {
                 match &c.saved {
@@ -527,7 +614,10 @@ impl Applier {
         }
         if matches!(
             reached,
-            UpdateState::Migrating | UpdateState::Switching | UpdateState::Verifying | UpdateState::Done
+            UpdateState::Migrating
+                | UpdateState::Switching
+                | UpdateState::Verifying
+                | UpdateState::Done
         ) {
             let pg = PgTarget::from_url(&deps.database_url)?;
             self.wait_db().await?;
@@ -594,7 +684,10 @@ impl Applier {
         self.log(
             "WARN",
             &run,
-            &format!("the daemon stopped during {}; resolving", run.state.as_str()),
+            &format!(
+                "the daemon stopped during {}; resolving",
+                run.state.as_str()
+            ),
         );
         match run.state {
             UpdateState::Validated => {
@@ -615,7 +708,11 @@ impl Applier {
             UpdateState::Verifying => {
                 self.wait_db().await?;
                 self.wait_supervisor().await?;
-                self.mgr.inner.deps.services.set_under_update(run.plan.services());
+                self.mgr
+                    .inner
+                    .deps
+                    .services
+                    .set_under_update(run.plan.services());
                 match self.verify(&run).await {
                     Ok(()) => {
                         self.transition(&mut run, UpdateState::Done, "verified after the restart")
@@ -641,7 +738,11 @@ impl Applier {
                 self.rollback(&mut run).await?;
             }
         }
-        self.mgr.inner.deps.services.set_under_update(BTreeSet::new());
+        self.mgr
+            .inner
+            .deps
+            .services
+            .set_under_update(BTreeSet::new());
         self.settle();
         Ok(())
     }

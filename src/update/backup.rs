@@ -24,9 +24,8 @@ impl PgTarget {
     /// and the other query keys libpq knows are honoured).
     pub fn from_url(url: &str) -> anyhow::Result<PgTarget> {
         let u = reqwest::Url::parse(url).context("database.url is not a URL")?;
-        let decode = |s: &str| {
-            percent_decode(s).with_context(|| format!("bad percent-encoding in {s:?}"))
-        };
+        let decode =
+            |s: &str| percent_decode(s).with_context(|| format!("bad percent-encoding in {s:?}"));
         let mut env = Vec::new();
         if let Some(h) = u.host_str().filter(|h| !h.is_empty()) {
             env.push(("PGHOST".into(), decode(h)?));

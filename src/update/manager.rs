@@ -16,11 +16,11 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+pub use super::state::Source;
 use super::state::{
     self, CheckComponents, CheckImage, CheckSignature, Persisted, Plan, PlanConfig, PlanImage,
     PlanMigration, Run, UpdateCheck, UpdateState, UpdateStatus,
 };
-pub use super::state::Source;
 use super::{BundleError, TrustedKeys, VerifiedBundle, VerifyLimits};
 use crate::db::Db;
 use crate::docker::SupervisorHandle;
@@ -79,7 +79,10 @@ impl UpdateConfig {
         if !self.config_dir.is_absolute() {
             out.push((
                 "update.config_dir".into(),
-                format!("must be an absolute path, got {}", self.config_dir.display()),
+                format!(
+                    "must be an absolute path, got {}",
+                    self.config_dir.display()
+                ),
             ));
         }
         out
@@ -132,7 +135,9 @@ pub struct UpdateDeps {
 pub(crate) enum Phase {
     Idle,
     /// An upload or USB copy is arriving or being verified.
-    Receiving { source: Source },
+    Receiving {
+        source: Source,
+    },
     Pending(Box<Plan>),
     /// A run is between validated and a final state.
     Applying,
@@ -357,10 +362,7 @@ impl UpdateManager {
             .installed_version()
             .parse()
             .map_err(|e| anyhow::anyhow!("installed version is not semver: {e}"))?;
-        let staging = deps
-            .state_dir
-            .join("updates/staging")
-            .join(new_id());
+        let staging = deps.state_dir.join("updates/staging").join(new_id());
         std::fs::create_dir_all(staging.parent().expect("has a parent"))
             .map_err(|e| anyhow::anyhow!("cannot create the staging dir: {e}"))?;
         let limits = VerifyLimits {

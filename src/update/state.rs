@@ -313,7 +313,10 @@ pub fn crash_point(state: UpdateState) {
     if cfg!(debug_assertions)
         && std::env::var("ARASUL_TEST_CRASH_AT").is_ok_and(|s| s == state.as_str())
     {
-        eprintln!("ARASUL_TEST_CRASH_AT={}: killing the daemon", state.as_str());
+        eprintln!(
+            "ARASUL_TEST_CRASH_AT={}: killing the daemon",
+            state.as_str()
+        );
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
