@@ -602,3 +602,108 @@ fn killed_at_every_state_the_restart_leaves_the_box_old_or_new() {
         assert_eq!(h[0]["result"], s["state"], "{state}: {h:?}");
     }
 }
+
+/// Unmounts on drop (even when the test fails).
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_during_the_backup_aborts_before_anything_live_changes() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test mounts a tiny tmpfs as the backup dir and needs root"
+    );
+    let pg = private_pg();
+    let env = Env::new("upd-full", &pg);
+    let backups = env.dir().join("state/updates/backup");
+    std::fs::create_dir_all(&backups).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12k", "tmpfs"])
+        .arg(&backups));
+    let _mount = Mount(backups.clone());
+    let bundle = env.v2_bundle();
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains("database backup failed"), "{err}");
+    // Nothing live was touched: old image, no migration, no config.
+    env.wait_app(&env.v1.clone());
+    assert!(!env.table_exists("notes"));
+    assert_eq!(env.config_file("app.conf"), None);
+    assert_eq!(env.history()[0]["result"], "rolled_back");
+}
+
+#[test]
+fn a_rollback_that_fails_stops_once_with_a_critical_event() {
+    let pg = private_pg();
+    let mut env = Env::new("upd-fail", &pg);
+    // v3 exits at once; the daemon dies as verification starts.
+    let bundle = env.bundle(
+        "0.2.0",
+        Some(&env.v3.clone()),
+        &[("001_notes.sql", "CREATE TABLE notes (id int);\n")],
+        &[],
+    );
+    env.daemon.take();
+    env.start(&[("ARASUL_TEST_CRASH_AT", "verifying")]);
+    env.wait_app(&env.v1.clone());
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    env.post("/api/update/apply");
+    env.wait_killed();
+    // The backup is lost while the daemon is down: the rollback cannot
+    // restore the database.
+    let backups = env.dir().join("state/updates/backup");
+    for d in std::fs::read_dir(&backups).unwrap() {
+        std::fs::remove_file(d.unwrap().path().join("db.dump")).unwrap();
+    }
+    env.start(&[]);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "failed", "{s}");
+    assert!(
+        s["error"].as_str().unwrap().contains("rollback failed"),
+        "{s}"
+    );
+    let run_id = psql(
+        &env.db_url,
+        "SELECT id FROM update_runs WHERE version = '0.2.0'",
+    );
+    let db_url = env.db_url.clone();
+    let log_file = env.dir().join("log/update.log");
+    let critical = || {
+        psql(
+            &db_url,
+            &format!(
+                "SELECT count(*) FROM update_events WHERE run_id = '{run_id}' AND severity = 'CRITICAL'"
+            ),
+        )
+    };
+    assert_eq!(critical(), "1");
+    let log_lines = || {
+        std::fs::read_to_string(&log_file)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("rolling_back:"))
+            .count()
+    };
+    let attempts = log_lines();
+    assert_eq!(attempts, 1, "one rollback attempt");
+    // A restart does not try again.
+    env.daemon.take();
+    env.start(&[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.status()["state"], "failed");
+    assert_eq!(log_lines(), attempts);
+    assert_eq!(critical(), "1");
+    assert_eq!(env.history()[0]["result"], "failed");
+}

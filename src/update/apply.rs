@@ -187,7 +187,7 @@ impl Applier {
             Err(e) => {
                 let msg = format!("{e:#}");
                 self.log(
-                    "ERROR",
+                    "WARN",
                     &run,
                     &format!("update failed in {}: {msg}", run.state.as_str()),
                 );
