@@ -217,7 +217,7 @@ pub struct HistoryQuery {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct HistoryEntry {
+pub struct UpdateHistoryEntry {
     pub id: String,
     /// Empty for a bundle refused before its manifest could be trusted.
     pub version: String,
@@ -232,22 +232,22 @@ pub struct HistoryEntry {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct History {
+pub struct UpdateHistory {
     /// Newest first.
-    pub updates: Vec<HistoryEntry>,
+    pub updates: Vec<UpdateHistoryEntry>,
     pub timestamp: DateTime<Utc>,
 }
 
 /// Every finished update and refused bundle, newest first.
 #[utoipa::path(get, path = "/api/update/history", tag = "update", params(HistoryQuery),
     responses(
-        (status = 200, body = History),
+        (status = 200, body = UpdateHistory),
         (status = 400, body = super::error::ErrorBody),
         (status = 503, description = "The database is down", body = super::error::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     Query(q): Query<HistoryQuery>,
-) -> Result<Json<History>, ApiError> {
+) -> Result<Json<UpdateHistory>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -273,10 +273,10 @@ pub async fn history(
         .history(limit, offset)
         .await
         .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
-    Ok(Json(History {
+    Ok(Json(UpdateHistory {
         updates: rows
             .into_iter()
-            .map(|r| HistoryEntry {
+            .map(|r| UpdateHistoryEntry {
                 id: r.id,
                 version: r.version,
                 from_version: r.from_version,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Where an update came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = UpdateSource)]
 pub enum Source {
     Upload,
     Usb,
