@@ -707,3 +707,49 @@ fn a_rollback_that_fails_stops_once_with_a_critical_event() {
     assert_eq!(critical(), "1");
     assert_eq!(env.history()[0]["result"], "failed");
 }
+
+#[test]
+fn self_healing_stands_aside_while_an_update_switches_a_service() {
+    let pg = private_pg();
+    let env = Env::new("upd-heal", &pg);
+    // v2 here accepts connections and never answers: unhealthy, yet
+    // running, for the whole verification window.
+    let hang = format!("arasul-testrt:t{}-upd-heal-hang", std::process::id());
+    variant(&hang, "TESTRT_MODE=hang");
+    let bundle = env.bundle("0.2.0", Some(&hang), &[], &[]);
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    wait_until(
+        "app unhealthy on the new image",
+        Duration::from_secs(30),
+        || {
+            let (_, v) = get_json(&env.cfg.url("/api/services"))?;
+            let s = v["services"].as_array()?.first()?.clone();
+            (s["image"] == hang.as_str() && s["state"] == "unhealthy").then_some(())
+        },
+    );
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .contains("not healthy within 30s"),
+        "{s}"
+    );
+    env.wait_app(&env.v1.clone());
+    // Self-healing (restart after 3 failed probes by default) never
+    // touched the service while the update owned it.
+    let log = std::fs::read_to_string(env.dir().join("log/self_healing.log")).unwrap_or_default();
+    let acted: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"service\":\"app\"") && !l.contains("\"action\":null"))
+        .collect();
+    assert!(
+        acted.is_empty(),
+        "self-healing acted during the update: {acted:?}"
+    );
+    docker(&["rmi", "-f", &hang]);
+}

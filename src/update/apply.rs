@@ -40,15 +40,22 @@ pub(crate) async fn run_worker(ctx: WorkerCtx, mgr: UpdateManager) -> anyhow::Re
         .inner
         .recovered
         .swap(true, std::sync::atomic::Ordering::SeqCst);
+    if first {
+        clean_leftovers(&mgr);
+    }
     if let Some(run) = current
         && first
-        && !run.state.is_final()
     {
         let applier = Applier {
             mgr: mgr.clone(),
             ctx: ctx.clone(),
         };
-        applier.recover(run).await?;
+        if !run.state.is_final() {
+            applier.recover(run).await?;
+        } else if run.state == UpdateState::Done {
+            // Killed between persisting done and its clean-up.
+            applier.finish_done(&run).await;
+        }
     }
     loop {
         ctx.beat();
@@ -60,6 +67,45 @@ pub(crate) async fn run_worker(ctx: WorkerCtx, mgr: UpdateManager) -> anyhow::Re
                 if let Some(run) = run && run.state == UpdateState::Validated {
                     let applier = Applier { mgr: mgr.clone(), ctx: ctx.clone() };
                     applier.execute(run).await?;
+                }
+            }
+        }
+    }
+}
+
+/// At start: partial uploads, staged bundles and backups no run refers to
+/// any more (a crash mid-upload, a pending bundle never applied) are removed.
+fn clean_leftovers(mgr: &UpdateManager) {
+    let p = mgr.inner.persisted.lock().unwrap().clone();
+    let root = mgr.inner.deps.state_dir.join("updates");
+    let mut keep: Vec<std::path::PathBuf> = p.previous_backup.iter().cloned().collect();
+    if let Some(run) = &p.run {
+        if !run.state.is_final() {
+            keep.push(run.plan.staging_dir.clone());
+        }
+        // Done: the previous version's backup; failed: what a person needs.
+        if run.state != UpdateState::RolledBack {
+            keep.extend(run.backup.as_ref().map(|b| b.dir.clone()));
+        }
+    }
+    for sub in ["incoming", "staging", "backup"] {
+        let Ok(entries) = std::fs::read_dir(root.join(sub)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if keep.contains(&path) {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Ok(()) => tracing::info!(path = %path.display(), "removed an update leftover"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove an update leftover")
                 }
             }
         }
