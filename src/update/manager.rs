@@ -672,3 +672,52 @@ fn plan_of(v: &VerifiedBundle, installed: &str) -> Plan {
         check,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_update_section_is_validated_with_its_keys() {
+        assert!(UpdateConfig::default().validate().is_empty());
+        let bad = UpdateConfig {
+            max_bundle_bytes: 10,
+            verify_timeout: Duration::ZERO,
+            stability_window: Duration::ZERO,
+            config_dir: "etc".into(),
+        };
+        let keys: Vec<String> = bad.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "update.max_bundle_bytes",
+                "update.verify_timeout",
+                "update.config_dir"
+            ]
+        );
+        let text = "update:\n  verify_timeout: 5s\n  stability_window: 1s\n";
+        let c = crate::config::parse("test.yaml", text, Vec::new()).unwrap();
+        assert_eq!(c.update.verify_timeout, Duration::from_secs(5));
+        assert!(crate::config::parse("test.yaml", "update:\n  nope: 1\n", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn percent_grows_with_the_run_and_a_rollback_ends_at_100() {
+        let order = [
+            UpdateState::Validated,
+            UpdateState::BackingUp,
+            UpdateState::LoadingImages,
+            UpdateState::Migrating,
+            UpdateState::Switching,
+            UpdateState::Verifying,
+            UpdateState::Done,
+        ];
+        let p: Vec<u8> = order.iter().map(|s| percent_of(*s, *s)).collect();
+        assert!(p.windows(2).all(|w| w[0] < w[1]), "{p:?}");
+        assert!(percent_of(UpdateState::RollingBack, UpdateState::Migrating) >= 80);
+        assert_eq!(
+            percent_of(UpdateState::RolledBack, UpdateState::Switching),
+            100
+        );
+    }
+}
