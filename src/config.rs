@@ -54,6 +54,8 @@ pub struct Config {
     pub docker: DockerConfig,
     /// SPEC §7 thresholds, windows and cooldowns (see `healing::config`).
     pub healing: crate::healing::HealingConfig,
+    /// Signed updates: bundle size limit, verification windows (see `update::manager`).
+    pub update: crate::update::UpdateConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -531,6 +533,7 @@ fn validate(c: &Config) -> Vec<(String, String)> {
         bad("logging.level", format!("not a valid log filter: {e}"));
     }
     out.extend(c.healing.validate());
+    out.extend(c.update.validate());
     out
 }
 
@@ -687,6 +690,7 @@ pub fn needs_restart(changed_line: &str) -> bool {
         "paths.",
         "logging.json_file",
         "healing.",
+        "update.",
     ]
     .iter()
     .any(|p| changed_line.starts_with(p))

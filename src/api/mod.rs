@@ -11,6 +11,7 @@ pub mod limits;
 pub mod metrics;
 pub mod services;
 pub mod system;
+pub mod update;
 
 use std::sync::Arc;
 
@@ -65,7 +66,8 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(services::logs))
                 .routes(routes!(healing::events))
                 .routes(routes!(healing::status))
-                .merge(ai::routes()),
+                .merge(ai::routes())
+                .merge(update::routes()),
         ))
         // Admin, but usable while the initial password is still in use.
         .merge(guard::admin_initial_ok(

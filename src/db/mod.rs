@@ -20,6 +20,7 @@ use crate::tasks::WorkerCtx;
 pub mod auth;
 pub mod healing;
 pub mod metrics;
+pub mod update;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -11,3 +11,11 @@ pub use keys::{Algorithm, SignatureInfo, TrustedKeys};
 pub use manifest::Manifest;
 pub use semver::Version;
 pub use verify::{BundleError, VerifiedBundle, VerifyLimits, verify_bundle};
+
+pub mod apply;
+pub mod backup;
+pub mod manager;
+pub mod state;
+
+pub use manager::{Source, UpdateConfig, UpdateError, UpdateManager};
+pub use state::{UpdateCheck, UpdateState, UpdateStatus};
