@@ -17,4 +17,5 @@ pub mod os;
 pub mod state;
 pub mod tasks;
 pub mod update;
+pub mod usb;
 pub mod web;

@@ -2,6 +2,7 @@
 //! keys, verification into staging; apply and rollback build on `verify`.
 
 pub mod bundle;
+pub mod fuzz;
 pub mod keys;
 pub mod manifest;
 pub mod verify;
