@@ -313,7 +313,26 @@ impl Supervisor {
     }
 
     async fn ensure_network(&self, docker: &Docker) -> anyhow::Result<()> {
-        if docker.inspect_network(&self.network, None).await.is_ok() {
+        // No services, no network (a daemon with an empty catalog leaves
+        // the engine alone).
+        if self.order.is_empty() {
+            return Ok(());
+        }
+        // Listed, not inspected by name: when two daemons raced to create
+        // it, the name is ambiguous to inspect and every later start would
+        // add one more network with the same name.
+        let existing = docker
+            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                filters: Some(HashMap::from([(
+                    "name".to_string(),
+                    vec![self.network.clone()],
+                )])),
+            }))
+            .await?;
+        if existing
+            .iter()
+            .any(|n| n.name.as_deref() == Some(self.network.as_str()))
+        {
             return Ok(());
         }
         docker
