@@ -466,7 +466,17 @@ fn a_second_upload_during_an_update_is_refused_and_a_truncated_upload_changes_no
     // Truncated: the connection closes half-way through the file.
     let bundle = env.v2_bundle();
     let bytes = std::fs::read(&bundle).unwrap();
-    let code = truncated_upload(&env, &bytes[..bytes.len() / 2], bytes.len());
+    let code = truncated_upload(&env, &bytes[..bytes.len() / 2], bytes.len(), || {
+        // While the body streams in, the status says so.
+        wait_until(
+            "the status to show the upload",
+            Duration::from_secs(10),
+            || {
+                let s = env.status();
+                (s["state"] == "uploading" && s["source"] == "upload").then_some(())
+            },
+        );
+    });
     assert!(code.is_none() || code == Some(400), "{code:?}");
     let s = wait_until("the updater idle again", Duration::from_secs(10), || {
         let s = env.status();
@@ -504,7 +514,12 @@ fn a_second_upload_during_an_update_is_refused_and_a_truncated_upload_changes_no
 
 /// Sends a multipart upload that stops after `part` of the file; returns
 /// the status code if the server answered.
-fn truncated_upload(env: &Env, part: &[u8], full_len: usize) -> Option<u16> {
+fn truncated_upload(
+    env: &Env,
+    part: &[u8],
+    full_len: usize,
+    while_open: impl FnOnce(),
+) -> Option<u16> {
     use std::io::{Read, Write};
     let boundary = "arasulboundary";
     let head = format!(
@@ -522,6 +537,7 @@ fn truncated_upload(env: &Env, part: &[u8], full_len: usize) -> Option<u16> {
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(part).unwrap();
     s.flush().unwrap();
+    while_open();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut resp = String::new();
@@ -752,4 +768,30 @@ fn self_healing_stands_aside_while_an_update_switches_a_service() {
         "self-healing acted during the update: {acted:?}"
     );
     docker(&["rmi", "-f", &hang]);
+}
+
+#[test]
+fn a_bundle_over_the_size_limit_is_refused_with_413() {
+    let pg = private_pg();
+    let mut env = Env::new("upd-big", &pg);
+    let bundle = env.v2_bundle();
+    let mut yaml = std::fs::read_to_string(env.cfg.path()).unwrap();
+    yaml = yaml.replace("update:\n", "update:\n  max_bundle_bytes: 100000\n");
+    std::fs::write(env.cfg.path(), yaml).unwrap();
+    env.daemon.take();
+    env.start(&[]);
+    let (code, body) = env.upload(&bundle);
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(body["error"]["code"], "bundle_too_large");
+    let s = env.status();
+    assert_eq!(
+        (&s["state"], &s["pending"]),
+        (&Value::from("idle"), &Value::Null)
+    );
+    let incoming = env.dir().join("state/updates/incoming");
+    assert_eq!(
+        std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0),
+        0,
+        "nothing left of the upload"
+    );
 }
