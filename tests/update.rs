@@ -795,3 +795,31 @@ fn a_bundle_over_the_size_limit_is_refused_with_413() {
         "nothing left of the upload"
     );
 }
+
+#[test]
+fn a_critical_self_healing_event_while_verifying_rolls_the_update_back() {
+    let pg = private_pg();
+    let env = Env::new("upd-crit", &pg);
+    let bundle = env.v2_bundle();
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    // Verification lasts at least the 2 s stability window.
+    wait_until("verifying", Duration::from_secs(60), || {
+        (env.status()["state"] == "verifying").then_some(())
+    });
+    psql(
+        &env.db_url,
+        "INSERT INTO self_healing_events (at, event_type, severity, description, result)
+         VALUES (now(), 'disk_critical', 'CRITICAL', 'disk 99 % full', 'recorded')",
+    );
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    assert!(
+        s["error"].as_str().unwrap().contains("disk_critical"),
+        "{s}"
+    );
+    env.wait_app(&env.v1.clone());
+    assert!(!env.table_exists("notes"));
+}

@@ -175,3 +175,19 @@ mod tests {
         assert!(parts[2].contains("'a;b'"));
     }
 }
+
+/// The newest CRITICAL self-healing event at or after `since`, if any
+/// (verification of an update fails on one).
+pub async fn critical_healing_event_since(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> sqlx::Result<Option<(String, String)>> {
+    sqlx::query_as(
+        "SELECT event_type, description FROM self_healing_events
+          WHERE severity = 'CRITICAL' AND at >= $1
+          ORDER BY at DESC LIMIT 1",
+    )
+    .bind(since)
+    .fetch_optional(pool)
+    .await
+}

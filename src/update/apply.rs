@@ -475,8 +475,31 @@ impl Applier {
             );
         }
         let cfg = &self.deps().config;
+        let since = Utc::now();
         self.wait_healthy(&required, cfg.verify_timeout, cfg.stability_window)
-            .await
+            .await?;
+        // SPEC §8: no critical self-healing event while verifying (the
+        // healing loop writes its events within seconds; a database that
+        // cannot answer does not block the update).
+        let check = crate::db::update::critical_healing_event_since(self.deps().db.pool(), since);
+        match tokio::time::timeout(Duration::from_secs(10), check).await {
+            Ok(Ok(Some((kind, what)))) => {
+                bail!("critical self-healing event while verifying: {kind}: {what}")
+            }
+            Ok(Ok(None)) => Ok(()),
+            Ok(Err(e)) => {
+                self.log(
+                    "WARN",
+                    run,
+                    &format!("self-healing events not checked: {e}"),
+                );
+                Ok(())
+            }
+            Err(_) => {
+                self.log("WARN", run, "self-healing events not checked: timed out");
+                Ok(())
+            }
+        }
     }
 
     async fn wait_healthy(
