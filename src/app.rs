@@ -121,6 +121,7 @@ impl Daemon {
         }
 
         let updates = spawn_updater(&workers, &config, &db, &services);
+        crate::usb::handoff::spawn(&workers, &config, &updates);
         let state = AppState {
             config: config_rx,
             db: db.clone(),

@@ -56,6 +56,8 @@ pub struct Config {
     pub healing: crate::healing::HealingConfig,
     /// Signed updates: bundle size limit, verification windows (see `update::manager`).
     pub update: crate::update::UpdateConfig,
+    /// Updates from USB sticks: UDisks2 bus, mode auto|ask, fallback mount roots (see `usb`).
+    pub usb: crate::usb::UsbConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -534,6 +536,7 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     }
     out.extend(c.healing.validate());
     out.extend(c.update.validate());
+    out.extend(c.usb.validate());
     out
 }
 
@@ -691,6 +694,7 @@ pub fn needs_restart(changed_line: &str) -> bool {
         "logging.json_file",
         "healing.",
         "update.",
+        "usb.",
     ]
     .iter()
     .any(|p| changed_line.starts_with(p))

@@ -15,6 +15,8 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo +nightly fuzz --version >/dev/null 2>&1; then
   corpus="$REPO_ROOT/fuzz/corpus"
   FUZZ_SEED_DIR="$corpus" cargo test -q --test bundle_fuzz seed_bundle_reaches_the_payload_checks >/dev/null
+  # The daemon's locked dependency versions (fuzz/ is its own workspace).
+  cp Cargo.lock fuzz/Cargo.lock
   # Own target dir: sanitizer builds must not evict the shared debug build.
   export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$CARGO_TARGET_DIR/fuzz}"
   for target in bundle_reader manifest_parser; do

@@ -483,3 +483,141 @@ async fn stick_without_acceptable_bundles_changes_nothing() {
     assert!(s.handoff.calls.lock().unwrap().is_empty());
     assert!(!s.root.join("state/updates/usb").exists());
 }
+
+/// v1 → v2 by USB through the real daemon: its `usb-updates` worker on the
+/// private bus, the real `UpdateManager` (Postgres backup, config install),
+/// mode auto. A config-only bundle: the container path is the update tests'.
+#[test]
+fn v1_to_v2_from_a_usb_stick_through_the_daemon_in_auto_mode() {
+    use common::{
+        Daemon, PrivatePostgres, TestConfig, admin_token, bin, free_port, get_json, get_json_auth,
+        wait_until,
+    };
+    use std::process::Command;
+
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("run command");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    run(Command::new("psql").args([&pg.url(), "-XAtq", "-c", "CREATE DATABASE usb_e2e"]));
+    let db_url = format!("postgres://postgres@127.0.0.1:{}/usb_e2e", pg.port);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bus = PrivateBus::start();
+    let service = rt.block_on(async {
+        let c = bus.connect().await;
+        c.object_server()
+            .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
+            .await
+            .unwrap();
+        c.request_name("org.freedesktop.UDisks2").await.unwrap();
+        c
+    });
+
+    let sticks = tempfile::tempdir().unwrap();
+    let stick = sticks.path().join("STICK");
+    std::fs::create_dir_all(stick.join("updates")).unwrap();
+    let cfg = TestConfig::new(
+        &db_url,
+        &format!(
+            "update:\n  stability_window: 0s\n  config_dir: {d}/etc\nusb:\n  mode: auto\n  dbus_address: \"{a}\"\n  mount_roots: []\n",
+            d = sticks.path().display(),
+            a = bus.address()
+        ),
+    );
+    let d = cfg.dir.path().to_owned();
+    run(Command::new(bin())
+        .args(["bundle", "keygen", "--out"])
+        .arg(d.join("vendor")));
+    std::fs::create_dir_all(d.join("keys")).unwrap();
+    std::fs::copy(
+        d.join("vendor/update-signing.pem"),
+        d.join("keys/vendor.pem"),
+    )
+    .unwrap();
+    std::fs::write(d.join("app.conf"), "mode=v2\n").unwrap();
+    run(Command::new(bin())
+        .args(["bundle", "create", "--key"])
+        .arg(d.join("vendor/update-signing.key"))
+        .args([
+            "--version",
+            "0.2.0",
+            "--min-version",
+            "0.1.0",
+            "--config-file",
+        ])
+        .arg(d.join("app.conf"))
+        .arg("--out")
+        .arg(stick.join("updates/arasul-0.2.0.araupdate")));
+    let before = snapshot(&stick);
+
+    let _daemon = Daemon::start(&cfg.path(), &[]);
+    wait_until("the daemon to serve", Duration::from_secs(60), || {
+        get_json(&cfg.url("/api/health")).filter(|(s, _)| *s == 200)
+    });
+    let token = admin_token(&cfg);
+    let usb_log = || std::fs::read_to_string(d.join("log/update_usb.log")).unwrap_or_default();
+    wait_until(
+        "the USB worker to watch UDisks2",
+        Duration::from_secs(30),
+        || usb_log().contains("watching UDisks2").then_some(()),
+    );
+
+    let mounts = Arc::new(Mutex::new(Vec::new()));
+    rt.block_on(async {
+        let os = service.object_server();
+        os.at(
+            "/org/freedesktop/UDisks2/block_devices/sdb1",
+            FakeBlock { system: false },
+        )
+        .await
+        .unwrap();
+        os.at(
+            "/org/freedesktop/UDisks2/block_devices/sdb1",
+            FakeFs {
+                points: vec![],
+                target: stick.clone(),
+                mounts: mounts.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    });
+
+    let status = wait_until("the USB update to finish", Duration::from_secs(180), || {
+        let s = get_json_auth(&cfg.url("/api/update/status"), &token)?.1;
+        ["done", "rolled_back", "failed"]
+            .contains(&s["state"].as_str()?)
+            .then_some(s)
+    });
+    assert_eq!(status["state"], "done", "{status}\n{}", usb_log());
+    assert_eq!(status["source"], "usb", "{status}");
+    assert_eq!(
+        std::fs::read_to_string(sticks.path().join("etc/app.conf"))
+            .ok()
+            .as_deref(),
+        Some("mode=v2\n")
+    );
+    let (code, h) = get_json_auth(&cfg.url("/api/update/history"), &token).unwrap();
+    assert_eq!(code, 200);
+    let h = h["updates"].as_array().unwrap().clone();
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(
+        (
+            h[0]["source"].as_str(),
+            h[0]["result"].as_str(),
+            h[0]["version"].as_str()
+        ),
+        (Some("usb"), Some("done"), Some("0.2.0"))
+    );
+    let log = usb_log();
+    assert!(log.contains("apply started"), "{log}");
+    assert_eq!(mounts.lock().unwrap().len(), 1);
+    assert_eq!(snapshot(&stick), before, "the stick was written to");
+}

@@ -5,6 +5,7 @@
 //! to the updater. It never applies anything itself; every step goes to
 //! `log_dir/update_usb.log`.
 
+pub mod handoff;
 pub mod stick;
 pub mod udisks;
 
