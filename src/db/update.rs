@@ -161,21 +161,6 @@ pub fn split_statements(sql: &str) -> Vec<String> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn non_transactional_migrations_split_at_line_ending_semicolons() {
-        let sql = "-- add an index\nCREATE INDEX CONCURRENTLY a ON t (x);\n\nSELECT 1; -- trailing\nUPDATE t\n   SET x = 'a;b';\n-- only a comment\n";
-        let parts = split_statements(sql);
-        assert_eq!(parts.len(), 3, "{parts:?}");
-        assert!(parts[0].contains("CONCURRENTLY"));
-        assert!(parts[1].contains("SELECT 1"));
-        assert!(parts[2].contains("'a;b'"));
-    }
-}
-
 /// The newest CRITICAL self-healing event at or after `since`, if any
 /// (verification of an update fails on one).
 pub async fn critical_healing_event_since(
@@ -190,4 +175,19 @@ pub async fn critical_healing_event_since(
     .bind(since)
     .fetch_optional(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_transactional_migrations_split_at_line_ending_semicolons() {
+        let sql = "-- add an index\nCREATE INDEX CONCURRENTLY a ON t (x);\n\nSELECT 1; -- trailing\nUPDATE t\n   SET x = 'a;b';\n-- only a comment\n";
+        let parts = split_statements(sql);
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(parts[0].contains("CONCURRENTLY"));
+        assert!(parts[1].contains("SELECT 1"));
+        assert!(parts[2].contains("'a;b'"));
+    }
 }
