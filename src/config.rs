@@ -56,6 +56,10 @@ pub struct Config {
     pub healing: crate::healing::HealingConfig,
     /// `arasul.local` over Avahi (see `os::mdns`).
     pub mdns: crate::os::mdns::MdnsConfig,
+    /// Signed updates: bundle size limit, verification windows (see `update::manager`).
+    pub update: crate::update::UpdateConfig,
+    /// Updates from USB sticks: UDisks2 bus, mode auto|ask, fallback mount roots (see `usb`).
+    pub usb: crate::usb::UsbConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -534,6 +538,8 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     }
     out.extend(c.healing.validate());
     out.extend(c.mdns.validate());
+    out.extend(c.update.validate());
+    out.extend(c.usb.validate());
     out
 }
 
@@ -691,6 +697,8 @@ pub fn needs_restart(changed_line: &str) -> bool {
         "logging.json_file",
         "healing.",
         "mdns.",
+        "update.",
+        "usb.",
     ]
     .iter()
     .any(|p| changed_line.starts_with(p))
