@@ -201,6 +201,7 @@ mod tests {
             api_port: None,
             started_at: None,
             restart_count: 0,
+            last_restart_at: None,
             last_exit_code: None,
             oom_killed: false,
             health_failures: 0,
