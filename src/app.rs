@@ -96,6 +96,8 @@ impl Daemon {
                 services: services.clone(),
                 metrics: Some(metrics.clone()),
                 db: db.clone(),
+                state_dir: config.paths.state_dir.clone(),
+                metrics_retention: config.metrics.retention,
             },
         );
         {

@@ -97,3 +97,23 @@ pub async fn all_events(pool: &PgPool) -> sqlx::Result<Vec<HealingRecord>> {
     .fetch_all(pool)
     .await
 }
+
+/// `VACUUM ANALYZE` of the whole database. It cannot run in a transaction,
+/// so it goes over the simple-query protocol on one connection, with the
+/// pool's statement timeout lifted for it (and restored after).
+pub async fn vacuum_analyze(pool: &PgPool, timeout: std::time::Duration) -> sqlx::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let ms = timeout.as_millis().max(1);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET statement_timeout = {ms}")))
+        .execute(&mut *conn)
+        .await?;
+    let r = sqlx::raw_sql("VACUUM ANALYZE").execute(&mut *conn).await;
+    let reset = sqlx::raw_sql("RESET statement_timeout")
+        .execute(&mut *conn)
+        .await;
+    if reset.is_err() {
+        // Never hand a connection with a changed timeout back to the pool.
+        conn.detach();
+    }
+    r.map(|_| ())
+}

@@ -34,6 +34,8 @@ pub const BUFFER_CAP: usize = 10_000;
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Longest one batch write to Postgres may take before it is retried later.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a `VACUUM ANALYZE` may take.
+const VACUUM_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// One line of the audit trail, as stored and as served.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -66,6 +68,10 @@ pub struct HealingDeps {
     /// None: no readings (tests), the overload rules stay quiet.
     pub metrics: Option<MetricsHub>,
     pub db: Db,
+    /// `paths.state_dir`: update staging, backups, the update state.
+    pub state_dir: PathBuf,
+    /// `metrics.retention`: what the disk cleanup deletes at once.
+    pub metrics_retention: Duration,
 }
 
 /// Spawns the loop as the core worker `self-healing`. The event buffer
@@ -280,13 +286,15 @@ impl Loop {
     fn snapshot(&self, services: &[ServiceStatus]) -> Snapshot {
         let mut snap = Snapshot::new(self.now());
         snap.services = services.iter().map(service_view).collect();
-        snap.readings = self
-            .deps
-            .metrics
+        let latest = self.deps.metrics.as_ref().and_then(|m| m.latest());
+        snap.readings = latest
             .as_ref()
-            .and_then(|m| m.latest())
-            .map(|s| Readings::from_sample(&s))
+            .map(|s| Readings::from_sample(s))
             .unwrap_or_default();
+        // The GPU backend failed to read (a missing GPU is `gpu: null`, no error).
+        snap.gpu_error = latest
+            .as_ref()
+            .is_some_and(|s| s.errors.iter().any(|e| e.series == "gpu"));
         // The supervisor says `unknown` for every service while Docker is away.
         snap.docker_up =
             services.is_empty() || services.iter().any(|s| s.state != ServiceState::Unknown);
@@ -355,52 +363,54 @@ impl Loop {
         };
         let t0 = Instant::now();
         let h = &self.deps.services;
-        let result: Result<(), String> = match &action {
-            Action::RestartService { name, .. } => h.restart(name).await.map_err(err),
-            Action::StopStartService { name } => match h.stop(name).await {
+        let ok = |r: Result<(), String>| match r {
+            Ok(()) => Outcome::Ok(None),
+            Err(e) => Outcome::Failed(e),
+        };
+        let outcome = match &action {
+            Action::RestartService { name, .. } => ok(h.restart(name).await.map_err(err)),
+            // A stop that is not persisted: should the daemon die between
+            // the two steps, the service runs again after its restart.
+            Action::StopStartService { name } => ok(match h.stop_transient(name).await {
                 Ok(()) => h.start(name).await.map_err(err),
                 Err(e) => Err(err(e)),
-            },
+            }),
             Action::MarkFailed { name } => {
                 let r = h.mark_failed(name).await.map_err(err);
                 if r.is_ok() {
                     self.marked_failed.insert(name.clone());
                 }
-                r
+                ok(r)
             }
             Action::HardRestartServices { services } => {
-                let mut failed = Vec::new();
-                for s in services {
-                    ctx.beat();
-                    if let Err(e) = h.restart(s).await {
-                        failed.push(format!("{s}: {e}"));
-                    }
-                }
-                if failed.is_empty() {
-                    Ok(())
-                } else {
-                    Err(failed.join("; "))
-                }
+                ok(each(ctx, services, |s| h.restart(s)).await)
             }
-            Action::StopLlm { services, .. } => each(ctx, services, |s| h.stop(s)).await,
-            Action::StartLlm { services } => each(ctx, services, |s| h.start(s)).await,
-            Action::UnloadLlmModels => self.unload_llm_models().await,
-            _ => {
-                return Done {
-                    action: name,
-                    service,
-                    result: "skipped: not yet carried out by this daemon".into(),
-                    duration_ms: 0,
-                };
+            Action::StopLlm { services, .. } => {
+                ok(each(ctx, services, |s| h.stop_transient(s)).await)
             }
+            Action::StartLlm { services } => ok(each(ctx, services, |s| h.start(s)).await),
+            Action::UnloadLlmModels => ok(self.unload_llm_models().await),
+            Action::ResetLlmSession => self.reset_llm_session().await,
+            Action::RunThrottleCommand => {
+                let argv = self.deps.config.overload.throttle_command.clone();
+                self.run_configured("overload.throttle_command", &argv)
+                    .await
+            }
+            Action::GpuReset => self.gpu_reset(ctx).await,
+            Action::DiskCleanup { .. } => self.disk_cleanup(ctx).await,
+            Action::VacuumAnalyze => self.vacuum_analyze().await,
+            _ => Outcome::Skipped("not yet carried out by this daemon".into()),
+        };
+        let (result, detail) = match outcome {
+            Outcome::Ok(detail) => ("ok".to_string(), detail),
+            Outcome::Failed(e) => (format!("failed: {e}"), None),
+            Outcome::Skipped(why) => (format!("skipped: {why}"), None),
         };
         Done {
             action: name,
             service,
-            result: match result {
-                Ok(()) => "ok".into(),
-                Err(e) => format!("failed: {e}"),
-            },
+            result,
+            detail,
             duration_ms: t0.elapsed().as_millis() as i64,
         }
     }
@@ -419,6 +429,152 @@ impl Loop {
         }
         Ok(())
     }
+
+    /// A fresh session: every loaded model unloaded (`keep_alive: 0`), then
+    /// loaded again, so its context and GPU state start from scratch.
+    async fn reset_llm_session(&self) -> Outcome {
+        let services = self.deps.services.services();
+        let target = match crate::ai::locate(&services, crate::ai::Backend::Llm) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let loaded = match self.ai.ps(&target).await {
+            Ok(l) => l,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        if loaded.is_empty() {
+            return Outcome::Ok(Some("no model was loaded".into()));
+        }
+        let mut names = Vec::new();
+        for m in &loaded {
+            if let Err(e) = self.ai.unload(&target, &m.name).await {
+                return Outcome::Failed(format!("unload {}: {e}", m.name));
+            }
+        }
+        for m in &loaded {
+            if let Err(e) = self.ai.load(&target, &m.name).await {
+                return Outcome::Failed(format!("reload {}: {e}", m.name));
+            }
+            names.push(m.name.clone());
+        }
+        Outcome::Ok(Some(format!("reloaded {}", names.join(", "))))
+    }
+
+    async fn run_configured(&self, key: &str, argv: &[String]) -> Outcome {
+        if argv.is_empty() {
+            return Outcome::Skipped(format!("no healing.{key} configured"));
+        }
+        match super::exec::run_command(argv, self.deps.config.command_timeout).await {
+            Ok(()) => Outcome::Ok(Some(format!("ran {}", argv.join(" ")))),
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    /// The configured GPU reset, only with every LLM service stopped: those
+    /// still running are stopped first (not persisted) and started after.
+    async fn gpu_reset(&self, ctx: &WorkerCtx) -> Outcome {
+        let argv = self.deps.config.gpu_reset_command.clone();
+        if argv.is_empty() {
+            return Outcome::Skipped("no healing.gpu_reset_command configured".into());
+        }
+        let h = &self.deps.services;
+        let running: Vec<String> = h
+            .services()
+            .iter()
+            .filter(|s| s.role == crate::docker::Role::Llm)
+            .filter(|s| {
+                !matches!(
+                    s.state,
+                    ServiceState::Stopped | ServiceState::Failed | ServiceState::ImageMissing
+                )
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        if let Err(e) = each(ctx, &running, |s| h.stop_transient(s)).await {
+            // Never reset the GPU under a running LLM: start what was stopped.
+            let _ = each(ctx, &running, |s| h.start(s)).await;
+            return Outcome::Failed(format!("could not stop the LLM first: {e}"));
+        }
+        let ran = self.run_configured("gpu_reset_command", &argv).await;
+        if let Err(e) = each(ctx, &running, |s| h.start(s)).await {
+            return Outcome::Failed(format!(
+                "GPU reset done, but the LLM did not start again: {e}"
+            ));
+        }
+        match ran {
+            Outcome::Ok(_) if !running.is_empty() => Outcome::Ok(Some(format!(
+                "ran {} with {} stopped",
+                argv.join(" "),
+                running.join(", ")
+            ))),
+            other => other,
+        }
+    }
+
+    /// Only the configured paths (see `healing::cleanup`), this project's
+    /// dangling images and metrics past retention.
+    async fn disk_cleanup(&self, ctx: &WorkerCtx) -> Outcome {
+        let rules = self.deps.config.cleanup.clone();
+        let (log_dir, state_dir) = (self.deps.log_dir.clone(), self.deps.state_dir.clone());
+        let files = tokio::task::spawn_blocking(move || {
+            super::cleanup::clean_files(&log_dir, &state_dir, &rules, std::time::SystemTime::now())
+        })
+        .await
+        .unwrap_or_else(|e| super::cleanup::FileCleanup {
+            errors: vec![format!("cleanup task failed: {e}")],
+            ..Default::default()
+        });
+        ctx.beat();
+        let mut errors = files.errors.clone();
+        let mut done = vec![format!(
+            "removed {} files ({} bytes)",
+            files.removed.len(),
+            files.bytes_freed
+        )];
+        done.extend(files.skipped.iter().map(|s| format!("skipped {s}")));
+        if self.deps.config.cleanup.dangling_images {
+            match self.deps.services.prune_images().await {
+                Ok((n, bytes)) => done.push(format!("{n} dangling images ({bytes} bytes)")),
+                Err(e) => errors.push(format!("images: {e}")),
+            }
+            ctx.beat();
+        }
+        if self.deps.config.cleanup.metrics_past_retention && self.deps.db.status().up {
+            let before = Utc::now()
+                - chrono::Duration::from_std(self.deps.metrics_retention)
+                    .unwrap_or(chrono::Duration::days(7));
+            match crate::db::metrics::delete_older_than(self.deps.db.pool(), before, 10_000).await {
+                Ok(n) => done.push(format!("{n} metrics rows past retention")),
+                Err(e) => errors.push(format!("metrics: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Outcome::Ok(Some(done.join(", ")))
+        } else {
+            Outcome::Failed(format!("{}; {}", errors.join("; "), done.join(", ")))
+        }
+    }
+
+    async fn vacuum_analyze(&self) -> Outcome {
+        let status = self.deps.db.status();
+        if !status.up {
+            return Outcome::Failed("the database is not reachable".into());
+        }
+        let pool = self.deps.db.pool();
+        match crate::db::healing::vacuum_analyze(pool, VACUUM_TIMEOUT).await {
+            Ok(()) => Outcome::Ok(None),
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+}
+
+/// How an action went.
+enum Outcome {
+    /// Done, with what it did in words where that says more than "ok".
+    Ok(Option<String>),
+    Failed(String),
+    /// Not carried out (nothing configured for it).
+    Skipped(String),
 }
 
 async fn each<'a, F, Fut>(ctx: &WorkerCtx, services: &'a [String], f: F) -> Result<(), String>
@@ -449,6 +605,8 @@ struct Done {
     action: String,
     service: Option<String>,
     result: String,
+    /// What it did, added to the record's description.
+    detail: Option<String>,
     duration_ms: i64,
 }
 
@@ -466,7 +624,10 @@ impl Done {
             severity: severity.into(),
             category: None,
             service: self.service,
-            description: format!("action {}", self.action),
+            description: match self.detail {
+                Some(d) => format!("action {}: {d}", self.action),
+                None => format!("action {}", self.action),
+            },
             action: Some(self.action),
             result: self.result,
             duration_ms: Some(self.duration_ms),
@@ -510,6 +671,9 @@ fn event_record(ev: &Event, done: Option<Done>) -> HealingRecord {
         r.action = Some(done.action);
         r.result = done.result;
         r.duration_ms = Some(done.duration_ms);
+        if let Some(d) = done.detail {
+            r.description = format!("{}: {d}", r.description);
+        }
     }
     r
 }
@@ -566,6 +730,7 @@ mod tests {
             }),
             service: Some("llm".into()),
             result: "ok".into(),
+            detail: None,
             duration_ms: 12,
         };
         let r = event_record(&ev, Some(done));
