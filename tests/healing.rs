@@ -1157,3 +1157,198 @@ fn sustained_gpu_load_resets_the_llm_session_unload_then_reload() {
     assert_eq!(ps["models"][0]["name"], model, "loaded again: {ps}");
     env.stop(r);
 }
+
+#[test]
+fn the_api_serves_recovery_actions_failures_reboots_and_metrics() {
+    use common::{Daemon, NotifySocket, TestConfig, admin_token, get_json_auth};
+    let pg = private_pg();
+    let cfg = TestConfig::new(&pg.url(), "");
+    let notify = NotifySocket::new();
+    let _d = Daemon::start(
+        &cfg.path(),
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    let token = admin_token(&cfg);
+    let get = |path: &str| get_json_auth(&cfg.url(path), &token).unwrap();
+    wait_until("database up and migrated", Duration::from_secs(30), || {
+        let (_, p) = get("/api/database/pool");
+        (p["up"] == true && p["migrated"] == true).then_some(())
+    });
+    for path in [
+        "/api/self-healing/recovery-actions",
+        "/api/self-healing/service-failures",
+        "/api/self-healing/reboot-history",
+        "/api/self-healing/metrics",
+    ] {
+        assert_eq!(common::get_json(&cfg.url(path)).unwrap().0, 401, "{path}");
+    }
+
+    let now = chrono::Utc::now();
+    let hours = |h: f64| now - chrono::Duration::milliseconds((h * 3_600_000.0) as i64);
+    let rec = |at, event_type: &str, service: Option<&str>, action: Option<&str>, result: &str| {
+        HealingRecord {
+            id: None,
+            at,
+            event_type: event_type.into(),
+            severity: "WARNING".into(),
+            category: Some(
+                if event_type.starts_with("reboot") {
+                    "D"
+                } else {
+                    "A"
+                }
+                .into(),
+            ),
+            service: service.map(str::to_string),
+            description: event_type.into(),
+            action: action.map(str::to_string),
+            result: result.into(),
+            duration_ms: action.map(|_| 12),
+        }
+    };
+    let recs = vec![
+        // app2 went down before the window and came back 16.8 h into it.
+        rec(hours(200.0), "service_down", Some("app2"), None, "recorded"),
+        rec(
+            hours(168.0 - 16.8),
+            "service_recovered",
+            Some("app2"),
+            None,
+            "recorded",
+        ),
+        // app down for 16.8 h (10 % of the week).
+        rec(hours(20.0), "service_down", Some("app"), None, "recorded"),
+        rec(
+            hours(19.9),
+            "service_restart",
+            Some("app"),
+            Some("restart_service"),
+            "failed: docker: boom",
+        ),
+        rec(
+            hours(19.0),
+            "service_restart",
+            Some("app"),
+            Some("restart_service"),
+            "ok",
+        ),
+        rec(
+            hours(10.0),
+            "service_restart",
+            Some("app"),
+            Some("restart_service"),
+            "ok",
+        ),
+        rec(
+            hours(5.0),
+            "service_restart",
+            Some("app"),
+            Some("restart_service"),
+            "ok",
+        ),
+        rec(
+            hours(3.2),
+            "service_recovered",
+            Some("app"),
+            None,
+            "recorded",
+        ),
+        rec(
+            hours(3.0),
+            "service_failed",
+            Some("app"),
+            Some("mark_failed"),
+            "ok",
+        ),
+        rec(
+            hours(2.0),
+            "gpu_reset",
+            None,
+            Some("gpu_reset"),
+            "skipped: no healing.gpu_reset_command configured",
+        ),
+        rec(hours(1.0), "reboot_refused", None, None, "recorded"),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+        arasuld::db::healing::insert_events(&pool, &recs)
+            .await
+            .unwrap();
+        // The box has kept records for longer than the week.
+        sqlx::query(
+            "INSERT INTO daemon_starts (started_at, version, build_hash)
+             VALUES (now() - interval '30 days', 'old', 'old')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+
+    let types = |body: &serde_json::Value| -> Vec<String> {
+        body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, body) = get("/api/self-healing/recovery-actions");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 6, "{body}");
+    assert_eq!(types(&body)[..2], ["gpu_reset", "service_failed"]);
+    assert_eq!(body["entries"][0]["duration_ms"], 12);
+    assert!(body["timestamp"].is_string());
+    let (_, body) = get("/api/self-healing/recovery-actions?limit=2&offset=5");
+    assert_eq!(types(&body), ["service_restart"]);
+    assert_eq!(body["entries"][0]["result"], "failed: docker: boom");
+    assert_eq!(get("/api/self-healing/recovery-actions?limit=0").0, 400);
+    assert_eq!(get("/api/self-healing/service-failures?offset=-1").0, 400);
+
+    let (_, body) = get("/api/self-healing/service-failures");
+    assert_eq!(
+        types(&body),
+        ["service_failed", "service_down", "service_down"],
+        "{body}"
+    );
+    let (_, body) = get("/api/self-healing/reboot-history");
+    assert_eq!(types(&body), ["reboot_refused"], "{body}");
+
+    let (status, body) = get("/api/self-healing/metrics");
+    assert_eq!(status, 200, "{body}");
+    let uptime = |name: &str| {
+        body["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .unwrap_or_else(|| panic!("{name} in {body}"))["uptime_percent_7d"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!((uptime("app") - 90.0).abs() < 0.01, "{body}");
+    assert!((uptime("app2") - 90.0).abs() < 0.01, "{body}");
+    let action = |name: &str| {
+        body["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == name)
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+            .clone()
+    };
+    let restart = action("restart_service");
+    assert_eq!(
+        (restart["total"].as_i64(), restart["succeeded"].as_i64()),
+        (Some(4), Some(3))
+    );
+    assert_eq!(restart["success_rate"], 0.75);
+    let reset = action("gpu_reset");
+    assert_eq!(
+        (reset["total"].as_i64(), reset["skipped"].as_i64()),
+        (Some(0), Some(1))
+    );
+    assert!(reset["success_rate"].is_null());
+}

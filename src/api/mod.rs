@@ -65,6 +65,10 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(services::logs))
                 .routes(routes!(healing::events))
                 .routes(routes!(healing::status))
+                .routes(routes!(healing::recovery_actions))
+                .routes(routes!(healing::service_failures))
+                .routes(routes!(healing::reboot_history))
+                .routes(routes!(healing::metrics))
                 .merge(ai::routes()),
         ))
         // Admin, but usable while the initial password is still in use.
