@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arasuld::config::{DatabaseConfig, Secret};
@@ -202,6 +203,31 @@ services:
         })
     }
 
+    /// `GET /api/system/status` of a router around this test's supervisor.
+    fn system_status(&self, h: &SupervisorHandle, db: &Db) -> serde_json::Value {
+        use tower::ServiceExt;
+        let _guard = self.rt.enter();
+        let mut config = common::offline_config();
+        config.paths.log_dir = self.log_dir();
+        let auth = Arc::new(common::fast_auth(self.dir.path()));
+        let workers = Workers::new((&config.workers).into());
+        let mut state = common::app_state(config, auth, workers, h.clone());
+        state.db = db.clone();
+        // A calm box otherwise: the restart is the only reason.
+        state.metrics.publish(sample(10.0, 40.0, 10.0, false));
+        self.rt.block_on(async {
+            let req = axum::http::Request::get("/api/system/status")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = arasuld::api::router(state).oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            serde_json::from_slice(&body).unwrap()
+        })
+    }
+
     fn stopped_file(&self) -> Vec<String> {
         std::fs::read(self.dir.path().join("state/services-stopped.json"))
             .ok()
@@ -271,6 +297,18 @@ fn killed_container_is_restarted_and_event_recorded() {
         types,
         ["service_down", "service_restart", "service_recovered"],
         "{in_db:?}"
+    );
+
+    // The status header says WARNING for the next 10 minutes, and why.
+    let status = env.system_status(&r.h, &r.db);
+    assert_eq!(status["level"], "WARNING", "{status}");
+    assert_eq!(status["reasons"].as_array().unwrap().len(), 1, "{status}");
+    let reason = &status["reasons"][0];
+    assert_eq!(reason["code"], "service_restarted", "{status}");
+    assert_eq!(
+        reason["message"],
+        "The app service was restarted less than a minute ago by self-healing: \
+         the container is not running (exited or removed).",
     );
     env.stop(r);
 }

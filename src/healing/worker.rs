@@ -697,6 +697,40 @@ pub fn heartbeat_grade(age: Duration) -> &'static str {
     }
 }
 
+/// Why `service` was last restarted, in words, from the log's tail: the
+/// newest `service_down` (or other record naming it) since `since`.
+pub fn restart_cause(log_dir: &Path, service: &str, since: DateTime<Utc>) -> Option<String> {
+    let recent: Vec<HealingRecord> = tail_records(log_dir)
+        .into_iter()
+        .filter(|r| r.at >= since && r.service.as_deref() == Some(service))
+        .filter(|r| r.event_type != "service_recovered")
+        .collect();
+    recent
+        .iter()
+        .rev()
+        .find(|r| r.event_type == "service_down")
+        .or_else(|| recent.last())
+        .map(|r| r.description.clone())
+}
+
+fn tail_records(log_dir: &Path) -> Vec<HealingRecord> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(log_dir.join(LOG_FILE)) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = String::new();
+    if f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))
+        .is_err()
+        || f.read_to_string(&mut buf).is_err()
+    {
+        return Vec::new();
+    }
+    buf.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// The newest record of the JSON-lines log (reads only its tail).
 pub fn last_logged(log_dir: &Path) -> Option<HealingRecord> {
     use std::io::{Read, Seek, SeekFrom};
