@@ -3,6 +3,7 @@
 //! that a test can start and stop at will. No mocks.
 #![allow(dead_code)]
 
+pub mod dbus;
 pub mod docker;
 
 use std::io::{BufRead, BufReader};
