@@ -98,6 +98,7 @@ impl Daemon {
                 db: db.clone(),
                 state_dir: config.paths.state_dir.clone(),
                 metrics_retention: config.metrics.retention,
+                proc_root: config.paths.proc_root.clone(),
             },
         );
         {

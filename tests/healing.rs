@@ -144,6 +144,7 @@ services:
                 db: db.clone(),
                 state_dir: self.dir.path().join("state"),
                 metrics_retention: Duration::from_secs(7 * 24 * 3600),
+                proc_root: PathBuf::from("/proc"),
             },
         );
         Running { workers, h, db }
@@ -657,6 +658,7 @@ fn worker_with_db(
             db: db.clone(),
             state_dir: dir.join("state"),
             metrics_retention: Duration::from_secs(7 * 24 * 3600),
+            proc_root: PathBuf::from("/proc"),
         },
     );
     (workers, db)

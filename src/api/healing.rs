@@ -371,3 +371,86 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Json<HealingMetric
         timestamp: now,
     }))
 }
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RebootAccepted {
+    /// logind accepted the reboot; the box goes down shortly.
+    pub accepted: bool,
+    /// The `reboot_events` id (the counter of the hourly limit).
+    pub id: Option<i64>,
+    pub requested_at: DateTime<Utc>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Reboots the box through logind after the five safety checks of SPEC §7
+/// (off unless `healing.reboot.enabled`). Active workflows get up to
+/// `healing.reboot.drain_timeout` first. 409 names the failed check in
+/// `error.code`: `reboot_disabled`, `too_many_reboots`, `update_in_progress`,
+/// `database_unavailable`, `telemetry_not_flushed`, `disk_state_not_recorded`.
+#[utoipa::path(post, path = "/api/system/reboot", tag = "system",
+    responses(
+        (status = 202, body = RebootAccepted),
+        (status = 409, description = "A safety check failed (its name is the error code)", body = super::error::ErrorBody),
+        (status = 503, description = "logind did not accept the reboot", body = super::error::ErrorBody)))]
+pub async fn reboot(
+    State(state): State<AppState>,
+) -> Result<(axum::http::StatusCode, Json<RebootAccepted>), ApiError> {
+    use crate::healing::reboot::{RebootCtx, request};
+    let cfg = state.config();
+    let ctx = RebootCtx {
+        rules: cfg.healing.reboot.clone(),
+        db: state.db.clone(),
+        metrics: Some(state.metrics.clone()),
+        services: state.services.clone(),
+        state_dir: cfg.paths.state_dir.clone(),
+        proc_root: cfg.paths.proc_root.clone(),
+    };
+    let reason = "requested through the API";
+    let outcome = request(&ctx, reason, true, &|| {}).await;
+    let (severity, event_type, description, result) = match &outcome {
+        Ok(_) => (
+            "CRITICAL",
+            "reboot",
+            "reboot requested through the API; logind accepted it".to_string(),
+            "ok".to_string(),
+        ),
+        Err(r) => (
+            "WARNING",
+            "reboot_refused",
+            format!("reboot through the API refused: {}", r.message),
+            format!("failed: {}", r.check),
+        ),
+    };
+    let record = HealingRecord {
+        id: None,
+        at: Utc::now(),
+        event_type: event_type.into(),
+        severity: severity.into(),
+        category: Some("D".into()),
+        service: None,
+        description,
+        action: Some("reboot".into()),
+        result,
+        duration_ms: None,
+    };
+    crate::healing::worker::record_outside_loop(&cfg.paths.log_dir, &state.db, record).await;
+    match outcome {
+        Ok(saved) => Ok((
+            axum::http::StatusCode::ACCEPTED,
+            Json(RebootAccepted {
+                accepted: true,
+                id: saved.id,
+                requested_at: saved.requested_at,
+                timestamp: Utc::now(),
+            }),
+        )),
+        Err(r) if r.check == "logind_failed" => {
+            Err(ApiError::unavailable("logind_failed", r.message))
+        }
+        Err(r) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            r.check,
+            r.message,
+        )),
+    }
+}

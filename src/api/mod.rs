@@ -69,6 +69,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(healing::service_failures))
                 .routes(routes!(healing::reboot_history))
                 .routes(routes!(healing::metrics))
+                .routes(routes!(healing::reboot))
                 .merge(ai::routes()),
         ))
         // Admin, but usable while the initial password is still in use.

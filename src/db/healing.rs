@@ -274,6 +274,58 @@ pub fn uptime_percent(
     (up * 100.0).round() / 100.0
 }
 
+/// Reboots requested within the last `window` (wall clock, all boots).
+pub async fn reboots_since(pool: &PgPool, since: DateTime<Utc>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM reboot_events WHERE requested_at >= $1")
+        .bind(since)
+        .fetch_one(pool)
+        .await
+}
+
+/// Records a reboot about to be requested; returns its id.
+pub async fn insert_reboot(
+    pool: &PgPool,
+    at: DateTime<Utc>,
+    reason: &str,
+    state: &serde_json::Value,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO reboot_events (requested_at, reason, state) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(at)
+    .bind(reason)
+    .bind(state.to_string())
+    .fetch_one(pool)
+    .await
+}
+
+/// The post-reboot validation of reboot `id`.
+pub async fn validate_reboot(pool: &PgPool, id: i64, validation: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE reboot_events SET validated_at = now(), validation = $2 WHERE id = $1")
+        .bind(id)
+        .bind(validation)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Workflows n8n reported as still running (0 while the workflow table does
+/// not exist in this database).
+pub async fn running_workflows(pool: &PgPool) -> sqlx::Result<i64> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('workflow_activity') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    sqlx::query_scalar(
+        "SELECT count(*) FROM workflow_activity WHERE status = 'running'
+            AND started_at > now() - interval '1 day'",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

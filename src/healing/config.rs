@@ -257,6 +257,8 @@ pub struct RebootRules {
     /// A prepared reboot whose checks still fail after this is given up.
     #[serde(with = "humantime_serde")]
     pub prepare_timeout: Duration,
+    /// The D-Bus address logind is reached on; unset: the system bus.
+    pub bus_address: Option<String>,
 }
 
 impl Default for RebootRules {
@@ -269,6 +271,7 @@ impl Default for RebootRules {
             gpu_resets_before_reboot: 2,
             drain_timeout: Duration::from_secs(60),
             prepare_timeout: Duration::from_secs(300),
+            bus_address: None,
         }
     }
 }

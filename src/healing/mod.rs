@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod config;
 pub mod exec;
 pub mod policy;
+pub mod reboot;
 pub mod worker;
 
 pub use config::HealingConfig;

@@ -72,6 +72,8 @@ pub struct HealingDeps {
     pub state_dir: PathBuf,
     /// `metrics.retention`: what the disk cleanup deletes at once.
     pub metrics_retention: Duration,
+    /// `paths.proc_root`: the boot id that proves a reboot happened.
+    pub proc_root: PathBuf,
 }
 
 /// Spawns the loop as the core worker `self-healing`. The event buffer
@@ -189,6 +191,23 @@ impl AuditTrail {
     }
 }
 
+/// A record made outside the loop (the reboot route): to the log at once,
+/// and to Postgres when it is up (the log keeps it otherwise).
+pub async fn record_outside_loop(log_dir: &Path, db: &Db, r: HealingRecord) {
+    if let Err(e) = append_line(&log_dir.join(LOG_FILE), &r) {
+        tracing::warn!(error = %e, "cannot write the self-healing log");
+    }
+    if db.status().up {
+        let write = crate::db::healing::insert_events(db.pool(), std::slice::from_ref(&r));
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(FLUSH_TIMEOUT, write)
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)
+        {
+            tracing::warn!(error = %e, "self-healing event only in the log");
+        }
+    }
+}
+
 fn append_line(path: &Path, r: &HealingRecord) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -223,6 +242,16 @@ struct Loop {
     /// Services the supervisor acknowledged as failed on the policy's request.
     marked_failed: BTreeSet<String>,
     ai: crate::ai::Ai,
+    /// A reboot the policy is preparing: what is done of its checks.
+    reboot_prep: Option<RebootPrep>,
+    /// The post-reboot validation still to be written to its row.
+    reboot_validation: Option<(i64, String)>,
+}
+
+#[derive(Default)]
+struct RebootPrep {
+    telemetry_flushed: bool,
+    disk_state_recorded: bool,
 }
 
 async fn run(
@@ -239,7 +268,32 @@ async fn run(
         policy: PolicyState::new(),
         marked_failed: BTreeSet::new(),
         ai: crate::ai::Ai::new(),
+        reboot_prep: None,
+        reboot_validation: None,
     };
+    // A reboot requested before this start: was it one?
+    let (dir, proc_root) = (lp.deps.state_dir.clone(), lp.deps.proc_root.clone());
+    let validated =
+        tokio::task::spawn_blocking(move || super::reboot::validate_after_start(&dir, &proc_root))
+            .await
+            .ok()
+            .flatten();
+    if let Some((saved, text, ok)) = validated {
+        let mut r = plain_record(
+            "post_reboot_validation",
+            if ok { "INFO" } else { "WARNING" },
+            Some("D"),
+            None,
+            text.clone(),
+        );
+        r.result = if ok {
+            "ok".into()
+        } else {
+            "failed: not confirmed".into()
+        };
+        trail.lock().await.record(r);
+        lp.reboot_validation = saved.id.map(|id| (id, text));
+    }
     let mut state_open = true;
     let mut db_open = true;
     loop {
@@ -299,7 +353,46 @@ impl Loop {
         snap.docker_up =
             services.is_empty() || services.iter().any(|s| s.state != ServiceState::Unknown);
         snap.db_up = self.deps.db.status().up;
+        snap.update_in_progress =
+            super::cleanup::update_in_progress(&self.deps.state_dir).is_some();
         snap
+    }
+
+    fn reboot_ctx(&self) -> super::reboot::RebootCtx {
+        super::reboot::RebootCtx {
+            rules: self.deps.config.reboot.clone(),
+            db: self.deps.db.clone(),
+            metrics: self.deps.metrics.clone(),
+            services: self.deps.services.clone(),
+            state_dir: self.deps.state_dir.clone(),
+            proc_root: self.deps.proc_root.clone(),
+        }
+    }
+
+    /// What the policy's safety checks read while a reboot is prepared.
+    async fn reboot_readiness(&mut self, snap: &mut Snapshot) {
+        if let Some((id, text)) = &self.reboot_validation
+            && snap.db_up
+            && crate::db::healing::validate_reboot(self.deps.db.pool(), *id, text)
+                .await
+                .is_ok()
+        {
+            self.reboot_validation = None;
+        }
+        let Some(prep) = &self.reboot_prep else {
+            return;
+        };
+        let db = &self.deps.db;
+        snap.reboot.telemetry_flushed = prep.telemetry_flushed;
+        snap.reboot.disk_state_recorded = prep.disk_state_recorded;
+        if snap.db_up {
+            let hour = super::reboot::reboots_last_hour(db).await;
+            // Unknown counts as at the limit.
+            snap.reboot.reboots_last_hour = hour.unwrap_or(u32::MAX);
+            snap.reboot.workflows_drained = crate::db::healing::running_workflows(db.pool())
+                .await
+                .is_ok_and(|n| n == 0);
+        }
     }
 
     async fn evaluate(&mut self, ctx: &WorkerCtx, trail: &mut AuditTrail) {
@@ -328,7 +421,8 @@ impl Loop {
                 "the failed mark was cleared through the API; healing it again".into(),
             ));
         }
-        let snap = self.snapshot(&services);
+        let mut snap = self.snapshot(&services);
+        self.reboot_readiness(&mut snap).await;
         let actions = decide(&snap, &mut self.policy, &self.deps.config);
         // An action is recorded with the event that follows it (the policy
         // emits each action before its event); a lone action or event is a
@@ -399,7 +493,19 @@ impl Loop {
             Action::GpuReset => self.gpu_reset(ctx).await,
             Action::DiskCleanup { .. } => self.disk_cleanup(ctx).await,
             Action::VacuumAnalyze => self.vacuum_analyze().await,
-            _ => Outcome::Skipped("not yet carried out by this daemon".into()),
+            Action::PrepareReboot { reason, .. } => {
+                self.prepare_reboot(&format!("{reason:?}")).await
+            }
+            Action::Reboot { reason } => {
+                self.reboot_prep = None;
+                let rctx = self.reboot_ctx();
+                let why = format!("{reason:?}");
+                match super::reboot::request(&rctx, &why, false, &|| ctx.beat()).await {
+                    Ok(_) => Outcome::Ok(Some("logind accepted the reboot".into())),
+                    Err(r) => Outcome::Failed(format!("{}: {}", r.check, r.message)),
+                }
+            }
+            Action::RecordEvent(_) => Outcome::Skipped("an event, not an action".into()),
         };
         let (result, detail) = match outcome {
             Outcome::Ok(detail) => ("ok".to_string(), detail),
@@ -552,6 +658,33 @@ impl Loop {
             Outcome::Ok(Some(done.join(", ")))
         } else {
             Outcome::Failed(format!("{}; {}", errors.join("; "), done.join(", ")))
+        }
+    }
+
+    /// The preparation of a policy reboot: telemetry flushed, the state and
+    /// disk recorded. The policy then waits for the workflows (or the drain
+    /// timeout) and asks for the reboot, which checks everything again.
+    async fn prepare_reboot(&mut self, reason: &str) -> Outcome {
+        let rctx = self.reboot_ctx();
+        let mut prep = RebootPrep::default();
+        let mut missing = Vec::new();
+        match &rctx.metrics {
+            Some(m) if self.deps.db.status().up => match m.flush(&rctx.db).await {
+                Ok(_) => prep.telemetry_flushed = true,
+                Err(e) => missing.push(format!("telemetry not flushed: {e}")),
+            },
+            Some(_) => missing.push("telemetry not flushed: the database is down".into()),
+            None => prep.telemetry_flushed = true,
+        }
+        match super::reboot::record_state(&rctx, reason).await {
+            Ok(_) => prep.disk_state_recorded = true,
+            Err(r) => missing.push(r.message),
+        }
+        self.reboot_prep = Some(prep);
+        if missing.is_empty() {
+            Outcome::Ok(Some("telemetry flushed, state and disk recorded".into()))
+        } else {
+            Outcome::Failed(missing.join("; "))
         }
     }
 
