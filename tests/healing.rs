@@ -23,6 +23,10 @@ use common::{PrivatePostgres, free_port, wait_until};
 
 const CLOSED_DB: &str = "postgres://nobody@127.0.0.1:1/none";
 
+/// Daemon config for API tests that count events: the disk levels only at
+/// 100 %, so the daemon's own loop records nothing about this box's disk.
+const QUIET_DISK: &str = "healing:\n  disk: {warn_percent: 100, cleanup_percent: 100, critical_percent: 100, reboot_percent: 100}\n";
+
 /// A fast ladder: restart, re-check after 500 ms, stop + start, then
 /// restarts 1 s, 2 s, 4 s apart; more than 5 in 60 s → failed.
 fn fast_healing() -> HealingConfig {
@@ -482,7 +486,7 @@ fn postgres_down_during_healing_actions_happen_and_events_are_written_later() {
 fn the_api_lists_events_with_filters_and_reports_the_loop() {
     use common::{Daemon, NotifySocket, TestConfig, admin_token, get_json_auth};
     let mut pg = private_pg();
-    let cfg = TestConfig::new(&pg.url(), "");
+    let cfg = TestConfig::new(&pg.url(), QUIET_DISK);
     let notify = NotifySocket::new();
     let _d = Daemon::start(
         &cfg.path(),
@@ -1202,7 +1206,7 @@ fn sustained_gpu_load_resets_the_llm_session_unload_then_reload() {
 fn the_api_serves_recovery_actions_failures_reboots_and_metrics() {
     use common::{Daemon, NotifySocket, TestConfig, admin_token, get_json_auth};
     let pg = private_pg();
-    let cfg = TestConfig::new(&pg.url(), "");
+    let cfg = TestConfig::new(&pg.url(), QUIET_DISK);
     let notify = NotifySocket::new();
     let _d = Daemon::start(
         &cfg.path(),
