@@ -97,6 +97,27 @@ fn post_reboot(cfg: &TestConfig, token: &str) -> (u16, serde_json::Value) {
     })
 }
 
+/// Logs in with the password `admin_token` set.
+fn login(cfg: &TestConfig) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(cfg.url("/api/auth/login"))
+            .json(
+                &serde_json::json!({"username": "admin", "password": common::TEST_ADMIN_PASSWORD}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login after the restart");
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    })
+}
+
 fn private_pg() -> PrivatePostgres {
     let mut pg = PrivatePostgres::init(free_port());
     pg.start();
@@ -168,6 +189,8 @@ fn reboots_only_when_all_checks_pass_and_the_hourly_limit_survives_a_restart() {
     // The daemon dies (SIGKILL) and starts again: the count is in Postgres.
     drop(d);
     let _d = start_daemon(&cfg);
+    // A new login: the killed daemon may not have persisted the old session.
+    let token = login(&cfg);
     wait_db(&cfg, &token);
     let (status, body) = post_reboot(&cfg, &token);
     assert_eq!(status, 409, "{body}");
