@@ -1225,7 +1225,8 @@ fn the_api_serves_recovery_actions_failures_reboots_and_metrics() {
         "/api/self-healing/reboot-history",
         "/api/self-healing/metrics",
     ] {
-        assert_eq!(common::get_json(&cfg.url(path)).unwrap().0, 401, "{path}");
+        let (status, body) = common::get_json(&cfg.url(path)).unwrap();
+        assert_eq!(status, 401, "{path}: {body}");
     }
 
     let now = chrono::Utc::now();
