@@ -96,6 +96,9 @@ impl Daemon {
                 services: services.clone(),
                 metrics: Some(metrics.clone()),
                 db: db.clone(),
+                state_dir: config.paths.state_dir.clone(),
+                metrics_retention: config.metrics.retention,
+                proc_root: config.paths.proc_root.clone(),
             },
         );
         {

@@ -162,6 +162,24 @@ pub async fn system_status(State(state): State<AppState>) -> Json<SystemStatus> 
         .with_ring(|r| status::evaluate(latest.as_deref(), r, db_up, now.timestamp_millis()));
     let services = state.services.services();
     reasons.extend(status::service_reasons(&services));
+    // A restart in the last 10 minutes: WARNING, with the cause from the
+    // self-healing log (read only when there is such a restart).
+    let since = now - chrono::Duration::seconds(status::RESTART_WARN_SECS);
+    if services
+        .iter()
+        .any(|s| s.last_restart_at.is_some_and(|t| t >= since))
+    {
+        let log_dir = state.config().paths.log_dir.clone();
+        let svc = services.clone();
+        let restarted = tokio::task::spawn_blocking(move || {
+            status::restart_reasons(&svc, now, |name| {
+                crate::healing::worker::restart_cause(&log_dir, name, since)
+            })
+        })
+        .await
+        .unwrap_or_default();
+        reasons.extend(restarted);
+    }
     let (level, reasons) = status::combine(reasons);
     Json(SystemStatus {
         level,

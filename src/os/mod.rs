@@ -1,4 +1,5 @@
 //! Operating-system glue: systemd notify/watchdog (and later mDNS, logind).
 
 pub mod mdns;
+pub mod logind;
 pub mod notify;
