@@ -248,8 +248,9 @@ fn hostname() -> String {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Network {
     pub hostname: String,
-    /// The name the box answers to on the LAN.
-    pub mdns_name: &'static str,
+    /// The name the box answers to on the LAN: the one Avahi confirmed
+    /// (`arasul-2.local` after a name collision), else the configured one.
+    pub mdns_name: String,
     pub interfaces: Vec<NetInterface>,
     #[serde(flatten)]
     pub reachability: Reachability,
@@ -262,7 +263,12 @@ pub struct Network {
 pub async fn system_network(State(state): State<AppState>) -> Json<Network> {
     Json(Network {
         hostname: hostname(),
-        mdns_name: "arasul.local",
+        mdns_name: state
+            .mdns
+            .borrow()
+            .host
+            .clone()
+            .unwrap_or_else(|| format!("{}.local", state.config().mdns.hostname)),
         interfaces: network_interfaces(),
         reachability: state.metrics.reachability(),
         timestamp: Utc::now(),
