@@ -654,3 +654,59 @@ fn copy_off_the_stick_refuses_links_fifos_and_oversized_files_and_leaves_nothing
     assert_eq!(ok.sha256, sha256(&vec![7u8; 3 << 20]));
     assert_eq!(std::fs::read(&ok.path).unwrap().len(), 3 << 20);
 }
+
+/// A stick pulled while its bundle is copied: the file on it comes up short
+/// (here: it shrinks under the reader, as a FAT stick read past its removal
+/// does). The copy is refused with "stick removed?" and leaves no `.part`
+/// and no bundle in the USB staging dir.
+#[test]
+fn a_stick_pulled_mid_copy_leaves_nothing_behind() {
+    use arasuld::usb::stick::copy;
+    let d = tempfile::tempdir().unwrap();
+    let stick = d.path().join("stick");
+    let dest = d.path().join("usb");
+    std::fs::create_dir_all(&stick).unwrap();
+    let src = stick.join("v2.araupdate");
+    let part = dest.join(".v2.araupdate.part");
+    let size: u64 = 512 << 20;
+    // The copy reads 1 MiB at a time; the "pull" happens as soon as the
+    // `.part` file appears, so it lands mid-copy unless the whole file was
+    // read before the other thread ran: tried a few times, at least one must
+    // land (each refused copy is checked).
+    let mut refused = 0;
+    for _ in 0..5 {
+        let _ = std::fs::remove_dir_all(&dest);
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(size).unwrap(); // sparse: cheap to make, real to read
+        drop(f);
+        let pull = {
+            let (src, part) = (src.clone(), part.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !part.exists() && Instant::now() < deadline {
+                    std::hint::spin_loop();
+                }
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&src)
+                    .unwrap()
+                    .set_len(size / 8)
+                    .unwrap();
+            })
+        };
+        let result = copy(&src, &dest, 1 << 40);
+        pull.join().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dest)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        match result {
+            Err(e) => {
+                assert!(e.to_string().contains("stick removed?"), "{e}");
+                assert!(left.is_empty(), "a refused copy left {left:?}");
+                refused += 1;
+            }
+            Ok(c) => assert_eq!(c.size, size, "a copy that succeeded must be whole"),
+        }
+    }
+    assert!(refused > 0, "the pull never landed mid-copy in 5 tries");
+}
