@@ -126,6 +126,8 @@ impl Daemon {
             });
         }
 
+        let updates = spawn_updater(&workers, &config, &db, &services);
+        crate::usb::handoff::spawn(&workers, &config, &updates);
         let state = AppState {
             config: config_rx,
             db: db.clone(),
@@ -135,6 +137,7 @@ impl Daemon {
             services,
             started_at,
             control: control_tx,
+            updates,
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();
@@ -300,6 +303,27 @@ fn spawn_supervisor(workers: &Workers, config: &Config) -> anyhow::Result<Superv
             .unwrap_or_else(|| config.paths.etc_root.join("nv_tegra_release").exists()),
     };
     Ok(crate::docker::spawn(workers, sup_cfg, catalog))
+}
+
+/// The updater and its `update-applier` worker (which first resolves a run
+/// a crash interrupted).
+fn spawn_updater(
+    workers: &Workers,
+    config: &Config,
+    db: &Db,
+    services: &SupervisorHandle,
+) -> crate::update::UpdateManager {
+    let mgr = crate::update::UpdateManager::new(crate::update::manager::UpdateDeps {
+        config: config.update.clone(),
+        state_dir: config.paths.state_dir.clone(),
+        log_dir: config.paths.log_dir.clone(),
+        keys_dir: config.paths.keys_dir.clone(),
+        database_url: config.database.url.expose().to_string(),
+        db: db.clone(),
+        services: services.clone(),
+    });
+    mgr.spawn_worker(workers);
+    mgr
 }
 
 async fn serve_http(

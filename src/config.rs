@@ -54,6 +54,10 @@ pub struct Config {
     pub docker: DockerConfig,
     /// SPEC §7 thresholds, windows and cooldowns (see `healing::config`).
     pub healing: crate::healing::HealingConfig,
+    /// Signed updates: bundle size limit, verification windows (see `update::manager`).
+    pub update: crate::update::UpdateConfig,
+    /// Updates from USB sticks: UDisks2 bus, mode auto|ask, fallback mount roots (see `usb`).
+    pub usb: crate::usb::UsbConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -531,6 +535,8 @@ fn validate(c: &Config) -> Vec<(String, String)> {
         bad("logging.level", format!("not a valid log filter: {e}"));
     }
     out.extend(c.healing.validate());
+    out.extend(c.update.validate());
+    out.extend(c.usb.validate());
     out
 }
 
@@ -687,6 +693,8 @@ pub fn needs_restart(changed_line: &str) -> bool {
         "paths.",
         "logging.json_file",
         "healing.",
+        "update.",
+        "usb.",
     ]
     .iter()
     .any(|p| changed_line.starts_with(p))

@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Update bundles (.araupdate): keygen, create, verify, inspect.
+    Bundle {
+        #[command(subcommand)]
+        command: arasuld::cli_bundle::BundleCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -49,6 +54,9 @@ enum AdminCommand {
 fn main() -> ExitCode {
     arasuld::auth::password::release_large_allocations();
     let cli = Cli::parse();
+    if let Some(Command::Bundle { command }) = cli.command {
+        return bundle_main(command, cli.config);
+    }
     let (path, required) = match &cli.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(config::DEFAULT_PATH), false),
@@ -129,6 +137,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bundle …` needs no daemon; the config only supplies `paths.keys_dir`.
+fn bundle_main(command: arasuld::cli_bundle::BundleCommand, path: Option<PathBuf>) -> ExitCode {
+    let required = path.is_some();
+    let path = path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let keys_dir = match config::load(&path, required, std::env::vars()) {
+        Ok(c) => c.paths.keys_dir,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: not usable; keys dir defaults apply", path.display());
+            config::PathsConfig::default().keys_dir
+        }
+    };
+    arasuld::cli_bundle::run(command, &keys_dir)
 }
 
 async fn serve(

@@ -30,6 +30,8 @@ pub struct AppState {
     pub services: crate::docker::SupervisorHandle,
     pub started_at: DateTime<Utc>,
     pub control: mpsc::Sender<Control>,
+    /// The updater (upload, apply, status, history).
+    pub updates: crate::update::UpdateManager,
 }
 
 impl AppState {

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod services;
 pub mod system;
 pub mod workflows;
+pub mod update;
 
 use std::sync::Arc;
 
@@ -67,7 +68,8 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(services::logs))
                 .routes(routes!(healing::events))
                 .routes(routes!(healing::status))
-                .merge(ai::routes()),
+                .merge(ai::routes())
+                .merge(update::routes()),
         ))
         // Admin, but usable while the initial password is still in use.
         .merge(guard::admin_initial_ok(

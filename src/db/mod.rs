@@ -21,6 +21,7 @@ pub mod auth;
 pub mod healing;
 pub mod metrics;
 pub mod workflows;
+pub mod update;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

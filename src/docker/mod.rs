@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod supervisor;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -92,6 +93,33 @@ pub enum Command {
         follow: bool,
         reply: oneshot::Sender<Result<LogLines, SupervisorError>>,
     },
+    /// `docker load` of a tarball (run beside the loop, not in it); the
+    /// reply lists what Docker says it loaded (`name:tag` or `sha256:…`).
+    LoadImage(
+        std::path::PathBuf,
+        oneshot::Sender<Result<Vec<String>, SupervisorError>>,
+    ),
+    /// The image id a reference resolves to now (None: not present).
+    ImageId(
+        String,
+        oneshot::Sender<Result<Option<String>, SupervisorError>>,
+    ),
+    /// Points `reference` (name:tag) at the image `id`.
+    TagImage {
+        id: String,
+        reference: String,
+        reply: oneshot::Sender<Result<(), SupervisorError>>,
+    },
+    /// Runs the service on another image (None: the catalog's again):
+    /// persisted in `state_dir/image-overrides.json`, the container is
+    /// recreated unless the service is stopped on purpose.
+    SetImage {
+        service: String,
+        image: Option<String>,
+        reply: oneshot::Sender<Result<(), SupervisorError>>,
+    },
+    /// The images the updater set, by service.
+    ImageOverrides(oneshot::Sender<Result<BTreeMap<String, String>, SupervisorError>>),
 }
 
 /// The cloneable way to reach the supervisor.
@@ -99,11 +127,18 @@ pub enum Command {
 pub struct SupervisorHandle {
     tx: mpsc::Sender<Command>,
     state: watch::Receiver<Arc<Vec<ServiceStatus>>>,
+    /// Services an update is switching right now: self-healing leaves them
+    /// alone until the update is done or rolled back.
+    under_update: Arc<watch::Sender<BTreeSet<String>>>,
 }
 
 impl SupervisorHandle {
     pub fn new(tx: mpsc::Sender<Command>, state: watch::Receiver<Arc<Vec<ServiceStatus>>>) -> Self {
-        SupervisorHandle { tx, state }
+        SupervisorHandle {
+            tx,
+            state,
+            under_update: Arc::new(watch::channel(BTreeSet::new()).0),
+        }
     }
 
     /// A handle with no supervisor behind it: no services, every command
@@ -111,7 +146,7 @@ impl SupervisorHandle {
     pub fn detached() -> Self {
         let (tx, _) = mpsc::channel(1);
         let (_, state) = watch::channel(Arc::new(Vec::new()));
-        SupervisorHandle { tx, state }
+        SupervisorHandle::new(tx, state)
     }
 
     pub fn services(&self) -> Arc<Vec<ServiceStatus>> {
@@ -150,6 +185,48 @@ impl SupervisorHandle {
     pub async fn mark_failed(&self, name: &str) -> Result<(), SupervisorError> {
         self.ask(|r| Command::MarkFailed(name.into(), r)).await
     }
+    pub async fn load_image(
+        &self,
+        tarball: &std::path::Path,
+    ) -> Result<Vec<String>, SupervisorError> {
+        self.ask(|r| Command::LoadImage(tarball.to_path_buf(), r))
+            .await
+    }
+    pub async fn image_id(&self, reference: &str) -> Result<Option<String>, SupervisorError> {
+        self.ask(|r| Command::ImageId(reference.into(), r)).await
+    }
+    pub async fn tag_image(&self, id: &str, reference: &str) -> Result<(), SupervisorError> {
+        self.ask(|reply| Command::TagImage {
+            id: id.into(),
+            reference: reference.into(),
+            reply,
+        })
+        .await
+    }
+    pub async fn set_image(
+        &self,
+        service: &str,
+        image: Option<&str>,
+    ) -> Result<(), SupervisorError> {
+        self.ask(|reply| Command::SetImage {
+            service: service.into(),
+            image: image.map(str::to_string),
+            reply,
+        })
+        .await
+    }
+    pub async fn image_overrides(&self) -> Result<BTreeMap<String, String>, SupervisorError> {
+        self.ask(Command::ImageOverrides).await
+    }
+
+    /// Marks the services an update is switching (empty: none).
+    pub fn set_under_update(&self, services: BTreeSet<String>) {
+        self.under_update.send_replace(services);
+    }
+    pub fn under_update(&self) -> BTreeSet<String> {
+        self.under_update.borrow().clone()
+    }
+
     pub async fn logs(
         &self,
         name: &str,

@@ -5,7 +5,7 @@
 //! each service's interval. Docker unreachable → every service `unknown`,
 //! one critical log line, reconnect with backoff.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +72,18 @@ pub struct Supervisor {
     pending_start: Vec<String>,
     state_tx: Arc<watch::Sender<Arc<Vec<ServiceStatus>>>>,
     docker_down_logged: bool,
+    /// Images an update put in place of the catalog's (see [`Command::SetImage`]).
+    overrides: BTreeMap<String, ImageOverride>,
+    catalog_images: HashMap<String, String>,
+}
+
+/// One service's image as the updater set it, with the catalog image it
+/// replaced: when the catalog itself names another image later, the admin's
+/// edit wins and the override is dropped.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ImageOverride {
+    catalog: String,
+    image: String,
 }
 
 type ProbeResult = (String, Result<(), String>);
@@ -86,11 +98,29 @@ impl Supervisor {
             .map(|o| o.into_iter().map(|s| s.name.clone()).collect())
             .unwrap_or_else(|_| catalog.services.iter().map(|s| s.name.clone()).collect());
         let stopped = load_stopped(&cfg.state_dir);
+        let catalog_images: HashMap<String, String> = catalog
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.image.clone()))
+            .collect();
+        let mut overrides = load_overrides(&cfg.state_dir);
+        overrides.retain(|name, o| {
+            let keep = catalog_images.get(name) == Some(&o.catalog);
+            if !keep {
+                tracing::warn!(service = %name, image = %o.image, "the catalog changed this service's image: the image an update set is dropped");
+            }
+            keep
+        });
         let now = Instant::now();
         let services = catalog
             .services
             .iter()
             .map(|s| {
+                let mut s = s.clone();
+                if let Some(o) = overrides.get(&s.name) {
+                    s.image = o.image.clone();
+                }
+                let s = &s;
                 let rt = Runtime {
                     hash: s.spec_hash(&catalog.network),
                     status: ServiceStatus {
@@ -133,6 +163,8 @@ impl Supervisor {
             pending_start: Vec::new(),
             state_tx,
             docker_down_logged: false,
+            overrides,
+            catalog_images,
         };
         sup.publish();
         sup
@@ -235,6 +267,9 @@ impl Supervisor {
         self.ensure_network(docker).await?;
         self.reconcile(docker).await?;
         let mut probes: JoinSet<ProbeResult> = JoinSet::new();
+        // Long jobs (image loads) run beside the loop so events, probes and
+        // the heartbeat go on; aborted with the loop.
+        let mut jobs: JoinSet<()> = JoinSet::new();
         // The first tick (which may start containers) waits a moment so the
         // events subscription is in place before anything can die.
         let mut tick = tokio::time::interval_at(
@@ -248,6 +283,7 @@ impl Supervisor {
             tokio::select! {
                 _ = ctx.cancel.cancelled() => {
                     probes.abort_all();
+                    jobs.abort_all();
                     return Ok(());
                 }
                 ev = events.next() => match ev {
@@ -255,7 +291,8 @@ impl Supervisor {
                     Some(Err(e)) => anyhow::bail!("events stream failed: {e}"),
                     None => anyhow::bail!("events stream ended"),
                 },
-                Some(cmd) = commands.recv() => self.on_command(docker, cmd).await,
+                Some(cmd) = commands.recv() => self.on_command(docker, cmd, &mut jobs).await,
+                Some(_) = jobs.join_next() => {}
                 _ = tick.tick() => {
                     self.start_ready(docker).await;
                     self.schedule_probes(docker, &mut probes).await;
@@ -276,7 +313,26 @@ impl Supervisor {
     }
 
     async fn ensure_network(&self, docker: &Docker) -> anyhow::Result<()> {
-        if docker.inspect_network(&self.network, None).await.is_ok() {
+        // No services, no network (a daemon with an empty catalog leaves
+        // the engine alone).
+        if self.order.is_empty() {
+            return Ok(());
+        }
+        // Listed, not inspected by name: when two daemons raced to create
+        // it, the name is ambiguous to inspect and every later start would
+        // add one more network with the same name.
+        let existing = docker
+            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                filters: Some(HashMap::from([(
+                    "name".to_string(),
+                    vec![self.network.clone()],
+                )])),
+            }))
+            .await?;
+        if existing
+            .iter()
+            .any(|n| n.name.as_deref() == Some(self.network.as_str()))
+        {
             return Ok(());
         }
         docker
@@ -515,7 +571,7 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn on_command(&mut self, docker: &Docker, cmd: Command) {
+    async fn on_command(&mut self, docker: &Docker, cmd: Command, jobs: &mut JoinSet<()>) {
         match cmd {
             // Published before the reply, so whoever asked sees the new
             // state as soon as the command returns.
@@ -552,8 +608,111 @@ impl Supervisor {
                 let r = self.logs(docker, &name, tail, follow);
                 let _ = reply.send(r);
             }
+            Command::LoadImage(path, reply) => {
+                let docker = docker.clone();
+                jobs.spawn(async move {
+                    let _ = reply.send(load_image(&docker, &path).await);
+                });
+            }
+            Command::ImageId(reference, reply) => {
+                let r = match docker.inspect_image(&reference).await {
+                    Ok(i) => Ok(i.id),
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => Ok(None),
+                    Err(e) => Err(docker_err(e)),
+                };
+                let _ = reply.send(r);
+            }
+            Command::TagImage {
+                id,
+                reference,
+                reply,
+            } => {
+                let (repo, tag) = split_reference(&reference);
+                let r = docker
+                    .tag_image(
+                        &id,
+                        Some(bollard::query_parameters::TagImageOptions {
+                            repo: Some(repo),
+                            tag: Some(tag),
+                        }),
+                    )
+                    .await
+                    .map_err(docker_err);
+                let _ = reply.send(r);
+            }
+            Command::SetImage {
+                service,
+                image,
+                reply,
+            } => {
+                let r = self.cmd_set_image(docker, &service, image).await;
+                self.publish();
+                let _ = reply.send(r);
+            }
+            Command::ImageOverrides(reply) => {
+                let map = self
+                    .overrides
+                    .iter()
+                    .map(|(k, o)| (k.clone(), o.image.clone()))
+                    .collect();
+                let _ = reply.send(Ok(map));
+            }
         }
         self.publish();
+    }
+
+    /// Switches a service to `image` (None: the catalog's): persisted first,
+    /// so a restart of the daemon keeps the switch; the old container goes
+    /// and a new one starts unless the service is stopped on purpose.
+    async fn cmd_set_image(
+        &mut self,
+        docker: &Docker,
+        name: &str,
+        image: Option<String>,
+    ) -> Result<(), SupervisorError> {
+        self.known(name)?;
+        let catalog = self.catalog_images[name].clone();
+        let target = image.clone().unwrap_or_else(|| catalog.clone());
+        if docker.inspect_image(&target).await.is_err() {
+            return Err(SupervisorError::ImageMissing(target));
+        }
+        match image {
+            Some(i) if i != catalog => {
+                self.overrides
+                    .insert(name.to_string(), ImageOverride { catalog, image: i });
+            }
+            _ => {
+                self.overrides.remove(name);
+            }
+        }
+        save_overrides(&self.cfg.state_dir, &self.overrides).map_err(|e| {
+            SupervisorError::Docker(format!("cannot persist the image switch: {e}"))
+        })?;
+        let network = self.network.clone();
+        let old = {
+            let rt = self.services.get_mut(name).expect("known");
+            rt.spec.image = target.clone();
+            rt.hash = rt.spec.spec_hash(&network);
+            rt.status.image = target.clone();
+            rt.status.container_id.clone()
+        };
+        tracing::info!(service = name, image = %target, "switching the service's image");
+        self.failed.remove(name);
+        self.pending_start.retain(|n| n != name);
+        if let Some(id) = old {
+            remove(docker, &id)
+                .await
+                .map_err(|e| SupervisorError::Docker(format!("{e:#}")))?;
+            self.clear_container(name);
+        }
+        if self.stopped.contains(name) {
+            self.set_state(name, ServiceState::Stopped);
+            return Ok(());
+        }
+        self.create_and_start(docker, name).await
     }
 
     fn known(&self, name: &str) -> Result<(), SupervisorError> {
@@ -860,7 +1019,91 @@ fn reject(cmd: Command, why: &str) {
         Command::Logs { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
+        Command::LoadImage(_, r) => {
+            let _ = r.send(Err(err()));
+        }
+        Command::ImageId(_, r) => {
+            let _ = r.send(Err(err()));
+        }
+        Command::TagImage { reply, .. } | Command::SetImage { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Command::ImageOverrides(r) => {
+            let _ = r.send(Err(err()));
+        }
     }
+}
+
+/// `docker load` of a tarball streamed from disk (never whole in memory).
+async fn load_image(
+    docker: &Docker,
+    path: &std::path::Path,
+) -> Result<Vec<String>, SupervisorError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| SupervisorError::Docker(format!("open {}: {e}", path.display())))?;
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+    let mut out = docker.import_image_stream(
+        bollard::query_parameters::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        },
+        body,
+        None,
+    );
+    let mut loaded = Vec::new();
+    while let Some(item) = out.next().await {
+        let info = item.map_err(docker_err)?;
+        if let Some(e) = info.error_detail.and_then(|d| d.message) {
+            return Err(SupervisorError::Docker(format!("docker load: {e}")));
+        }
+        if let Some(line) = info.stream {
+            for l in line.lines() {
+                if let Some(r) = l
+                    .strip_prefix("Loaded image: ")
+                    .or_else(|| l.strip_prefix("Loaded image ID: "))
+                {
+                    loaded.push(r.trim().to_string());
+                }
+            }
+        }
+    }
+    tracing::info!(tarball = %path.display(), images = ?loaded, "image loaded");
+    Ok(loaded)
+}
+
+/// `repo[:tag]` (a registry port is not a tag) → (repo, tag or "latest").
+fn split_reference(r: &str) -> (String, String) {
+    match r.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
+        _ => (r.to_string(), "latest".to_string()),
+    }
+}
+
+fn overrides_file(dir: &std::path::Path) -> PathBuf {
+    dir.join("image-overrides.json")
+}
+
+fn load_overrides(dir: &std::path::Path) -> BTreeMap<String, ImageOverride> {
+    std::fs::read(overrides_file(dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Atomic: temp file, fsync, rename, fsync the dir.
+fn save_overrides(
+    dir: &std::path::Path,
+    map: &BTreeMap<String, ImageOverride>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(".image-overrides.json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(map)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, overrides_file(dir))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 async fn connect(socket: &str) -> Result<Docker, String> {

@@ -279,7 +279,13 @@ impl Loop {
 
     fn snapshot(&self, services: &[ServiceStatus]) -> Snapshot {
         let mut snap = Snapshot::new(self.now());
-        snap.services = services.iter().map(service_view).collect();
+        // An update is switching these: it owns them until done or rolled back.
+        let under_update = self.deps.services.under_update();
+        snap.services = services
+            .iter()
+            .filter(|s| !under_update.contains(&s.name))
+            .map(service_view)
+            .collect();
         snap.readings = self
             .deps
             .metrics

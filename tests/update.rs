@@ -1,0 +1,825 @@
+//! Signed updates end to end: the real `arasuld` binary on a private
+//! PostgreSQL server and the real Docker engine, with bundles made by
+//! `arasuld bundle create` and signed by a key from `arasuld bundle
+//! keygen`. Versions of the service are the test runtime image with one
+//! change each: v2 answers `/api/version` with 2.0.0, v3 exits at once
+//! (crash loop).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::docker::{IMAGE, Project, docker};
+use common::{
+    Daemon, PrivatePostgres, TEST_ADMIN_PASSWORD, TestConfig, admin_token, bin, free_port,
+    get_json, get_json_auth, wait_until,
+};
+use serde_json::Value;
+
+/// One box: its Docker project, database, config dir and daemon.
+struct Env {
+    daemon: Option<Daemon>,
+    cfg: TestConfig,
+    db_url: String,
+    token: String,
+    v1: String,
+    v2: String,
+    v3: String,
+    _project: Project,
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An image made from the test runtime with one ENV line added.
+fn variant(name: &str, env: &str) {
+    let cid = docker(&["create", IMAGE]);
+    assert!(!cid.is_empty(), "docker create {IMAGE}");
+    run(Command::new("docker").args(["commit", "--change", &format!("ENV {env}"), &cid, name]));
+    docker(&["rm", "-f", &cid]);
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    run(Command::new("psql").args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql]))
+}
+
+/// Schema and data of the database as `pg_dump` prints them, without the
+/// random `\restrict` keys and the tables the daemon writes on its own.
+fn db_image(url: &str) -> String {
+    let out = run(Command::new("pg_dump").args([
+        url,
+        "--no-owner",
+        "--exclude-table-data=metrics",
+        "--exclude-table-data=metric_gaps",
+        "--exclude-table-data=daemon_starts",
+        "--exclude-table-data=update_*",
+        "--exclude-table-data=self_healing_events",
+        "--exclude-table-data=audit_log",
+        "--exclude-table-data=sessions",
+    ]));
+    out.lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .filter(|l| !l.starts_with("SELECT pg_catalog.setval("))
+        .filter(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Env {
+    fn new(tag: &str, pg: &PrivatePostgres) -> Env {
+        let project = Project::new(tag);
+        let db = format!("upd_{}", project.name.replace('-', "_"));
+        psql(&pg.url(), &format!("CREATE DATABASE {db}"));
+        let db_url = format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port);
+        let cfg = TestConfig::new(&db_url, "");
+        let d = cfg.dir.path().to_path_buf();
+        let mut yaml = std::fs::read_to_string(cfg.path()).unwrap();
+        yaml.push_str(&format!(
+            "update:\n  verify_timeout: 30s\n  stability_window: 2s\n  config_dir: {}/etc\n",
+            d.display()
+        ));
+        std::fs::write(cfg.path(), yaml).unwrap();
+        let v1 = format!("arasul-testrt:{}-v1", project.name);
+        let v2 = format!("arasul-testrt:{}-v2", project.name);
+        let v3 = format!("arasul-testrt:{}-v3", project.name);
+        docker(&["tag", IMAGE, &v1]);
+        variant(&v2, "TESTRT_VERSION=2.0.0");
+        variant(&v3, "TESTRT_MODE=exit-now");
+        std::fs::write(
+            d.join("services.yaml"),
+            format!(
+                "project: {p}\nnetwork: {n}\nservices:\n- name: app\n  image: {v1}\n  health: {{http: {{port: 11434, path: /api/version}}, interval: 300ms, timeout: 500ms, retries: 2, start_period: 3s}}\n",
+                p = project.name,
+                n = project.network()
+            ),
+        )
+        .unwrap();
+        run(Command::new(bin())
+            .args(["bundle", "keygen", "--out"])
+            .arg(d.join("vendor")));
+        std::fs::create_dir_all(d.join("keys")).unwrap();
+        std::fs::copy(
+            d.join("vendor/update-signing.pem"),
+            d.join("keys/update-signing.pem"),
+        )
+        .unwrap();
+        let mut env = Env {
+            daemon: None,
+            cfg,
+            db_url,
+            token: String::new(),
+            v1,
+            v2,
+            v3,
+            _project: project,
+        };
+        env.start(&[]);
+        env.token = admin_token(&env.cfg);
+        env.wait_app(&env.v1.clone());
+        env
+    }
+
+    fn dir(&self) -> &Path {
+        self.cfg.dir.path()
+    }
+
+    fn start(&mut self, envs: &[(&str, &str)]) {
+        self.daemon = Some(Daemon::start(&self.cfg.path(), envs));
+        wait_until("the daemon to serve", Duration::from_secs(30), || {
+            get_json(&self.cfg.url("/api/health")).filter(|(s, _)| *s == 200)
+        });
+        if !self.token.is_empty() {
+            self.token = login(&self.cfg);
+        }
+    }
+
+    /// Waits for the daemon to die (fault injection kills it).
+    fn wait_killed(&mut self) {
+        let mut d = self.daemon.take().expect("a daemon");
+        d.wait_exit(Duration::from_secs(120));
+    }
+
+    /// `app` healthy on `image`.
+    fn wait_app(&self, image: &str) -> Value {
+        wait_until(
+            &format!("app healthy on {image}"),
+            Duration::from_secs(60),
+            || {
+                let (_, v) = get_json(&self.cfg.url("/api/services"))?;
+                let s = v["services"].as_array()?.first()?.clone();
+                (s["state"] == "healthy" && s["image"] == image).then_some(s)
+            },
+        )
+    }
+
+    /// What `/api/version` of the running app container says.
+    fn app_version(&self) -> String {
+        let s = self.wait_app_any();
+        let addr = s["address"].as_str().unwrap().to_string();
+        let (_, v) = get_json(&format!("http://{addr}:11434/api/version")).unwrap();
+        v["version"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn wait_app_any(&self) -> Value {
+        wait_until("app healthy", Duration::from_secs(60), || {
+            let (_, v) = get_json(&self.cfg.url("/api/services"))?;
+            let s = v["services"].as_array()?.first()?.clone();
+            (s["state"] == "healthy").then_some(s)
+        })
+    }
+
+    /// Writes the migration and config files, then `arasuld bundle create`.
+    fn bundle(
+        &self,
+        version: &str,
+        image: Option<&str>,
+        migrations: &[(&str, &str)],
+        configs: &[(&str, &str)],
+    ) -> PathBuf {
+        let src = self.dir().join(format!("src-{version}"));
+        std::fs::create_dir_all(&src).unwrap();
+        let out = self.dir().join(format!("v{version}.araupdate"));
+        let mut cmd = Command::new(bin());
+        cmd.args(["bundle", "create", "--key"])
+            .arg(self.dir().join("vendor/update-signing.key"))
+            .args(["--version", version, "--min-version", "0.1.0", "--out"])
+            .arg(&out);
+        if let Some(i) = image {
+            cmd.args(["--image", &format!("app={i}")]);
+        }
+        for (name, sql) in migrations {
+            let p = src.join(name);
+            std::fs::write(&p, sql).unwrap();
+            cmd.arg("--migration").arg(p);
+        }
+        for (name, text) in configs {
+            let p = src.join(name);
+            std::fs::write(&p, text).unwrap();
+            cmd.arg("--config-file").arg(p);
+        }
+        run(&mut cmd);
+        out
+    }
+
+    /// `curl -F file=@bundle`: (status, body).
+    fn upload(&self, bundle: &Path) -> (u16, Value) {
+        let out = Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {}", self.token))
+            .arg("-F")
+            .arg(format!("file=@{}", bundle.display()))
+            .arg(self.cfg.url("/api/update/upload"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.trim_end().rsplit_once('\n').unwrap_or(("", &text));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    }
+
+    fn post(&self, path: &str) -> (u16, Value) {
+        post_auth(&self.cfg.url(path), &self.token)
+    }
+
+    fn status(&self) -> Value {
+        get_json_auth(&self.cfg.url("/api/update/status"), &self.token)
+            .unwrap()
+            .1
+    }
+
+    /// Polls the status until the run is over.
+    fn wait_final(&self) -> Value {
+        wait_until("the update to finish", Duration::from_secs(180), || {
+            let s = get_json_auth(&self.cfg.url("/api/update/status"), &self.token)?.1;
+            ["done", "rolled_back", "failed"]
+                .contains(&s["state"].as_str()?)
+                .then_some(s)
+        })
+    }
+
+    fn history(&self) -> Vec<Value> {
+        let (code, v) = get_json_auth(&self.cfg.url("/api/update/history"), &self.token).unwrap();
+        assert_eq!(code, 200, "{v}");
+        v["updates"].as_array().unwrap().clone()
+    }
+
+    fn config_file(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir().join("etc").join(name)).ok()
+    }
+
+    fn table_exists(&self, name: &str) -> bool {
+        psql(
+            &self.db_url,
+            &format!("SELECT to_regclass('public.{name}') IS NOT NULL"),
+        ) == "t"
+    }
+
+    fn v2_bundle(&self) -> PathBuf {
+        self.bundle(
+            "0.2.0",
+            Some(&self.v2),
+            &[(
+                "001_notes.sql",
+                "CREATE TABLE notes (id int PRIMARY KEY, body text);\nINSERT INTO notes VALUES (1, 'from v2');\n",
+            )],
+            &[("app.conf", "mode=v2\n")],
+        )
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.daemon.take();
+        for i in [&self.v1, &self.v2, &self.v3] {
+            docker(&["rmi", "-f", i]);
+        }
+    }
+}
+
+fn post_auth(url: &str, token: &str) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let Ok(r) = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+        else {
+            // The daemon died before answering (fault injection).
+            return (0, Value::Null);
+        };
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn login(cfg: &TestConfig) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(cfg.url("/api/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": TEST_ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login");
+        let v: Value = r.json().await.unwrap();
+        v["token"].as_str().unwrap().to_string()
+    })
+}
+
+fn private_pg() -> PrivatePostgres {
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    pg
+}
+
+#[test]
+fn v1_to_v2_by_upload_then_a_crashing_v3_is_rolled_back() {
+    let pg = private_pg();
+    let env = Env::new("upd-happy", &pg);
+    assert_eq!(env.app_version(), "0.9.0-testrt");
+
+    // v1 → v2: image, migration and config.
+    let bundle = env.v2_bundle();
+    // The image must come from the bundle, not from the engine's cache.
+    docker(&["rmi", &env.v2]);
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    assert_eq!(check["version"], "0.2.0");
+    assert_eq!(check["installed_version"], "0.1.0");
+    assert_eq!(check["signature"]["valid"], true);
+    assert_eq!(check["signature"]["key"], "update-signing.pem");
+    assert_eq!(check["components"]["images"][0]["service"], "app");
+    assert_eq!(check["components"]["migrations"][0], "001_notes.sql");
+    let s = env.status();
+    assert_eq!(s["state"], "validated");
+    assert_eq!(s["pending"]["version"], "0.2.0");
+
+    let (code, s) = env.post("/api/update/apply");
+    assert_eq!(code, 202, "{s}");
+    let s = env.wait_final();
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["installed_version"], "0.2.0");
+    env.wait_app(&env.v2.clone());
+    assert_eq!(env.app_version(), "2.0.0");
+    assert_eq!(psql(&env.db_url, "SELECT body FROM notes"), "from v2");
+    assert_eq!(env.config_file("app.conf").as_deref(), Some("mode=v2\n"));
+    let h = env.history();
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(
+        (&h[0]["version"], &h[0]["from_version"], &h[0]["result"]),
+        (
+            &Value::from("0.2.0"),
+            &Value::from("0.1.0"),
+            &Value::from("done")
+        )
+    );
+    let log = std::fs::read_to_string(env.dir().join("log/update.log")).unwrap();
+    assert!(log.contains("done: installed 0.2.0"), "{log}");
+
+    // v2 → v3: its image exits at once; the box must come back to v2.
+    let before = db_image(&env.db_url);
+    let bundle = env.bundle(
+        "0.3.0",
+        Some(&env.v3.clone()),
+        &[(
+            "001_more.sql",
+            "CREATE TABLE v3_things (id int);\nINSERT INTO notes VALUES (2, 'from v3');\n",
+        )],
+        &[("app.conf", "mode=v3\n"), ("new.conf", "only in v3\n")],
+    );
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    assert_eq!(check["installed_version"], "0.2.0");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    assert!(s["error"].as_str().unwrap().contains("app is down"), "{s}");
+    assert_eq!(s["installed_version"], "0.2.0");
+    env.wait_app(&env.v2.clone());
+    assert_eq!(env.app_version(), "2.0.0");
+    assert!(!env.table_exists("v3_things"));
+    assert_eq!(
+        db_image(&env.db_url),
+        before,
+        "the database is the backup again"
+    );
+    assert_eq!(env.config_file("app.conf").as_deref(), Some("mode=v2\n"));
+    assert_eq!(env.config_file("new.conf"), None);
+    let h = env.history();
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h[0]["result"], "rolled_back");
+    assert_eq!(h[0]["version"], "0.3.0");
+    assert!(h[0]["error"].as_str().unwrap().contains("app is down"));
+    assert_eq!(h[1]["result"], "done");
+}
+
+#[test]
+fn migration_three_of_five_failing_rolls_everything_back() {
+    let pg = private_pg();
+    let env = Env::new("upd-mig", &pg);
+    let before = db_image(&env.db_url);
+    let bundle = env.bundle(
+        "0.2.0",
+        Some(&env.v2),
+        &[
+            (
+                "001_a.sql",
+                "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n",
+            ),
+            (
+                "002_idx.sql",
+                "-- arasul:no-transaction\nCREATE INDEX CONCURRENTLY a_id ON a (id);\n",
+            ),
+            (
+                "003_bad.sql",
+                "CREATE TABLE b (id int);\nINSERT INTO no_such_table VALUES (1);\n",
+            ),
+            ("004_c.sql", "CREATE TABLE c (id int);\n"),
+            ("005_d.sql", "CREATE TABLE d (id int);\n"),
+        ],
+        &[("app.conf", "mode=v2\n")],
+    );
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains("migration 3/5 003_bad.sql"), "{err}");
+    for t in ["a", "b", "c", "d"] {
+        assert!(!env.table_exists(t), "table {t} survived the rollback");
+    }
+    assert_eq!(db_image(&env.db_url), before);
+    assert_eq!(env.config_file("app.conf"), None);
+    env.wait_app(&env.v1.clone());
+    assert_eq!(s["installed_version"], "0.1.0");
+}
+
+#[test]
+fn a_second_upload_during_an_update_is_refused_and_a_truncated_upload_changes_nothing() {
+    let pg = private_pg();
+    let env = Env::new("upd-409", &pg);
+
+    // Truncated: the connection closes half-way through the file.
+    let bundle = env.v2_bundle();
+    let bytes = std::fs::read(&bundle).unwrap();
+    let code = truncated_upload(&env, &bytes[..bytes.len() / 2], bytes.len(), || {
+        // While the body streams in, the status says so.
+        wait_until(
+            "the status to show the upload",
+            Duration::from_secs(10),
+            || {
+                let s = env.status();
+                (s["state"] == "uploading" && s["source"] == "upload").then_some(())
+            },
+        );
+    });
+    assert!(code.is_none() || code == Some(400), "{code:?}");
+    let s = wait_until("the updater idle again", Duration::from_secs(10), || {
+        let s = env.status();
+        (s["state"] == "idle").then_some(s)
+    });
+    assert_eq!(s["pending"], Value::Null);
+    let incoming = env.dir().join("state/updates/incoming");
+    wait_until("no partial upload left", Duration::from_secs(10), || {
+        std::fs::read_dir(&incoming)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+            .then_some(())
+    });
+
+    // The full bundle is accepted afterwards; while it is being applied a
+    // second upload is refused with 409.
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let (code, body) = env.upload(&bundle);
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["code"], "update_in_progress");
+    let (code, body) = env.post("/api/update/apply");
+    assert_eq!(code, 409, "{body}");
+    let s = env.wait_final();
+    assert_eq!(s["state"], "done", "{s}");
+    // Nothing is staged any more.
+    let (code, body) = env.post("/api/update/apply");
+    assert_eq!(
+        (code, &body["error"]["code"]),
+        (409, &Value::from("no_update_staged"))
+    );
+}
+
+/// Sends a multipart upload that stops after `part` of the file; returns
+/// the status code if the server answered.
+fn truncated_upload(
+    env: &Env,
+    part: &[u8],
+    full_len: usize,
+    while_open: impl FnOnce(),
+) -> Option<u16> {
+    use std::io::{Read, Write};
+    let boundary = "arasulboundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.araupdate\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let len = head.len() + full_len + tail.len();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", env.cfg.port)).unwrap();
+    write!(
+        s,
+        "POST /api/update/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
+        env.token
+    )
+    .unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(part).unwrap();
+    s.flush().unwrap();
+    while_open();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok())
+}
+
+/// Kill at each state in turn, restart: the box is consistently old or new.
+#[test]
+fn killed_at_every_state_the_restart_leaves_the_box_old_or_new() {
+    let pg = private_pg();
+    for state in [
+        "validated",
+        "backing_up",
+        "loading_images",
+        "migrating",
+        "switching",
+        "verifying",
+        "done",
+        "rolling_back",
+    ] {
+        let mut env = Env::new(&format!("crash-{}", state.replace('_', "")), &pg);
+        let before = db_image(&env.db_url);
+        // rolling_back is reached with an update that fails (v3 exits).
+        let failing = state == "rolling_back";
+        let bundle = if failing {
+            env.bundle(
+                "0.2.0",
+                Some(&env.v3.clone()),
+                &[("001_notes.sql", "CREATE TABLE notes (id int);\n")],
+                &[("app.conf", "mode=v3\n")],
+            )
+        } else {
+            env.v2_bundle()
+        };
+        env.daemon.take();
+        env.start(&[("ARASUL_TEST_CRASH_AT", state)]);
+        env.wait_app(&env.v1.clone());
+        let (code, check) = env.upload(&bundle);
+        assert_eq!(code, 200, "{state}: {check}");
+        let (code, _) = env.post("/api/update/apply");
+        assert!(code == 202 || code == 0, "{state}: apply answered {code}");
+        env.wait_killed();
+        env.start(&[]);
+        let s = if state == "validated" {
+            // Nothing happened yet: the bundle waits again.
+            let s = wait_until("pending again", Duration::from_secs(30), || {
+                let s = env.status();
+                (s["state"] == "validated").then_some(s)
+            });
+            assert_eq!(s["pending"]["version"], "0.2.0", "{state}: {s}");
+            let (code, _) = env.post("/api/update/apply");
+            assert_eq!(code, 202);
+            env.wait_final()
+        } else {
+            env.wait_final()
+        };
+        let new = match state {
+            // Verification passes again after the restart: finished.
+            "verifying" | "done" | "validated" => true,
+            _ => false,
+        };
+        if new {
+            assert_eq!(s["state"], "done", "{state}: {s}");
+            env.wait_app(&env.v2.clone());
+            assert_eq!(env.app_version(), "2.0.0", "{state}");
+            assert!(env.table_exists("notes"), "{state}");
+            assert_eq!(env.config_file("app.conf").as_deref(), Some("mode=v2\n"));
+        } else {
+            assert_eq!(s["state"], "rolled_back", "{state}: {s}");
+            env.wait_app(&env.v1.clone());
+            assert_eq!(env.app_version(), "0.9.0-testrt", "{state}");
+            assert!(!env.table_exists("notes"), "{state}");
+            assert_eq!(db_image(&env.db_url), before, "{state}");
+            assert_eq!(env.config_file("app.conf"), None, "{state}");
+        }
+        let h = env.history();
+        assert_eq!(h[0]["result"], s["state"], "{state}: {h:?}");
+    }
+}
+
+/// Unmounts on drop (even when the test fails).
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_during_the_backup_aborts_before_anything_live_changes() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test mounts a tiny tmpfs as the backup dir and needs root"
+    );
+    let pg = private_pg();
+    let env = Env::new("upd-full", &pg);
+    let backups = env.dir().join("state/updates/backup");
+    std::fs::create_dir_all(&backups).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12k", "tmpfs"])
+        .arg(&backups));
+    let _mount = Mount(backups.clone());
+    let bundle = env.v2_bundle();
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains("database backup failed"), "{err}");
+    // Nothing live was touched: old image, no migration, no config.
+    env.wait_app(&env.v1.clone());
+    assert!(!env.table_exists("notes"));
+    assert_eq!(env.config_file("app.conf"), None);
+    assert_eq!(env.history()[0]["result"], "rolled_back");
+}
+
+#[test]
+fn a_rollback_that_fails_stops_once_with_a_critical_event() {
+    let pg = private_pg();
+    let mut env = Env::new("upd-fail", &pg);
+    // v3 exits at once; the daemon dies as verification starts.
+    let bundle = env.bundle(
+        "0.2.0",
+        Some(&env.v3.clone()),
+        &[("001_notes.sql", "CREATE TABLE notes (id int);\n")],
+        &[],
+    );
+    env.daemon.take();
+    env.start(&[("ARASUL_TEST_CRASH_AT", "verifying")]);
+    env.wait_app(&env.v1.clone());
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    env.post("/api/update/apply");
+    env.wait_killed();
+    // The backup is lost while the daemon is down: the rollback cannot
+    // restore the database.
+    let backups = env.dir().join("state/updates/backup");
+    for d in std::fs::read_dir(&backups).unwrap() {
+        std::fs::remove_file(d.unwrap().path().join("db.dump")).unwrap();
+    }
+    env.start(&[]);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "failed", "{s}");
+    assert!(
+        s["error"].as_str().unwrap().contains("rollback failed"),
+        "{s}"
+    );
+    let run_id = psql(
+        &env.db_url,
+        "SELECT id FROM update_runs WHERE version = '0.2.0'",
+    );
+    let db_url = env.db_url.clone();
+    let log_file = env.dir().join("log/update.log");
+    let critical = || {
+        psql(
+            &db_url,
+            &format!(
+                "SELECT count(*) FROM update_events WHERE run_id = '{run_id}' AND severity = 'CRITICAL'"
+            ),
+        )
+    };
+    assert_eq!(critical(), "1");
+    let log_lines = || {
+        std::fs::read_to_string(&log_file)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("rolling_back:"))
+            .count()
+    };
+    let attempts = log_lines();
+    assert_eq!(attempts, 1, "one rollback attempt");
+    // A restart does not try again.
+    env.daemon.take();
+    env.start(&[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.status()["state"], "failed");
+    assert_eq!(log_lines(), attempts);
+    assert_eq!(critical(), "1");
+    assert_eq!(env.history()[0]["result"], "failed");
+}
+
+#[test]
+fn self_healing_stands_aside_while_an_update_switches_a_service() {
+    let pg = private_pg();
+    let env = Env::new("upd-heal", &pg);
+    // v2 here accepts connections and never answers: unhealthy, yet
+    // running, for the whole verification window.
+    let hang = format!("arasul-testrt:t{}-upd-heal-hang", std::process::id());
+    variant(&hang, "TESTRT_MODE=hang");
+    let bundle = env.bundle("0.2.0", Some(&hang), &[], &[]);
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    wait_until(
+        "app unhealthy on the new image",
+        Duration::from_secs(30),
+        || {
+            let (_, v) = get_json(&env.cfg.url("/api/services"))?;
+            let s = v["services"].as_array()?.first()?.clone();
+            (s["image"] == hang.as_str() && s["state"] == "unhealthy").then_some(())
+        },
+    );
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .contains("not healthy within 30s"),
+        "{s}"
+    );
+    env.wait_app(&env.v1.clone());
+    // Self-healing (restart after 3 failed probes by default) never
+    // touched the service while the update owned it.
+    let log = std::fs::read_to_string(env.dir().join("log/self_healing.log")).unwrap_or_default();
+    let acted: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"service\":\"app\"") && !l.contains("\"action\":null"))
+        .collect();
+    assert!(
+        acted.is_empty(),
+        "self-healing acted during the update: {acted:?}"
+    );
+    docker(&["rmi", "-f", &hang]);
+}
+
+#[test]
+fn a_bundle_over_the_size_limit_is_refused_with_413() {
+    let pg = private_pg();
+    let mut env = Env::new("upd-big", &pg);
+    let bundle = env.v2_bundle();
+    let mut yaml = std::fs::read_to_string(env.cfg.path()).unwrap();
+    yaml = yaml.replace("update:\n", "update:\n  max_bundle_bytes: 100000\n");
+    std::fs::write(env.cfg.path(), yaml).unwrap();
+    env.daemon.take();
+    env.start(&[]);
+    let (code, body) = env.upload(&bundle);
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(body["error"]["code"], "bundle_too_large");
+    let s = env.status();
+    assert_eq!(
+        (&s["state"], &s["pending"]),
+        (&Value::from("idle"), &Value::Null)
+    );
+    let incoming = env.dir().join("state/updates/incoming");
+    assert_eq!(
+        std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0),
+        0,
+        "nothing left of the upload"
+    );
+}
+
+#[test]
+fn a_critical_self_healing_event_while_verifying_rolls_the_update_back() {
+    let pg = private_pg();
+    let env = Env::new("upd-crit", &pg);
+    let bundle = env.v2_bundle();
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    // Verification lasts at least the 2 s stability window.
+    wait_until("verifying", Duration::from_secs(60), || {
+        (env.status()["state"] == "verifying").then_some(())
+    });
+    psql(
+        &env.db_url,
+        "INSERT INTO self_healing_events (at, event_type, severity, description, result)
+         VALUES (now(), 'disk_critical', 'CRITICAL', 'disk 99 % full', 'recorded')",
+    );
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    assert!(
+        s["error"].as_str().unwrap().contains("disk_critical"),
+        "{s}"
+    );
+    env.wait_app(&env.v1.clone());
+    assert!(!env.table_exists("notes"));
+}
