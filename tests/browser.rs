@@ -818,3 +818,233 @@ fn settings_log_out_everywhere_and_the_lockout_is_explained() {
         "the button stays disabled while locked"
     );
 }
+
+/// The arasuld binary the tests run (`$ARASUL_TEST_BIN` or this build's).
+fn daemon_bin() -> String {
+    std::env::var("ARASUL_TEST_BIN").unwrap_or_else(|_| common::bin().to_owned())
+}
+
+fn append_config(cfg: &TestConfig, text: &str) {
+    let mut yaml = std::fs::read_to_string(cfg.path()).unwrap();
+    yaml.push_str(text);
+    std::fs::write(cfg.path(), yaml).unwrap();
+}
+
+/// Logs in through the login page (with `next` to `screen`).
+fn browser_login(b: &Browser, base: &str, screen: &str) {
+    b.goto(&format!("{base}/#/{screen}"));
+    b.wait_js(
+        "login with next",
+        Duration::from_secs(20),
+        "location.hash.startsWith('#/login?next=') && document.querySelector('#login-pass')",
+    );
+    b.type_into("#login-pass", TEST_ADMIN_PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        &format!("the {screen} screen after login"),
+        Duration::from_secs(30),
+        &format!("location.hash === '#/{screen}' && ({})", ready_js(screen)),
+    );
+}
+
+/// Appends one line the way the daemon writes its JSON log (tracing's
+/// `json()` layer): a single `write` on an O_APPEND file.
+fn append_log_line(path: &std::path::Path, level: &str, message: &str) {
+    use std::io::Write;
+    let line = json!({
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "level": level,
+        "fields": {"message": message},
+        "target": "arasuld::browser_test",
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
+}
+
+fn post_json_auth(url: &str, token: &str, body: Value) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// The log lines the logs screen shows: [level, message] each.
+const SHOWN_LINES_JS: &str = "return [...document.querySelectorAll('#log-lines li')].map((l) => [l.dataset.level, l.querySelector('.msg').textContent])";
+
+#[test]
+fn logs_screen_and_workflow_activity_against_the_real_apis() {
+    let Some(b) = Browser::start() else { return };
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    let cfg = TestConfig::new(&pg.url(), "");
+    let system_log = cfg.dir.path().join("log/system.log");
+    append_config(
+        &cfg,
+        &format!("logging:\n  json_file: {}\n", system_log.display()),
+    );
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    let token = common::admin_token(&cfg);
+    let base = cfg.url("");
+    // The daemon's own line, as it wrote it.
+    let listening = format!("listening on http://127.0.0.1:{}", cfg.port);
+    wait_until("the daemon's JSON log", Duration::from_secs(20), || {
+        std::fs::read_to_string(&system_log)
+            .ok()
+            .filter(|s| s.contains(&listening))
+    });
+    append_log_line(&system_log, "WARN", "disk /data at 85 % (browser test)");
+
+    // ---- the tail shows the daemon's own lines, newest last.
+    browser_login(&b, &base, "logs");
+    let lines = b.wait_js(
+        "the daemon's lines in the tail",
+        Duration::from_secs(20),
+        &format!(
+            "(() => {{ const t = [...document.querySelectorAll('#log-lines li .msg')].map((e) => e.textContent); return t.some((m) => m.startsWith({l:?})) && t.some((m) => m.startsWith('disk /data')) && t; }})()",
+            l = listening
+        ),
+    );
+    let all = lines.as_array().unwrap().len();
+    let listening_level = b.exec(
+        &format!(
+            "return [...document.querySelectorAll('#log-lines li')].find((l) => l.querySelector('.msg').textContent.startsWith({listening:?})).dataset.level"
+        ),
+        vec![],
+    );
+    assert_eq!(listening_level, "info");
+    assert_labelled(&b, "logs");
+
+    // ---- the level filter narrows the tail to warn and worse.
+    b.exec(
+        "const s = document.querySelector('#log-level'); s.value = 'warn'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    );
+    let shown = b.wait_js(
+        "only warnings and errors",
+        Duration::from_secs(20),
+        "(() => { const ls = [...document.querySelectorAll('#log-lines li')]; return ls.length > 0 && ls.every((l) => ['warn', 'error'].includes(l.dataset.level)) && ls.map((l) => l.querySelector('.msg').textContent); })()",
+    );
+    let shown = shown.as_array().unwrap();
+    assert!(
+        shown.len() < all,
+        "the filter did not narrow: {} of {all}",
+        shown.len()
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|m| m.as_str().unwrap().starts_with("disk /data")),
+        "{shown:?}"
+    );
+    // The stream follows the filter: an info line stays out, an error comes in.
+    b.wait_js(
+        "the filtered stream open",
+        Duration::from_secs(20),
+        "document.querySelector('#log-state').dataset.state === 'open'",
+    );
+    append_log_line(&system_log, "INFO", "filtered out (browser test)");
+    append_log_line(&system_log, "ERROR", "pump 2 failed (browser test)");
+    b.wait_js(
+        "the live error line",
+        Duration::from_secs(20),
+        "[...document.querySelectorAll('#log-lines li[data-level=error] .msg')].some((e) => e.textContent.startsWith('pump 2 failed'))",
+    );
+    let shown = b.exec(SHOWN_LINES_JS, vec![]);
+    assert!(
+        !shown.to_string().contains("filtered out"),
+        "an info line passed the warn filter: {shown}"
+    );
+
+    // ---- all levels again: a line appended to the file shows up live (SSE).
+    b.exec(
+        "const s = document.querySelector('#log-level'); s.value = ''; s.dispatchEvent(new Event('change'));",
+        vec![],
+    );
+    b.wait_js(
+        "the unfiltered stream open",
+        Duration::from_secs(20),
+        "document.querySelector('#log-state').dataset.state === 'open' && document.querySelector('#log-lines li[data-level=info]')",
+    );
+    append_log_line(&system_log, "INFO", "backup finished in 42 s (browser test)");
+    let live = b.wait_js(
+        "the live line",
+        Duration::from_secs(20),
+        "(() => { const ls = [...document.querySelectorAll('#log-lines li')]; const last = ls[ls.length - 1]; return last && last.querySelector('.msg').textContent.startsWith('backup finished') && [last.dataset.level, last.querySelector('.msg').textContent]; })()",
+    );
+    assert_eq!(live[0], "info", "{live}");
+
+    // ---- search narrows to matching lines, across the file.
+    b.type_into("#log-q", "BROWSER TEST");
+    b.click("#log-search button[type=submit]");
+    let found = b.wait_js(
+        "search results",
+        Duration::from_secs(20),
+        "document.querySelector('#log-search-msg').dataset.n && [...document.querySelectorAll('#log-results li .msg')].map((e) => e.textContent)",
+    );
+    let found: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(
+        found.iter().all(|m| m.contains("(browser test)")),
+        "{found:?}"
+    );
+    assert!(found[0].starts_with("backup finished"), "newest first: {found:?}");
+    b.type_into("#log-q", "no such words anywhere");
+    b.click("#log-search button[type=submit]");
+    b.wait_js(
+        "no matches",
+        Duration::from_secs(20),
+        "document.querySelector('#log-search-msg').dataset.n === '0' && document.querySelectorAll('#log-results li').length === 0",
+    );
+
+    // ---- a workflow run reported by n8n appears in the overview's card.
+    visit(&b, &base, "overview");
+    b.wait_js(
+        "the workflow card",
+        Duration::from_secs(20),
+        "document.querySelector('#wf-total')?.textContent === '0'",
+    );
+    let (code, v) = post_json_auth(
+        &cfg.url("/api/workflows/execution"),
+        &token,
+        json!({
+            "workflow_id": "wf-invoices",
+            "workflow_name": "Invoice import",
+            "status": "error",
+            "started_at": chrono::Utc::now().to_rfc3339(),
+            "finished_at": chrono::Utc::now().to_rfc3339(),
+            "error": "SMTP timeout",
+        }),
+    );
+    assert_eq!(code, 201, "{v}");
+    let row = b.wait_js(
+        "the run in the activity card",
+        Duration::from_secs(40),
+        "(() => { const li = document.querySelector('#card-workflows li[data-workflow=wf-invoices]'); return li && [li.dataset.status, li.textContent, document.querySelector('#wf-total').textContent, document.querySelector('#wf-error').textContent]; })()",
+    );
+    assert_eq!(row[0], "error", "{row}");
+    assert!(row[1].as_str().unwrap().contains("Invoice import"), "{row}");
+    assert!(row[1].as_str().unwrap().contains("SMTP timeout"), "{row}");
+    assert_eq!(row[2], "1", "{row}");
+    assert!(row[3].as_str().unwrap().contains('1'), "{row}");
+    drop(pg);
+}
