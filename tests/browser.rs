@@ -1048,3 +1048,299 @@ fn logs_screen_and_workflow_activity_against_the_real_apis() {
     assert!(row[3].as_str().unwrap().contains('1'), "{row}");
     drop(pg);
 }
+
+fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Image tags this test made; removed at the end.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for i in &self.0 {
+            common::docker::docker(&["rmi", "-f", i]);
+        }
+    }
+}
+
+#[test]
+fn an_update_bundle_is_uploaded_checked_and_applied_in_chromium() {
+    use common::docker::{IMAGE, docker};
+    let Some(b) = Browser::start() else { return };
+    let project = Project::new("webupd");
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    let cfg = TestConfig::new(&pg.url(), "");
+    let d = cfg.dir.path().to_path_buf();
+    append_config(
+        &cfg,
+        &format!(
+            "update:\n  verify_timeout: 30s\n  stability_window: 2s\n  config_dir: {}/etc\n",
+            d.display()
+        ),
+    );
+    // v1 is the test runtime; v2 answers /api/version with 2.0.0.
+    let v1 = format!("arasul-testrt:{}-v1", project.name);
+    let v2 = format!("arasul-testrt:{}-v2", project.name);
+    let _images = Images(vec![v1.clone(), v2.clone()]);
+    docker(&["tag", IMAGE, &v1]);
+    let cid = docker(&["create", IMAGE]);
+    run_ok(std::process::Command::new("docker").args([
+        "commit",
+        "--change",
+        "ENV TESTRT_VERSION=2.0.0",
+        &cid,
+        &v2,
+    ]));
+    docker(&["rm", "-f", &cid]);
+    std::fs::write(
+        d.join("services.yaml"),
+        format!(
+            "project: {p}\nnetwork: {n}\nservices:\n- name: app\n  image: {v1}\n  health: {{http: {{port: 11434, path: /api/version}}, interval: 300ms, timeout: 500ms, retries: 2, start_period: 3s}}\n",
+            p = project.name,
+            n = project.network()
+        ),
+    )
+    .unwrap();
+    // The vendor's key pair; the box trusts its public half.
+    run_ok(
+        std::process::Command::new(daemon_bin())
+            .args(["bundle", "keygen", "--out"])
+            .arg(d.join("vendor")),
+    );
+    std::fs::create_dir_all(d.join("keys")).unwrap();
+    std::fs::copy(
+        d.join("vendor/update-signing.pem"),
+        d.join("keys/update-signing.pem"),
+    )
+    .unwrap();
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    common::admin_token(&cfg);
+    let app_image = || {
+        let (_, v) = common::get_json(&cfg.url("/api/services"))?;
+        let s = v["services"].as_array()?.first()?.clone();
+        (s["state"] == "healthy").then(|| s["image"].as_str().unwrap_or_default().to_owned())
+    };
+    let on = wait_until("app healthy", Duration::from_secs(60), app_image);
+    assert_eq!(on, v1);
+
+    // The v2 bundle: image, a migration, a config file and release notes.
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("001_notes.sql"),
+        "CREATE TABLE notes (id int PRIMARY KEY, body text);\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("app.conf"), "mode=v2\n").unwrap();
+    let bundle = d.join("v0.2.0.araupdate");
+    run_ok(
+        std::process::Command::new(daemon_bin())
+            .args(["bundle", "create", "--key"])
+            .arg(d.join("vendor/update-signing.key"))
+            .args(["--version", "0.2.0", "--min-version", "0.1.0"])
+            .args(["--image", &format!("app={v2}")])
+            .arg("--migration")
+            .arg(src.join("001_notes.sql"))
+            .arg("--config-file")
+            .arg(src.join("app.conf"))
+            .args(["--notes", "Faster start-up; the pump timeout is fixed."])
+            .arg("--out")
+            .arg(&bundle),
+    );
+    // The image has to come from the bundle.
+    docker(&["rmi", &v2]);
+    // The same bundle with bytes flipped in the middle (inside the image).
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let mid = bytes.len() / 2;
+    for x in &mut bytes[mid..mid + 16] {
+        *x ^= 0xff;
+    }
+    let damaged = d.join("damaged.araupdate");
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    browser_login(&b, &cfg.url(""), "updates");
+    b.wait_js(
+        "the idle status",
+        Duration::from_secs(20),
+        "document.querySelector('#update-state').dataset.state === 'idle'",
+    );
+    assert_labelled(&b, "updates");
+
+    // ---- the damaged bundle is refused with a clear error; nothing staged.
+    b.type_into("#bundle-file", damaged.to_str().unwrap());
+    b.click("#upload-btn");
+    let err = b.wait_js(
+        "the refusal",
+        Duration::from_secs(60),
+        "document.querySelector('#upload-msg').dataset.code && [document.querySelector('#upload-msg').dataset.code, document.querySelector('#upload-msg strong')?.textContent, document.querySelector('#upload-msg .detail')?.textContent]",
+    );
+    eprintln!("damaged bundle: {err}");
+    assert_eq!(err[0], "payload_mismatch", "{err}");
+    assert_eq!(
+        err[1],
+        "The bundle is damaged: a part of it does not match its signed checksum.",
+        "{err}"
+    );
+    assert!(err[2].as_str().unwrap().contains("payload mismatch"), "{err}");
+    assert_eq!(
+        b.exec("return document.querySelector('#apply-btn').disabled", vec![]),
+        json!(true)
+    );
+    assert_eq!(
+        b.exec("return document.querySelector('#update-check').children.length", vec![]),
+        json!(0)
+    );
+    let rows = b.wait_js(
+        "the refusal in the history",
+        Duration::from_secs(20),
+        "document.querySelector('#update-history tbody tr[data-result=rejected]') && (() => { return [...document.querySelectorAll('#update-history tbody tr')].map((r) => [r.dataset.version, r.dataset.result]); })()",
+    );
+    assert_eq!(rows, json!([["", "rejected"]]));
+    b.screenshot(&screenshot_dir().join("updates-rejected-1280.png"));
+
+    // ---- the signed bundle, uploaded over a slow link so the bar moves.
+    b.cdp("Network.enable", json!({}));
+    b.cdp(
+        "Network.emulateNetworkConditions",
+        json!({"offline": false, "latency": 5, "downloadThroughput": -1, "uploadThroughput": 400_000}),
+    );
+    b.exec(
+        "window.__up = [];
+         new MutationObserver(() => window.__up.push(Number(document.getElementById('upload-progress').value)))
+           .observe(document.getElementById('upload-progress'), {attributes: true});
+         window.__states = [];
+         new MutationObserver(() => {
+           const s = document.querySelector('#update-state').dataset.state;
+           if (s && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
+         }).observe(document.getElementById('update-state'), {attributes: true});",
+        vec![],
+    );
+    b.type_into("#bundle-file", bundle.to_str().unwrap());
+    b.click("#upload-btn");
+    let check = b.wait_js(
+        "the validation result",
+        Duration::from_secs(120),
+        "document.querySelector('#update-check dl') && document.querySelector('#update-check').innerText",
+    );
+    b.cdp(
+        "Network.emulateNetworkConditions",
+        json!({"offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+    );
+    let check = check.as_str().unwrap();
+    eprintln!("validation result:\n{check}");
+    for want in [
+        "0.1.0 → 0.2.0",
+        "valid (update-signing.pem, ed25519)",
+        &format!("app: {v2}"),
+        "001_notes.sql",
+        "app.conf",
+        "Faster start-up; the pump timeout is fixed.",
+    ] {
+        assert!(check.contains(want), "no {want:?} in {check}");
+    }
+    let up: Vec<f64> = b
+        .exec("return window.__up", vec![])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    eprintln!("upload progress: {up:?}");
+    assert!(
+        up.iter().any(|v| *v > 0.0 && *v < 100.0),
+        "no upload progress between 0 and 100: {up:?}"
+    );
+    assert_eq!(up.last(), Some(&100.0), "{up:?}");
+    b.wait_js(
+        "validated",
+        Duration::from_secs(20),
+        "document.querySelector('#update-state').dataset.state === 'validated'",
+    );
+
+    // ---- install: each step live, up to done; then in the history.
+    b.click("#apply-btn");
+    b.click("dialog[open] [data-action=confirm]");
+    b.wait_js(
+        "the update to finish",
+        Duration::from_secs(180),
+        "['done', 'failed', 'rolled_back'].includes(document.querySelector('#update-state').dataset.state)",
+    );
+    let states = b.exec("return window.__states", vec![]);
+    eprintln!("update states seen on the page: {states}");
+    let text = b.text("#update-state");
+    assert_eq!(
+        b.exec("return document.querySelector('#update-state').dataset.state", vec![]),
+        "done",
+        "{text}"
+    );
+    let states: Vec<&str> = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let order = [
+        "validated",
+        "backing_up",
+        "loading_images",
+        "migrating",
+        "switching",
+        "verifying",
+        "done",
+    ];
+    let applying: Vec<&str> = states
+        .iter()
+        .copied()
+        .skip_while(|s| *s != "validated")
+        .collect();
+    let idx: Vec<usize> = applying
+        .iter()
+        .map(|s| order.iter().position(|o| o == s).unwrap_or(usize::MAX))
+        .collect();
+    assert!(
+        idx.windows(2).all(|w| w[0] < w[1]) && applying.len() >= 4,
+        "steps not seen live in order: {states:?}"
+    );
+    let steps = b.exec(
+        "return [...document.querySelectorAll('#update-steps li')].map((l) => l.classList.contains('done'))",
+        vec![],
+    );
+    assert_eq!(steps, json!(vec![true; 7]), "every step ticked");
+    let rows = b.wait_js(
+        "the update in the history",
+        Duration::from_secs(20),
+        "document.querySelector('#update-history tbody tr[data-result=done]') && (() => [...document.querySelectorAll('#update-history tbody tr')].map((r) => [r.dataset.version, r.dataset.result]))()",
+    );
+    assert_eq!(rows, json!([["0.2.0", "done"], ["", "rejected"]]));
+    let on = wait_until("app healthy on v2", Duration::from_secs(60), || {
+        app_image().filter(|i| *i == v2)
+    });
+    assert_eq!(on, v2);
+
+    // ---- screenshots of the finished update at three widths.
+    for w in WIDTHS {
+        b.viewport(w, 900);
+        std::thread::sleep(Duration::from_millis(300));
+        let overflow = b.exec(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            vec![],
+        );
+        assert!(
+            overflow.as_i64().unwrap_or(0) <= 1,
+            "the updates screen scrolls sideways at {w} px by {overflow} px"
+        );
+        b.screenshot(&screenshot_dir().join(format!("updates-applied-{w}.png")));
+    }
+    assert_labelled(&b, "updates");
+    drop(pg);
+}
