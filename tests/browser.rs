@@ -1046,6 +1046,36 @@ fn logs_screen_and_workflow_activity_against_the_real_apis() {
     assert!(row[1].as_str().unwrap().contains("SMTP timeout"), "{row}");
     assert_eq!(row[2], "1", "{row}");
     assert!(row[3].as_str().unwrap().contains('1'), "{row}");
+
+    // ---- the status reasons in German: keyed by their code, the values
+    // taken from the box's sentence; an unknown code stays as it was said.
+    let said = b.exec_async(
+        &format!(
+            "const done = arguments[arguments.length - 1];
+             Promise.all([import('/assets/{v}/ui.js'), import('/assets/{v}/i18n.js')]).then(([ui, i18n]) => {{
+               i18n.setLang('de');
+               const out = [
+                 {{code: 'disk_high', message: 'The disk is 87 % full (warning above 80 %).'}},
+                 {{code: 'critical_service_down', message: 'The llm service is down (unhealthy).'}},
+                 {{code: 'database_down', message: 'The database is not reachable; …'}},
+                 {{code: 'something_new', message: 'Something new happened.'}},
+               ].map(ui.reasonText);
+               i18n.setLang('en');
+               done(out);
+             }}).catch((e) => done(String(e)));",
+            v = arasuld::web::asset_version()
+        ),
+        vec![],
+    );
+    assert_eq!(
+        said,
+        json!([
+            "Der Datenträger ist zu 87 % voll (Warnung ab 80 %).",
+            "Der Dienst llm ist ausgefallen (unhealthy).",
+            "Die Datenbank ist nicht erreichbar; Messwerte werden bis zu ihrer Rückkehr im Speicher gehalten.",
+            "Something new happened.",
+        ])
+    );
     drop(pg);
 }
 

@@ -104,6 +104,10 @@ const de = {
   'pw.rule.missing_uppercase': 'einen Großbuchstaben enthalten', 'pw.rule.missing_lowercase': 'einen Kleinbuchstaben enthalten',
   'pw.rule.missing_digit': 'eine Ziffer (0–9) enthalten', 'pw.rule.missing_special': 'ein Sonderzeichen enthalten (kein Buchstabe, keine Ziffer)',
   'pw.rule.recently_used': 'sich von den letzten {n} Passwörtern unterscheiden',
+  'reason.database_down': 'Die Datenbank ist nicht erreichbar; Messwerte werden bis zu ihrer Rückkehr im Speicher gehalten.',
+  'reason.no_sample': 'Es wurde noch kein Messwert erfasst.', 'reason.cpu_sustained': 'Der Prozessor liegt seit über 5 Minuten über 80 %.',
+  'reason.temperature_critical': 'Die Box ist zu heiß: {1} °C (Grenze 85 °C).', 'reason.disk_high': 'Der Datenträger ist zu {1} % voll (Warnung ab 80 %).',
+  'reason.service_down': 'Der Dienst {1} ist ausgefallen ({2}).', 'reason.critical_service_down': 'Der Dienst {1} ist ausgefallen ({2}).',
   'level.OK': 'OK', 'level.WARNING': 'Warnung', 'level.CRITICAL': 'Kritisch', 'level.INFO': 'Info',
   'live.connecting': 'Verbinde…', 'live.live': 'Live', 'live.reconnecting': 'Neuer Versuch in {s} s…', 'live.reconnecting_plain': 'Verbinde neu…', 'live.closed': 'Getrennt',
   'ov.status': 'Systemstatus', 'ov.last_update': 'Letzte Messung', 'ov.healing': 'Selbstheilung', 'ov.stream': 'Live-Daten', 'ov.all_ok': 'Alles läuft normal.',
@@ -187,6 +191,11 @@ export function setLang(l) {
 }
 
 /** The string for key in the current language ({name} filled from params). */
+/** Whether the current language has its own text for key (no fallback). */
+export function has(key) {
+  return key in DICTS[current];
+}
+
 export function t(key, params) {
   const s = DICTS[current][key] ?? en[key] ?? key;
   return params ? s.replace(/\{(\w+)\}/g, (_, k) => (params[k] ?? `{${k}}`)) : s;

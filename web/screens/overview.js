@@ -2,7 +2,7 @@
 // links and the footer with version facts.
 import { api, optional, liveStream } from '../api.js';
 import { t } from '../i18n.js';
-import { h, card, dl, badge, fmtPct, fmtBytes, fmtTime, fmtDuration, fmtNum, stateLevel, usageLevel, errText } from '../ui.js';
+import { h, card, dl, badge, fmtPct, fmtBytes, fmtTime, fmtDuration, fmtNum, stateLevel, usageLevel, errText, reasonText } from '../ui.js';
 import { drawChart, legend, fromHistory, fromSample, SPAN_MS } from '../chart.js';
 
 const LEVEL = { OK: 'ok', WARNING: 'warn', CRITICAL: 'crit' };
@@ -85,7 +85,7 @@ export function mount(root) {
       levelBox.replaceChildren(badge(lvl, t(`level.${st.level}`)));
       levelBox.dataset.level = st.level;
       updated.textContent = fmtTime(st.last_update);
-      reasons.replaceChildren(...(st.reasons.length ? st.reasons.map((r) => h('li', { class: LEVEL[r.level] }, badge(LEVEL[r.level], t(`level.${r.level}`)), ' ', r.message))
+      reasons.replaceChildren(...(st.reasons.length ? st.reasons.map((r) => h('li', { class: LEVEL[r.level] }, badge(LEVEL[r.level], t(`level.${r.level}`)), ' ', reasonText(r)))
         : [h('li', {}, t('ov.all_ok'))]));
     } catch (e) { levelBox.replaceChildren(badge('crit', errText(e))); }
   };

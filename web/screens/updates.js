@@ -103,7 +103,7 @@ export function mount(root) {
     if (changed < shownAt) return;
     shownAt = changed;
     const lvl = s.state === 'done' ? 'ok' : ['failed', 'rolled_back'].includes(s.state) ? 'crit' : BUSY.includes(s.state) ? 'warn' : 'info';
-    stateLine.replaceChildren(badge(lvl, t(`upd.st.${s.state}`)), ' ', s.step || '', s.error ? h('span', { class: 'error' }, ` — ${s.error}`) : '');
+    stateLine.replaceChildren(badge(lvl, t(`upd.st.${s.state}`)), ' ', s.step && s.step !== s.state ? s.step : '', s.error ? h('span', { class: 'error' }, ` — ${s.error}`) : '');
     stateLine.dataset.state = s.state;
     stBar.value = s.percent || 0;
     const at = STEPS.indexOf(s.state);
