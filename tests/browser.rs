@@ -305,8 +305,7 @@ fn dashboard_end_to_end_in_chromium() {
         "[...document.querySelectorAll('svg.chart polyline')].reduce((n, p) => n + p.getAttribute('points').split(' ').length, 0)",
     );
     assert!(chart_points.as_u64().unwrap() >= 2, "{chart_points}");
-    // Workflow activity renders "no data" where that API is missing, and the
-    // footer names the version.
+    // The footer names the version.
     let footer = b.text("#footer-facts");
     assert!(footer.contains(env!("CARGO_PKG_VERSION")), "{footer}");
 
