@@ -209,6 +209,12 @@ fn dashboard_end_to_end_in_chromium() {
     let mut pg = PrivatePostgres::init(free_port());
     pg.start();
     let cfg = TestConfig::new(&pg.url(), FAST);
+    // The daemon's JSON log, so the logs screen has lines to show.
+    let json_log = cfg.dir.path().join("log/system.log");
+    append_config(
+        &cfg,
+        &format!("logging:\n  json_file: {}\n", json_log.display()),
+    );
     std::fs::write(cfg.dir.path().join("services.yaml"), catalog(&project)).unwrap();
     let mut daemon = start_daemon(&cfg);
     wait_healthy(&cfg);
@@ -1013,6 +1019,17 @@ fn logs_screen_and_workflow_activity_against_the_real_apis() {
         "no matches",
         Duration::from_secs(20),
         "document.querySelector('#log-search-msg').dataset.n === '0' && document.querySelectorAll('#log-results li').length === 0",
+    );
+
+    // ---- a log without lines yet (no update has run) says so.
+    b.exec(
+        "const s = document.querySelector('#log-source'); s.value = 'update'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    );
+    b.wait_js(
+        "the empty update log",
+        Duration::from_secs(20),
+        "!document.querySelector('#log-empty').hidden && document.querySelectorAll('#log-lines li').length === 0",
     );
 
     // ---- a workflow run reported by n8n appears in the overview's card.

@@ -27,9 +27,10 @@ export function mount(root) {
   const level = h('select', { id: 'log-level', 'aria-label': t('logs.level') }, LEVELS.map((l) => h('option', { value: l }, l ? l.toUpperCase() : t('logs.all_levels'))));
   const state = h('span', { id: 'log-state', role: 'status', class: 'muted' });
   const list = h('ol', { class: 'loglines', id: 'log-lines', tabindex: 0, 'aria-label': t('logs.live') });
+  const empty = h('p', { class: 'muted', id: 'log-empty', hidden: true }, t('logs.empty'));
   tailBody.append(h('div', { class: 'row' },
     h('label', { for: 'log-source' }, t('logs.source')), source,
-    h('label', { for: 'log-level' }, t('logs.level')), level, state), list);
+    h('label', { for: 'log-level' }, t('logs.level')), level, state), empty, list);
 
   const q = h('input', { id: 'log-q', type: 'search', autocomplete: 'off' });
   const results = h('ol', { class: 'loglines', id: 'log-results' });
@@ -64,12 +65,15 @@ export function mount(root) {
       const r = await optional(`/api/logs?${p}`);
       if (!r) { state.replaceChildren(badge('off', t('logs.unavailable'))); return; }
       list.replaceChildren(...r.lines.map(lineEl));
+      empty.hidden = r.lines.length > 0;
+      list.scrollTop = list.scrollHeight;
     } catch (e) { state.textContent = errText(e); return; }
     const sp = new URLSearchParams({ source: source.value });
     if (level.value) sp.set('level', level.value);
     stop = sse(`/api/logs/stream?${sp}`, {
       line: (data) => {
         try { list.append(lineEl(JSON.parse(data))); } catch { return; }
+        empty.hidden = true;
         while (list.childNodes.length > MAX_LINES) list.removeChild(list.firstChild);
         list.scrollTop = list.scrollHeight;
       },
