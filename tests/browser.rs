@@ -862,10 +862,7 @@ fn append_log_line(path: &std::path::Path, level: &str, message: &str) {
         "fields": {"message": message},
         "target": "arasuld::browser_test",
     });
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
@@ -985,7 +982,11 @@ fn logs_screen_and_workflow_activity_against_the_real_apis() {
         Duration::from_secs(20),
         "document.querySelector('#log-state').dataset.state === 'open' && document.querySelector('#log-lines li[data-level=info]')",
     );
-    append_log_line(&system_log, "INFO", "backup finished in 42 s (browser test)");
+    append_log_line(
+        &system_log,
+        "INFO",
+        "backup finished in 42 s (browser test)",
+    );
     let live = b.wait_js(
         "the live line",
         Duration::from_secs(20),
@@ -1012,7 +1013,10 @@ fn logs_screen_and_workflow_activity_against_the_real_apis() {
         found.iter().all(|m| m.contains("(browser test)")),
         "{found:?}"
     );
-    assert!(found[0].starts_with("backup finished"), "newest first: {found:?}");
+    assert!(
+        found[0].starts_with("backup finished"),
+        "newest first: {found:?}"
+    );
     b.type_into("#log-q", "no such words anywhere");
     b.click("#log-search button[type=submit]");
     b.wait_js(
@@ -1233,17 +1237,25 @@ fn an_update_bundle_is_uploaded_checked_and_applied_in_chromium() {
     eprintln!("damaged bundle: {err}");
     assert_eq!(err[0], "payload_mismatch", "{err}");
     assert_eq!(
-        err[1],
-        "The bundle is damaged: a part of it does not match its signed checksum.",
+        err[1], "The bundle is damaged: a part of it does not match its signed checksum.",
         "{err}"
     );
-    assert!(err[2].as_str().unwrap().contains("payload mismatch"), "{err}");
+    assert!(
+        err[2].as_str().unwrap().contains("payload mismatch"),
+        "{err}"
+    );
     assert_eq!(
-        b.exec("return document.querySelector('#apply-btn').disabled", vec![]),
+        b.exec(
+            "return document.querySelector('#apply-btn').disabled",
+            vec![]
+        ),
         json!(true)
     );
     assert_eq!(
-        b.exec("return document.querySelector('#update-check').children.length", vec![]),
+        b.exec(
+            "return document.querySelector('#update-check').children.length",
+            vec![]
+        ),
         json!(0)
     );
     let rows = b.wait_js(
@@ -1325,7 +1337,10 @@ fn an_update_bundle_is_uploaded_checked_and_applied_in_chromium() {
     eprintln!("update states seen on the page: {states}");
     let text = b.text("#update-state");
     assert_eq!(
-        b.exec("return document.querySelector('#update-state').dataset.state", vec![]),
+        b.exec(
+            "return document.querySelector('#update-state').dataset.state",
+            vec![]
+        ),
         "done",
         "{text}"
     );

@@ -12,8 +12,8 @@ pub mod logs;
 pub mod metrics;
 pub mod services;
 pub mod system;
-pub mod workflows;
 pub mod update;
+pub mod workflows;
 
 use std::sync::Arc;
 

@@ -20,8 +20,8 @@ use crate::tasks::WorkerCtx;
 pub mod auth;
 pub mod healing;
 pub mod metrics;
-pub mod workflows;
 pub mod update;
+pub mod workflows;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
