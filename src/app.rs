@@ -110,6 +110,17 @@ impl Daemon {
                 crate::db::auth::run_persister(ctx, db.clone(), auth.clone())
             });
         }
+        {
+            // The announced port is the one really bound (tests bind port 0).
+            let port = listener
+                .local_addr()
+                .map(|a| a.port())
+                .unwrap_or(config.http.listen.port());
+            let deps = crate::os::mdns::MdnsDeps::new(config.mdns.clone(), port);
+            workers.spawn("mdns", WorkerKind::Auxiliary, move |ctx| {
+                crate::os::mdns::run(ctx, deps.clone())
+            });
+        }
         for (name, kind, run) in extra_workers {
             workers.spawn(name, kind, run);
         }

@@ -63,7 +63,7 @@ pub async fn set_password_to(secrets_dir: &Path, password: &str) -> Result<(), S
         .await
         .context("opening the secrets dir")??;
     match auth.set_password(password, Now::current()).await {
-        Ok(_) => Ok(()),
+        Ok(_) => keep_dir_owner(secrets_dir).map_err(SetPasswordError::Other),
         Err(ChangePasswordError::Policy(v)) => Err(SetPasswordError::Policy(
             v.into_iter().map(|v| v.message).collect(),
         )),
@@ -96,4 +96,49 @@ fn read_hidden(prompt: &str) -> std::io::Result<String> {
     unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
     read?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// `arasuld admin init-secrets`: creates the JWT key and, when no admin
+/// password is set, an initial one, through the same code path as the
+/// daemon's first start. Idempotent: existing secrets are kept. Prints the
+/// path of the initial-password file only when this call created it (never
+/// the password), so the installer knows whether to show it.
+pub async fn init_secrets(secrets_dir: &Path) -> anyhow::Result<()> {
+    let cfg = AuthConfig {
+        secrets_dir: secrets_dir.to_owned(),
+        ..AuthConfig::default()
+    };
+    let (_, created) = tokio::task::spawn_blocking(move || Auth::open(cfg))
+        .await
+        .context("opening the secrets dir")??;
+    if let Some(path) = created {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// Root running `admin set-password` on an installed box writes new files
+/// owned by root into the daemon's secrets dir, which the daemon (user
+/// `arasul`) could then not read. Hand the files the dir's owner, as the
+/// package set them up. Nothing to do when not root.
+fn keep_dir_owner(secrets_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let dir = std::fs::metadata(secrets_dir)
+        .with_context(|| format!("reading {}", secrets_dir.display()))?;
+    if dir.uid() == 0 {
+        return Ok(());
+    }
+    use crate::auth::secrets::{ADMIN_HASH_FILE, JWT_KEY_FILE, PASSWORD_HISTORY_FILE};
+    for name in [ADMIN_HASH_FILE, PASSWORD_HISTORY_FILE, JWT_KEY_FILE] {
+        let path = secrets_dir.join(name);
+        if path.exists() {
+            std::os::unix::fs::chown(&path, Some(dir.uid()), Some(dir.gid()))
+                .with_context(|| format!("giving {} to the secrets dir's owner", path.display()))?;
+        }
+    }
+    Ok(())
 }

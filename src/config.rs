@@ -54,6 +54,8 @@ pub struct Config {
     pub docker: DockerConfig,
     /// SPEC §7 thresholds, windows and cooldowns (see `healing::config`).
     pub healing: crate::healing::HealingConfig,
+    /// `arasul.local` over Avahi (see `os::mdns`).
+    pub mdns: crate::os::mdns::MdnsConfig,
     /// Signed updates: bundle size limit, verification windows (see `update::manager`).
     pub update: crate::update::UpdateConfig,
     /// Updates from USB sticks: UDisks2 bus, mode auto|ask, fallback mount roots (see `usb`).
@@ -535,6 +537,7 @@ fn validate(c: &Config) -> Vec<(String, String)> {
         bad("logging.level", format!("not a valid log filter: {e}"));
     }
     out.extend(c.healing.validate());
+    out.extend(c.mdns.validate());
     out.extend(c.update.validate());
     out.extend(c.usb.validate());
     out
@@ -693,6 +696,7 @@ pub fn needs_restart(changed_line: &str) -> bool {
         "paths.",
         "logging.json_file",
         "healing.",
+        "mdns.",
         "update.",
         "usb.",
     ]

@@ -49,6 +49,10 @@ enum AdminCommand {
     /// Set the admin password: read from the terminal without echo, or the
     /// first line of stdin; the policy applies. Reload the daemon afterwards.
     SetPassword,
+    /// Create what is missing in the secrets dir (JWT key; an initial admin
+    /// password on first install) and print the initial password's path if
+    /// this call made it. Used by the package's postinst.
+    InitSecrets,
 }
 
 fn main() -> ExitCode {
@@ -126,6 +130,9 @@ fn main() -> ExitCode {
             }) => arasuld::cli_admin::set_password(&config.paths.secrets_dir)
                 .await
                 .map_err(anyhow::Error::from),
+            Some(Command::Admin {
+                command: AdminCommand::InitSecrets,
+            }) => arasuld::cli_admin::init_secrets(&config.paths.secrets_dir).await,
             _ => serve(path, required, config, log_reload).await,
         }
     });

@@ -297,6 +297,16 @@ fn a_hung_core_worker_stops_the_watchdog_pings() {
     let mut config = arasuld::config::Config::default();
     config.database.url = arasuld::config::Secret::new(CLOSED_DB.into());
     config.workers.stale_after = Duration::from_millis(600);
+    // Every path in a temp dir: the defaults are the real /etc/arasul,
+    // /var/lib/arasul and /var/log/arasul (a root-owned secrets dir left
+    // there breaks the installed package, and tests/deb.sh refuses to run).
+    let tmp = tempfile::tempdir().unwrap();
+    config.paths.state_dir = tmp.path().join("state");
+    config.paths.log_dir = tmp.path().join("log");
+    config.paths.secrets_dir = tmp.path().join("secrets");
+    config.paths.keys_dir = tmp.path().join("keys");
+    config.paths.services_file = tmp.path().join("services.yaml");
+    config.paths.data_path = tmp.path().to_path_buf();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let app = App {

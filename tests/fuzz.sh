@@ -2,9 +2,9 @@
 # Bounded fuzzing of the bundle reader and manifest parser (src/update/fuzz.rs).
 # With nightly + cargo-fuzz: `cargo fuzz run` each target for FUZZ_SECONDS
 # (default 60), starting from the seed bundles; a crash fails the script and
-# leaves the reproducer in fuzz/artifacts/. Without them: the seeded stable
-# run (tests/bundle_fuzz.rs) with FUZZ_ITERS (default 20000) inputs per target;
-# with CI=true a missing nightly/cargo-fuzz is an error, not a silent fallback.
+# leaves the reproducer in fuzz/artifacts/. Installs both when missing. If that
+# fails: the seeded stable run (tests/bundle_fuzz.rs) with FUZZ_ITERS (default
+# 20000) inputs per target; with CI=true that is an error, not a silent fallback.
 #
 #   tests/fuzz.sh                  # 60 s per target
 #   FUZZ_SECONDS=600 tests/fuzz.sh
@@ -12,7 +12,13 @@ source "$(dirname "$0")/../scripts/lib.sh"
 cd "$REPO_ROOT"
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 
-if rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo +nightly fuzz --version >/dev/null 2>&1; then
+have_fuzz() { rustup toolchain list 2>/dev/null | grep -q '^nightly' && cargo +nightly fuzz --version >/dev/null 2>&1; }
+if ! have_fuzz && command -v rustup >/dev/null; then
+  log "installing nightly (minimal) and cargo-fuzz"
+  rustup toolchain list | grep -q '^nightly' || timeout 600 rustup toolchain install nightly --profile minimal || true
+  command -v cargo-fuzz >/dev/null || timeout 900 cargo install --locked cargo-fuzz || true
+fi
+if have_fuzz; then
   corpus="$REPO_ROOT/fuzz/corpus"
   FUZZ_SEED_DIR="$corpus" cargo test -q --test bundle_fuzz seed_bundle_reaches_the_payload_checks >/dev/null
   # The daemon's locked dependency versions (fuzz/ is its own workspace).

@@ -100,9 +100,9 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 EOF
 rc=0
 # logout / logout-all would revoke the token mid-run: excluded. The
-# WebSocket stream is not HTTP request/response: excluded. The log stream
-# (SSE) never ends by design, so every call would time out: excluded (its
-# 400s are covered in tests/logs.rs). 15 requests/s
+# WebSocket stream and the SSE streams (logs, update status) never end by
+# design, so every call would time out: excluded (the log stream's 400s are
+# covered in tests/logs.rs). 15 requests/s
 # stays under the metrics quota (20/s), so the 429s are only from login.
 timeout 240 schemathesis --config-file "$tmp/schemathesis.toml" run "$base/api/openapi.json" \
   --header "Authorization: Bearer $token" \

@@ -732,6 +732,7 @@ fn self_healing_stands_aside_while_an_update_switches_a_service() {
     // running, for the whole verification window.
     let hang = format!("arasul-testrt:t{}-upd-heal-hang", std::process::id());
     variant(&hang, "TESTRT_MODE=hang");
+    let _image = RemoveImage(hang.clone());
     let bundle = env.bundle("0.2.0", Some(&hang), &[], &[]);
     let (code, check) = env.upload(&bundle);
     assert_eq!(code, 200, "{check}");
@@ -767,7 +768,15 @@ fn self_healing_stands_aside_while_an_update_switches_a_service() {
         acted.is_empty(),
         "self-healing acted during the update: {acted:?}"
     );
-    docker(&["rmi", "-f", &hang]);
+}
+
+/// Removes a test image on drop (even when the test fails).
+struct RemoveImage(String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        docker(&["rmi", "-f", &self.0]);
+    }
 }
 
 #[test]

@@ -334,11 +334,12 @@ async fn udisks_stick_is_mounted_read_only_and_its_best_bundle_handed_off_once()
     .await
     .unwrap();
 
-    let calls = eventually(&s, "the good bundle to be handed off", || {
-        let c = s.handoff.calls.lock().unwrap().clone();
-        c.iter().any(|(r, _)| r.is_ok()).then_some(c)
+    // The log line is written after the hand-off returns: wait for it.
+    eventually(&s, "the good bundle to be handed off", || {
+        s.log().contains("handed to the updater").then_some(())
     })
     .await;
+    let calls = s.handoff.calls.lock().unwrap().clone();
     // Highest first: 0.2.5 fails full verification, then 0.2.0 passes; the
     // unknown-key 0.3.0 and the old 0.0.5 never get that far.
     assert_eq!(
@@ -620,4 +621,36 @@ fn v1_to_v2_from_a_usb_stick_through_the_daemon_in_auto_mode() {
     assert!(log.contains("apply started"), "{log}");
     assert_eq!(mounts.lock().unwrap().len(), 1);
     assert_eq!(snapshot(&stick), before, "the stick was written to");
+}
+
+#[test]
+fn copy_off_the_stick_refuses_links_fifos_and_oversized_files_and_leaves_nothing() {
+    use arasuld::usb::stick::copy;
+    let d = tempfile::tempdir().unwrap();
+    let stick = d.path().join("stick");
+    let dest = d.path().join("usb");
+    std::fs::create_dir_all(&stick).unwrap();
+    std::fs::write(stick.join("real.araupdate"), vec![7u8; 3 << 20]).unwrap();
+    std::os::unix::fs::symlink(stick.join("real.araupdate"), stick.join("link.araupdate")).unwrap();
+    let fifo = std::ffi::CString::new(stick.join("fifo.araupdate").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+    assert!(
+        copy(&stick.join("link.araupdate"), &dest, 1 << 30).is_err(),
+        "followed a symlink"
+    );
+    // A FIFO with no writer: refused at once, not waited on.
+    let e = copy(&stick.join("fifo.araupdate"), &dest, 1 << 30).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let e = copy(&stick.join("real.araupdate"), &dest, 1 << 20).unwrap_err();
+    assert!(e.to_string().contains("the limit is"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&dest)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    let ok = copy(&stick.join("real.araupdate"), &dest, 1 << 30).unwrap();
+    assert_eq!(ok.size, 3 << 20);
+    assert_eq!(ok.sha256, sha256(&vec![7u8; 3 << 20]));
+    assert_eq!(std::fs::read(&ok.path).unwrap().len(), 3 << 20);
 }

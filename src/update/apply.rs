@@ -151,6 +151,12 @@ impl Applier {
             run.finished_at = Some(run.updated_at);
         }
         self.persist(run)?;
+        if state.is_final() {
+            // The run is over for every observer at once: whoever sees the
+            // final state may upload or apply the next bundle.
+            self.deps().services.set_under_update(BTreeSet::new());
+            self.settle();
+        }
         self.mirror(run).await;
         let level = match state {
             UpdateState::Failed => "ERROR",
@@ -250,9 +256,15 @@ impl Applier {
         Ok(())
     }
 
-    /// Back to idle (the run stays visible in the status until the next).
+    /// Back to idle (the run stays visible in the status until the next);
+    /// a bundle that started arriving meanwhile keeps its claim.
     fn settle(&self) {
-        *self.mgr.inner.phase.lock().unwrap() = Phase::Idle;
+        {
+            let mut phase = self.mgr.inner.phase.lock().unwrap();
+            if matches!(*phase, Phase::Applying) {
+                *phase = Phase::Idle;
+            }
+        }
         self.mgr.publish();
     }
 

@@ -182,8 +182,11 @@ impl UploadTicket {
 
     /// Verifies the complete file into staging; it becomes the pending update.
     pub async fn finish(mut self, bundle: &Path) -> Result<UpdateCheck, UpdateError> {
+        let r = self.mgr.verify_pending(bundle, self.source).await;
+        // Only now: a client that goes away during the verification drops
+        // this future, and the ticket's drop gives the updater back.
         self.done = true;
-        self.mgr.verify_pending(bundle, self.source).await
+        r
     }
 }
 

@@ -205,7 +205,14 @@ pub fn read_head(bundle: &Path, limits: &VerifyLimits) -> Result<BundleHead, Bun
 }
 
 fn open_bundle(path: &Path, limits: &VerifyLimits) -> Result<(File, u64), BundleError> {
-    let file = File::open(path).map_err(BundleError::Unreadable)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: a FIFO in place of the bundle must not hang the open; it
+    // is refused below as not a regular file (no effect on regular files).
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(BundleError::Unreadable)?;
     let meta = file.metadata().map_err(BundleError::Unreadable)?;
     if !meta.is_file() {
         return Err(invalid(format!("{} is not a regular file", path.display())));

@@ -118,13 +118,14 @@ pub struct Copied {
     pub sha256: String,
 }
 
-/// Copies `src` (opened read-only, no symlink follow) into `dest_dir`
+/// Copies `src` (opened read-only, no symlink follow, never blocking on a
+/// FIFO) into `dest_dir`
 /// through a `.part` file, fsynced and renamed; hashes on the way. A read
 /// error (stick pulled) or a size change leaves nothing behind.
 pub fn copy(src: &Path, dest_dir: &Path, max_bytes: u64) -> io::Result<Copied> {
     let mut f = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(src)?;
     let meta = f.metadata()?;
     if !meta.is_file() {

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# The package, proven by installing it on this machine (as root): build the
+# .deb, lintian clean, dpkg -i, user/dirs/modes/secrets/database, check-config,
+# systemd-analyze verify, the installed daemon answers /api/health as user
+# arasul, log rotation with the installed logrotate config, upgrade keeps
+# secrets/config edits/data, dpkg -r keeps data, dpkg -P removes it all.
+# Purges at the end, also on failure. Uses the real /etc/arasul,
+# /var/lib/arasul, /var/log/arasul and the PostgreSQL role/database `arasul`
+# (the dev/test role is arasul_dev; nothing else uses these).
+source "$(dirname "$0")/../scripts/lib.sh"
+cd "$REPO_ROOT"
+
+if [ "$(id -u)" -ne 0 ]; then
+  log "tests/deb.sh installs a package: it must run as root"
+  exit 1
+fi
+
+ensure_postgres
+ensure_cmd lintian lintian
+ensure_cmd logrotate logrotate
+ensure_cmd systemd-analyze systemd
+ensure_cmd curl curl
+
+fail() { log "FAIL: $*"; exit 1; }
+ok() { log "ok: $*"; }
+# expect_stat PATH "OWNER:GROUP MODE"
+expect_stat() {
+  local got
+  got="$(stat -c '%U:%G %a' "$1")" || fail "$1 is missing"
+  [ "$got" = "$2" ] || fail "$1 is $got, expected $2"
+}
+psql_pg() { runuser -u postgres -- psql -X -Atq -p "$PGPORT" "$@"; }
+
+work="$(mktemp -d)"
+daemon_pid=""
+net_existed=no
+docker network inspect arasul-net >/dev/null 2>&1 && net_existed=yes
+cleanup() {
+  local rc=$?
+  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+    kill "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+  fi
+  if dpkg-query -W -f '${Status}' arasuld 2>/dev/null | grep -q 'install\|config-files\|half'; then
+    log "cleanup: dpkg -P arasuld"
+    dpkg -P arasuld >/dev/null 2>&1 || log "cleanup: purge failed"
+  fi
+  # The supervisor of the daemon started here made the catalog's network.
+  if [ "$net_existed" = no ]; then docker network rm arasul-net >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+if dpkg-query -W -f '${Status}' arasuld 2>/dev/null | grep -q 'install\|config-files'; then
+  fail "arasuld is already installed on this machine; this test would purge it (dpkg -P arasuld first)"
+fi
+for p in /etc/arasul /var/lib/arasul /var/log/arasul; do
+  [ ! -e "$p" ] || fail "$p exists without the package; remove it first (this test purges it)"
+done
+
+# --- build + lintian -------------------------------------------------------
+deb="$(scripts/deb)"
+ok "built $deb"
+dpkg-deb -I "$deb" | sed 's/^/    /' >&2
+lintian_out="$work/lintian.txt"
+if ! lintian -I --fail-on error,warning "$deb" >"$lintian_out" 2>&1; then
+  cat "$lintian_out" >&2
+  fail "lintian reports errors or warnings"
+fi
+if grep -E '^[EW]: ' "$lintian_out"; then fail "lintian reports errors or warnings"; fi
+ok "lintian: no errors, no warnings ($(grep -c '^[IPX]: ' "$lintian_out" || true) info/pedantic notes)"
+
+# --- install -----------------------------------------------------------------
+# The Depends (postgresql, docker.io | docker-ce, adduser) must be dpkg
+# packages here; a Docker engine installed some other way would need
+# --force-depends, which this test refuses to hide.
+for dep in postgresql adduser; do
+  dpkg-query -W -f '${Status}' "$dep" 2>/dev/null | grep -q 'install ok installed' || apt_install "$dep"
+done
+if ! dpkg-query -W -f '${Status}' docker.io 2>/dev/null | grep -q 'install ok installed' &&
+   ! dpkg-query -W -f '${Status}' docker-ce 2>/dev/null | grep -q 'install ok installed'; then
+  fail "neither docker.io nor docker-ce is an installed dpkg package; the Docker engine here was installed another way, so dpkg -i cannot satisfy Depends"
+fi
+install_out="$work/install.txt"
+dpkg -i "$deb" >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "dpkg -i"; }
+ok "dpkg -i $deb"
+initial_pw="$(cat /etc/arasul/secrets/initial-admin-password)"
+grep -qF "$initial_pw" "$install_out" || { cat "$install_out" >&2; fail "the install did not show the initial admin password"; }
+ok "the initial admin password is shown at the end of the install"
+
+command -v arasuld >/dev/null || fail "arasuld not on PATH"
+getent passwd arasul >/dev/null || fail "no user arasul"
+[ "$(getent passwd arasul | cut -d: -f7)" = /usr/sbin/nologin ] || fail "user arasul has a login shell"
+id -nG arasul | tr ' ' '\n' | grep -qx docker || fail "arasul is not in group docker"
+expect_stat /etc/arasul "root:root 755"
+expect_stat /etc/arasul/arasuld.yaml "root:root 644"
+expect_stat /etc/arasul/services.yaml "root:root 644"
+expect_stat /etc/arasul/keys "root:root 755"
+expect_stat /etc/arasul/secrets "arasul:arasul 700"
+expect_stat /etc/arasul/secrets/jwt.key "arasul:arasul 600"
+expect_stat /etc/arasul/secrets/admin.hash "arasul:arasul 600"
+expect_stat /etc/arasul/secrets/initial-admin-password "root:root 600"
+expect_stat /var/lib/arasul "arasul:arasul 750"
+expect_stat /var/log/arasul "arasul:adm 750"
+[ "$(stat -c %s /etc/arasul/secrets/jwt.key)" -ge 32 ] || fail "jwt.key is too short"
+grep -q '^\$argon2id\$' /etc/arasul/secrets/admin.hash || fail "admin.hash is not an argon2id PHC string"
+[ "${#initial_pw}" -ge 20 ] || fail "initial password too short"
+if runuser -u arasul -- cat /etc/arasul/secrets/initial-admin-password >/dev/null 2>&1; then
+  fail "the daemon's user can read the initial admin password"
+fi
+runuser -u arasul -- test -r /etc/arasul/secrets/jwt.key || fail "the daemon's user cannot read jwt.key"
+grep -qx /etc/arasul/arasuld.yaml /var/lib/dpkg/info/arasuld.conffiles || fail "arasuld.yaml is not a conffile"
+grep -qx /etc/arasul/services.yaml /var/lib/dpkg/info/arasuld.conffiles || fail "services.yaml is not a conffile"
+ok "user arasul (in docker), dirs, modes and secrets as SPEC §2 says"
+
+[ "$(psql_pg -c "select rolsuper from pg_roles where rolname='arasul'")" = f ] || fail "no (non-superuser) role arasul"
+[ "$(psql_pg -c "select pg_get_userbyid(datdba) from pg_database where datname='arasul'")" = arasul ] ||
+  fail "no database arasul owned by arasul"
+ok "PostgreSQL role and database arasul"
+
+arasuld --config /etc/arasul/arasuld.yaml check-config >&2 || fail "arasuld check-config on the installed config"
+ok "arasuld check-config passes on the installed config"
+
+systemd-analyze verify /lib/systemd/system/arasuld.service || fail "systemd-analyze verify"
+ok "systemd-analyze verify accepts the unit"
+
+# Reinstalling the same version keeps everything and shows no new password.
+sum_secrets() { (cd /etc/arasul/secrets && find . -type f | sort | xargs sha256sum); }
+before="$(sum_secrets)"
+dpkg -i "$deb" >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "reinstall"; }
+[ "$(sum_secrets)" = "$before" ] || fail "a reinstall changed the secrets"
+! grep -qF "$initial_pw" "$install_out" || fail "a reinstall showed the password again"
+ok "reinstall keeps the secrets and shows no password"
+
+# --- the installed daemon, by hand, as user arasul ------------------------
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# internet_check off: the shipped config probes 1.1.1.1, this machine may
+# reach loopback only.
+# setpriv execs (runuser would stay the parent and eat the exit status).
+setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$port" ARASUL_METRICS__INTERNET_CHECK='""' \
+  arasuld --config /etc/arasul/arasuld.yaml serve >"$work/daemon.log" 2>&1 &
+daemon_pid=$!
+health=""
+for _ in $(seq 1 120); do
+  health="$(curl -fsS "http://127.0.0.1:$port/api/health" 2>/dev/null)" && break
+  kill -0 "$daemon_pid" 2>/dev/null || { cat "$work/daemon.log" >&2; fail "the daemon exited"; }
+  sleep 0.5
+done
+echo "$health" | grep -q '"status":"ok"' || { cat "$work/daemon.log" >&2; fail "/api/health: '$health'"; }
+ok "the installed daemon (user arasul, installed config) answers /api/health: $health"
+# Peer auth over the socket: the daemon (as arasul) applies its migrations.
+known="$(find migrations -name '*.sql' | wc -l)"
+migrated=""
+for _ in $(seq 1 120); do
+  migrated="$(psql_pg -d arasul -c "select count(*) from _sqlx_migrations where success" 2>/dev/null || true)"
+  [ -n "$migrated" ] && [ "$migrated" -ge "$known" ] && break
+  sleep 0.5
+done
+[ -n "$migrated" ] && [ "$migrated" -ge "$known" ] || { cat "$work/daemon.log" >&2; fail "the daemon did not migrate database arasul over peer auth"; }
+ok "the daemon connected as arasul over the local socket and applied $migrated migrations"
+login="$(curl -sS -H 'content-type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$initial_pw\"}" "http://127.0.0.1:$port/api/auth/login")"
+echo "$login" | grep -q '"must_change_password":true' || fail "login with the installed initial password: $login"
+ok "login with the initial password works and requires a change"
+[ -s /var/log/arasul/system.log ] || fail "no /var/log/arasul/system.log"
+expect_stat /var/log/arasul/system.log "arasul:arasul 644"
+kill "$daemon_pid"
+wait "$daemon_pid" || fail "the daemon did not exit 0 on SIGTERM"
+daemon_pid=""
+
+# --- log rotation with the installed logrotate config ----------------------
+rot="$work/rot"
+mkdir -p "$rot/logs"
+chmod 0755 "$work" "$rot"   # logrotate works as arasul (`su arasul adm`)
+chown arasul:adm "$rot/logs"
+chmod 0750 "$rot/logs"
+sed "s|/var/log/arasul/|$rot/logs/|" /etc/logrotate.d/arasuld >"$rot/conf"
+grep -q "$rot/logs/\*.log" "$rot/conf" || fail "the logrotate config names no /var/log/arasul/*.log"
+# 51 MiB: over the limit (logrotate's 50M is 50 MiB); 1 MiB: under it.
+# (Process substitution: `yes` ends by SIGPIPE, which pipefail would report.)
+head -c 51M < <(yes '{"level":"INFO","message":"a line of the system log"}') >"$rot/logs/system.log"
+head -c 1000000 < <(yes 'update line') >"$rot/logs/update.log"
+chown arasul:arasul "$rot/logs/"*.log
+# A writer that keeps the file open in append mode, as the daemon does.
+exec 7>>"$rot/logs/system.log"
+logrotate -v -s "$rot/state" "$rot/conf" >"$rot/out" 2>&1 || { cat "$rot/out" >&2; fail "logrotate"; }
+[ -f "$rot/logs/system.log.1.gz" ] || { cat "$rot/out" >&2; ls -la "$rot/logs" >&2; fail "system.log (51 MiB) was not rotated to system.log.1.gz"; }
+gzip -t "$rot/logs/system.log.1.gz" || fail "system.log.1.gz is not gzip"
+[ "$(gzip -dc "$rot/logs/system.log.1.gz" | wc -c)" -eq $((51 * 1024 * 1024)) ] || fail "the rotated log lost data"
+[ ! -e "$rot/logs/update.log.1.gz" ] || fail "update.log (1 MiB) was rotated below 50 MiB"
+echo 'after rotation' >&7
+exec 7>&-
+[ "$(stat -c %s "$rot/logs/system.log")" -eq 15 ] || fail "the open writer did not continue at the start of the truncated file"
+for i in $(seq 1 12); do
+  echo "line $i" >>"$rot/logs/system.log"
+  logrotate -f -s "$rot/state" "$rot/conf" || fail "logrotate -f"
+done
+kept="$(find "$rot/logs" -name 'system.log.*.gz' | wc -l)"
+[ "$kept" -eq 10 ] || fail "$kept rotated system logs kept, expected 10"
+[ -f "$rot/logs/system.log.10.gz" ] && [ ! -e "$rot/logs/system.log.11.gz" ] || fail "rotation numbering"
+ok "logrotate: 50 MB threshold, gzip, 10 kept, copytruncate keeps an open appender writing"
+
+# --- upgrade to a rebuilt package -------------------------------------------
+echo 'marker' >/var/lib/arasul/deb-test-marker
+chown arasul:arasul /var/lib/arasul/deb-test-marker
+psql_pg -d arasul -c "create table deb_test_marker (v text); insert into deb_test_marker values ('kept'); alter table deb_test_marker owner to arasul"
+printf '\n# edited by tests/deb.sh\n' >>/etc/arasul/arasuld.yaml
+before="$(sum_secrets)"
+old_version="$(dpkg-deb -f "$deb" Version)"
+new_version="$old_version+debtest1"
+mkdir -p "$work/up"
+dpkg-deb -R "$deb" "$work/up/root"
+sed -i "s/^Version: .*/Version: $new_version/" "$work/up/root/DEBIAN/control"
+dpkg-deb --root-owner-group -Zxz -b "$work/up/root" "$work/up/arasuld_${new_version}.deb" >/dev/null
+dpkg -i "$work/up/arasuld_${new_version}.deb" >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "upgrade"; }
+[ "$(dpkg-query -W -f '${Version}' arasuld)" = "$new_version" ] || fail "version after the upgrade"
+[ "$(sum_secrets)" = "$before" ] || fail "the upgrade changed the secrets"
+grep -q 'edited by tests/deb.sh' /etc/arasul/arasuld.yaml || fail "the upgrade lost the config edit"
+[ -f /var/lib/arasul/deb-test-marker ] || fail "the upgrade lost /var/lib/arasul"
+[ "$(psql_pg -d arasul -c 'select v from deb_test_marker')" = kept ] || fail "the upgrade lost the database"
+expect_stat /etc/arasul/secrets "arasul:arasul 700"
+expect_stat /etc/arasul/secrets/initial-admin-password "root:root 600"
+ok "upgrade $old_version -> $new_version keeps secrets, config edits, state and database"
+
+# Root sets the admin password on the box: the daemon's user must still be
+# able to read the new hash, and the initial password is gone.
+echo 'Box-Admin-Passw0rd!' | arasuld --config /etc/arasul/arasuld.yaml admin set-password >&2 ||
+  fail "admin set-password as root"
+expect_stat /etc/arasul/secrets/admin.hash "arasul:arasul 600"
+expect_stat /etc/arasul/secrets/password-history "arasul:arasul 600"
+[ ! -e /etc/arasul/secrets/initial-admin-password ] || fail "set-password left the initial password"
+runuser -u arasul -- test -r /etc/arasul/secrets/admin.hash || fail "the daemon's user cannot read admin.hash after set-password"
+ok "admin set-password as root leaves the secrets readable by the daemon"
+before="$(sum_secrets)"
+
+# --- remove keeps data, purge removes it --------------------------------------
+dpkg -r arasuld >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "dpkg -r"; }
+[ ! -e /usr/bin/arasuld ] || fail "dpkg -r left the binary"
+[ "$(sum_secrets)" = "$before" ] || fail "dpkg -r touched the secrets"
+[ -f /var/lib/arasul/deb-test-marker ] || fail "dpkg -r removed /var/lib/arasul"
+[ -f /etc/arasul/arasuld.yaml ] || fail "dpkg -r removed the config"
+[ "$(psql_pg -d arasul -c 'select v from deb_test_marker')" = kept ] || fail "dpkg -r dropped the database"
+getent passwd arasul >/dev/null || fail "dpkg -r removed the user"
+ok "dpkg -r keeps config, secrets, state, database and user"
+
+dpkg -P arasuld >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "dpkg -P"; }
+for p in /etc/arasul /var/lib/arasul /var/log/arasul; do
+  [ ! -e "$p" ] || fail "dpkg -P left $p"
+done
+! getent passwd arasul >/dev/null || fail "dpkg -P left the user"
+! getent group arasul >/dev/null || fail "dpkg -P left the group"
+[ -z "$(psql_pg -c "select 1 from pg_database where datname='arasul'")" ] || fail "dpkg -P left the database"
+[ -z "$(psql_pg -c "select 1 from pg_roles where rolname='arasul'")" ] || fail "dpkg -P left the role"
+ok "dpkg -P removes config, secrets, state, logs, database, role and user"
+log "tests/deb.sh: all checks passed"
