@@ -397,6 +397,11 @@ fn dashboard_end_to_end_in_chromium() {
         Duration::from_secs(60),
         "document.querySelector('#heal-rows tr[data-service=app][data-event=service_restart]')",
     );
+    // The event's type in words (the page's language), not its code.
+    assert_eq!(
+        b.text("#heal-rows tr[data-service=app][data-event=service_restart] .ev-type"),
+        "Service restarted"
+    );
     b.exec("const s = document.querySelector('#sev-filter'); s.value = 'WARNING'; s.dispatchEvent(new Event('change'));", vec![]);
     b.wait_js(
         "the severity filter to apply",
