@@ -96,6 +96,9 @@ impl Daemon {
                 services: services.clone(),
                 metrics: Some(metrics.clone()),
                 db: db.clone(),
+                state_dir: config.paths.state_dir.clone(),
+                metrics_retention: config.metrics.retention,
+                proc_root: config.paths.proc_root.clone(),
             },
         );
         {
@@ -110,6 +113,7 @@ impl Daemon {
                 crate::db::auth::run_persister(ctx, db.clone(), auth.clone())
             });
         }
+        let mdns_published;
         {
             // The announced port is the one really bound (tests bind port 0).
             let port = listener
@@ -117,6 +121,7 @@ impl Daemon {
                 .map(|a| a.port())
                 .unwrap_or(config.http.listen.port());
             let deps = crate::os::mdns::MdnsDeps::new(config.mdns.clone(), port);
+            mdns_published = deps.published.subscribe();
             workers.spawn("mdns", WorkerKind::Auxiliary, move |ctx| {
                 crate::os::mdns::run(ctx, deps.clone())
             });
@@ -149,6 +154,7 @@ impl Daemon {
             started_at,
             control: control_tx,
             updates,
+            mdns: mdns_published,
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();

@@ -32,6 +32,9 @@ pub struct AppState {
     pub control: mpsc::Sender<Control>,
     /// The updater (upload, apply, status, history).
     pub updates: crate::update::UpdateManager,
+    /// The name the mDNS worker established (`arasul-2.local` after a
+    /// collision); `None` until Avahi confirmed one.
+    pub mdns: watch::Receiver<crate::os::mdns::Published>,
 }
 
 impl AppState {

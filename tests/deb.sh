@@ -93,7 +93,10 @@ command -v arasuld >/dev/null || fail "arasuld not on PATH"
 getent passwd arasul >/dev/null || fail "no user arasul"
 [ "$(getent passwd arasul | cut -d: -f7)" = /usr/sbin/nologin ] || fail "user arasul has a login shell"
 id -nG arasul | tr ' ' '\n' | grep -qx docker || fail "arasul is not in group docker"
-expect_stat /etc/arasul "root:root 755"
+expect_stat /etc/arasul "root:arasul 775"
+# A signed update installs config files here by rename, as the daemon's user.
+runuser -u arasul -- sh -c ': >/etc/arasul/.probe && rm /etc/arasul/.probe' ||
+  fail "the daemon's user cannot replace files in /etc/arasul (update config install)"
 expect_stat /etc/arasul/arasuld.yaml "root:root 644"
 expect_stat /etc/arasul/services.yaml "root:root 644"
 expect_stat /etc/arasul/keys "root:root 755"

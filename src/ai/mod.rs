@@ -573,6 +573,22 @@ impl Ai {
         Ok(())
     }
 
+    /// Loads a model into memory (an empty prompt, the runtime's default
+    /// keep-alive), as Ollama does for a bare `/api/generate`.
+    pub async fn load(&self, t: &Target, model: &str) -> Result<(), AiError> {
+        let body = json!({ "model": model, "stream": false });
+        let _: Value = self
+            .json(
+                t,
+                Method::POST,
+                "/api/generate",
+                Some(&body),
+                UNLOAD_TIMEOUT,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Starts a pull. Errors before the first line (runtime down, 4xx/5xx)
     /// come back as Err; after that, the stream ends in Done or Failed.
     pub async fn pull(
@@ -803,6 +819,7 @@ mod tests {
             api_port: None,
             started_at: None,
             restart_count: 0,
+            last_restart_at: None,
             last_exit_code: None,
             oom_killed: false,
             health_failures: 0,

@@ -169,3 +169,288 @@ pub async fn status(State(state): State<AppState>) -> Json<HealingStatus> {
         timestamp: Utc::now(),
     })
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Most entries returned (default 100, at most 1000).
+    pub limit: Option<i64>,
+    /// Entries skipped, newest first (default 0).
+    pub offset: Option<i64>,
+}
+
+fn page(q: &PageQuery) -> Result<(i64, i64), ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::bad_request(
+            "invalid_offset",
+            "offset must not be negative",
+        ));
+    }
+    Ok((limit, offset))
+}
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    ApiError::unavailable("database_unavailable", format!("database error: {e}"))
+}
+
+fn need_db(state: &AppState) -> Result<(), ApiError> {
+    if state.db.status().up {
+        Ok(())
+    } else {
+        Err(ApiError::unavailable(
+            "database_unavailable",
+            "the database is not reachable; self-healing events are buffered until it is",
+        ))
+    }
+}
+
+/// One page of a slice of the trail.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TrailPage {
+    /// Newest first.
+    pub entries: Vec<HealingRecord>,
+    /// All entries of this list, ignoring limit and offset.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+    pub timestamp: DateTime<Utc>,
+}
+
+async fn trail_page(
+    state: &AppState,
+    list: crate::db::healing::TrailList,
+    q: &PageQuery,
+) -> Result<Json<TrailPage>, ApiError> {
+    let (limit, offset) = page(q)?;
+    need_db(state)?;
+    let (entries, total) = crate::db::healing::list_trail(state.db.pool(), list, limit, offset)
+        .await
+        .map_err(db_error)?;
+    Ok(Json(TrailPage {
+        entries,
+        total,
+        limit,
+        offset,
+        timestamp: Utc::now(),
+    }))
+}
+
+/// Every action self-healing carried out (restarts, unloads, cleanups, …)
+/// with its result (`ok`, `failed: …`, `skipped: …`) and duration.
+#[utoipa::path(get, path = "/api/self-healing/recovery-actions", tag = "self-healing", params(PageQuery),
+    responses(
+        (status = 200, body = TrailPage),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 503, description = "The database is down", body = super::error::ErrorBody)))]
+pub async fn recovery_actions(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<TrailPage>, ApiError> {
+    trail_page(&state, crate::db::healing::TrailList::RecoveryActions, &q).await
+}
+
+/// Services going down, escalated to category C, or marked failed.
+#[utoipa::path(get, path = "/api/self-healing/service-failures", tag = "self-healing", params(PageQuery),
+    responses(
+        (status = 200, body = TrailPage),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 503, description = "The database is down", body = super::error::ErrorBody)))]
+pub async fn service_failures(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<TrailPage>, ApiError> {
+    trail_page(&state, crate::db::healing::TrailList::ServiceFailures, &q).await
+}
+
+/// Category D: reboots called for, refused (with the failed check),
+/// requested, and the validation after the next start.
+#[utoipa::path(get, path = "/api/self-healing/reboot-history", tag = "self-healing", params(PageQuery),
+    responses(
+        (status = 200, body = TrailPage),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 503, description = "The database is down", body = super::error::ErrorBody)))]
+pub async fn reboot_history(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<TrailPage>, ApiError> {
+    trail_page(&state, crate::db::healing::TrailList::Reboots, &q).await
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ServiceUptime {
+    pub service: String,
+    /// Percent of the window the service was not down (from `service_down`
+    /// to `service_recovered` in the trail), two decimals.
+    pub uptime_percent_7d: f64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActionRate {
+    pub action: String,
+    /// Carried out: succeeded + failed (skipped ones are not attempts).
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    /// Not carried out (e.g. no command configured).
+    pub skipped: i64,
+    /// succeeded / total, 0..1; null when nothing was attempted.
+    pub success_rate: Option<f64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HealingMetrics {
+    /// Every service of the catalog and every service named in the trail.
+    pub services: Vec<ServiceUptime>,
+    pub actions: Vec<ActionRate>,
+    /// Start of the window: 7 days ago, or the first daemon start if later.
+    pub window_start: DateTime<Utc>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Per-service uptime over the last 7 days and each action's success rate,
+/// computed from the recorded trail.
+#[utoipa::path(get, path = "/api/self-healing/metrics", tag = "self-healing",
+    responses(
+        (status = 200, body = HealingMetrics),
+        (status = 503, description = "The database is down", body = super::error::ErrorBody)))]
+pub async fn metrics(State(state): State<AppState>) -> Result<Json<HealingMetrics>, ApiError> {
+    use crate::db::healing::{action_counts, first_start, service_transitions, uptime_percent};
+    need_db(&state)?;
+    let pool = state.db.pool();
+    let now = Utc::now();
+    let week_ago = now - chrono::Duration::days(7);
+    let first = first_start(pool).await.map_err(db_error)?;
+    let from = first.map_or(week_ago, |f| f.max(week_ago)).min(now);
+    let (transitions, counts) =
+        tokio::try_join!(service_transitions(pool, from), action_counts(pool, from))
+            .map_err(db_error)?;
+    let mut names: Vec<String> = state
+        .services
+        .services()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    for t in &transitions {
+        if !names.contains(&t.service) {
+            names.push(t.service.clone());
+        }
+    }
+    let services = names
+        .into_iter()
+        .map(|service| ServiceUptime {
+            uptime_percent_7d: uptime_percent(&transitions, &service, from, now),
+            service,
+        })
+        .collect();
+    let actions = counts
+        .into_iter()
+        .map(|(action, succeeded, failed, skipped)| {
+            let total = succeeded + failed;
+            ActionRate {
+                action,
+                total,
+                succeeded,
+                failed,
+                skipped,
+                success_rate: (total > 0).then(|| succeeded as f64 / total as f64),
+            }
+        })
+        .collect();
+    Ok(Json(HealingMetrics {
+        services,
+        actions,
+        window_start: from,
+        timestamp: now,
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RebootAccepted {
+    /// logind accepted the reboot; the box goes down shortly.
+    pub accepted: bool,
+    /// The `reboot_events` id (the counter of the hourly limit).
+    pub id: Option<i64>,
+    pub requested_at: DateTime<Utc>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Reboots the box through logind after the five safety checks of SPEC §7
+/// (off unless `healing.reboot.enabled`). Active workflows get up to
+/// `healing.reboot.drain_timeout` first. 409 names the failed check in
+/// `error.code`: `reboot_disabled`, `too_many_reboots`, `update_in_progress`,
+/// `database_unavailable`, `telemetry_not_flushed`, `disk_state_not_recorded`.
+#[utoipa::path(post, path = "/api/system/reboot", tag = "system",
+    responses(
+        (status = 202, body = RebootAccepted),
+        (status = 409, description = "A safety check failed (its name is the error code)", body = super::error::ErrorBody),
+        (status = 503, description = "logind did not accept the reboot", body = super::error::ErrorBody)))]
+pub async fn reboot(
+    State(state): State<AppState>,
+) -> Result<(axum::http::StatusCode, Json<RebootAccepted>), ApiError> {
+    use crate::healing::reboot::{RebootCtx, request};
+    let cfg = state.config();
+    let ctx = RebootCtx {
+        rules: cfg.healing.reboot.clone(),
+        db: state.db.clone(),
+        metrics: Some(state.metrics.clone()),
+        services: state.services.clone(),
+        state_dir: cfg.paths.state_dir.clone(),
+        proc_root: cfg.paths.proc_root.clone(),
+    };
+    let reason = "requested through the API";
+    let outcome = request(&ctx, reason, true, &|| {}).await;
+    let (severity, event_type, description, result) = match &outcome {
+        Ok(_) => (
+            "CRITICAL",
+            "reboot",
+            "reboot requested through the API; logind accepted it".to_string(),
+            "ok".to_string(),
+        ),
+        Err(r) => (
+            "WARNING",
+            "reboot_refused",
+            format!("reboot through the API refused: {}", r.message),
+            format!("failed: {}", r.check),
+        ),
+    };
+    let record = HealingRecord {
+        id: None,
+        at: Utc::now(),
+        event_type: event_type.into(),
+        severity: severity.into(),
+        category: Some("D".into()),
+        service: None,
+        description,
+        action: Some("reboot".into()),
+        result,
+        duration_ms: None,
+    };
+    crate::healing::worker::record_outside_loop(&cfg.paths.log_dir, &state.db, record).await;
+    match outcome {
+        Ok(saved) => Ok((
+            axum::http::StatusCode::ACCEPTED,
+            Json(RebootAccepted {
+                accepted: true,
+                id: saved.id,
+                requested_at: saved.requested_at,
+                timestamp: Utc::now(),
+            }),
+        )),
+        Err(r) if r.check == "logind_failed" => {
+            Err(ApiError::unavailable("logind_failed", r.message))
+        }
+        Err(r) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            r.check,
+            r.message,
+        )),
+    }
+}

@@ -162,6 +162,24 @@ pub async fn system_status(State(state): State<AppState>) -> Json<SystemStatus> 
         .with_ring(|r| status::evaluate(latest.as_deref(), r, db_up, now.timestamp_millis()));
     let services = state.services.services();
     reasons.extend(status::service_reasons(&services));
+    // A restart in the last 10 minutes: WARNING, with the cause from the
+    // self-healing log (read only when there is such a restart).
+    let since = now - chrono::Duration::seconds(status::RESTART_WARN_SECS);
+    if services
+        .iter()
+        .any(|s| s.last_restart_at.is_some_and(|t| t >= since))
+    {
+        let log_dir = state.config().paths.log_dir.clone();
+        let svc = services.clone();
+        let restarted = tokio::task::spawn_blocking(move || {
+            status::restart_reasons(&svc, now, |name| {
+                crate::healing::worker::restart_cause(&log_dir, name, since)
+            })
+        })
+        .await
+        .unwrap_or_default();
+        reasons.extend(restarted);
+    }
     let (level, reasons) = status::combine(reasons);
     Json(SystemStatus {
         level,
@@ -230,8 +248,9 @@ fn hostname() -> String {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Network {
     pub hostname: String,
-    /// The name the box answers to on the LAN.
-    pub mdns_name: &'static str,
+    /// The name the box answers to on the LAN: the one Avahi confirmed
+    /// (`arasul-2.local` after a name collision), else the configured one.
+    pub mdns_name: String,
     pub interfaces: Vec<NetInterface>,
     #[serde(flatten)]
     pub reachability: Reachability,
@@ -244,7 +263,12 @@ pub struct Network {
 pub async fn system_network(State(state): State<AppState>) -> Json<Network> {
     Json(Network {
         hostname: hostname(),
-        mdns_name: "arasul.local",
+        mdns_name: state
+            .mdns
+            .borrow()
+            .host
+            .clone()
+            .unwrap_or_else(|| format!("{}.local", state.config().mdns.hostname)),
         interfaces: network_interfaces(),
         reachability: state.metrics.reachability(),
         timestamp: Utc::now(),

@@ -68,6 +68,11 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(services::logs))
                 .routes(routes!(healing::events))
                 .routes(routes!(healing::status))
+                .routes(routes!(healing::recovery_actions))
+                .routes(routes!(healing::service_failures))
+                .routes(routes!(healing::reboot_history))
+                .routes(routes!(healing::metrics))
+                .routes(routes!(healing::reboot))
                 .merge(ai::routes())
                 .merge(update::routes()),
         ))

@@ -55,6 +55,9 @@ pub struct ServiceStatus {
     pub started_at: Option<DateTime<Utc>>,
     /// Restarts arasuld made (or saw Docker make) since it started.
     pub restart_count: u32,
+    /// When arasuld last restarted it (a restart, or a stop + start by
+    /// self-healing); None since the daemon started.
+    pub last_restart_at: Option<DateTime<Utc>>,
     pub last_exit_code: Option<i64>,
     pub oom_killed: bool,
     /// Consecutive failed health probes.
@@ -83,10 +86,16 @@ pub type LogLines = BoxStream<'static, Result<String, String>>;
 pub enum Command {
     Start(String, oneshot::Sender<Result<(), SupervisorError>>),
     Stop(String, oneshot::Sender<Result<(), SupervisorError>>),
+    /// A stop by self-healing: like `Stop` until the next start, but not
+    /// persisted, so after a daemon restart the service runs again.
+    StopTransient(String, oneshot::Sender<Result<(), SupervisorError>>),
     Restart(String, oneshot::Sender<Result<(), SupervisorError>>),
     /// The healing policy gave up on it: `failed`, and nothing restarts it
     /// until a start, stop or restart through the API clears the mark.
     MarkFailed(String, oneshot::Sender<Result<(), SupervisorError>>),
+    /// Removes dangling images labelled with this project (disk cleanup):
+    /// replies with how many went and the bytes reclaimed.
+    PruneImages(oneshot::Sender<Result<(u64, u64), SupervisorError>>),
     Logs {
         name: String,
         tail: usize,
@@ -179,8 +188,18 @@ impl SupervisorHandle {
     pub async fn stop(&self, name: &str) -> Result<(), SupervisorError> {
         self.ask(|r| Command::Stop(name.into(), r)).await
     }
+    /// Stops `name` for self-healing: nothing restarts it until the next
+    /// start, but the stop is not remembered across a daemon restart.
+    pub async fn stop_transient(&self, name: &str) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::StopTransient(name.into(), r)).await
+    }
     pub async fn restart(&self, name: &str) -> Result<(), SupervisorError> {
         self.ask(|r| Command::Restart(name.into(), r)).await
+    }
+    /// Deletes dangling images labelled `io.arasul.project=<project>`:
+    /// (images removed, bytes reclaimed).
+    pub async fn prune_images(&self) -> Result<(u64, u64), SupervisorError> {
+        self.ask(Command::PruneImages).await
     }
     pub async fn mark_failed(&self, name: &str) -> Result<(), SupervisorError> {
         self.ask(|r| Command::MarkFailed(name.into(), r)).await

@@ -65,6 +65,10 @@ pub struct Supervisor {
     order: Vec<String>,
     services: HashMap<String, Runtime>,
     stopped: HashSet<String>,
+    /// The part of `stopped` that is not persisted: stopped by self-healing
+    /// for a while (stop + start, the LLM held for heat or a GPU reset). A
+    /// daemon crash in between must not leave them stopped after the restart.
+    transient: HashSet<String>,
     /// Marked failed by the healing policy: kept `failed` (events, probes and
     /// reconcile leave them alone) until the API starts, stops or restarts them.
     failed: HashSet<String>,
@@ -136,6 +140,7 @@ impl Supervisor {
                         api_port: s.api_port(),
                         started_at: None,
                         restart_count: 0,
+                        last_restart_at: None,
                         last_exit_code: None,
                         oom_killed: false,
                         health_failures: 0,
@@ -159,6 +164,7 @@ impl Supervisor {
             order,
             services,
             stopped,
+            transient: HashSet::new(),
             failed: HashSet::new(),
             pending_start: Vec::new(),
             state_tx,
@@ -581,7 +587,12 @@ impl Supervisor {
                 let _ = reply.send(r);
             }
             Command::Stop(name, reply) => {
-                let r = self.cmd_stop(docker, &name).await;
+                let r = self.cmd_stop(docker, &name, true).await;
+                self.publish();
+                let _ = reply.send(r);
+            }
+            Command::StopTransient(name, reply) => {
+                let r = self.cmd_stop(docker, &name, false).await;
                 self.publish();
                 let _ = reply.send(r);
             }
@@ -597,6 +608,10 @@ impl Supervisor {
                     self.set_state(&name, ServiceState::Failed);
                 });
                 self.publish();
+                let _ = reply.send(r);
+            }
+            Command::PruneImages(reply) => {
+                let r = self.prune_images(docker).await;
                 let _ = reply.send(r);
             }
             Command::Logs {
@@ -723,33 +738,57 @@ impl Supervisor {
         }
     }
 
-    fn set_stopped_on_purpose(&mut self, name: &str, on: bool) {
-        let changed = if on {
-            self.stopped.insert(name.to_string())
+    /// `persist`: written to the stopped-services file (an admin's stop,
+    /// kept across daemon restarts); otherwise only held in memory.
+    fn set_stopped_on_purpose(&mut self, name: &str, on: bool, persist: bool) {
+        let was_persisted = self.stopped.contains(name) && !self.transient.contains(name);
+        if on {
+            self.stopped.insert(name.to_string());
+            if persist {
+                self.transient.remove(name);
+            } else if !was_persisted {
+                self.transient.insert(name.to_string());
+            }
         } else {
-            self.stopped.remove(name)
-        };
+            self.stopped.remove(name);
+            self.transient.remove(name);
+        }
         if let Some(rt) = self.services.get_mut(name) {
             rt.status.stopped_on_purpose = on;
         }
-        if changed && let Err(e) = save_stopped(&self.cfg.state_dir, &self.stopped) {
-            tracing::warn!(error = %e, "could not persist the stopped-services list");
+        let is_persisted = self.stopped.contains(name) && !self.transient.contains(name);
+        if was_persisted != is_persisted {
+            let keep: HashSet<String> = self.stopped.difference(&self.transient).cloned().collect();
+            if let Err(e) = save_stopped(&self.cfg.state_dir, &keep) {
+                tracing::warn!(error = %e, "could not persist the stopped-services list");
+            }
         }
     }
 
     async fn cmd_start(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
         self.known(name)?;
         self.failed.remove(name);
-        self.set_stopped_on_purpose(name, false);
+        // Started again after self-healing stopped it: that pair is a restart.
+        let restart = self.transient.contains(name);
+        self.set_stopped_on_purpose(name, false, true);
         self.pending_start.retain(|n| n != name);
-        self.create_and_start(docker, name).await
+        self.create_and_start(docker, name).await?;
+        if restart && let Some(rt) = self.services.get_mut(name) {
+            rt.status.last_restart_at = Some(Utc::now());
+        }
+        Ok(())
     }
 
-    async fn cmd_stop(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
+    async fn cmd_stop(
+        &mut self,
+        docker: &Docker,
+        name: &str,
+        persist: bool,
+    ) -> Result<(), SupervisorError> {
         self.known(name)?;
         self.failed.remove(name);
         // Recorded first, so the "die" event that follows is read as intended.
-        self.set_stopped_on_purpose(name, true);
+        self.set_stopped_on_purpose(name, true, persist);
         self.pending_start.retain(|n| n != name);
         if let Some(id) = self.services[name].status.container_id.clone() {
             let t = self.cfg.stop_timeout.as_secs() as i32;
@@ -778,7 +817,7 @@ impl Supervisor {
     async fn cmd_restart(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
         self.known(name)?;
         self.failed.remove(name);
-        self.set_stopped_on_purpose(name, false);
+        self.set_stopped_on_purpose(name, false, true);
         let Some(id) = self.services[name].status.container_id.clone() else {
             return self.create_and_start(docker, name).await;
         };
@@ -798,6 +837,7 @@ impl Supervisor {
         if let Some(rt) = self.services.get_mut(name) {
             rt.settled_ns = now_ns();
             rt.status.restart_count += 1;
+            rt.status.last_restart_at = Some(Utc::now());
             rt.ever_healthy = false;
             rt.status.health_failures = 0;
             rt.start_deadline = Instant::now() + start_budget(rt.spec.health.as_ref());
@@ -806,6 +846,28 @@ impl Supervisor {
         self.set_state(name, ServiceState::Starting);
         self.adopt(docker, name, &id).await;
         Ok(())
+    }
+
+    /// Only dangling images that carry this project's label: never an image
+    /// of something else on the box.
+    async fn prune_images(&self, docker: &Docker) -> Result<(u64, u64), SupervisorError> {
+        let opts = bollard::query_parameters::PruneImagesOptions {
+            filters: Some(HashMap::from([
+                ("dangling".to_string(), vec!["true".to_string()]),
+                (
+                    "label".to_string(),
+                    vec![format!("{LABEL_PROJECT}={}", self.project)],
+                ),
+            ])),
+        };
+        let r = docker.prune_images(Some(opts)).await.map_err(docker_err)?;
+        let n = r
+            .images_deleted
+            .unwrap_or_default()
+            .iter()
+            .filter(|d| d.deleted.is_some())
+            .count() as u64;
+        Ok((n, r.space_reclaimed.unwrap_or(0).max(0) as u64))
     }
 
     fn logs(
@@ -1012,6 +1074,7 @@ fn reject(cmd: Command, why: &str) {
     match cmd {
         Command::Start(_, r)
         | Command::Stop(_, r)
+        | Command::StopTransient(_, r)
         | Command::Restart(_, r)
         | Command::MarkFailed(_, r) => {
             let _ = r.send(Err(err()));
@@ -1027,6 +1090,9 @@ fn reject(cmd: Command, why: &str) {
         }
         Command::TagImage { reply, .. } | Command::SetImage { reply, .. } => {
             let _ = reply.send(Err(err()));
+        }
+        Command::PruneImages(r) => {
+            let _ = r.send(Err(err()));
         }
         Command::ImageOverrides(r) => {
             let _ = r.send(Err(err()));

@@ -20,6 +20,14 @@ pub struct HealingConfig {
     pub critical: CriticalRules,
     pub reboot: RebootRules,
     pub cooldowns: Cooldowns,
+    /// What the disk cleanup of categories B/C may delete.
+    pub cleanup: CleanupRules,
+    /// The GPU reset command of category C (argv, e.g. `["nvidia-smi", "-r"]`);
+    /// run only with every LLM service stopped. Empty: the step is skipped.
+    pub gpu_reset_command: Vec<String>,
+    /// How long the throttle and GPU reset commands may run before they are killed.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
 }
 
 impl Default for HealingConfig {
@@ -33,6 +41,40 @@ impl Default for HealingConfig {
             critical: CriticalRules::default(),
             reboot: RebootRules::default(),
             cooldowns: Cooldowns::default(),
+            cleanup: CleanupRules::default(),
+            gpu_reset_command: Vec::new(),
+            command_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The disk cleanup only ever touches these, all under the configured
+/// `paths.log_dir` / `paths.state_dir` (never following a symlink out).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanupRules {
+    /// Rotated logs directly in `paths.log_dir`: `*.log.N` and `*.gz`.
+    pub rotated_logs: bool,
+    /// Dangling (untagged) Docker images labelled `io.arasul.project=<project>`.
+    pub dangling_images: bool,
+    /// Entries of `state_dir/updates` not modified for this long (never while
+    /// an update is in progress).
+    #[serde(with = "humantime_serde")]
+    pub staging_max_age: Duration,
+    /// Entries of `state_dir/backups` kept, newest first; older ones go.
+    pub keep_backups: usize,
+    /// Metrics rows older than `metrics.retention` are deleted at once.
+    pub metrics_past_retention: bool,
+}
+
+impl Default for CleanupRules {
+    fn default() -> Self {
+        CleanupRules {
+            rotated_logs: true,
+            dangling_images: true,
+            staging_max_age: Duration::from_secs(24 * 3600),
+            keep_backups: 3,
+            metrics_past_retention: true,
         }
     }
 }
@@ -215,6 +257,8 @@ pub struct RebootRules {
     /// A prepared reboot whose checks still fail after this is given up.
     #[serde(with = "humantime_serde")]
     pub prepare_timeout: Duration,
+    /// The D-Bus address logind is reached on; unset: the system bus.
+    pub bus_address: Option<String>,
 }
 
 impl Default for RebootRules {
@@ -227,6 +271,7 @@ impl Default for RebootRules {
             gpu_resets_before_reboot: 2,
             drain_timeout: Duration::from_secs(60),
             prepare_timeout: Duration::from_secs(300),
+            bus_address: None,
         }
     }
 }
@@ -310,6 +355,20 @@ impl HealingConfig {
         ] {
             if d.is_zero() {
                 bad(key, "must be greater than zero");
+            }
+        }
+        if self.command_timeout.is_zero() {
+            bad("command_timeout", "must be greater than zero");
+        }
+        if self.cleanup.keep_backups == 0 {
+            bad("cleanup.keep_backups", "must be at least 1");
+        }
+        for (key, argv) in [
+            ("gpu_reset_command", &self.gpu_reset_command),
+            ("overload.throttle_command", &self.overload.throttle_command),
+        ] {
+            if argv.first().is_some_and(|p| p.trim().is_empty()) {
+                bad(key, "the program (first element) must not be empty");
             }
         }
         if s.health_failures == 0 {

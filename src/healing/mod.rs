@@ -2,8 +2,11 @@
 //! that turns observations into actions. This module never touches Docker,
 //! the database or the OS; the worker that carries actions out lives beside it.
 
+pub mod cleanup;
 pub mod config;
+pub mod exec;
 pub mod policy;
+pub mod reboot;
 pub mod worker;
 
 pub use config::HealingConfig;

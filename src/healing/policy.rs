@@ -653,10 +653,15 @@ fn service_ladder(
             Category::A,
             "service_down",
             Some(name),
-            format!(
-                "{:?} with {} failed health checks",
-                svc.state, svc.health_failures
-            ),
+            match svc.state {
+                ServiceState::Stopped | ServiceState::Failed => {
+                    "the container is not running (exited or removed)".to_string()
+                }
+                state => format!(
+                    "{state:?}: {} health checks failed in a row",
+                    svc.health_failures
+                ),
+            },
         );
     }
 

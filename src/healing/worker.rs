@@ -34,6 +34,8 @@ pub const BUFFER_CAP: usize = 10_000;
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// Longest one batch write to Postgres may take before it is retried later.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a `VACUUM ANALYZE` may take.
+const VACUUM_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// One line of the audit trail, as stored and as served.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -66,6 +68,12 @@ pub struct HealingDeps {
     /// None: no readings (tests), the overload rules stay quiet.
     pub metrics: Option<MetricsHub>,
     pub db: Db,
+    /// `paths.state_dir`: update staging, backups, the update state.
+    pub state_dir: PathBuf,
+    /// `metrics.retention`: what the disk cleanup deletes at once.
+    pub metrics_retention: Duration,
+    /// `paths.proc_root`: the boot id that proves a reboot happened.
+    pub proc_root: PathBuf,
 }
 
 /// Spawns the loop as the core worker `self-healing`. The event buffer
@@ -183,6 +191,23 @@ impl AuditTrail {
     }
 }
 
+/// A record made outside the loop (the reboot route): to the log at once,
+/// and to Postgres when it is up (the log keeps it otherwise).
+pub async fn record_outside_loop(log_dir: &Path, db: &Db, r: HealingRecord) {
+    if let Err(e) = append_line(&log_dir.join(LOG_FILE), &r) {
+        tracing::warn!(error = %e, "cannot write the self-healing log");
+    }
+    if db.status().up {
+        let write = crate::db::healing::insert_events(db.pool(), std::slice::from_ref(&r));
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(FLUSH_TIMEOUT, write)
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)
+        {
+            tracing::warn!(error = %e, "self-healing event only in the log");
+        }
+    }
+}
+
 fn append_line(path: &Path, r: &HealingRecord) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -217,6 +242,16 @@ struct Loop {
     /// Services the supervisor acknowledged as failed on the policy's request.
     marked_failed: BTreeSet<String>,
     ai: crate::ai::Ai,
+    /// A reboot the policy is preparing: what is done of its checks.
+    reboot_prep: Option<RebootPrep>,
+    /// The post-reboot validation still to be written to its row.
+    reboot_validation: Option<(i64, String)>,
+}
+
+#[derive(Default)]
+struct RebootPrep {
+    telemetry_flushed: bool,
+    disk_state_recorded: bool,
 }
 
 async fn run(
@@ -233,7 +268,32 @@ async fn run(
         policy: PolicyState::new(),
         marked_failed: BTreeSet::new(),
         ai: crate::ai::Ai::new(),
+        reboot_prep: None,
+        reboot_validation: None,
     };
+    // A reboot requested before this start: was it one?
+    let (dir, proc_root) = (lp.deps.state_dir.clone(), lp.deps.proc_root.clone());
+    let validated =
+        tokio::task::spawn_blocking(move || super::reboot::validate_after_start(&dir, &proc_root))
+            .await
+            .ok()
+            .flatten();
+    if let Some((saved, text, ok)) = validated {
+        let mut r = plain_record(
+            "post_reboot_validation",
+            if ok { "INFO" } else { "WARNING" },
+            Some("D"),
+            None,
+            text.clone(),
+        );
+        r.result = if ok {
+            "ok".into()
+        } else {
+            "failed: not confirmed".into()
+        };
+        trail.lock().await.record(r);
+        lp.reboot_validation = saved.id.map(|id| (id, text));
+    }
     let mut state_open = true;
     let mut db_open = true;
     loop {
@@ -286,18 +346,59 @@ impl Loop {
             .filter(|s| !under_update.contains(&s.name))
             .map(service_view)
             .collect();
-        snap.readings = self
-            .deps
-            .metrics
+        let latest = self.deps.metrics.as_ref().and_then(|m| m.latest());
+        snap.readings = latest
             .as_ref()
-            .and_then(|m| m.latest())
-            .map(|s| Readings::from_sample(&s))
+            .map(|s| Readings::from_sample(s))
             .unwrap_or_default();
+        // The GPU backend failed to read (a missing GPU is `gpu: null`, no error).
+        snap.gpu_error = latest
+            .as_ref()
+            .is_some_and(|s| s.errors.iter().any(|e| e.series == "gpu"));
         // The supervisor says `unknown` for every service while Docker is away.
         snap.docker_up =
             services.is_empty() || services.iter().any(|s| s.state != ServiceState::Unknown);
         snap.db_up = self.deps.db.status().up;
+        snap.update_in_progress =
+            super::cleanup::update_in_progress(&self.deps.state_dir).is_some();
         snap
+    }
+
+    fn reboot_ctx(&self) -> super::reboot::RebootCtx {
+        super::reboot::RebootCtx {
+            rules: self.deps.config.reboot.clone(),
+            db: self.deps.db.clone(),
+            metrics: self.deps.metrics.clone(),
+            services: self.deps.services.clone(),
+            state_dir: self.deps.state_dir.clone(),
+            proc_root: self.deps.proc_root.clone(),
+        }
+    }
+
+    /// What the policy's safety checks read while a reboot is prepared.
+    async fn reboot_readiness(&mut self, snap: &mut Snapshot) {
+        if let Some((id, text)) = &self.reboot_validation
+            && snap.db_up
+            && crate::db::healing::validate_reboot(self.deps.db.pool(), *id, text)
+                .await
+                .is_ok()
+        {
+            self.reboot_validation = None;
+        }
+        let Some(prep) = &self.reboot_prep else {
+            return;
+        };
+        let db = &self.deps.db;
+        snap.reboot.telemetry_flushed = prep.telemetry_flushed;
+        snap.reboot.disk_state_recorded = prep.disk_state_recorded;
+        if snap.db_up {
+            let hour = super::reboot::reboots_last_hour(db).await;
+            // Unknown counts as at the limit.
+            snap.reboot.reboots_last_hour = hour.unwrap_or(u32::MAX);
+            snap.reboot.workflows_drained = crate::db::healing::running_workflows(db.pool())
+                .await
+                .is_ok_and(|n| n == 0);
+        }
     }
 
     async fn evaluate(&mut self, ctx: &WorkerCtx, trail: &mut AuditTrail) {
@@ -326,7 +427,8 @@ impl Loop {
                 "the failed mark was cleared through the API; healing it again".into(),
             ));
         }
-        let snap = self.snapshot(&services);
+        let mut snap = self.snapshot(&services);
+        self.reboot_readiness(&mut snap).await;
         let actions = decide(&snap, &mut self.policy, &self.deps.config);
         // An action is recorded with the event that follows it (the policy
         // emits each action before its event); a lone action or event is a
@@ -361,52 +463,66 @@ impl Loop {
         };
         let t0 = Instant::now();
         let h = &self.deps.services;
-        let result: Result<(), String> = match &action {
-            Action::RestartService { name, .. } => h.restart(name).await.map_err(err),
-            Action::StopStartService { name } => match h.stop(name).await {
+        let ok = |r: Result<(), String>| match r {
+            Ok(()) => Outcome::Ok(None),
+            Err(e) => Outcome::Failed(e),
+        };
+        let outcome = match &action {
+            Action::RestartService { name, .. } => ok(h.restart(name).await.map_err(err)),
+            // A stop that is not persisted: should the daemon die between
+            // the two steps, the service runs again after its restart.
+            Action::StopStartService { name } => ok(match h.stop_transient(name).await {
                 Ok(()) => h.start(name).await.map_err(err),
                 Err(e) => Err(err(e)),
-            },
+            }),
             Action::MarkFailed { name } => {
                 let r = h.mark_failed(name).await.map_err(err);
                 if r.is_ok() {
                     self.marked_failed.insert(name.clone());
                 }
-                r
+                ok(r)
             }
             Action::HardRestartServices { services } => {
-                let mut failed = Vec::new();
-                for s in services {
-                    ctx.beat();
-                    if let Err(e) = h.restart(s).await {
-                        failed.push(format!("{s}: {e}"));
-                    }
-                }
-                if failed.is_empty() {
-                    Ok(())
-                } else {
-                    Err(failed.join("; "))
+                ok(each(ctx, services, |s| h.restart(s)).await)
+            }
+            Action::StopLlm { services, .. } => {
+                ok(each(ctx, services, |s| h.stop_transient(s)).await)
+            }
+            Action::StartLlm { services } => ok(each(ctx, services, |s| h.start(s)).await),
+            Action::UnloadLlmModels => ok(self.unload_llm_models().await),
+            Action::ResetLlmSession => self.reset_llm_session().await,
+            Action::RunThrottleCommand => {
+                let argv = self.deps.config.overload.throttle_command.clone();
+                self.run_configured("overload.throttle_command", &argv)
+                    .await
+            }
+            Action::GpuReset => self.gpu_reset(ctx).await,
+            Action::DiskCleanup { .. } => self.disk_cleanup(ctx).await,
+            Action::VacuumAnalyze => self.vacuum_analyze().await,
+            Action::PrepareReboot { reason, .. } => {
+                self.prepare_reboot(&format!("{reason:?}")).await
+            }
+            Action::Reboot { reason } => {
+                self.reboot_prep = None;
+                let rctx = self.reboot_ctx();
+                let why = format!("{reason:?}");
+                match super::reboot::request(&rctx, &why, false, &|| ctx.beat()).await {
+                    Ok(_) => Outcome::Ok(Some("logind accepted the reboot".into())),
+                    Err(r) => Outcome::Failed(format!("{}: {}", r.check, r.message)),
                 }
             }
-            Action::StopLlm { services, .. } => each(ctx, services, |s| h.stop(s)).await,
-            Action::StartLlm { services } => each(ctx, services, |s| h.start(s)).await,
-            Action::UnloadLlmModels => self.unload_llm_models().await,
-            _ => {
-                return Done {
-                    action: name,
-                    service,
-                    result: "skipped: not yet carried out by this daemon".into(),
-                    duration_ms: 0,
-                };
-            }
+            Action::RecordEvent(_) => Outcome::Skipped("an event, not an action".into()),
+        };
+        let (result, detail) = match outcome {
+            Outcome::Ok(detail) => ("ok".to_string(), detail),
+            Outcome::Failed(e) => (format!("failed: {e}"), None),
+            Outcome::Skipped(why) => (format!("skipped: {why}"), None),
         };
         Done {
             action: name,
             service,
-            result: match result {
-                Ok(()) => "ok".into(),
-                Err(e) => format!("failed: {e}"),
-            },
+            result,
+            detail,
             duration_ms: t0.elapsed().as_millis() as i64,
         }
     }
@@ -425,6 +541,179 @@ impl Loop {
         }
         Ok(())
     }
+
+    /// A fresh session: every loaded model unloaded (`keep_alive: 0`), then
+    /// loaded again, so its context and GPU state start from scratch.
+    async fn reset_llm_session(&self) -> Outcome {
+        let services = self.deps.services.services();
+        let target = match crate::ai::locate(&services, crate::ai::Backend::Llm) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let loaded = match self.ai.ps(&target).await {
+            Ok(l) => l,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        if loaded.is_empty() {
+            return Outcome::Ok(Some("no model was loaded".into()));
+        }
+        let mut names = Vec::new();
+        for m in &loaded {
+            if let Err(e) = self.ai.unload(&target, &m.name).await {
+                return Outcome::Failed(format!("unload {}: {e}", m.name));
+            }
+        }
+        for m in &loaded {
+            if let Err(e) = self.ai.load(&target, &m.name).await {
+                return Outcome::Failed(format!("reload {}: {e}", m.name));
+            }
+            names.push(m.name.clone());
+        }
+        Outcome::Ok(Some(format!("reloaded {}", names.join(", "))))
+    }
+
+    async fn run_configured(&self, key: &str, argv: &[String]) -> Outcome {
+        if argv.is_empty() {
+            return Outcome::Skipped(format!("no healing.{key} configured"));
+        }
+        match super::exec::run_command(argv, self.deps.config.command_timeout).await {
+            Ok(()) => Outcome::Ok(Some(format!("ran {}", argv.join(" ")))),
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    /// The configured GPU reset, only with every LLM service stopped: those
+    /// still running are stopped first (not persisted) and started after.
+    async fn gpu_reset(&self, ctx: &WorkerCtx) -> Outcome {
+        let argv = self.deps.config.gpu_reset_command.clone();
+        if argv.is_empty() {
+            return Outcome::Skipped("no healing.gpu_reset_command configured".into());
+        }
+        let h = &self.deps.services;
+        let running: Vec<String> = h
+            .services()
+            .iter()
+            .filter(|s| s.role == crate::docker::Role::Llm)
+            .filter(|s| {
+                !matches!(
+                    s.state,
+                    ServiceState::Stopped | ServiceState::Failed | ServiceState::ImageMissing
+                )
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        if let Err(e) = each(ctx, &running, |s| h.stop_transient(s)).await {
+            // Never reset the GPU under a running LLM: start what was stopped.
+            let _ = each(ctx, &running, |s| h.start(s)).await;
+            return Outcome::Failed(format!("could not stop the LLM first: {e}"));
+        }
+        let ran = self.run_configured("gpu_reset_command", &argv).await;
+        if let Err(e) = each(ctx, &running, |s| h.start(s)).await {
+            return Outcome::Failed(format!(
+                "GPU reset done, but the LLM did not start again: {e}"
+            ));
+        }
+        match ran {
+            Outcome::Ok(_) if !running.is_empty() => Outcome::Ok(Some(format!(
+                "ran {} with {} stopped",
+                argv.join(" "),
+                running.join(", ")
+            ))),
+            other => other,
+        }
+    }
+
+    /// Only the configured paths (see `healing::cleanup`), this project's
+    /// dangling images and metrics past retention.
+    async fn disk_cleanup(&self, ctx: &WorkerCtx) -> Outcome {
+        let rules = self.deps.config.cleanup.clone();
+        let (log_dir, state_dir) = (self.deps.log_dir.clone(), self.deps.state_dir.clone());
+        let files = tokio::task::spawn_blocking(move || {
+            super::cleanup::clean_files(&log_dir, &state_dir, &rules, std::time::SystemTime::now())
+        })
+        .await
+        .unwrap_or_else(|e| super::cleanup::FileCleanup {
+            errors: vec![format!("cleanup task failed: {e}")],
+            ..Default::default()
+        });
+        ctx.beat();
+        let mut errors = files.errors.clone();
+        let mut done = vec![format!(
+            "removed {} files ({} bytes)",
+            files.removed.len(),
+            files.bytes_freed
+        )];
+        done.extend(files.skipped.iter().map(|s| format!("skipped {s}")));
+        if self.deps.config.cleanup.dangling_images {
+            match self.deps.services.prune_images().await {
+                Ok((n, bytes)) => done.push(format!("{n} dangling images ({bytes} bytes)")),
+                Err(e) => errors.push(format!("images: {e}")),
+            }
+            ctx.beat();
+        }
+        if self.deps.config.cleanup.metrics_past_retention && self.deps.db.status().up {
+            let before = Utc::now()
+                - chrono::Duration::from_std(self.deps.metrics_retention)
+                    .unwrap_or(chrono::Duration::days(7));
+            match crate::db::metrics::delete_older_than(self.deps.db.pool(), before, 10_000).await {
+                Ok(n) => done.push(format!("{n} metrics rows past retention")),
+                Err(e) => errors.push(format!("metrics: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Outcome::Ok(Some(done.join(", ")))
+        } else {
+            Outcome::Failed(format!("{}; {}", errors.join("; "), done.join(", ")))
+        }
+    }
+
+    /// The preparation of a policy reboot: telemetry flushed, the state and
+    /// disk recorded. The policy then waits for the workflows (or the drain
+    /// timeout) and asks for the reboot, which checks everything again.
+    async fn prepare_reboot(&mut self, reason: &str) -> Outcome {
+        let rctx = self.reboot_ctx();
+        let mut prep = RebootPrep::default();
+        let mut missing = Vec::new();
+        match &rctx.metrics {
+            Some(m) if self.deps.db.status().up => match m.flush(&rctx.db).await {
+                Ok(_) => prep.telemetry_flushed = true,
+                Err(e) => missing.push(format!("telemetry not flushed: {e}")),
+            },
+            Some(_) => missing.push("telemetry not flushed: the database is down".into()),
+            None => prep.telemetry_flushed = true,
+        }
+        match super::reboot::record_state(&rctx, reason).await {
+            Ok(_) => prep.disk_state_recorded = true,
+            Err(r) => missing.push(r.message),
+        }
+        self.reboot_prep = Some(prep);
+        if missing.is_empty() {
+            Outcome::Ok(Some("telemetry flushed, state and disk recorded".into()))
+        } else {
+            Outcome::Failed(missing.join("; "))
+        }
+    }
+
+    async fn vacuum_analyze(&self) -> Outcome {
+        let status = self.deps.db.status();
+        if !status.up {
+            return Outcome::Failed("the database is not reachable".into());
+        }
+        let pool = self.deps.db.pool();
+        match crate::db::healing::vacuum_analyze(pool, VACUUM_TIMEOUT).await {
+            Ok(()) => Outcome::Ok(None),
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+}
+
+/// How an action went.
+enum Outcome {
+    /// Done, with what it did in words where that says more than "ok".
+    Ok(Option<String>),
+    Failed(String),
+    /// Not carried out (nothing configured for it).
+    Skipped(String),
 }
 
 async fn each<'a, F, Fut>(ctx: &WorkerCtx, services: &'a [String], f: F) -> Result<(), String>
@@ -455,6 +744,8 @@ struct Done {
     action: String,
     service: Option<String>,
     result: String,
+    /// What it did, added to the record's description.
+    detail: Option<String>,
     duration_ms: i64,
 }
 
@@ -472,7 +763,10 @@ impl Done {
             severity: severity.into(),
             category: None,
             service: self.service,
-            description: format!("action {}", self.action),
+            description: match self.detail {
+                Some(d) => format!("action {}: {d}", self.action),
+                None => format!("action {}", self.action),
+            },
             action: Some(self.action),
             result: self.result,
             duration_ms: Some(self.duration_ms),
@@ -516,6 +810,9 @@ fn event_record(ev: &Event, done: Option<Done>) -> HealingRecord {
         r.action = Some(done.action);
         r.result = done.result;
         r.duration_ms = Some(done.duration_ms);
+        if let Some(d) = done.detail {
+            r.description = format!("{}: {d}", r.description);
+        }
     }
     r
 }
@@ -537,6 +834,40 @@ pub fn heartbeat_grade(age: Duration) -> &'static str {
     } else {
         "unhealthy"
     }
+}
+
+/// Why `service` was last restarted, in words, from the log's tail: the
+/// newest `service_down` (or other record naming it) since `since`.
+pub fn restart_cause(log_dir: &Path, service: &str, since: DateTime<Utc>) -> Option<String> {
+    let recent: Vec<HealingRecord> = tail_records(log_dir)
+        .into_iter()
+        .filter(|r| r.at >= since && r.service.as_deref() == Some(service))
+        .filter(|r| r.event_type != "service_recovered")
+        .collect();
+    recent
+        .iter()
+        .rev()
+        .find(|r| r.event_type == "service_down")
+        .or_else(|| recent.last())
+        .map(|r| r.description.clone())
+}
+
+fn tail_records(log_dir: &Path) -> Vec<HealingRecord> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(log_dir.join(LOG_FILE)) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = String::new();
+    if f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))
+        .is_err()
+        || f.read_to_string(&mut buf).is_err()
+    {
+        return Vec::new();
+    }
+    buf.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// The newest record of the JSON-lines log (reads only its tail).
@@ -572,6 +903,7 @@ mod tests {
             }),
             service: Some("llm".into()),
             result: "ok".into(),
+            detail: None,
             duration_ms: 12,
         };
         let r = event_record(&ev, Some(done));

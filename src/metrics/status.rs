@@ -17,7 +17,7 @@ pub enum Level {
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reason {
     pub level: Level,
-    /// Stable, snake_case: `cpu_sustained`, `disk_high`, `temperature_critical`, `database_down`, `no_sample`.
+    /// Stable, snake_case: `cpu_sustained`, `disk_high`, `temperature_critical`, `database_down`, `no_sample`, `service_restarted`.
     pub code: String,
     /// In words, for the owner.
     pub message: String,
@@ -124,6 +124,42 @@ pub fn service_reasons(services: &[crate::docker::ServiceStatus]) -> Vec<Reason>
         .collect()
 }
 
+/// How long a restart keeps the status at WARNING (SPEC §4).
+pub const RESTART_WARN_SECS: i64 = 10 * 60;
+
+/// A WARNING for each service arasuld restarted in the last 10 minutes;
+/// `why(name)` gives the cause in words where the self-healing trail has it.
+pub fn restart_reasons(
+    services: &[crate::docker::ServiceStatus],
+    now: chrono::DateTime<chrono::Utc>,
+    why: impl Fn(&str) -> Option<String>,
+) -> Vec<Reason> {
+    services
+        .iter()
+        .filter_map(|s| {
+            let at = s.last_restart_at?;
+            let ago = (now - at).num_seconds();
+            if !(0..RESTART_WARN_SECS).contains(&ago) {
+                return None;
+            }
+            let when = if ago < 60 {
+                "less than a minute ago".to_string()
+            } else {
+                format!("{} min ago", ago / 60)
+            };
+            let cause = match why(&s.name) {
+                Some(w) => format!(" by self-healing: {w}"),
+                None => String::new(),
+            };
+            Some(Reason {
+                level: Level::Warning,
+                code: "service_restarted".into(),
+                message: format!("The {} service was restarted {when}{cause}.", s.name),
+            })
+        })
+        .collect()
+}
+
 /// Merges reason lists: worst first, and the level they add up to.
 pub fn combine(mut reasons: Vec<Reason>) -> (Level, Vec<Reason>) {
     reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
@@ -201,6 +237,7 @@ mod tests {
             api_port: None,
             started_at: None,
             restart_count: 0,
+            last_restart_at: None,
             last_exit_code: None,
             oom_killed: false,
             health_failures: 0,
@@ -219,5 +256,49 @@ mod tests {
         assert_eq!(reasons.len(), 2);
         assert_eq!(reasons[0].message, "The llm service is down (unhealthy).");
         assert_eq!(reasons[1].code, "service_down");
+    }
+
+    #[test]
+    fn a_restart_in_the_last_10_minutes_is_a_warning_with_its_cause() {
+        use crate::docker::{Role, ServiceState, ServiceStatus};
+        let now = Utc::now();
+        let svc = |name: &str, restarted: Option<i64>| ServiceStatus {
+            name: name.into(),
+            role: Role::Other,
+            critical: true,
+            state: ServiceState::Healthy,
+            stopped_on_purpose: false,
+            image: "x".into(),
+            image_id: None,
+            container_id: None,
+            address: None,
+            api_port: None,
+            started_at: None,
+            restart_count: 1,
+            last_restart_at: restarted.map(|s| now - chrono::Duration::seconds(s)),
+            last_exit_code: None,
+            oom_killed: false,
+            health_failures: 0,
+            last_error: None,
+            since: now,
+        };
+        let list = [
+            svc("llm", Some(150)),
+            svc("n8n", Some(10 * 60 + 1)),
+            svc("minio", None),
+            svc("embed", Some(5)),
+        ];
+        let why = |n: &str| (n == "llm").then(|| "it had exited (code 137)".to_string());
+        let (level, reasons) = combine(restart_reasons(&list, now, why));
+        assert_eq!(level, Level::Warning);
+        let messages: Vec<&str> = reasons.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "The llm service was restarted 2 min ago by self-healing: it had exited (code 137).",
+                "The embed service was restarted less than a minute ago.",
+            ]
+        );
+        assert!(reasons.iter().all(|r| r.code == "service_restarted"));
     }
 }

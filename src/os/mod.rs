@@ -1,4 +1,5 @@
-//! Operating-system glue: systemd notify/watchdog (and later mDNS, logind).
+//! Operating-system glue: systemd notify/watchdog, mDNS over Avahi, reboot through logind.
 
+pub mod logind;
 pub mod mdns;
 pub mod notify;

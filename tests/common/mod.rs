@@ -444,5 +444,6 @@ pub fn app_state(
         services,
         started_at: chrono::Utc::now(),
         control,
+        mdns: tokio::sync::watch::channel(Default::default()).1,
     }
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Mean time to recovery, side by side in one run, on arasul-testrt:dev:
+#  (1) a crashed container (its process SIGKILLed from the host): arasuld's
+#      self-healing vs Docker's own `--restart always` on the same image;
+#  (2) a hung container (running, health failing): arasuld with the shipped
+#      LLM health settings (10 s / 5 s / 3) and with a tighter 2 s / 1 s / 3,
+#      vs the Kubernetes default liveness budget (period 10 s × 3 failures,
+#      timeout 1 s) plus the restart time measured here.
+#   benches/mttr.sh [CRASHES] [HANGS]          (ARASULD_BIN=… to skip the release build)
+source "$(dirname "$0")/../scripts/lib.sh"
+cd "$REPO_ROOT"
+CRASHES="${1:-10}"
+HANGS="${2:-3}"
+ensure_postgres
+ensure_docker
+"$REPO_ROOT/scripts/testrt-image" >/dev/null
+BIN="${ARASULD_BIN:-$(build_release)}"
+work="$(mktemp -d)"
+project="mttr$$"
+# A database of its own: the shared dev database may carry other branches'
+# migrations.
+pg_as_postgres createdb -p "$PGPORT" -O "$DEV_DB_USER" "$project"
+DB_URL="postgres://$DEV_DB_USER:$DEV_DB_PASS@127.0.0.1:$PGPORT/$project"
+cleanup() {
+  kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null
+  docker ps -aq --filter "label=io.arasul.project=$project" | xargs -r docker rm -f >/dev/null
+  docker rm -f "$project-docker" >/dev/null 2>&1
+  docker network rm "$project-net" >/dev/null 2>&1
+  rm -rf "$work"
+  pg_as_postgres dropdb -p "$PGPORT" --if-exists "$project"
+}
+trap cleanup EXIT
+port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+mkdir -p "$work"/{state,log,secrets,keys}
+cat > "$work/services.yaml" <<YAML
+project: $project
+network: $project-net
+services:
+  # The shipped LLM health settings (assets/services.yaml), short start period.
+  - name: llm
+    image: arasul-testrt:dev
+    role: llm
+    health: {http: {port: 11434, path: /api/version}, interval: 10s, timeout: 5s, retries: 3, start_period: 5s}
+  - name: fast
+    image: arasul-testrt:dev
+    role: other
+    health: {http: {port: 11434, path: /api/version}, interval: 2s, timeout: 1s, retries: 3, start_period: 5s}
+YAML
+cat > "$work/arasuld.yaml" <<YAML
+http:
+  listen: 127.0.0.1:$port
+database:
+  url: $DB_URL
+paths:
+  state_dir: $work/state
+  log_dir: $work/log
+  secrets_dir: $work/secrets
+  keys_dir: $work/keys
+  services_file: $work/services.yaml
+  data_path: $work/state
+logging:
+  level: warn
+# Each failure here is its own incident: the backoff resets after 1 s
+# healthy (default 10 min) and the restart cap is lifted (default: more than
+# 5 in 30 min marks the service failed), so every round is a first restart.
+healing:
+  services:
+    backoff_reset_after: 1s
+    max_restarts: 1000
+YAML
+docker run -d --name "$project-docker" --restart always arasul-testrt:dev >/dev/null
+"$BIN" --config "$work/arasuld.yaml" serve >"$work/out" 2>&1 &
+PID=$!
+python3 "$REPO_ROOT/benches/mttr.py" "http://127.0.0.1:$port" "$project" "$CRASHES" "$HANGS" \
+  || { tail -20 "$work/out"; exit 1; }
