@@ -86,7 +86,7 @@ install_out="$work/install.txt"
 dpkg -i "$deb" >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "dpkg -i"; }
 ok "dpkg -i $deb"
 initial_pw="$(cat /etc/arasul/secrets/initial-admin-password)"
-grep -qF "$initial_pw" "$install_out" || { cat "$install_out" >&2; fail "the install did not show the initial admin password"; }
+grep -qF -e "$initial_pw" "$install_out" || { cat "$install_out" >&2; fail "the install did not show the initial admin password"; }
 ok "the initial admin password is shown at the end of the install"
 
 command -v arasuld >/dev/null || fail "arasuld not on PATH"
@@ -133,7 +133,7 @@ sum_secrets() { (cd /etc/arasul/secrets && find . -type f | sort | xargs sha256s
 before="$(sum_secrets)"
 dpkg -i "$deb" >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "reinstall"; }
 [ "$(sum_secrets)" = "$before" ] || fail "a reinstall changed the secrets"
-! grep -qF "$initial_pw" "$install_out" || fail "a reinstall showed the password again"
+! grep -qF -e "$initial_pw" "$install_out" || fail "a reinstall showed the password again"
 ok "reinstall keeps the secrets and shows no password"
 
 # --- the installed daemon, by hand, as user arasul ------------------------
