@@ -209,6 +209,12 @@ fn dashboard_end_to_end_in_chromium() {
     let mut pg = PrivatePostgres::init(free_port());
     pg.start();
     let cfg = TestConfig::new(&pg.url(), FAST);
+    // The daemon's JSON log, so the logs screen has lines to show.
+    let json_log = cfg.dir.path().join("log/system.log");
+    append_config(
+        &cfg,
+        &format!("logging:\n  json_file: {}\n", json_log.display()),
+    );
     std::fs::write(cfg.dir.path().join("services.yaml"), catalog(&project)).unwrap();
     let mut daemon = start_daemon(&cfg);
     wait_healthy(&cfg);
@@ -305,8 +311,7 @@ fn dashboard_end_to_end_in_chromium() {
         "[...document.querySelectorAll('svg.chart polyline')].reduce((n, p) => n + p.getAttribute('points').split(' ').length, 0)",
     );
     assert!(chart_points.as_u64().unwrap() >= 2, "{chart_points}");
-    // Workflow activity renders "no data" where that API is missing, and the
-    // footer names the version.
+    // The footer names the version.
     let footer = b.text("#footer-facts");
     assert!(footer.contains(env!("CARGO_PKG_VERSION")), "{footer}");
 
@@ -391,6 +396,11 @@ fn dashboard_end_to_end_in_chromium() {
         "a self-healing event for app",
         Duration::from_secs(60),
         "document.querySelector('#heal-rows tr[data-service=app][data-event=service_restart]')",
+    );
+    // The event's type in words (the page's language), not its code.
+    assert_eq!(
+        b.text("#heal-rows tr[data-service=app][data-event=service_restart] .ev-type"),
+        "Service restarted"
     );
     b.exec("const s = document.querySelector('#sev-filter'); s.value = 'WARNING'; s.dispatchEvent(new Event('change'));", vec![]);
     b.wait_js(
@@ -817,4 +827,586 @@ fn settings_log_out_everywhere_and_the_lockout_is_explained() {
         json!(true),
         "the button stays disabled while locked"
     );
+}
+
+/// The arasuld binary the tests run (`$ARASUL_TEST_BIN` or this build's).
+fn daemon_bin() -> String {
+    std::env::var("ARASUL_TEST_BIN").unwrap_or_else(|_| common::bin().to_owned())
+}
+
+fn append_config(cfg: &TestConfig, text: &str) {
+    let mut yaml = std::fs::read_to_string(cfg.path()).unwrap();
+    yaml.push_str(text);
+    std::fs::write(cfg.path(), yaml).unwrap();
+}
+
+/// Logs in through the login page (with `next` to `screen`).
+fn browser_login(b: &Browser, base: &str, screen: &str) {
+    b.goto(&format!("{base}/#/{screen}"));
+    b.wait_js(
+        "login with next",
+        Duration::from_secs(20),
+        "location.hash.startsWith('#/login?next=') && document.querySelector('#login-pass')",
+    );
+    b.type_into("#login-pass", TEST_ADMIN_PASSWORD);
+    b.click("#login-submit");
+    b.wait_js(
+        &format!("the {screen} screen after login"),
+        Duration::from_secs(30),
+        &format!("location.hash === '#/{screen}' && ({})", ready_js(screen)),
+    );
+}
+
+/// Appends one line the way the daemon writes its JSON log (tracing's
+/// `json()` layer): a single `write` on an O_APPEND file.
+fn append_log_line(path: &std::path::Path, level: &str, message: &str) {
+    use std::io::Write;
+    let line = json!({
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "level": level,
+        "fields": {"message": message},
+        "target": "arasuld::browser_test",
+    });
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
+}
+
+fn post_json_auth(url: &str, token: &str, body: Value) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// The log lines the logs screen shows: [level, message] each.
+const SHOWN_LINES_JS: &str = "return [...document.querySelectorAll('#log-lines li')].map((l) => [l.dataset.level, l.querySelector('.msg').textContent])";
+
+#[test]
+fn logs_screen_and_workflow_activity_against_the_real_apis() {
+    let Some(b) = Browser::start() else { return };
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    let cfg = TestConfig::new(&pg.url(), "");
+    let system_log = cfg.dir.path().join("log/system.log");
+    append_config(
+        &cfg,
+        &format!("logging:\n  json_file: {}\n", system_log.display()),
+    );
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    let token = common::admin_token(&cfg);
+    let base = cfg.url("");
+    // The daemon's own line, as it wrote it.
+    let listening = format!("listening on http://127.0.0.1:{}", cfg.port);
+    wait_until("the daemon's JSON log", Duration::from_secs(20), || {
+        std::fs::read_to_string(&system_log)
+            .ok()
+            .filter(|s| s.contains(&listening))
+    });
+    append_log_line(&system_log, "WARN", "disk /data at 85 % (browser test)");
+
+    // ---- the tail shows the daemon's own lines, newest last.
+    browser_login(&b, &base, "logs");
+    let lines = b.wait_js(
+        "the daemon's lines in the tail",
+        Duration::from_secs(20),
+        &format!(
+            "(() => {{ const t = [...document.querySelectorAll('#log-lines li .msg')].map((e) => e.textContent); return t.some((m) => m.startsWith({l:?})) && t.some((m) => m.startsWith('disk /data')) && t; }})()",
+            l = listening
+        ),
+    );
+    let all = lines.as_array().unwrap().len();
+    let listening_level = b.exec(
+        &format!(
+            "return [...document.querySelectorAll('#log-lines li')].find((l) => l.querySelector('.msg').textContent.startsWith({listening:?})).dataset.level"
+        ),
+        vec![],
+    );
+    assert_eq!(listening_level, "info");
+    assert_labelled(&b, "logs");
+
+    // ---- the level filter narrows the tail to warn and worse.
+    b.exec(
+        "const s = document.querySelector('#log-level'); s.value = 'warn'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    );
+    let shown = b.wait_js(
+        "only warnings and errors",
+        Duration::from_secs(20),
+        "(() => { const ls = [...document.querySelectorAll('#log-lines li')]; return ls.length > 0 && ls.every((l) => ['warn', 'error'].includes(l.dataset.level)) && ls.map((l) => l.querySelector('.msg').textContent); })()",
+    );
+    let shown = shown.as_array().unwrap();
+    assert!(
+        shown.len() < all,
+        "the filter did not narrow: {} of {all}",
+        shown.len()
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|m| m.as_str().unwrap().starts_with("disk /data")),
+        "{shown:?}"
+    );
+    // The stream follows the filter: an info line stays out, an error comes in.
+    b.wait_js(
+        "the filtered stream open",
+        Duration::from_secs(20),
+        "document.querySelector('#log-state').dataset.state === 'open'",
+    );
+    append_log_line(&system_log, "INFO", "filtered out (browser test)");
+    append_log_line(&system_log, "ERROR", "pump 2 failed (browser test)");
+    b.wait_js(
+        "the live error line",
+        Duration::from_secs(20),
+        "[...document.querySelectorAll('#log-lines li[data-level=error] .msg')].some((e) => e.textContent.startsWith('pump 2 failed'))",
+    );
+    let shown = b.exec(SHOWN_LINES_JS, vec![]);
+    assert!(
+        !shown.to_string().contains("filtered out"),
+        "an info line passed the warn filter: {shown}"
+    );
+
+    // ---- all levels again: a line appended to the file shows up live (SSE).
+    b.exec(
+        "const s = document.querySelector('#log-level'); s.value = ''; s.dispatchEvent(new Event('change'));",
+        vec![],
+    );
+    b.wait_js(
+        "the unfiltered stream open",
+        Duration::from_secs(20),
+        "document.querySelector('#log-state').dataset.state === 'open' && document.querySelector('#log-lines li[data-level=info]')",
+    );
+    append_log_line(
+        &system_log,
+        "INFO",
+        "backup finished in 42 s (browser test)",
+    );
+    let live = b.wait_js(
+        "the live line",
+        Duration::from_secs(20),
+        "(() => { const ls = [...document.querySelectorAll('#log-lines li')]; const last = ls[ls.length - 1]; return last && last.querySelector('.msg').textContent.startsWith('backup finished') && [last.dataset.level, last.querySelector('.msg').textContent]; })()",
+    );
+    assert_eq!(live[0], "info", "{live}");
+
+    // ---- search narrows to matching lines, across the file.
+    b.type_into("#log-q", "BROWSER TEST");
+    b.click("#log-search button[type=submit]");
+    let found = b.wait_js(
+        "search results",
+        Duration::from_secs(20),
+        "document.querySelector('#log-search-msg').dataset.n && [...document.querySelectorAll('#log-results li .msg')].map((e) => e.textContent)",
+    );
+    let found: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(
+        found.iter().all(|m| m.contains("(browser test)")),
+        "{found:?}"
+    );
+    assert!(
+        found[0].starts_with("backup finished"),
+        "newest first: {found:?}"
+    );
+    b.type_into("#log-q", "no such words anywhere");
+    b.click("#log-search button[type=submit]");
+    b.wait_js(
+        "no matches",
+        Duration::from_secs(20),
+        "document.querySelector('#log-search-msg').dataset.n === '0' && document.querySelectorAll('#log-results li').length === 0",
+    );
+
+    // ---- a log without lines yet (no update has run) says so.
+    b.exec(
+        "const s = document.querySelector('#log-source'); s.value = 'update'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    );
+    b.wait_js(
+        "the empty update log",
+        Duration::from_secs(20),
+        "!document.querySelector('#log-empty').hidden && document.querySelectorAll('#log-lines li').length === 0",
+    );
+
+    // ---- a workflow run reported by n8n appears in the overview's card.
+    visit(&b, &base, "overview");
+    b.wait_js(
+        "the workflow card",
+        Duration::from_secs(20),
+        "document.querySelector('#wf-total')?.textContent === '0'",
+    );
+    let (code, v) = post_json_auth(
+        &cfg.url("/api/workflows/execution"),
+        &token,
+        json!({
+            "workflow_id": "wf-invoices",
+            "workflow_name": "Invoice import",
+            "status": "error",
+            "started_at": chrono::Utc::now().to_rfc3339(),
+            "finished_at": chrono::Utc::now().to_rfc3339(),
+            "error": "SMTP timeout",
+        }),
+    );
+    assert_eq!(code, 201, "{v}");
+    let row = b.wait_js(
+        "the run in the activity card",
+        Duration::from_secs(40),
+        "(() => { const li = document.querySelector('#card-workflows li[data-workflow=wf-invoices]'); return li && [li.dataset.status, li.textContent, document.querySelector('#wf-total').textContent, document.querySelector('#wf-error').textContent]; })()",
+    );
+    assert_eq!(row[0], "error", "{row}");
+    assert!(row[1].as_str().unwrap().contains("Invoice import"), "{row}");
+    assert!(row[1].as_str().unwrap().contains("SMTP timeout"), "{row}");
+    assert_eq!(row[2], "1", "{row}");
+    assert!(row[3].as_str().unwrap().contains('1'), "{row}");
+
+    // ---- the status reasons in German: keyed by their code, the values
+    // taken from the box's sentence; an unknown code stays as it was said.
+    let said = b.exec_async(
+        &format!(
+            "const done = arguments[arguments.length - 1];
+             Promise.all([import('/assets/{v}/ui.js'), import('/assets/{v}/i18n.js')]).then(([ui, i18n]) => {{
+               i18n.setLang('de');
+               const out = [
+                 {{code: 'disk_high', message: 'The disk is 87 % full (warning above 80 %).'}},
+                 {{code: 'critical_service_down', message: 'The llm service is down (unhealthy).'}},
+                 {{code: 'database_down', message: 'The database is not reachable; …'}},
+                 {{code: 'something_new', message: 'Something new happened.'}},
+               ].map(ui.reasonText);
+               i18n.setLang('en');
+               done(out);
+             }}).catch((e) => done(String(e)));",
+            v = arasuld::web::asset_version()
+        ),
+        vec![],
+    );
+    assert_eq!(
+        said,
+        json!([
+            "Der Datenträger ist zu 87 % voll (Warnung ab 80 %).",
+            "Der Dienst llm ist ausgefallen (unhealthy).",
+            "Die Datenbank ist nicht erreichbar; Messwerte werden bis zu ihrer Rückkehr im Speicher gehalten.",
+            "Something new happened.",
+        ])
+    );
+    drop(pg);
+}
+
+fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Image tags this test made; removed at the end.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for i in &self.0 {
+            common::docker::docker(&["rmi", "-f", i]);
+        }
+    }
+}
+
+#[test]
+fn an_update_bundle_is_uploaded_checked_and_applied_in_chromium() {
+    use common::docker::{IMAGE, docker};
+    let Some(b) = Browser::start() else { return };
+    let project = Project::new("webupd");
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    let cfg = TestConfig::new(&pg.url(), "");
+    let d = cfg.dir.path().to_path_buf();
+    append_config(
+        &cfg,
+        &format!(
+            "update:\n  verify_timeout: 30s\n  stability_window: 2s\n  config_dir: {}/etc\n",
+            d.display()
+        ),
+    );
+    // v1 is the test runtime; v2 answers /api/version with 2.0.0.
+    let v1 = format!("arasul-testrt:{}-v1", project.name);
+    let v2 = format!("arasul-testrt:{}-v2", project.name);
+    let _images = Images(vec![v1.clone(), v2.clone()]);
+    docker(&["tag", IMAGE, &v1]);
+    let cid = docker(&["create", IMAGE]);
+    run_ok(std::process::Command::new("docker").args([
+        "commit",
+        "--change",
+        "ENV TESTRT_VERSION=2.0.0",
+        &cid,
+        &v2,
+    ]));
+    docker(&["rm", "-f", &cid]);
+    std::fs::write(
+        d.join("services.yaml"),
+        format!(
+            "project: {p}\nnetwork: {n}\nservices:\n- name: app\n  image: {v1}\n  health: {{http: {{port: 11434, path: /api/version}}, interval: 300ms, timeout: 500ms, retries: 2, start_period: 3s}}\n",
+            p = project.name,
+            n = project.network()
+        ),
+    )
+    .unwrap();
+    // The vendor's key pair; the box trusts its public half.
+    run_ok(
+        std::process::Command::new(daemon_bin())
+            .args(["bundle", "keygen", "--out"])
+            .arg(d.join("vendor")),
+    );
+    std::fs::create_dir_all(d.join("keys")).unwrap();
+    std::fs::copy(
+        d.join("vendor/update-signing.pem"),
+        d.join("keys/update-signing.pem"),
+    )
+    .unwrap();
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    common::admin_token(&cfg);
+    let app_image = || {
+        let (_, v) = common::get_json(&cfg.url("/api/services"))?;
+        let s = v["services"].as_array()?.first()?.clone();
+        (s["state"] == "healthy").then(|| s["image"].as_str().unwrap_or_default().to_owned())
+    };
+    let on = wait_until("app healthy", Duration::from_secs(60), app_image);
+    assert_eq!(on, v1);
+
+    // The v2 bundle: image, a migration, a config file and release notes.
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("001_notes.sql"),
+        "CREATE TABLE notes (id int PRIMARY KEY, body text);\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("app.conf"), "mode=v2\n").unwrap();
+    let bundle = d.join("v0.2.0.araupdate");
+    run_ok(
+        std::process::Command::new(daemon_bin())
+            .args(["bundle", "create", "--key"])
+            .arg(d.join("vendor/update-signing.key"))
+            .args(["--version", "0.2.0", "--min-version", "0.1.0"])
+            .args(["--image", &format!("app={v2}")])
+            .arg("--migration")
+            .arg(src.join("001_notes.sql"))
+            .arg("--config-file")
+            .arg(src.join("app.conf"))
+            .args(["--notes", "Faster start-up; the pump timeout is fixed."])
+            .arg("--out")
+            .arg(&bundle),
+    );
+    // The image has to come from the bundle.
+    docker(&["rmi", &v2]);
+    // The same bundle with bytes flipped in the middle (inside the image).
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let mid = bytes.len() / 2;
+    for x in &mut bytes[mid..mid + 16] {
+        *x ^= 0xff;
+    }
+    let damaged = d.join("damaged.araupdate");
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    browser_login(&b, &cfg.url(""), "updates");
+    b.wait_js(
+        "the idle status",
+        Duration::from_secs(20),
+        "document.querySelector('#update-state').dataset.state === 'idle'",
+    );
+    assert_labelled(&b, "updates");
+
+    // ---- the damaged bundle is refused with a clear error; nothing staged.
+    b.type_into("#bundle-file", damaged.to_str().unwrap());
+    b.click("#upload-btn");
+    let err = b.wait_js(
+        "the refusal",
+        Duration::from_secs(60),
+        "document.querySelector('#upload-msg').dataset.code && [document.querySelector('#upload-msg').dataset.code, document.querySelector('#upload-msg strong')?.textContent, document.querySelector('#upload-msg .detail')?.textContent]",
+    );
+    eprintln!("damaged bundle: {err}");
+    assert_eq!(err[0], "payload_mismatch", "{err}");
+    assert_eq!(
+        err[1], "The bundle is damaged: a part of it does not match its signed checksum.",
+        "{err}"
+    );
+    assert!(
+        err[2].as_str().unwrap().contains("payload mismatch"),
+        "{err}"
+    );
+    assert_eq!(
+        b.exec(
+            "return document.querySelector('#apply-btn').disabled",
+            vec![]
+        ),
+        json!(true)
+    );
+    assert_eq!(
+        b.exec(
+            "return document.querySelector('#update-check').children.length",
+            vec![]
+        ),
+        json!(0)
+    );
+    let rows = b.wait_js(
+        "the refusal in the history",
+        Duration::from_secs(20),
+        "document.querySelector('#update-history tbody tr[data-result=rejected]') && (() => { return [...document.querySelectorAll('#update-history tbody tr')].map((r) => [r.dataset.version, r.dataset.result]); })()",
+    );
+    assert_eq!(rows, json!([["", "rejected"]]));
+    b.screenshot(&screenshot_dir().join("updates-rejected-1280.png"));
+
+    // ---- the signed bundle, uploaded over a slow link so the bar moves.
+    b.cdp("Network.enable", json!({}));
+    b.cdp(
+        "Network.emulateNetworkConditions",
+        json!({"offline": false, "latency": 5, "downloadThroughput": -1, "uploadThroughput": 400_000}),
+    );
+    b.exec(
+        "window.__up = [];
+         new MutationObserver(() => window.__up.push(Number(document.getElementById('upload-progress').value)))
+           .observe(document.getElementById('upload-progress'), {attributes: true});
+         window.__states = [];
+         new MutationObserver(() => {
+           const s = document.querySelector('#update-state').dataset.state;
+           if (s && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
+         }).observe(document.getElementById('update-state'), {attributes: true});",
+        vec![],
+    );
+    b.type_into("#bundle-file", bundle.to_str().unwrap());
+    b.click("#upload-btn");
+    let check = b.wait_js(
+        "the validation result",
+        Duration::from_secs(120),
+        "document.querySelector('#update-check dl') && document.querySelector('#update-check').innerText",
+    );
+    b.cdp(
+        "Network.emulateNetworkConditions",
+        json!({"offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+    );
+    let check = check.as_str().unwrap();
+    eprintln!("validation result:\n{check}");
+    for want in [
+        "0.1.0 → 0.2.0",
+        "valid (update-signing.pem, ed25519)",
+        &format!("app: {v2}"),
+        "001_notes.sql",
+        "app.conf",
+        "Faster start-up; the pump timeout is fixed.",
+    ] {
+        assert!(check.contains(want), "no {want:?} in {check}");
+    }
+    let up: Vec<f64> = b
+        .exec("return window.__up", vec![])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    eprintln!("upload progress: {up:?}");
+    assert!(
+        up.iter().any(|v| *v > 0.0 && *v < 100.0),
+        "no upload progress between 0 and 100: {up:?}"
+    );
+    assert_eq!(up.last(), Some(&100.0), "{up:?}");
+    b.wait_js(
+        "validated",
+        Duration::from_secs(20),
+        "document.querySelector('#update-state').dataset.state === 'validated'",
+    );
+
+    // ---- install: each step live, up to done; then in the history.
+    b.click("#apply-btn");
+    b.click("dialog[open] [data-action=confirm]");
+    b.wait_js(
+        "the update to finish",
+        Duration::from_secs(180),
+        "['done', 'failed', 'rolled_back'].includes(document.querySelector('#update-state').dataset.state)",
+    );
+    let states = b.exec("return window.__states", vec![]);
+    eprintln!("update states seen on the page: {states}");
+    let text = b.text("#update-state");
+    assert_eq!(
+        b.exec(
+            "return document.querySelector('#update-state').dataset.state",
+            vec![]
+        ),
+        "done",
+        "{text}"
+    );
+    let states: Vec<&str> = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let order = [
+        "validated",
+        "backing_up",
+        "loading_images",
+        "migrating",
+        "switching",
+        "verifying",
+        "done",
+    ];
+    let applying: Vec<&str> = states
+        .iter()
+        .copied()
+        .skip_while(|s| *s != "validated")
+        .collect();
+    let idx: Vec<usize> = applying
+        .iter()
+        .map(|s| order.iter().position(|o| o == s).unwrap_or(usize::MAX))
+        .collect();
+    assert!(
+        idx.windows(2).all(|w| w[0] < w[1]) && applying.len() >= 4,
+        "steps not seen live in order: {states:?}"
+    );
+    let steps = b.exec(
+        "return [...document.querySelectorAll('#update-steps li')].map((l) => l.classList.contains('done'))",
+        vec![],
+    );
+    assert_eq!(steps, json!(vec![true; 7]), "every step ticked");
+    let rows = b.wait_js(
+        "the update in the history",
+        Duration::from_secs(20),
+        "document.querySelector('#update-history tbody tr[data-result=done]') && (() => [...document.querySelectorAll('#update-history tbody tr')].map((r) => [r.dataset.version, r.dataset.result]))()",
+    );
+    assert_eq!(rows, json!([["0.2.0", "done"], ["", "rejected"]]));
+    let on = wait_until("app healthy on v2", Duration::from_secs(60), || {
+        app_image().filter(|i| *i == v2)
+    });
+    assert_eq!(on, v2);
+
+    // ---- screenshots of the finished update at three widths.
+    for w in WIDTHS {
+        b.viewport(w, 900);
+        std::thread::sleep(Duration::from_millis(300));
+        let overflow = b.exec(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            vec![],
+        );
+        assert!(
+            overflow.as_i64().unwrap_or(0) <= 1,
+            "the updates screen scrolls sideways at {w} px by {overflow} px"
+        );
+        b.screenshot(&screenshot_dir().join(format!("updates-applied-{w}.png")));
+    }
+    assert_labelled(&b, "updates");
+    drop(pg);
 }

@@ -1,6 +1,6 @@
 // Small DOM helpers: an element builder that only ever sets text (never
 // HTML), formatters, a confirmation dialog and status badges.
-import { t, lang } from './i18n.js';
+import { t, lang, has } from './i18n.js';
 
 /** h('button', {class: 'x', onclick: fn}, 'text', child…) */
 export function h(tag, attrs = {}, ...children) {
@@ -141,4 +141,26 @@ export function labelTables(root) {
       });
     }
   }
+}
+
+// The values inside the box's English status sentences, by reason code.
+const REASON_ARGS = {
+  temperature_critical: /([\d.]+) °C/,
+  disk_high: /(\d+) %/,
+  service_down: /^The (.+) service is down \((.+)\)\.$/,
+  critical_service_down: /^The (.+) service is down \((.+)\)\.$/,
+};
+
+/**
+ * A status reason in the page's language: the box words them in English;
+ * a translation is keyed by the reason's code, its values taken from the
+ * English sentence. Anything not understood stays as the box said it.
+ */
+export function reasonText(r) {
+  const key = `reason.${r.code}`;
+  if (!r.code || !has(key)) return r.message;
+  const re = REASON_ARGS[r.code];
+  if (!re) return t(key);
+  const m = re.exec(r.message || '');
+  return m ? t(key, Object.fromEntries(m.slice(1).map((v, i) => [String(i + 1), v]))) : r.message;
 }

@@ -43,7 +43,7 @@ export function mount(root) {
         h('td', {}, fmtTime(e.at)),
         h('td', {}, badge(SEV[e.severity] || 'info', t(`level.${e.severity}`))),
         h('td', {}, e.service || '—'),
-        h('td', {}, e.description, h('div', { class: 'muted small' }, e.event_type)),
+        h('td', {}, e.description, h('div', { class: 'muted small ev-type' }, t(`ev.${e.event_type}`) === `ev.${e.event_type}` ? e.event_type : t(`ev.${e.event_type}`))),
         h('td', {}, e.action || '—'),
         h('td', {}, e.result))) : [h('tr', {}, h('td', { colspan: 6, class: 'muted' }, t('heal.no_events')))]));
       const pages = Math.max(1, Math.ceil(r.total / PAGE));

@@ -12,7 +12,7 @@ function lineEl(l) {
   return h('li', { class: `logline ${l.level || ''}`, 'data-level': l.level || '' },
     l.level ? badge(LVL[l.level] || 'info', l.level.toUpperCase()) : null,
     h('span', { class: 'muted' }, l.ts ? ` ${fmtTime(l.ts)} ` : ' '),
-    h('span', {}, l.message || l.raw));
+    h('span', { class: 'msg' }, l.message || l.raw));
 }
 
 export function mount(root) {
@@ -27,13 +27,14 @@ export function mount(root) {
   const level = h('select', { id: 'log-level', 'aria-label': t('logs.level') }, LEVELS.map((l) => h('option', { value: l }, l ? l.toUpperCase() : t('logs.all_levels'))));
   const state = h('span', { id: 'log-state', role: 'status', class: 'muted' });
   const list = h('ol', { class: 'loglines', id: 'log-lines', tabindex: 0, 'aria-label': t('logs.live') });
+  const empty = h('p', { class: 'muted', id: 'log-empty', hidden: true }, t('logs.empty'));
   tailBody.append(h('div', { class: 'row' },
     h('label', { for: 'log-source' }, t('logs.source')), source,
-    h('label', { for: 'log-level' }, t('logs.level')), level, state), list);
+    h('label', { for: 'log-level' }, t('logs.level')), level, state), empty, list);
 
   const q = h('input', { id: 'log-q', type: 'search', autocomplete: 'off' });
   const results = h('ol', { class: 'loglines', id: 'log-results' });
-  const searchMsg = h('p', { class: 'muted', role: 'status' });
+  const searchMsg = h('p', { class: 'muted', role: 'status', id: 'log-search-msg' });
   const form = h('form', { class: 'row', id: 'log-search' }, h('label', { for: 'log-q' }, t('logs.query')), q,
     h('button', { type: 'submit', class: 'primary' }, t('logs.search_btn')));
   searchBody.append(form, searchMsg, results);
@@ -41,12 +42,14 @@ export function mount(root) {
     ev.preventDefault();
     if (!q.value.trim()) return;
     searchMsg.textContent = t('common.loading');
+    delete searchMsg.dataset.n;
     try {
       const p = new URLSearchParams({ q: q.value, source: source.value, limit: 200 });
       const r = await optional(`/api/logs/search?${p}`);
       if (!r) { searchMsg.textContent = t('logs.unavailable'); return; }
       results.replaceChildren(...r.matches.map(lineEl));
       searchMsg.textContent = t('logs.matches', { n: r.matches.length });
+      searchMsg.dataset.n = String(r.matches.length);
     } catch (e) { searchMsg.textContent = errText(e); }
   });
 
@@ -54,22 +57,30 @@ export function mount(root) {
     if (stop) stop();
     stop = null;
     list.replaceChildren();
+    state.dataset.state = 'connecting';
+    state.replaceChildren();
     const p = new URLSearchParams({ source: source.value, lines: 200 });
     if (level.value) p.set('level', level.value);
     try {
       const r = await optional(`/api/logs?${p}`);
       if (!r) { state.replaceChildren(badge('off', t('logs.unavailable'))); return; }
       list.replaceChildren(...r.lines.map(lineEl));
+      empty.hidden = r.lines.length > 0;
+      list.scrollTop = list.scrollHeight;
     } catch (e) { state.textContent = errText(e); return; }
     const sp = new URLSearchParams({ source: source.value });
     if (level.value) sp.set('level', level.value);
     stop = sse(`/api/logs/stream?${sp}`, {
       line: (data) => {
         try { list.append(lineEl(JSON.parse(data))); } catch { return; }
+        empty.hidden = true;
         while (list.childNodes.length > MAX_LINES) list.removeChild(list.firstChild);
         list.scrollTop = list.scrollHeight;
       },
-    }, (st) => state.replaceChildren(badge(st === 'open' ? 'ok' : 'warn', st === 'open' ? t('live.live') : t('live.reconnecting_plain'))));
+    }, (st) => {
+      state.dataset.state = st;
+      state.replaceChildren(badge(st === 'open' ? 'ok' : 'warn', st === 'open' ? t('live.live') : t('live.reconnecting_plain')));
+    });
   };
   source.addEventListener('change', start);
   level.addEventListener('change', start);

@@ -2,7 +2,7 @@
 // links and the footer with version facts.
 import { api, optional, liveStream } from '../api.js';
 import { t } from '../i18n.js';
-import { h, card, dl, badge, fmtPct, fmtBytes, fmtTime, fmtDuration, fmtNum, stateLevel, usageLevel, errText } from '../ui.js';
+import { h, card, dl, badge, fmtPct, fmtBytes, fmtTime, fmtDuration, fmtNum, stateLevel, usageLevel, errText, reasonText } from '../ui.js';
 import { drawChart, legend, fromHistory, fromSample, SPAN_MS } from '../chart.js';
 
 const LEVEL = { OK: 'ok', WARNING: 'warn', CRITICAL: 'crit' };
@@ -85,7 +85,7 @@ export function mount(root) {
       levelBox.replaceChildren(badge(lvl, t(`level.${st.level}`)));
       levelBox.dataset.level = st.level;
       updated.textContent = fmtTime(st.last_update);
-      reasons.replaceChildren(...(st.reasons.length ? st.reasons.map((r) => h('li', { class: LEVEL[r.level] }, badge(LEVEL[r.level], t(`level.${r.level}`)), ' ', r.message))
+      reasons.replaceChildren(...(st.reasons.length ? st.reasons.map((r) => h('li', { class: LEVEL[r.level] }, badge(LEVEL[r.level], t(`level.${r.level}`)), ' ', reasonText(r)))
         : [h('li', {}, t('ov.all_ok'))]));
     } catch (e) { levelBox.replaceChildren(badge('crit', errText(e))); }
   };
@@ -133,12 +133,14 @@ export function mount(root) {
       if (!w) { wf.replaceChildren(h('p', { class: 'muted', id: 'wf-nodata' }, t('wf.nodata'))); return; }
       const d = w.last_24h || {};
       wf.replaceChildren(dl([
-        [t('wf.total'), String(d.total ?? 0)],
-        [t('wf.success'), badge('ok', String(d.success ?? 0))],
-        [t('wf.error'), badge(d.error ? 'crit' : 'ok', String(d.error ?? 0))],
-        [t('wf.active'), String(w.active ?? 0)],
+        [t('wf.total'), h('span', { id: 'wf-total' }, String(d.total ?? 0))],
+        [t('wf.success'), h('span', { id: 'wf-success' }, badge('ok', String(d.success ?? 0)))],
+        [t('wf.error'), h('span', { id: 'wf-error' }, badge(d.error ? 'crit' : 'ok', String(d.error ?? 0)))],
+        [t('wf.active'), h('span', { id: 'wf-active' }, String(w.active ?? 0))],
       ]), (w.recent || []).length ? h('ul', { class: 'plain' }, w.recent.map((x) =>
-        h('li', {}, badge(x.status === 'success' ? 'ok' : x.status === 'error' ? 'crit' : 'info', t(`wf.st.${x.status}`) ?? x.status), ' ', x.workflow_name || x.workflow_id, ' · ', fmtTime(x.started_at)))) : h('p', { class: 'muted' }, t('wf.none')));
+        h('li', { 'data-workflow': x.workflow_id, 'data-status': x.status },
+          badge(x.status === 'success' ? 'ok' : x.status === 'error' ? 'crit' : 'info', t(`wf.st.${x.status}`)), ' ', x.workflow_name || x.workflow_id, ' · ', fmtTime(x.started_at),
+          x.error ? h('div', { class: 'muted small' }, x.error) : null))) : h('p', { class: 'muted' }, t('wf.none')));
     } catch (e) { wf.replaceChildren(h('p', { class: 'muted' }, t('wf.nodata'), ' (', errText(e), ')')); }
   };
   const info = async () => {
@@ -156,7 +158,7 @@ export function mount(root) {
   every(healing, 10000);
   every(aiCard, 15000);
   every(network, 30000);
-  every(workflows, 30000);
+  every(workflows, 10000);
   every(info, 60000);
 
   api('/api/metrics/live').then((l) => showSample(l.sample)).catch(() => showSample(null));

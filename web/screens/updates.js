@@ -47,9 +47,21 @@ export function mount(root) {
     applyBtn.disabled = !sig.valid;
   };
 
+  // A refused bundle: what it means in words (translated by its code), then
+  // the box's own detail (which part, which version, which key).
+  const showError = (e) => {
+    msg.dataset.code = e.code || String(e.status);
+    if (e.status === 404) { msg.textContent = t('upd.unavailable'); return; }
+    const key = `upd.err.${e.code}`;
+    const head = t(key);
+    if (head === key) { msg.textContent = errText(e); return; }
+    msg.replaceChildren(h('strong', {}, head), e.message ? h('span', { class: 'detail small' }, e.message) : null);
+  };
+
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     msg.textContent = '';
+    delete msg.dataset.code;
     const f = file.files[0];
     if (!f) { msg.textContent = t('upd.pick'); return; }
     btn.disabled = true;
@@ -65,7 +77,8 @@ export function mount(root) {
       showCheck(c);
     } catch (e) {
       showCheck(null);
-      msg.textContent = e.status === 404 ? t('upd.unavailable') : errText(e);
+      showError(e);
+      history();
     }
     btn.disabled = false;
   });
@@ -73,7 +86,7 @@ export function mount(root) {
   applyBtn.addEventListener('click', async () => {
     if (!(await confirmDialog(t('upd.confirm'), t('upd.apply')))) return;
     applyBtn.disabled = true;
-    try { showStatus(await api('/api/update/apply', { method: 'POST' })); } catch (e) { msg.textContent = errText(e); applyBtn.disabled = false; }
+    try { showStatus(await api('/api/update/apply', { method: 'POST' })); } catch (e) { showError(e); applyBtn.disabled = false; }
   });
 
   const stepList = h('ol', { class: 'steps', id: 'update-steps' });
@@ -82,10 +95,15 @@ export function mount(root) {
   const logBox = h('pre', { class: 'log', id: 'update-log', tabindex: 0, 'aria-label': t('upd.log') });
   stBody.append(stateLine, stBar, stepList, logBox);
 
+  // The apply answer and the stream race: never step back to an older status.
+  let shownAt = 0;
   const showStatus = (s) => {
     if (!s) return;
+    const changed = Date.parse(s.updated_at) || 0;
+    if (changed < shownAt) return;
+    shownAt = changed;
     const lvl = s.state === 'done' ? 'ok' : ['failed', 'rolled_back'].includes(s.state) ? 'crit' : BUSY.includes(s.state) ? 'warn' : 'info';
-    stateLine.replaceChildren(badge(lvl, t(`upd.st.${s.state}`)), ' ', s.step || '', s.error ? h('span', { class: 'error' }, ` — ${s.error}`) : '');
+    stateLine.replaceChildren(badge(lvl, t(`upd.st.${s.state}`)), ' ', s.step && s.step !== s.state ? s.step : '', s.error ? h('span', { class: 'error' }, ` — ${s.error}`) : '');
     stateLine.dataset.state = s.state;
     stBar.value = s.percent || 0;
     const at = STEPS.indexOf(s.state);
@@ -107,8 +125,8 @@ export function mount(root) {
       if (!r.updates.length) { histBody.replaceChildren(h('p', { class: 'muted' }, t('upd.no_history'))); return; }
       histBody.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'update-history' },
         h('thead', {}, h('tr', {}, ['upd.version', 'upd.from', 'upd.source', 'upd.result', 'upd.started', 'upd.finished'].map((k) => h('th', { scope: 'col' }, t(k))))),
-        h('tbody', {}, r.updates.map((u) => h('tr', {},
-          h('th', { scope: 'row' }, u.version), h('td', {}, u.from_version || '—'), h('td', {}, u.source),
+        h('tbody', {}, r.updates.map((u) => h('tr', { 'data-result': u.result, 'data-version': u.version || '' },
+          h('th', { scope: 'row' }, u.version || '—'), h('td', {}, u.from_version || '—'), h('td', {}, u.source),
           h('td', {}, badge(RESULT[u.result] || 'info', t(`upd.res.${u.result}`)), u.error ? h('div', { class: 'muted small' }, u.error) : null),
           h('td', {}, fmtTime(u.started_at)), h('td', {}, fmtTime(u.finished_at))))))));
     } catch (e) { histBody.replaceChildren(h('p', { class: 'error' }, errText(e))); }
