@@ -330,15 +330,9 @@ fn spawn_updater(
     db: &Db,
     services: &SupervisorHandle,
 ) -> crate::update::UpdateManager {
-    let mgr = crate::update::UpdateManager::new(crate::update::manager::UpdateDeps {
-        config: config.update.clone(),
-        state_dir: config.paths.state_dir.clone(),
-        log_dir: config.paths.log_dir.clone(),
-        keys_dir: config.paths.keys_dir.clone(),
-        database_url: config.database.url.expose().to_string(),
-        db: db.clone(),
-        services: services.clone(),
-    });
+    let mgr = crate::update::UpdateManager::new(crate::update::manager::UpdateDeps::from_config(
+        config, db, services,
+    ));
     mgr.spawn_worker(workers);
     mgr
 }

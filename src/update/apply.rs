@@ -247,13 +247,19 @@ impl Applier {
                 self.rollback(&mut run).await?;
             }
         }
+        self.release();
+        Ok(())
+    }
+
+    /// The run is over: self-healing gets the switched services back, and
+    /// the updater goes back to idle.
+    fn release(&self) {
         self.mgr
             .inner
             .deps
             .services
             .set_under_update(BTreeSet::new());
         self.settle();
-        Ok(())
     }
 
     /// Back to idle (the run stays visible in the status until the next);
@@ -819,12 +825,7 @@ impl Applier {
                 self.rollback(&mut run).await?;
             }
         }
-        self.mgr
-            .inner
-            .deps
-            .services
-            .set_under_update(BTreeSet::new());
-        self.settle();
+        self.release();
         Ok(())
     }
 }

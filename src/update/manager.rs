@@ -132,6 +132,25 @@ pub struct UpdateDeps {
     pub services: SupervisorHandle,
 }
 
+impl UpdateDeps {
+    /// The updater's parts as the daemon's config names them.
+    pub fn from_config(
+        config: &crate::config::Config,
+        db: &Db,
+        services: &SupervisorHandle,
+    ) -> Self {
+        UpdateDeps {
+            config: config.update.clone(),
+            state_dir: config.paths.state_dir.clone(),
+            log_dir: config.paths.log_dir.clone(),
+            keys_dir: config.paths.keys_dir.clone(),
+            database_url: config.database.url.expose().to_string(),
+            db: db.clone(),
+            services: services.clone(),
+        }
+    }
+}
+
 pub(crate) enum Phase {
     Idle,
     /// An upload or USB copy is arriving or being verified.

@@ -425,15 +425,9 @@ pub fn app_state(
     std::mem::forget(tx);
     let (control, _) = tokio::sync::mpsc::channel(1);
     let db = arasuld::db::Db::new(&config.database).unwrap();
-    let updates = arasuld::update::UpdateManager::new(arasuld::update::manager::UpdateDeps {
-        config: config.update.clone(),
-        state_dir: config.paths.state_dir.clone(),
-        log_dir: config.paths.log_dir.clone(),
-        keys_dir: config.paths.keys_dir.clone(),
-        database_url: config.database.url.expose().to_string(),
-        db: db.clone(),
-        services: services.clone(),
-    });
+    let updates = arasuld::update::UpdateManager::new(
+        arasuld::update::manager::UpdateDeps::from_config(&config, &db, &services),
+    );
     arasuld::state::AppState {
         updates,
         db,
