@@ -211,14 +211,21 @@ impl Browser {
     }
 
     /// Clicks the element (real pointer events through the driver). A page
-    /// that re-renders may swap the element between find and click: retried.
+    /// that re-renders may swap the element between find and click, and an
+    /// element still moving into place may be covered for a moment: both
+    /// retried until the deadline, then the driver's error is the failure.
     pub fn click(&self, css: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let id = self.find(css);
             match self.cmd("POST", &format!("/element/{id}/click"), Some(json!({}))) {
                 Ok(_) => return,
-                Err(e) if e.contains("stale element") && Instant::now() < deadline => {}
+                Err(e)
+                    if (e.contains("stale element") || e.contains("click intercepted"))
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 Err(e) => panic!("click {css:?}: {e}"),
             }
         }
