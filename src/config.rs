@@ -97,6 +97,25 @@ pub struct HttpConfig {
     /// How long in-flight requests get to finish at shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Open client connections at most; further ones are closed at once.
+    /// Also held below the process's file limit (see `api::serve`).
+    pub max_connections: usize,
+    /// Open connections from one client address at most.
+    pub max_connections_per_client: usize,
+    /// A connection must send a complete request head within this.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Live streams (WebSocket, server-sent events) open at once.
+    pub max_streams: usize,
+    /// Per-client quotas (SPEC §5 by default).
+    pub rate_limits: crate::net::RateLimitsConfig,
+    /// Clients in these ranges are never rate limited (e.g. `127.0.0.0/8`).
+    pub rate_limit_exempt: Vec<crate::net::Cidr>,
+    /// Peers in these ranges are proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<crate::net::Cidr>,
 }
 
 impl Default for HttpConfig {
@@ -106,6 +125,14 @@ impl Default for HttpConfig {
             body_limit_bytes: 1024 * 1024,
             require_auth_for_status: false,
             shutdown_grace: Duration::from_secs(3),
+            max_connections: 1024,
+            max_connections_per_client: 128,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_streams: 64,
+            rate_limits: crate::net::RateLimitsConfig::default(),
+            rate_limit_exempt: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -437,6 +464,18 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     if c.http.body_limit_bytes < 1024 {
         bad("http.body_limit_bytes", "must be at least 1024".into());
     }
+    for (key, n) in [
+        ("http.max_connections", c.http.max_connections),
+        (
+            "http.max_connections_per_client",
+            c.http.max_connections_per_client,
+        ),
+        ("http.max_streams", c.http.max_streams),
+    ] {
+        if n == 0 {
+            bad(key, "must be at least 1".into());
+        }
+    }
     let url = c.database.url.expose();
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         bad(
@@ -457,6 +496,8 @@ fn validate(c: &Config) -> Vec<(String, String)> {
         );
     }
     for (key, d) in [
+        ("http.header_timeout", c.http.header_timeout),
+        ("http.idle_timeout", c.http.idle_timeout),
         ("database.statement_timeout", c.database.statement_timeout),
         ("database.connect_timeout", c.database.connect_timeout),
         ("database.retry_max", c.database.retry_max),
@@ -536,6 +577,7 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.logging.level) {
         bad("logging.level", format!("not a valid log filter: {e}"));
     }
+    out.extend(c.http.rate_limits.validate());
     out.extend(c.healing.validate());
     out.extend(c.mdns.validate());
     out.extend(c.update.validate());
@@ -692,6 +734,12 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
 pub fn needs_restart(changed_line: &str) -> bool {
     [
         "http.listen",
+        "http.max_connections",
+        "http.header_timeout",
+        "http.idle_timeout",
+        "http.rate_limits",
+        "http.rate_limit_exempt",
+        "http.trusted_proxies",
         "database.",
         "paths.",
         "logging.json_file",

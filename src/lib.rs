@@ -14,6 +14,7 @@ pub mod docker;
 pub mod healing;
 pub mod logs;
 pub mod metrics;
+pub mod net;
 pub mod os;
 pub mod state;
 pub mod tasks;
