@@ -682,6 +682,181 @@ async fn status_switch_makes_status_routes_need_a_login() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+// --- The HTTP edge (issue 13): what a LAN host or another site's page can do.
+
+/// `app.send` from a full socket address (IPv6 needs the brackets).
+async fn send_from(
+    app: &App,
+    mut req: Request<Body>,
+    addr: &str,
+) -> (StatusCode, HeaderMap, Value) {
+    let addr: SocketAddr = addr.parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+fn login_request(password: &str) -> Request<Body> {
+    post_json(
+        "/api/auth/login",
+        &json!({"username": "admin", "password": password}),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn junk_login_posts_from_another_page_do_not_burn_the_login_quota() {
+    let app = App::new();
+    let ip = "192.168.1.77";
+    // What a `no-cors` form or fetch on any web page can send: text/plain.
+    for _ in 0..5 {
+        let req = Request::post("/api/auth/login")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("x"))
+            .unwrap();
+        let (s, _, v) = app.send(req, ip).await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    }
+    let (s, _, v) = app.login(&app.initial_password(), ip).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the admin's login after five junk posts: {v}"
+    );
+}
+
+#[tokio::test]
+async fn state_changing_requests_from_another_origin_are_refused() {
+    let app = App::new();
+    let ip = "192.168.1.78";
+    let with_origin = |origin: &str| {
+        let mut r = login_request(&app.initial_password());
+        r.headers_mut()
+            .insert(header::HOST, "arasul.local".parse().unwrap());
+        r.headers_mut()
+            .insert(header::ORIGIN, origin.parse().unwrap());
+        r
+    };
+    for origin in ["http://evil.example", "null", "http://arasul.local:5678"] {
+        let (s, _, v) = app.send(with_origin(origin), ip).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{origin}: {v}");
+        assert_envelope(&v, "cross_origin");
+    }
+    // Nothing was counted: the box's own page and a client without Origin
+    // (curl, scripts) still log in.
+    let (s, _, v) = app.send(with_origin("http://arasul.local"), ip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _, v) = app.login(&app.initial_password(), ip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn the_session_cookie_goes_only_to_the_api() {
+    let app = App::new();
+    let ip = "192.168.1.79";
+    let (s, h, v) = app.login(&app.initial_password(), ip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let cookies: Vec<&str> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("arasul_session="))
+        .unwrap();
+    assert!(session.contains("; Path=/api;"), "{session}");
+    let csrf = cookies
+        .iter()
+        .find(|c| c.starts_with("arasul_csrf="))
+        .unwrap();
+    assert!(csrf.contains("; Path=/;"), "the dashboard reads it: {csrf}");
+
+    // Logout clears both scopes of the session cookie (older versions set `/`).
+    let token = v["token"].as_str().unwrap();
+    let req = with_bearer(
+        Request::post("/api/auth/logout")
+            .body(Body::empty())
+            .unwrap(),
+        token,
+    );
+    let (s, h, _) = app.send(req, ip).await;
+    assert_eq!(s, StatusCode::OK);
+    let cleared: Vec<&str> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .filter(|c| c.starts_with("arasul_session=;"))
+        .collect();
+    assert!(
+        cleared.iter().any(|c| c.contains("Path=/api;")),
+        "{cleared:?}"
+    );
+    assert!(cleared.iter().any(|c| c.contains("Path=/;")), "{cleared:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_ipv6_host_guessing_does_not_lock_out_its_lan_neighbours() {
+    let app = App::new();
+    let pw = app.initial_password();
+    // A phone on the LAN (SLAAC: its own address in the shared /64) guesses
+    // five times: its login quota and its lockout are spent ...
+    for _ in 0..5 {
+        let (s, _, v) = send_from(&app, login_request("guess"), "[fd00:1:2:3::bad]:5000").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    let (s, _, v) = send_from(&app, login_request(&pw), "[fd00:1:2:3::bad]:5000").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    // ... and the admin's laptop in the same /64, link-local or unique-local,
+    // logs in.
+    for laptop in ["[fd00:1:2:3::10]:5000", "[fe80::10]:5000"] {
+        let (s, _, v) = send_from(&app, login_request(&pw), laptop).await;
+        assert_eq!(s, StatusCode::OK, "{laptop}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn exempt_clients_are_never_limited_and_forwarded_for_needs_a_trusted_proxy() {
+    let app = App::with_config(|c| {
+        c.http.rate_limit_exempt = vec!["127.0.0.0/8".parse().unwrap()];
+        c.http.trusted_proxies = vec!["10.0.0.1".parse().unwrap()];
+        c.http.rate_limits.api = arasuld::net::RateQuota::new(3, Duration::from_secs(60), 3);
+    });
+    let results =
+        futures::future::join_all((0..500).map(|_| app.send(get("/api/health"), "127.0.0.1")))
+            .await;
+    assert!(results.iter().all(|(s, _, _)| *s == StatusCode::OK));
+
+    let forwarded = |from: &str| {
+        let mut r = get("/api/health");
+        r.headers_mut()
+            .insert("x-forwarded-for", from.parse().unwrap());
+        r
+    };
+    // An untrusted peer cannot claim to be an exempt client ...
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.send(forwarded("127.0.0.1"), "192.0.2.50").await.0);
+    }
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    // ... while the trusted proxy's clients are told apart by the header.
+    for client in ["192.0.2.60", "192.0.2.61"] {
+        for i in 0..3 {
+            let (s, _, _) = app.send(forwarded(client), "10.0.0.1").await;
+            assert_eq!(s, StatusCode::OK, "{client} request {i}");
+        }
+        let (s, _, _) = app.send(forwarded(client), "10.0.0.1").await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{client}'s fourth");
+    }
+}
+
 /// The real binary: login, token checks and logout keep working while
 /// PostgreSQL is stopped; sessions and the revocation reach it once it is back.
 #[test]

@@ -31,8 +31,12 @@ use super::error::ApiError;
 use crate::auth::{Now, Verified};
 use crate::state::AppState;
 
-/// HttpOnly cookie carrying the token for the dashboard.
+/// HttpOnly cookie carrying the token for the dashboard, over plain HTTP
+/// (`Path=/api`: never sent to the dashboard's files or anything else).
 pub const SESSION_COOKIE: &str = "arasul_session";
+/// The same over TLS: the `__Host-` prefix makes the browser insist on
+/// `Secure`, `Path=/` and no `Domain`.
+pub const SESSION_COOKIE_TLS: &str = "__Host-arasul_session";
 /// Readable cookie carrying the CSRF token (double submit).
 pub const CSRF_COOKIE: &str = "arasul_csrf";
 /// Header the dashboard echoes the CSRF token in.
@@ -64,13 +68,26 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminSession {
     }
 }
 
-/// The peer address as the listener saw it. `X-Forwarded-For` is never
-/// trusted. Without `ConnectInfo` (in-process tests) it is 0.0.0.0.
-pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+/// The client's address as the edge middleware resolved it (the peer, or
+/// what a trusted proxy forwarded: `api::limits::edge`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The peer address as the listener saw it. Without `ConnectInfo`
+/// (in-process tests) it is 0.0.0.0.
+pub fn peer_ip(extensions: &axum::http::Extensions) -> IpAddr {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_canonical())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The client's address: what the edge resolved, else the peer.
+pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| peer_ip(extensions))
 }
 
 /// The CSRF token bound to a session token: unguessable without the token
@@ -110,7 +127,9 @@ fn token_from(headers: &HeaderMap) -> Option<(&str, bool)> {
             .eq_ignore_ascii_case("bearer")
             .then(|| (token.trim(), false));
     }
-    cookie(headers, SESSION_COOKIE).map(|t| (t, true))
+    cookie(headers, SESSION_COOKIE_TLS)
+        .or_else(|| cookie(headers, SESSION_COOKIE))
+        .map(|t| (t, true))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -322,8 +341,9 @@ pub fn document_security(doc: &mut OpenApi) {
     );
     let mut cookie = ApiKeyValue::new(SESSION_COOKIE);
     cookie.description = Some(
-        "HttpOnly, SameSite=Strict session cookie set by POST /api/auth/login (Secure when \
-         served over TLS; arasuld itself serves plain HTTP). State-changing requests that \
+        "HttpOnly, SameSite=Strict session cookie set by POST /api/auth/login, scoped to \
+         Path=/api (over TLS it is `__Host-arasul_session`, Secure, Path=/). State-changing \
+         requests that \
          authenticate with it must echo the `arasul_csrf` cookie (also returned as \
          `csrf_token` by login) in the X-CSRF-Token header."
             .into(),

@@ -114,7 +114,7 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().http.body_limit_bytes;
-    let rate_limits = Arc::new(limits::RateLimits::default());
+    let rate_limits = Arc::new(limits::RateLimits::new(&state.config().http));
     let (api, mut doc) = build();
     guard::document_security(&mut doc);
     doc.info.version = crate::build_info::VERSION.to_string();
@@ -137,8 +137,9 @@ pub fn router(state: AppState) -> Router {
     .layer(DefaultBodyLimit::max(body_limit))
     .layer(TraceLayer::new_for_http())
     .layer(axum::Extension(state.clone()))
+    .layer(axum::Extension(rate_limits.clone()))
     .layer(axum::middleware::from_fn(move |req, next| {
-        limits::rate_limit(rate_limits.clone(), req, next)
+        limits::edge(rate_limits.clone(), req, next)
     }))
     .layer(axum::middleware::from_fn(limits::security_headers))
     // Outermost, so the CSP hashing above sees the uncompressed HTML; the
