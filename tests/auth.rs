@@ -658,28 +658,15 @@ async fn status_switch_makes_status_routes_need_a_login() {
         .send(get("/api/auth/password-requirements"), "192.168.1.70")
         .await;
     assert_eq!(s, StatusCode::OK);
-    // ... and the guard for status routes follows the config switch.
+    // ... and the status routes follow the config switch.
     let app = App::with_config(|c| c.http.require_auth_for_status = true);
-    let probe = arasuld::api::guard::status(
-        utoipa_axum::router::OpenApiRouter::new()
-            .route("/api/test-status", axum::routing::get(|| async { "ok" })),
-    );
-    let (router, _) = probe.split_for_parts();
-    let router = router
-        .layer(axum::Extension(app.state.clone()))
-        .with_state(app.state.clone());
-    let resp = router
-        .clone()
-        .oneshot(get("/api/test-status"))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let (s, _, _) = app.send(get("/api/services"), "192.168.1.71").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let token = app.ready_token("192.168.1.71").await;
-    let resp = router
-        .oneshot(with_bearer(get("/api/test-status"), &token))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let (s, _, v) = app
+        .send(with_bearer(get("/api/services"), &token), "192.168.1.71")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 // --- The HTTP edge (issue 13): what a LAN host or another site's page can do.
@@ -854,6 +841,35 @@ async fn exempt_clients_are_never_limited_and_forwarded_for_needs_a_trusted_prox
         }
         let (s, _, _) = app.send(forwarded(client), "10.0.0.1").await;
         assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{client}'s fourth");
+    }
+}
+
+#[tokio::test]
+async fn bad_query_strings_are_answered_in_the_error_envelope() {
+    let app = App::new();
+    let ip = "192.168.1.90";
+    let token = app.ready_token(ip).await;
+    for (uri, code) in [
+        ("/api/metrics/history?points=many", "invalid_parameters"),
+        ("/api/metrics/history?from=yesterday", "invalid_parameters"),
+        ("/api/self-healing/events?limit=x", "invalid_parameters"),
+        ("/api/self-healing/events?limit=0", "invalid_limit"),
+        (
+            "/api/self-healing/recovery-actions?offset=-1",
+            "invalid_offset",
+        ),
+        ("/api/update/history?limit=501", "invalid_limit"),
+        ("/api/update/history?offset=ten", "invalid_parameters"),
+        ("/api/services/llm/logs?tail=lots", "invalid_parameters"),
+        (
+            "/api/workflows/history?status=sleeping",
+            "invalid_parameters",
+        ),
+    ] {
+        let (s, h, v) = app.send(with_bearer(get(uri), &token), ip).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        assert_eq!(h[header::CONTENT_TYPE], "application/json", "{uri}");
+        assert_envelope(&v, code);
     }
 }
 

@@ -164,8 +164,10 @@ impl Env {
 
     /// What `/api/version` of the running app container says.
     fn app_version(&self) -> String {
-        let s = self.wait_app_any();
-        let addr = s["address"].as_str().unwrap().to_string();
+        self.wait_app_any();
+        // The container's address is an admin detail.
+        let (_, v) = get_json_auth(&self.cfg.url("/api/services/app"), &self.token).unwrap();
+        let addr = v["service"]["address"].as_str().unwrap().to_string();
         let (_, v) = get_json(&format!("http://{addr}:11434/api/version")).unwrap();
         v["version"].as_str().unwrap_or_default().to_string()
     }
