@@ -873,6 +873,110 @@ async fn bad_query_strings_are_answered_in_the_error_envelope() {
     }
 }
 
+/// The same edge on the real binary over real sockets: junk posts do not
+/// spend the login quota, another site's page cannot log the admin out, the
+/// session cookie is scoped to `/api`, and an exempt range is never limited
+/// while its neighbour is.
+#[test]
+fn the_daemon_edge_over_real_sockets() {
+    use common::*;
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    let cfg = TestConfig::new(&pg.url(), "");
+    let notify = NotifySocket::new();
+    let _d = Daemon::start(
+        &cfg.path(),
+        &[
+            ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
+            ("ARASUL_HTTP__RATE_LIMIT_EXEMPT", "[127.0.0.2/32]"),
+        ],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    let token = admin_token(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let local = client_from("127.0.0.1");
+    rt.block_on(async {
+        // Four junk posts (admin_token spent one login): 415 each ...
+        for _ in 0..4 {
+            let r = local
+                .post(cfg.url("/api/auth/login"))
+                .header("content-type", "text/plain")
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 415);
+        }
+        // ... and the admin still logs in, with a cookie only the API gets.
+        let r = local
+            .post(cfg.url("/api/auth/login"))
+            .json(&json!({"username": "admin", "password": common::TEST_ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let session = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|c| c.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("arasul_session="))
+            .unwrap();
+        assert!(session.contains("; Path=/api;"), "{session}");
+
+        // Another site's page cannot log everyone out.
+        let r = local
+            .post(cfg.url("/api/auth/logout-all"))
+            .bearer_auth(&token)
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let r = local
+            .get(cfg.url("/api/auth/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "the token survived");
+
+        // 32 at a time against /api/health: the exempt address gets no 429,
+        // its neighbour does (burst 50).
+        let flood = |client: reqwest::Client| {
+            let url = cfg.url("/api/health");
+            async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..32 {
+                    let (c, url) = (client.clone(), url.clone());
+                    tasks.spawn(async move {
+                        let mut limited = 0;
+                        for _ in 0..10 {
+                            let s = c.get(&url).send().await.unwrap().status();
+                            assert!(s == 200 || s == 429, "{s}");
+                            limited += usize::from(s == 429);
+                        }
+                        limited
+                    });
+                }
+                tasks.join_all().await.into_iter().sum::<usize>()
+            }
+        };
+        assert_eq!(flood(client_from("127.0.0.2")).await, 0);
+        assert!(flood(client_from("127.0.0.3")).await > 0);
+    });
+}
+
 /// The real binary: login, token checks and logout keep working while
 /// PostgreSQL is stopped; sessions and the revocation reach it once it is back.
 #[test]
