@@ -351,6 +351,7 @@ pub async fn reboot(
         db: state.db.clone(),
         metrics: Some(state.metrics.clone()),
         services: state.services.clone(),
+        update: state.updates.activity(),
         state_dir: cfg.paths.state_dir.clone(),
         proc_root: cfg.paths.proc_root.clone(),
     };
