@@ -135,10 +135,50 @@ fn keep_dir_owner(secrets_dir: &Path) -> anyhow::Result<()> {
     use crate::auth::secrets::{ADMIN_HASH_FILE, JWT_KEY_FILE, PASSWORD_HISTORY_FILE};
     for name in [ADMIN_HASH_FILE, PASSWORD_HISTORY_FILE, JWT_KEY_FILE] {
         let path = secrets_dir.join(name);
-        if path.exists() {
-            std::os::unix::fs::chown(&path, Some(dir.uid()), Some(dir.gid()))
-                .with_context(|| format!("giving {} to the secrets dir's owner", path.display()))?;
+        // The dir is the daemon user's: a link planted there must not make
+        // root hand that user whatever it points to.
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => anyhow::bail!(
+                "{} is a symbolic link; refusing to change its owner (remove it and run again)",
+                path.display()
+            ),
+            Ok(_) => std::os::unix::fs::lchown(&path, Some(dir.uid()), Some(dir.gid()))
+                .with_context(|| format!("giving {} to the secrets dir's owner", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn root_never_hands_the_target_of_a_planted_link_to_the_daemon_user() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test needs root (scripts/test runs as root)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        std::os::unix::fs::chown(&secrets, Some(4242), Some(4242)).unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "root's").unwrap();
+        std::os::unix::fs::symlink(&precious, secrets.join("admin.hash")).unwrap();
+        let err = keep_dir_owner(&secrets).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err:#}");
+        assert_eq!(std::fs::metadata(&precious).unwrap().uid(), 0);
+        // A real file is handed over.
+        std::fs::remove_file(secrets.join("admin.hash")).unwrap();
+        std::fs::write(secrets.join("admin.hash"), "x").unwrap();
+        keep_dir_owner(&secrets).unwrap();
+        assert_eq!(
+            std::fs::metadata(secrets.join("admin.hash")).unwrap().uid(),
+            4242
+        );
+    }
 }
