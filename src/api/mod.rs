@@ -10,6 +10,7 @@ pub mod healing;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod serve;
 pub mod services;
 pub mod system;
 pub mod update;
