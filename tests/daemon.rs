@@ -629,3 +629,76 @@ fn a_slow_request_head_and_an_idle_keep_alive_connection_are_closed_on_their_own
         "closed {took:?} after the last response, idle_timeout is 3 s"
     );
 }
+
+#[test]
+fn live_streams_beyond_http_max_streams_get_503_until_one_ends() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite;
+    let cfg = TestConfig::with_http(CLOSED_DB, "  max_streams: 2\n", "");
+    let notify = NotifySocket::new();
+    let _d = Daemon::start(
+        &cfg.path(),
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    let token = admin_token(&cfg);
+    let ws_url = format!("ws://127.0.0.1:{}/api/metrics/live-stream", cfg.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let sse = || {
+            http.get(cfg.url("/api/logs/stream"))
+                .bearer_auth(&token)
+                .send()
+        };
+        // One WebSocket and one SSE stream take both places.
+        let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        let logs = sse().await.unwrap();
+        assert_eq!(logs.status(), 200);
+
+        // A third of either kind is refused, in the envelope.
+        match tokio_tungstenite::connect_async(&ws_url).await {
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503);
+                let body: serde_json::Value =
+                    serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+            }
+            other => panic!("third stream: {other:?}"),
+        }
+        let refused = sse().await.unwrap();
+        assert_eq!(refused.status(), 503);
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+
+        // When the WebSocket ends, its place is free again…
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let (_ws, _) = loop {
+            match tokio_tungstenite::connect_async(&ws_url).await {
+                Ok(accepted) => break accepted,
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no place after the WebSocket closed: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // …and so is the SSE stream's when its client goes away.
+        drop(logs);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = sse().await.unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no place after the SSE client left: {}",
+                r.status()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}

@@ -160,6 +160,7 @@ pub struct StreamQuery {
 pub async fn stream(
     State(state): State<AppState>,
     q: Result<Query<StreamQuery>, QueryRejection>,
+    slot: super::serve::StreamSlot,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
     let source = parse_source(q.source.as_deref())?.unwrap_or(Source::System);
@@ -210,7 +211,7 @@ pub async fn stream(
                 }
             }
         });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(slot.hold(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

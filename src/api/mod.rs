@@ -138,6 +138,9 @@ pub fn router(state: AppState) -> Router {
     .layer(DefaultBodyLimit::max(body_limit))
     .layer(TraceLayer::new_for_http())
     .layer(axum::Extension(state.clone()))
+    .layer(axum::Extension(serve::StreamSlots::new(
+        state.config().http.max_streams,
+    )))
     .layer(axum::middleware::from_fn(move |req, next| {
         limits::rate_limit(rate_limits.clone(), req, next)
     }))

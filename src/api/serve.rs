@@ -1,7 +1,8 @@
 //! The HTTP edge: the accept loop and what one client may hold open. Each
 //! connection is served by hyper's HTTP/1 (with upgrades, for the WebSocket)
 //! under a header and an idle timeout, within a global and a per-address
-//! cap. The loop owns every connection task. Nothing here knows a route.
+//! cap; live streams (WebSocket, SSE) are capped apart by [`StreamSlot`].
+//! The loop owns every connection task. Nothing here knows a route.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -14,18 +15,21 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::Request;
+use axum::http::request::Parts;
+use futures::{Stream, StreamExt};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::error::ApiError;
 use crate::config::HttpConfig;
 
 /// Files kept out of the connection cap for everything else the daemon
@@ -534,6 +538,60 @@ impl WarnThrottle {
                 Some(std::mem::take(&mut self.held))
             }
         }
+    }
+}
+
+/// Live streams (the metrics WebSocket, every SSE endpoint) open at once,
+/// at most `http.max_streams`. `api::router` installs it as an extension.
+#[derive(Clone)]
+pub struct StreamSlots(Arc<Semaphore>);
+
+impl StreamSlots {
+    pub fn new(max_streams: usize) -> StreamSlots {
+        StreamSlots(Arc::new(Semaphore::new(max_streams)))
+    }
+}
+
+/// An extractor: one live stream's place under `http.max_streams`, or 503
+/// `too_many_streams`. The place is free again when the slot is dropped, so
+/// a handler moves it into its stream ([`StreamSlot::hold`]) or its
+/// WebSocket task.
+pub struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl StreamSlot {
+    /// `stream`, holding this slot for as long as it lives.
+    pub fn hold<S: Stream>(self, stream: S) -> impl Stream<Item = S::Item> {
+        stream.map(move |item| {
+            let _held = &self;
+            item
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamSlot {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(slots) = parts.extensions.get::<StreamSlots>() else {
+            return Err(ApiError::internal(
+                "StreamSlots extension missing: api::router installs it",
+            ));
+        };
+        slots
+            .0
+            .clone()
+            .try_acquire_owned()
+            .map(|permit| StreamSlot { _permit: permit })
+            .map_err(|_| {
+                let mut e = ApiError::unavailable(
+                    "too_many_streams",
+                    "too many live streams are open (http.max_streams); try again later",
+                );
+                e.retry_after_secs = Some(5);
+                e
+            })
     }
 }
 

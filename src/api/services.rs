@@ -139,6 +139,7 @@ pub async fn logs(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
+    slot: super::serve::StreamSlot,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let tail = q.tail.unwrap_or(100);
     if tail > MAX_TAIL {
@@ -157,5 +158,5 @@ pub async fn logs(
             Err(e) => Event::default().event("error").data(e),
         })
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(slot.hold(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
