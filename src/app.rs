@@ -162,6 +162,7 @@ impl Daemon {
         let mut http = tokio::spawn(serve_http(
             listener,
             crate::api::router(state),
+            &config.http,
             http_stop.clone().cancelled_owned(),
         ));
         tracing::info!(address = %local, version = build_info::VERSION_LINE, "listening on http://{local}");
@@ -338,18 +339,22 @@ fn spawn_updater(
     mgr
 }
 
-async fn serve_http(
+/// The connection cap is sized from the open-file limit `main` raised.
+fn serve_http(
     listener: TcpListener,
     router: axum::Router,
+    http: &config::HttpConfig,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop)
-    .await?;
-    Ok(())
+) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
+    let soft_files = match crate::os::rlimit::open_files() {
+        Ok(limit) => limit.soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; capping connections by http.max_connections alone");
+            None
+        }
+    };
+    let limits = crate::api::serve::EdgeLimits::new(http, soft_files);
+    crate::api::serve::serve(listener, router, limits, stop)
 }
 
 /// Sends `WATCHDOG=1` every `period` while every core worker is alive; a hung

@@ -734,7 +734,9 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
 pub fn needs_restart(changed_line: &str) -> bool {
     [
         "http.listen",
+        // Also covers http.max_connections_per_client.
         "http.max_connections",
+        "http.max_streams",
         "http.header_timeout",
         "http.idle_timeout",
         "http.rate_limits",

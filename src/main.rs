@@ -170,6 +170,14 @@ async fn serve(
     log_reload: LogFilterReload,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
+    // Every client connection is a file: systemd's soft limit of 1024 is
+    // far below what the HTTP edge is sized for (api::serve).
+    match arasuld::os::rlimit::raise_open_files() {
+        Ok((before, after)) => {
+            tracing::info!(old = %before, new = %after, "open-file limit: soft set to the hard limit")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;

@@ -363,3 +363,342 @@ fn the_shipped_config_and_catalog_pass_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// systemd's default for a service: 1024 open files, soft and hard.
+fn limit_open_files(cmd: &mut std::process::Command, limit: libc::rlim_t) {
+    use std::os::unix::process::CommandExt;
+    let rl = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// The test holds more sockets than a default soft limit allows.
+fn raise_own_open_file_limit() -> libc::rlim_t {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl), 0);
+        rl.rlim_cur = rl.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rl), 0);
+    }
+    rl.rlim_cur
+}
+
+/// Under axum::serve this flood took every file the daemon had: after ~1000
+/// accepts each accept failed with EMFILE (logged once a second, forever),
+/// the listen backlog filled, connection ~1140 was never accepted and no
+/// other client was served.
+#[test]
+fn idle_connections_cannot_starve_the_daemon_of_file_descriptors() {
+    const IDLE: usize = 1500;
+    let own = raise_own_open_file_limit();
+    assert!(
+        own > IDLE as libc::rlim_t + 200,
+        "the test needs {IDLE}+ files, has {own}"
+    );
+    // Long enough that no connection times out during the test: only the
+    // caps are at work here.
+    let cfg = TestConfig::with_http(CLOSED_DB, "  header_timeout: 60s\n", "");
+    let notify = NotifySocket::new();
+    let d = Daemon::start_with(
+        &cfg.path(),
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+        |cmd| limit_open_files(cmd, 1024),
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+
+    // One client opens more idle connections than the daemon has files,
+    // sends nothing and keeps every one open.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let daemon_addr = std::net::SocketAddr::from(([127, 0, 0, 1], cfg.port));
+    let t0 = std::time::Instant::now();
+    let idle = rt.block_on(open_idle(daemon_addr, [127, 0, 0, 2], IDLE));
+    eprintln!("{IDLE} idle connections opened in {:?}", t0.elapsed());
+
+    // Another client is still served, at once.
+    let t0 = std::time::Instant::now();
+    let health = rt.block_on(async {
+        reqwest::Client::new()
+            .get(cfg.url("/api/health"))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+    });
+    let took = t0.elapsed();
+    eprintln!("GET /api/health under {IDLE} idle connections: {health:?} in {took:?}");
+    assert_eq!(health.expect("health answers within 15 s").status(), 200);
+
+    // The daemon holds at most http.max_connections_per_client (128) of
+    // them; it closed the others (the client reads EOF on those).
+    assert_eq!(
+        still_open(&idle),
+        128,
+        "connections the daemon keeps from one address"
+    );
+    assert!(d.log_contains("connection refused: this client address has"));
+
+    // Login (which writes the secrets dir) and an admin call still work.
+    let token = admin_token(&cfg);
+    let (status, workers) =
+        get_json_auth(&cfg.url("/api/system/workers"), &token).expect("workers answer");
+    assert_eq!(status, 200, "{workers}");
+
+    // Many addresses together stop at the global cap (1024 files less a
+    // reserve of 256), not at EMFILE, and the daemon serves again once
+    // they leave.
+    let mut crowd = Vec::new();
+    for host in 3..=10 {
+        crowd.extend(rt.block_on(open_idle(daemon_addr, [127, 0, 0, host], 128)));
+    }
+    // One more is closed at once; the backlog is accepted in order, so the
+    // daemon has dealt with every connection of the crowd by then.
+    let mut late = std::net::TcpStream::connect(daemon_addr).unwrap();
+    closed_after(&mut late, std::time::Instant::now(), Duration::from_secs(5))
+        .expect("a connection over the cap is closed at once");
+    // The test's own HTTP calls above may still hold a place or two while
+    // the daemon reads their EOF.
+    let held = still_open(&idle) + still_open(&crowd);
+    assert!(
+        (1024 - 256 - 4..=1024 - 256).contains(&held),
+        "the daemon keeps {held} connections in all"
+    );
+    assert!(d.log_contains("connection refused: the connection cap is reached"));
+    drop((idle, crowd));
+    wait_until(
+        "health once the crowd left",
+        Duration::from_secs(10),
+        || get_json(&cfg.url("/api/health")).filter(|(status, _)| *status == 200),
+    );
+    assert!(!d.log_contains("Too many open files"));
+}
+
+/// `n` connections from `source` (any port) that send nothing.
+async fn open_idle(
+    to: std::net::SocketAddr,
+    source: [u8; 4],
+    n: usize,
+) -> Vec<std::net::TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind((source, 0).into()).unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(10), sock.connect(to))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i}: not accepted within 10 s"))
+            .expect("connect");
+        held.push(s.into_std().unwrap());
+    }
+    held
+}
+
+/// How many of these (non-blocking) sockets the daemon has not closed.
+fn still_open(sockets: &[std::net::TcpStream]) -> usize {
+    sockets
+        .iter()
+        .filter(|s| {
+            let mut buf = [0u8; 1];
+            matches!(std::io::Read::read(&mut &**s, &mut buf),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count()
+}
+
+/// Reads one response (Content-Length bodies only); returns the status.
+fn read_response(s: &mut std::net::TcpStream) -> u16 {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).expect("read the response head"),
+            1,
+            "closed mid-head"
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .expect("content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    head[9..12].parse().unwrap()
+}
+
+/// How long after `since` the daemon closed `s` (EOF or reset); None if it
+/// was still open at `since + within`.
+fn closed_after(
+    s: &mut std::net::TcpStream,
+    since: std::time::Instant,
+    within: Duration,
+) -> Option<Duration> {
+    use std::io::Read;
+    s.set_read_timeout(Some(
+        (since + within)
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_millis(1)),
+    ))
+    .unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => Some(since.elapsed()),
+        Ok(n) => panic!(
+            "unexpected {n} bytes: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(_) => Some(since.elapsed()),
+    }
+}
+
+#[test]
+fn a_slow_request_head_and_an_idle_keep_alive_connection_are_closed_on_their_own_timeouts() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let cfg = TestConfig::with_http(CLOSED_DB, "  header_timeout: 1s\n  idle_timeout: 3s\n", "");
+    let notify = NotifySocket::new();
+    let _d = Daemon::start(
+        &cfg.path(),
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], cfg.port));
+    let request = b"GET /api/health HTTP/1.1\r\nHost: arasul\r\n\r\n";
+
+    let t0 = Instant::now();
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(&request[..30]).unwrap();
+    let mut keep_alive = TcpStream::connect(addr).unwrap();
+    keep_alive.write_all(request).unwrap();
+    assert_eq!(read_response(&mut keep_alive), 200);
+    let answered = Instant::now();
+
+    // Neither a silent connection nor half a head outlives header_timeout.
+    for (what, s) in [("silent", &mut silent), ("half a head", &mut half)] {
+        let took = closed_after(s, t0, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{what}: still open after 5 s"));
+        eprintln!("{what}: closed after {took:?}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+            "{what}: closed after {took:?}, header_timeout is 1 s"
+        );
+    }
+
+    // An idle keep-alive connection lives past header_timeout, serves the
+    // next request, and is closed idle_timeout after its last response.
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(answered.elapsed()));
+    keep_alive.write_all(request).unwrap();
+    assert_eq!(
+        read_response(&mut keep_alive),
+        200,
+        "request after 1.5 s idle"
+    );
+    let answered = Instant::now();
+    let took = closed_after(&mut keep_alive, answered, Duration::from_secs(6))
+        .expect("idle connection still open 6 s after its last response");
+    eprintln!("idle keep-alive: closed {took:?} after its last response");
+    assert!(
+        took >= Duration::from_millis(2700) && took < Duration::from_millis(4500),
+        "closed {took:?} after the last response, idle_timeout is 3 s"
+    );
+}
+
+#[test]
+fn live_streams_beyond_http_max_streams_get_503_until_one_ends() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite;
+    let cfg = TestConfig::with_http(CLOSED_DB, "  max_streams: 2\n", "");
+    let notify = NotifySocket::new();
+    let _d = Daemon::start(
+        &cfg.path(),
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    let token = admin_token(&cfg);
+    let ws_url = format!("ws://127.0.0.1:{}/api/metrics/live-stream", cfg.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let sse = || {
+            http.get(cfg.url("/api/logs/stream"))
+                .bearer_auth(&token)
+                .send()
+        };
+        // One WebSocket and one SSE stream take both places.
+        let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        let logs = sse().await.unwrap();
+        assert_eq!(logs.status(), 200);
+
+        // A third of either kind is refused, in the envelope.
+        match tokio_tungstenite::connect_async(&ws_url).await {
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503);
+                let body: serde_json::Value =
+                    serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+            }
+            other => panic!("third stream: {other:?}"),
+        }
+        let refused = sse().await.unwrap();
+        assert_eq!(refused.status(), 503);
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+
+        // When the WebSocket ends, its place is free again…
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let (_ws, _) = loop {
+            match tokio_tungstenite::connect_async(&ws_url).await {
+                Ok(accepted) => break accepted,
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no place after the WebSocket closed: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // …and so is the SSE stream's when its client goes away.
+        drop(logs);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = sse().await.unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no place after the SSE client left: {}",
+                r.status()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}

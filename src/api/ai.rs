@@ -287,13 +287,14 @@ pub struct PullRequest {
 pub async fn pull(
     State(state): State<AppState>,
     Extension(ai): Extension<Ai>,
+    slot: super::serve::StreamSlot,
     ApiJson(req): ApiJson<PullRequest>,
 ) -> Result<Response, ApiError> {
     model_name(&req.model)?;
     let t = target(&state, Backend::Llm)?;
     let events = ai.pull(&t, &req.model).await?;
     let model = req.model;
-    Ok(sse(events.map(move |e| {
+    Ok(sse(slot.hold(events.map(move |e| {
         Ok(match e {
             PullEvent::Progress(v) => Event::default().data(v.to_string()),
             PullEvent::Done => Event::default()
@@ -301,7 +302,7 @@ pub async fn pull(
                 .data(json!({"model": model, "status": "success"}).to_string()),
             PullEvent::Failed(m) => error_event("pull_failed", &m),
         })
-    })))
+    }))))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

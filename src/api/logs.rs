@@ -153,6 +153,7 @@ pub struct StreamQuery {
 pub async fn stream(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<StreamQuery>,
+    slot: super::serve::StreamSlot,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let source = parse_source(q.source.as_deref())?.unwrap_or(Source::System);
     let level = parse_level(q.level.as_deref())?;
@@ -202,7 +203,7 @@ pub async fn stream(
                 }
             }
         });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(slot.hold(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

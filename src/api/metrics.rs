@@ -276,9 +276,16 @@ pub async fn system_network(State(state): State<AppState>) -> Json<Network> {
 /// cannot complete) is dropped; it never slows the sampler or other clients.
 #[utoipa::path(get, path = "/api/metrics/live-stream", tag = "metrics",
     responses((status = 101, description = "WebSocket: each text message is a Sample as JSON")))]
-pub async fn live_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn live_stream(
+    State(state): State<AppState>,
+    slot: super::serve::StreamSlot,
+    ws: WebSocketUpgrade,
+) -> Response {
     let timeout = state.config().metrics.stream_client_timeout;
-    ws.on_upgrade(move |socket| stream_to(socket, state, timeout))
+    ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
+        stream_to(socket, state, timeout).await
+    })
 }
 
 async fn stream_to(socket: WebSocket, state: AppState, timeout: Duration) {

@@ -10,6 +10,7 @@ pub mod healing;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod serve;
 pub mod services;
 pub mod system;
 pub mod update;
@@ -149,6 +150,9 @@ pub fn router(state: AppState) -> Router {
     .layer(DefaultBodyLimit::max(body_limit))
     .layer(TraceLayer::new_for_http())
     .layer(axum::Extension(rate_limits.clone()))
+    .layer(axum::Extension(serve::StreamSlots::new(
+        state.config().http.max_streams,
+    )))
     .layer(axum::middleware::from_fn(move |req, next| {
         limits::edge(rate_limits.clone(), req, next)
     }))

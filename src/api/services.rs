@@ -155,6 +155,7 @@ pub async fn logs(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<LogsQuery>,
+    slot: super::serve::StreamSlot,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let tail = q.tail.unwrap_or(100);
     if tail > MAX_TAIL {
@@ -173,5 +174,5 @@ pub async fn logs(
             Err(e) => Event::default().event("error").data(e),
         })
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(slot.hold(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

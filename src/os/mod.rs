@@ -1,5 +1,7 @@
-//! Operating-system glue: systemd notify/watchdog, mDNS over Avahi, reboot through logind.
+//! Operating-system glue: systemd notify/watchdog, mDNS over Avahi, reboot
+//! through logind, the open-file limit.
 
 pub mod logind;
 pub mod mdns;
 pub mod notify;
+pub mod rlimit;

@@ -50,11 +50,16 @@ pub struct TestConfig {
 
 impl TestConfig {
     pub fn new(database_url: &str, extra: &str) -> TestConfig {
+        TestConfig::with_http(database_url, "", extra)
+    }
+    /// `http` adds keys to the `http:` section, each line indented two
+    /// spaces (`"  idle_timeout: 2s\n"`); `extra` adds whole sections.
+    pub fn with_http(database_url: &str, http: &str, extra: &str) -> TestConfig {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let d = dir.path().display();
         let text = format!(
-            "http:\n  listen: 127.0.0.1:{port}\n  shutdown_grace: 2s\n\
+            "http:\n  listen: 127.0.0.1:{port}\n  shutdown_grace: 2s\n{http}\
              database:\n  url: {database_url}\n  retry_max: 1s\n  check_interval: 1s\n  connect_timeout: 2s\n\
              paths:\n  state_dir: {d}/state\n  log_dir: {d}/log\n  secrets_dir: {d}/secrets\n  keys_dir: {d}/keys\n  services_file: {d}/services.yaml\n  data_path: {d}\n\
              {extra}"
@@ -122,6 +127,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, envs: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(config, envs, |_| {})
+    }
+
+    /// As `start`, with a last say over the command (limits, `pre_exec`).
+    pub fn start_with(
+        config: &Path,
+        envs: &[(&str, &str)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let mut cmd = Command::new(bin());
         cmd.arg("--config")
             .arg(config)
@@ -134,6 +148,7 @@ impl Daemon {
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        customize(&mut cmd);
         let mut child = cmd.spawn().expect("spawn arasuld");
         let lines = Arc::new(Mutex::new(Vec::new()));
         for stream in [
