@@ -1,0 +1,362 @@
+//! Tests of `Auth` as a whole: secrets on disk, login, lockout, password
+//! changes, sessions and revocation.
+
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+const FAST: HashParams = HashParams {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn cfg(dir: &std::path::Path, params: HashParams) -> AuthConfig {
+    AuthConfig {
+        secrets_dir: dir.join("secrets"),
+        hash_params: params,
+        ..AuthConfig::default()
+    }
+}
+
+fn initial_password(auth: &Auth) -> String {
+    std::fs::read_to_string(auth.secrets().initial_password_path())
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A fresh instance with cheap argon2 and a known password set.
+async fn fast_auth(dir: &std::path::Path) -> (Auth, String) {
+    let (auth, _) = Auth::open(cfg(dir, FAST)).unwrap();
+    let initial = initial_password(&auth);
+    (auth, initial)
+}
+
+#[tokio::test]
+async fn first_open_creates_secrets_and_second_open_reuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = cfg(tmp.path(), HashParams::default());
+    let (auth, created) = Auth::open(config.clone()).unwrap();
+    let s = auth.secrets().clone();
+    assert_eq!(
+        created.as_deref(),
+        Some(s.initial_password_path().as_path())
+    );
+    assert_eq!(mode(s.path()), 0o700);
+    for p in [
+        s.jwt_key_path(),
+        s.admin_hash_path(),
+        s.initial_password_path(),
+        s.history_path(),
+    ] {
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    assert!(std::fs::read(s.jwt_key_path()).unwrap().len() >= 32);
+    let hash = s.read_admin_hash().unwrap().unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    let initial = initial_password(&auth);
+    assert!(initial.len() >= 20);
+    assert!(auth.must_change_password());
+    let key = std::fs::read(s.jwt_key_path()).unwrap();
+    drop(auth);
+
+    let (again, created) = Auth::open(config).unwrap();
+    assert_eq!(created, None);
+    assert_eq!(again.secrets().read_admin_hash().unwrap().unwrap(), hash);
+    assert_eq!(std::fs::read(s.jwt_key_path()).unwrap(), key);
+    assert_eq!(initial_password(&again), initial);
+    assert!(again.must_change_password());
+
+    // The real-cost hash logs in, and the token carries the session.
+    let now = Now::current();
+    let ok = again
+        .login("admin", &initial, ip("192.168.1.2"), Some("test"), now)
+        .await
+        .unwrap();
+    assert!(ok.must_change_password);
+    assert_eq!(ok.expires_at.timestamp(), now.wall.timestamp() + 24 * 3600);
+    let v = again.verify(ok.token.expose(), now).unwrap();
+    assert_eq!(v.session.jti, ok.session.jti);
+    assert_eq!(v.claims.sub, "admin");
+}
+
+#[tokio::test]
+async fn wrong_password_unknown_user_and_lockout_give_the_same_generic_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, initial) = fast_auth(tmp.path()).await;
+    let now = Now::current();
+    let a = ip("203.0.113.9");
+
+    let wrong = auth.login("admin", "nope", a, None, now).await.unwrap_err();
+    let unknown = auth
+        .login("root", &initial, a, None, now)
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.to_string(), "invalid username or password");
+    assert_eq!(unknown.to_string(), wrong.to_string());
+    assert_eq!(wrong.failure(), Some(LoginFailure::WrongPassword));
+    assert_eq!(unknown.failure(), Some(LoginFailure::UnknownUser));
+    for _ in 0..3 {
+        auth.login("admin", "nope", a, None, now).await.unwrap_err();
+    }
+    // Locked: even the right password is refused, with the same message.
+    let locked = auth
+        .login("admin", &initial, a, None, now)
+        .await
+        .unwrap_err();
+    assert_eq!(locked.to_string(), wrong.to_string());
+    assert_eq!(locked.retry_after(), Some(Duration::from_secs(60)));
+
+    // Another address is unaffected.
+    auth.login("admin", &initial, ip("192.168.1.2"), None, now)
+        .await
+        .unwrap();
+    // The lock expires.
+    auth.login(
+        "admin",
+        &initial,
+        a,
+        None,
+        now.after(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+
+    let audit = auth.drain_audit();
+    let kinds: Vec<AuditKind> = audit.iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&AuditKind::Lockout));
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == AuditKind::LoginSuccess)
+            .count(),
+        2
+    );
+    let json = serde_json::to_string(&audit).unwrap();
+    assert!(!json.contains(&initial) && !json.contains("nope"));
+}
+
+#[tokio::test]
+async fn account_cap_does_not_lock_out_a_clean_or_known_good_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = cfg(tmp.path(), FAST);
+    config.lockout.account_max_failures = 4;
+    let (auth, _) = Auth::open(config).unwrap();
+    let pw = initial_password(&auth);
+    let now = Now::current();
+    let home = ip("192.168.1.10");
+    auth.login("admin", &pw, home, None, now).await.unwrap();
+
+    for i in 0..4 {
+        let attacker = ip(&format!("198.51.100.{i}"));
+        auth.login("admin", "guess", attacker, None, now)
+            .await
+            .unwrap_err();
+    }
+    // A suspect address is refused even with the right password ...
+    let e = auth
+        .login("admin", &pw, ip("198.51.100.1"), None, now)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        e.failure(),
+        Some(LoginFailure::Locked(Locked {
+            scope: LockScope::Account,
+            ..
+        }))
+    ));
+    // ... the known-good and a clean address are not.
+    auth.login("admin", &pw, home, None, now).await.unwrap();
+    auth.login("admin", &pw, ip("10.1.1.1"), None, now)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn change_password_applies_policy_and_history_and_revokes_other_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, initial) = fast_auth(tmp.path()).await;
+    let now = Now::current();
+    let a = ip("192.168.1.2");
+    let mine = auth.login("admin", &initial, a, None, now).await.unwrap();
+    let other = auth.login("admin", &initial, a, None, now).await.unwrap();
+
+    // Policy violations are listed.
+    match auth
+        .change_password(&initial, "short", a, Some(&mine.session.jti), now)
+        .await
+    {
+        Err(ChangePasswordError::Policy(v)) => {
+            let codes: Vec<PolicyCode> = v.iter().map(|v| v.code).collect();
+            assert!(codes.contains(&PolicyCode::TooShort));
+            assert!(codes.contains(&PolicyCode::MissingUppercase));
+        }
+        r => panic!("{r:?}"),
+    }
+    // The current (initial) password cannot be reused.
+    assert!(matches!(
+        auth.change_password(&initial, &initial, a, None, now).await,
+        Err(ChangePasswordError::Policy(v)) if v[0].code == PolicyCode::RecentlyUsed
+    ));
+    assert!(matches!(
+        auth.change_password("wrong", "New-Password-001", a, None, now)
+            .await,
+        Err(ChangePasswordError::WrongCurrentPassword)
+    ));
+
+    let done = auth
+        .change_password(
+            &initial,
+            "New-Password-001",
+            a,
+            Some(&mine.session.jti),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.revoked_sessions, 1);
+    assert_eq!(
+        done.removed_initial_password.as_deref(),
+        Some(auth.secrets().initial_password_path().as_path())
+    );
+    assert!(!auth.secrets().initial_password_exists());
+    assert!(!auth.must_change_password());
+    auth.verify(mine.token.expose(), now).unwrap();
+    assert_eq!(
+        auth.verify(other.token.expose(), now).unwrap_err(),
+        TokenError::Revoked
+    );
+    auth.login("admin", &initial, a, None, now)
+        .await
+        .unwrap_err();
+    let ok = auth
+        .login("admin", "New-Password-001", a, None, now)
+        .await
+        .unwrap();
+    assert!(!ok.must_change_password);
+
+    // Four more changes: the last five are refused, the sixth-oldest is not.
+    let pw = |i: u32| format!("New-Password-{i:03}");
+    for i in 2..=5 {
+        auth.change_password(&pw(i - 1), &pw(i), a, None, now)
+            .await
+            .unwrap();
+    }
+    for i in 1..=5 {
+        assert!(
+            matches!(
+                auth.change_password(&pw(5), &pw(i), a, None, now).await,
+                Err(ChangePasswordError::Policy(v)) if v[0].code == PolicyCode::RecentlyUsed
+            ),
+            "{i}"
+        );
+    }
+    auth.change_password(&pw(5), &initial, a, None, now)
+        .await
+        .unwrap();
+
+    // Persisted: a reopened instance knows the new password and history.
+    drop(auth);
+    let (again, created) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+    assert_eq!(created, None);
+    assert!(!again.must_change_password());
+    assert_eq!(again.secrets().read_history().unwrap().len(), 5);
+    again.login("admin", &initial, a, None, now).await.unwrap();
+    let json = serde_json::to_string(&again.drain_audit()).unwrap();
+    assert!(!json.contains("New-Password"));
+}
+
+#[tokio::test]
+async fn logout_and_logout_all_revoke_tokens_and_queue_db_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, pw) = fast_auth(tmp.path()).await;
+    let now = Now::current();
+    let a = ip("192.168.1.2");
+    let one = auth
+        .login("admin", &pw, a, Some("ua-1"), now)
+        .await
+        .unwrap();
+    let two = auth
+        .login("admin", &pw, a, Some("ua-2"), now)
+        .await
+        .unwrap();
+    let three = auth.login("admin", &pw, a, None, now).await.unwrap();
+    assert_eq!(auth.sessions(now).len(), 3);
+
+    let later = now.after(Duration::from_secs(5));
+    assert!(auth.logout(&one.session.jti, Some(a), later));
+    assert_eq!(
+        auth.verify(one.token.expose(), later).unwrap_err(),
+        TokenError::Revoked
+    );
+    let v = auth.verify(two.token.expose(), later).unwrap();
+    assert_eq!(v.session.last_activity, later.wall);
+
+    let writes = auth.drain_session_writes();
+    assert_eq!(writes.len(), 3, "{writes:?}");
+    assert_eq!(auth.logout_all(Some(a), later), 2);
+    assert!(auth.verify(three.token.expose(), later).is_err());
+    assert!(matches!(
+        auth.drain_session_writes().as_slice(),
+        [SessionWrite::RevokeAll { except: None, .. }]
+    ));
+    assert!(auth.sessions(later).is_empty());
+
+    // A token whose session this process never saw (restart, DB down).
+    let (fresh, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+    assert_eq!(
+        fresh.verify(two.token.expose(), later).unwrap_err(),
+        TokenError::UnknownSession
+    );
+    // Expired tokens are refused as such.
+    let ok = auth.login("admin", &pw, a, None, now).await.unwrap();
+    assert_eq!(
+        auth.verify(ok.token.expose(), now.after(Duration::from_secs(25 * 3600)))
+            .unwrap_err(),
+        TokenError::Expired
+    );
+}
+
+#[tokio::test]
+async fn password_set_by_another_process_is_picked_up_on_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (daemon, initial) = fast_auth(tmp.path()).await;
+    let now = Now::current();
+    let a = ip("192.168.1.2");
+    let s = daemon.login("admin", &initial, a, None, now).await.unwrap();
+
+    // `arasuld admin set-password`: its own instance on the same dir.
+    let (cli, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+    cli.set_password("Reset-By-Root-42", now).await.unwrap();
+
+    assert!(daemon.reload_credentials(now).unwrap());
+    assert!(!daemon.must_change_password());
+    assert_eq!(
+        daemon.verify(s.token.expose(), now).unwrap_err(),
+        TokenError::Revoked
+    );
+    daemon
+        .login("admin", "Reset-By-Root-42", a, None, now)
+        .await
+        .unwrap();
+    assert!(!daemon.reload_credentials(now).unwrap());
+}
+
+#[test]
+fn unusable_admin_hash_is_refused_with_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = cfg(tmp.path(), FAST);
+    let s = SecretsDir::open(&config.secrets_dir).unwrap();
+    s.write_admin_hash("plaintext-password").unwrap();
+    let err = format!("{:#}", Auth::open(config).unwrap_err());
+    assert!(err.contains("admin.hash"), "{err}");
+    assert!(!err.contains("plaintext-password"), "{err}");
+}
