@@ -682,6 +682,69 @@ async fn status_switch_makes_status_routes_need_a_login() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// The real binary: clients that give up while argon2 checks their password
+/// (`curl -m 0.05`; the daemon drops the handler mid-hash) leave nothing
+/// behind: after many such attempts the right password still logs in from
+/// that address.
+#[test]
+fn logins_abandoned_by_the_client_mid_hash_do_not_lock_the_address_out() {
+    use common::*;
+    let cfg = TestConfig::with_http(
+        "postgres://nobody@127.0.0.1:1/x",
+        // More logins than the default 5 per 15 min per address.
+        "  rate_limits:\n    login: {count: 100, per: 1m, burst: 100}\n",
+        "",
+    );
+    let notify = NotifySocket::new();
+    let mut d = Daemon::start(
+        &cfg.path(),
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    let pw = std::fs::read_to_string(cfg.dir.path().join("secrets/initial-admin-password"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let login = |timeout: Duration| {
+        rt.block_on(async {
+            let r = client
+                .post(cfg.url("/api/auth/login"))
+                .json(&json!({"username": "admin", "password": pw}))
+                .timeout(timeout)
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            Ok::<_, reqwest::Error>((status, r.text().await?))
+        })
+    };
+
+    // Six in a row cut off mid-hash (one that the hash beats does not count:
+    // a success resets the address anyway).
+    let (mut aborted, mut tries) = (0, 0);
+    while aborted < 6 {
+        tries += 1;
+        assert!(
+            tries <= 30,
+            "argon2 finished within 20 ms too often to test this"
+        );
+        match login(Duration::from_millis(20)) {
+            Err(e) if e.is_timeout() => aborted += 1,
+            Ok((200, _)) => aborted = 0,
+            other => panic!("after {aborted} abandoned logins: {other:?}"),
+        }
+    }
+    let (status, body) = login(Duration::from_secs(20)).unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).0.code(), Some(0));
+}
+
 /// The real binary: login, token checks and logout keep working while
 /// PostgreSQL is stopped; sessions and the revocation reach it once it is back.
 #[test]

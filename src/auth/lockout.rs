@@ -7,7 +7,8 @@
 //! the source. A source is an IPv4 address or an IPv6 /64 (one host usually
 //! owns a whole /64, so counting single v6 addresses would be meaningless).
 //! Concurrent attempts are reserved up front (`begin_attempt`), so firing
-//! 200 requests at once does not get 200 guesses past a limit of 5.
+//! 200 requests at once does not get 200 guesses past a limit of 5; an
+//! [`Attempt`] releases its reservation however its caller ends.
 //!
 //! Per account: at most 100 failures in any sliding hour, whatever their
 //! source. Beyond that the account is closed to *suspect* sources only, so an
@@ -28,6 +29,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -143,6 +145,63 @@ impl SourceState {
         self.locked_until
             .filter(|until| *until > now)
             .map(|until| until - now)
+    }
+}
+
+/// A reservation made by [`LockoutTracker::begin_attempt`] on a shared
+/// tracker, released on drop unless an outcome was recorded. The caller may
+/// be dropped at any await (the client went away and axum dropped the
+/// handler mid-hash): a leaked reservation would count as an attempt in
+/// flight for good and lock the source out until a restart.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    tracker: &'a Mutex<LockoutTracker>,
+    ip: IpAddr,
+    settled: bool,
+}
+
+fn lock(tracker: &Mutex<LockoutTracker>) -> MutexGuard<'_, LockoutTracker> {
+    tracker.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<'a> Attempt<'a> {
+    pub fn begin(
+        tracker: &'a Mutex<LockoutTracker>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Result<Self, Locked> {
+        lock(tracker).begin_attempt(ip, now)?;
+        Ok(Self {
+            tracker,
+            ip,
+            settled: false,
+        })
+    }
+
+    /// See [`LockoutTracker::record_failure`].
+    pub fn failure(mut self, now: Instant) -> FailureOutcome {
+        self.settled = true;
+        lock(self.tracker).record_failure(self.ip, now)
+    }
+
+    /// See [`LockoutTracker::record_source_failure`].
+    pub fn source_failure(mut self, now: Instant) -> FailureOutcome {
+        self.settled = true;
+        lock(self.tracker).record_source_failure(self.ip, now)
+    }
+
+    /// See [`LockoutTracker::record_success`].
+    pub fn success(mut self, now: Instant) {
+        self.settled = true;
+        lock(self.tracker).record_success(self.ip, now);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            lock(self.tracker).end_attempt(self.ip);
+        }
     }
 }
 
@@ -487,6 +546,32 @@ mod tests {
         assert_eq!(err.scope, LockScope::InFlight);
         t.end_attempt(a);
         t.begin_attempt(a, now).unwrap();
+    }
+
+    #[test]
+    fn an_attempt_dropped_without_an_outcome_releases_its_reservation() {
+        let t = Mutex::new(LockoutTracker::new(LockoutConfig::default()));
+        let now = Instant::now();
+        let a = ip("203.0.113.8");
+        for _ in 0..10 {
+            drop(Attempt::begin(&t, a, now).unwrap());
+        }
+        let held: Vec<Attempt> = (0..5)
+            .map(|_| Attempt::begin(&t, a, now).unwrap())
+            .collect();
+        assert_eq!(
+            Attempt::begin(&t, a, now).unwrap_err().scope,
+            LockScope::InFlight
+        );
+        // Settled attempts are not released twice.
+        for attempt in held {
+            attempt.failure(now);
+        }
+        assert_eq!(t.lock().unwrap().sources[&SourceKey::from(a)].in_flight, 0);
+        assert_eq!(
+            Attempt::begin(&t, a, now).unwrap_err().scope,
+            LockScope::Source
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use lockout::{FailureOutcome, LockScope, Locked, LockoutConfig, LockoutTracker};
+pub use lockout::{Attempt, FailureOutcome, LockScope, Locked, LockoutConfig, LockoutTracker};
 pub use password::{
     DEFAULT_HASH_CONCURRENCY, HashParams, Hasher, PasswordPolicy, PasswordRequirements, PolicyCode,
     PolicyViolation,
@@ -344,11 +344,14 @@ impl Auth {
         user_agent: Option<&str>,
         now: Now,
     ) -> Result<LoginOk, LoginError> {
-        if let Err(locked) = lock(&self.lockout).begin_attempt(ip, now.mono) {
-            let failure = LoginFailure::Locked(locked);
-            self.audit(AuditKind::LoginFailure, Some(ip), failure.to_string(), now);
-            return Err(LoginError::InvalidCredentials(failure));
-        }
+        let attempt = match Attempt::begin(&self.lockout, ip, now.mono) {
+            Ok(attempt) => attempt,
+            Err(locked) => {
+                let failure = LoginFailure::Locked(locked);
+                self.audit(AuditKind::LoginFailure, Some(ip), failure.to_string(), now);
+                return Err(LoginError::InvalidCredentials(failure));
+            }
+        };
         let is_admin = username == ADMIN_USERNAME;
         let ok = if password.len() > MAX_PASSWORD_BYTES {
             false
@@ -360,21 +363,15 @@ impl Auth {
                 .await
             {
                 Ok(ok) => ok,
-                Err(e) => {
-                    lock(&self.lockout).end_attempt(ip);
-                    return Err(LoginError::Internal(e));
-                }
+                Err(e) => return Err(LoginError::Internal(e)),
             }
         };
 
         if !ok {
-            let outcome = {
-                let mut lockout = lock(&self.lockout);
-                if is_admin {
-                    lockout.record_failure(ip, now.mono)
-                } else {
-                    lockout.record_source_failure(ip, now.mono)
-                }
+            let outcome = if is_admin {
+                attempt.failure(now.mono)
+            } else {
+                attempt.source_failure(now.mono)
             };
             let failure = if is_admin {
                 LoginFailure::WrongPassword
@@ -386,7 +383,7 @@ impl Auth {
             return Err(LoginError::InvalidCredentials(failure));
         }
 
-        lock(&self.lockout).record_success(ip, now.mono);
+        attempt.success(now.mono);
         let (token, claims) = self.tokens.issue(now.wall).map_err(LoginError::Internal)?;
         let expires_at = claims.expires_at();
         let record = SessionRecord::new(claims.jti.clone(), ip, user_agent, now.wall, expires_at);
@@ -450,15 +447,18 @@ impl Auth {
         now: Now,
     ) -> Result<PasswordChanged, ChangePasswordError> {
         let _guard = self.change_guard.lock().await;
-        if let Err(locked) = lock(&self.lockout).begin_attempt(ip, now.mono) {
-            self.audit(
-                AuditKind::PasswordChangeFailure,
-                Some(ip),
-                LoginFailure::Locked(locked).to_string(),
-                now,
-            );
-            return Err(ChangePasswordError::Locked(locked));
-        }
+        let attempt = match Attempt::begin(&self.lockout, ip, now.mono) {
+            Ok(attempt) => attempt,
+            Err(locked) => {
+                self.audit(
+                    AuditKind::PasswordChangeFailure,
+                    Some(ip),
+                    LoginFailure::Locked(locked).to_string(),
+                    now,
+                );
+                return Err(ChangePasswordError::Locked(locked));
+            }
+        };
         let stored = lock(&self.credentials).hash.clone();
         let ok = if current.len() > MAX_PASSWORD_BYTES {
             false
@@ -469,14 +469,11 @@ impl Auth {
                 .await
             {
                 Ok(ok) => ok,
-                Err(e) => {
-                    lock(&self.lockout).end_attempt(ip);
-                    return Err(ChangePasswordError::Internal(e));
-                }
+                Err(e) => return Err(ChangePasswordError::Internal(e)),
             }
         };
         if !ok {
-            let outcome = lock(&self.lockout).record_failure(ip, now.mono);
+            let outcome = attempt.failure(now.mono);
             self.audit(
                 AuditKind::PasswordChangeFailure,
                 Some(ip),
@@ -486,7 +483,7 @@ impl Auth {
             self.audit_lockout(ip, outcome, now);
             return Err(ChangePasswordError::WrongCurrentPassword);
         }
-        lock(&self.lockout).record_success(ip, now.mono);
+        attempt.success(now.mono);
         self.apply_new_password(new, Some(ip), keep_session, now)
             .await
     }

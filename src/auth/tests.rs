@@ -360,3 +360,63 @@ fn unusable_admin_hash_is_refused_with_its_path() {
     assert!(err.contains("admin.hash"), "{err}");
     assert!(!err.contains("plaintext-password"), "{err}");
 }
+
+/// Real argon2 cost, one hash at a time: a call can be dropped while its
+/// hash runs, and `idle_hasher` waits for that orphaned hash to finish.
+fn real_cost_auth(dir: &std::path::Path) -> (Auth, String) {
+    let config = AuthConfig {
+        hash_concurrency: 1,
+        ..cfg(dir, HashParams::default())
+    };
+    let (auth, _) = Auth::open(config).unwrap();
+    let pw = initial_password(&auth);
+    (auth, pw)
+}
+
+async fn idle_hasher(auth: &Auth) {
+    auth.hasher().run(|_| ()).await.unwrap();
+}
+
+const MID_HASH: Duration = Duration::from_millis(2);
+
+#[tokio::test]
+async fn logins_dropped_mid_hash_do_not_lock_the_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, pw) = real_cost_auth(tmp.path());
+    let a = ip("192.168.1.30");
+    // The client goes away while argon2 runs: axum drops the handler future.
+    // As many as the source's threshold: each leaked reservation would count.
+    for i in 0..5 {
+        let login = auth.login("admin", &pw, a, None, Now::current());
+        assert!(
+            tokio::time::timeout(MID_HASH, login).await.is_err(),
+            "attempt {i} finished before it could be dropped"
+        );
+        idle_hasher(&auth).await;
+    }
+    auth.login("admin", &pw, a, None, Now::current())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn password_changes_dropped_mid_hash_do_not_lock_the_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, pw) = real_cost_auth(tmp.path());
+    let a = ip("192.168.1.31");
+    // As many as the source's threshold: each leaked reservation would count.
+    for i in 0..5 {
+        let change = auth.change_password(&pw, "New-Password-001", a, None, Now::current());
+        assert!(
+            tokio::time::timeout(MID_HASH, change).await.is_err(),
+            "attempt {i} finished before it could be dropped"
+        );
+        idle_hasher(&auth).await;
+    }
+    auth.change_password(&pw, "New-Password-001", a, None, Now::current())
+        .await
+        .unwrap();
+    auth.login("admin", "New-Password-001", a, None, Now::current())
+        .await
+        .unwrap();
+}

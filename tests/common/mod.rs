@@ -50,11 +50,16 @@ pub struct TestConfig {
 
 impl TestConfig {
     pub fn new(database_url: &str, extra: &str) -> TestConfig {
+        Self::with_http(database_url, "", extra)
+    }
+    /// `http_extra`: more keys of the `http:` section, each line indented
+    /// two spaces (`"  rate_limits:\n    login: {count: 100, per: 1m, burst: 100}\n"`).
+    pub fn with_http(database_url: &str, http_extra: &str, extra: &str) -> TestConfig {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let d = dir.path().display();
         let text = format!(
-            "http:\n  listen: 127.0.0.1:{port}\n  shutdown_grace: 2s\n\
+            "http:\n  listen: 127.0.0.1:{port}\n  shutdown_grace: 2s\n{http_extra}\
              database:\n  url: {database_url}\n  retry_max: 1s\n  check_interval: 1s\n  connect_timeout: 2s\n\
              paths:\n  state_dir: {d}/state\n  log_dir: {d}/log\n  secrets_dir: {d}/secrets\n  keys_dir: {d}/keys\n  services_file: {d}/services.yaml\n  data_path: {d}\n\
              {extra}"
