@@ -526,11 +526,10 @@ async fn locked_source_gets_429_while_the_admin_logs_in_from_another_address() {
     assert_eq!(s_wrong, StatusCode::UNAUTHORIZED);
     assert_envelope(&wrong, "invalid_credentials");
 
-    // The locked source: even the right password gets the generic message.
+    // The locked source: even the right password is refused.
     let (s, h, v) = app.login(&pw, attacker).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
     assert_envelope(&v, "too_many_attempts");
-    assert_eq!(v["error"]["message"], wrong["error"]["message"]);
     assert_eq!(h[header::RETRY_AFTER], "60");
 
     // The real admin, elsewhere, is not locked out.
@@ -541,6 +540,76 @@ async fn locked_source_gets_429_while_the_admin_logs_in_from_another_address() {
     tokio::time::advance(Duration::from_secs(61)).await;
     let (s, _, v) = app.login(&pw, attacker).await;
     assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// A locked source is told so, and for how long, in words that are the same
+/// whether the user name exists or not (the lock is checked before the name
+/// is looked at); login and change-password alike.
+#[tokio::test(start_paused = true)]
+async fn locked_source_is_told_it_is_locked_and_when_to_retry_whatever_the_user_name() {
+    let app = App::new();
+    let attacker = "198.51.100.8";
+    let pw = app.initial_password();
+    for _ in 0..5 {
+        app.state
+            .auth
+            .login(
+                "nobody",
+                "guess",
+                attacker.parse().unwrap(),
+                None,
+                arasuld::auth::Now::current(),
+            )
+            .await
+            .unwrap_err();
+    }
+    let (_, _, invalid) = app.login("wrong", "203.0.113.2").await;
+    let mut messages = Vec::new();
+    for user in ["admin", "nobody"] {
+        let (s, h, v) = app
+            .send(
+                post_json(
+                    "/api/auth/login",
+                    &json!({"username": user, "password": pw}),
+                ),
+                attacker,
+            )
+            .await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{user}: {v}");
+        assert_envelope(&v, "too_many_attempts");
+        assert_eq!(h[header::RETRY_AFTER], "60");
+        messages.push(v["error"]["message"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        messages[0], messages[1],
+        "the message tells the user names apart"
+    );
+    let m = &messages[0];
+    assert_ne!(m, invalid["error"]["message"].as_str().unwrap());
+    assert!(m.contains("locked") && m.contains("60 s"), "{m}");
+
+    // Change-password: five wrong current passwords lock the caller's address.
+    let home = "192.168.1.41";
+    let token = app.ready_token(home).await;
+    let change = || {
+        with_bearer(
+            post_json(
+                "/api/auth/change-password",
+                &json!({"current_password": "not-it", "new_password": "Another-Passw0rd!"}),
+            ),
+            &token,
+        )
+    };
+    for _ in 0..5 {
+        let (s, _, v) = app.send(change(), home).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    }
+    let (s, h, v) = app.send(change(), home).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_envelope(&v, "too_many_attempts");
+    assert_eq!(h[header::RETRY_AFTER], "60");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("locked") && m.contains("60 s"), "{m}");
 }
 
 #[tokio::test(start_paused = true)]

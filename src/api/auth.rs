@@ -81,8 +81,9 @@ fn user_agent(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// Logs in the admin. Unknown user, wrong password and a locked source all
-/// get the same message; a locked source gets 429 with `Retry-After`.
+/// Logs in the admin. Unknown user and wrong password get the same message;
+/// a locked source gets 429 with `Retry-After`, told it is locked whatever
+/// user name it tried.
 /// Sets `arasul_session` (HttpOnly, SameSite=Strict, Path=/; Secure under TLS)
 /// and `arasul_csrf` (readable, for the double submit).
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth",
@@ -134,27 +135,29 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Result<Respon
 
 fn login_error(e: &LoginError) -> ApiError {
     match e {
-        LoginError::InvalidCredentials(_) => match e.retry_after() {
-            Some(wait) => {
-                let mut err = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_attempts",
-                    e.to_string(),
-                );
-                err.retry_after_secs = Some(wait.as_secs().max(1));
-                err
-            }
-            None => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                e.to_string(),
-            ),
-        },
+        LoginError::InvalidCredentials(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            e.to_string(),
+        ),
+        LoginError::Locked(l) => too_many_attempts(l),
         LoginError::Internal(cause) => {
             tracing::error!(error = %format!("{cause:#}"), "login failed internally");
             ApiError::unavailable("auth_unavailable", e.to_string())
         }
     }
+}
+
+/// 429 for a locked source: says so and for how long, never whether the
+/// user name exists.
+fn too_many_attempts(l: &crate::auth::Locked) -> ApiError {
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        l.to_string(),
+    );
+    err.retry_after_secs = Some(l.retry_after_secs());
+    err
 }
 
 #[derive(Serialize, ToSchema)]
@@ -243,15 +246,7 @@ pub async fn change_password(
             "wrong_current_password",
             "the current password is incorrect",
         )),
-        Err(ChangePasswordError::Locked(l)) => {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                "too many failed attempts, retry later",
-            );
-            e.retry_after_secs = Some(l.retry_after.as_secs().max(1));
-            Err(e)
-        }
+        Err(ChangePasswordError::Locked(l)) => Err(too_many_attempts(&l)),
         Err(ChangePasswordError::Policy(v)) => Err(ApiError::unprocessable(
             "password_policy",
             v.iter()

@@ -103,11 +103,24 @@ pub enum LockScope {
     InFlight,
 }
 
+/// A refused attempt. `Display` is what the client is told: what happened
+/// and for how long, the same whatever the scope and whatever user name was
+/// tried (the lock is checked before the name is looked at), so it reveals
+/// nothing about the account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("login locked ({scope:?}), retry after {retry_after:?}")]
+#[error("too many failed attempts from this address: locked, retry in {} s", self.retry_after_secs())]
 pub struct Locked {
     pub retry_after: Duration,
     pub scope: LockScope,
+}
+
+impl Locked {
+    /// Whole seconds to wait, rounded up and at least 1 (for `Retry-After`:
+    /// a client retrying after a rounded-down value would still be locked).
+    pub fn retry_after_secs(&self) -> u64 {
+        let d = self.retry_after;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
 }
 
 /// What a recorded failure changed, for audit.
@@ -571,6 +584,21 @@ mod tests {
         assert_eq!(
             Attempt::begin(&t, a, now).unwrap_err().scope,
             LockScope::Source
+        );
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let l = |ms| Locked {
+            retry_after: Duration::from_millis(ms),
+            scope: LockScope::Source,
+        };
+        assert_eq!(l(60_000).retry_after_secs(), 60);
+        assert_eq!(l(59_001).retry_after_secs(), 60);
+        assert_eq!(l(0).retry_after_secs(), 1);
+        assert_eq!(
+            l(59_001).to_string(),
+            "too many failed attempts from this address: locked, retry in 60 s"
         );
     }
 

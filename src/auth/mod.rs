@@ -153,11 +153,15 @@ impl std::fmt::Display for LoginFailure {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
-    /// Unknown user, wrong password and lockout look the same to the client
-    /// (`Display` is the generic message); the HTTP layer may add 429 and
-    /// `Retry-After` when [`LoginError::retry_after`] is set.
+    /// Unknown user and wrong password look the same to the client
+    /// (`Display` is the generic message).
     #[error("invalid username or password")]
     InvalidCredentials(LoginFailure),
+    /// The source may not try now (`Display` says so and for how long; the
+    /// HTTP layer adds 429 and `Retry-After`). Decided before the user name
+    /// is looked at, so it is the same for an unknown user.
+    #[error(transparent)]
+    Locked(Locked),
     #[error("login is temporarily unavailable")]
     Internal(#[source] anyhow::Error),
 }
@@ -165,7 +169,7 @@ pub enum LoginError {
 impl LoginError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            LoginError::InvalidCredentials(LoginFailure::Locked(l)) => Some(l.retry_after),
+            LoginError::Locked(l) => Some(l.retry_after),
             _ => None,
         }
     }
@@ -173,6 +177,7 @@ impl LoginError {
     pub fn failure(&self) -> Option<LoginFailure> {
         match self {
             LoginError::InvalidCredentials(f) => Some(*f),
+            LoginError::Locked(l) => Some(LoginFailure::Locked(*l)),
             LoginError::Internal(_) => None,
         }
     }
@@ -189,7 +194,7 @@ pub struct Verified {
 pub enum ChangePasswordError {
     #[error("current password is incorrect")]
     WrongCurrentPassword,
-    #[error("too many failed attempts, retry later")]
+    #[error(transparent)]
     Locked(Locked),
     #[error("the new password does not meet the requirements")]
     Policy(Vec<PolicyViolation>),
@@ -349,7 +354,7 @@ impl Auth {
             Err(locked) => {
                 let failure = LoginFailure::Locked(locked);
                 self.audit(AuditKind::LoginFailure, Some(ip), failure.to_string(), now);
-                return Err(LoginError::InvalidCredentials(failure));
+                return Err(LoginError::Locked(locked));
             }
         };
         let is_admin = username == ADMIN_USERNAME;

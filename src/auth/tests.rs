@@ -89,7 +89,7 @@ async fn first_open_creates_secrets_and_second_open_reuses_them() {
 }
 
 #[tokio::test]
-async fn wrong_password_unknown_user_and_lockout_give_the_same_generic_error() {
+async fn wrong_password_and_unknown_user_look_alike_and_a_locked_source_is_told_so() {
     let tmp = tempfile::tempdir().unwrap();
     let (auth, initial) = fast_auth(tmp.path()).await;
     let now = Now::current();
@@ -107,13 +107,22 @@ async fn wrong_password_unknown_user_and_lockout_give_the_same_generic_error() {
     for _ in 0..3 {
         auth.login("admin", "nope", a, None, now).await.unwrap_err();
     }
-    // Locked: even the right password is refused, with the same message.
+    // Locked: even the right password is refused, and told why; an unknown
+    // user name gets the very same answer.
     let locked = auth
         .login("admin", &initial, a, None, now)
         .await
         .unwrap_err();
-    assert_eq!(locked.to_string(), wrong.to_string());
+    assert_eq!(
+        locked.to_string(),
+        "too many failed attempts from this address: locked, retry in 60 s"
+    );
     assert_eq!(locked.retry_after(), Some(Duration::from_secs(60)));
+    let unknown_locked = auth
+        .login("root", &initial, a, None, now)
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_locked.to_string(), locked.to_string());
 
     // Another address is unaffected.
     auth.login("admin", &initial, ip("192.168.1.2"), None, now)
