@@ -2,12 +2,15 @@
 //! secrets they live on. Knows no HTTP (no axum types) and no SQL: what must
 //! be persisted leaves as plain data (`drain_session_writes`, `drain_audit`)
 //! and everything needed to log in works from memory and the secrets dir
-//! while the DB is down.
+//! while the DB is down (`durable.rs`: what outlives a restart meanwhile).
 
+mod durable;
 pub mod lockout;
 pub mod password;
+pub mod revocation;
 pub mod secrets;
 pub mod session;
+pub mod spool;
 pub mod token;
 
 use std::collections::VecDeque;
@@ -21,11 +24,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use durable::SpoolSync;
 pub use lockout::{Attempt, FailureOutcome, LockScope, Locked, LockoutConfig, LockoutTracker};
 pub use password::{
     DEFAULT_HASH_CONCURRENCY, HashParams, Hasher, PasswordPolicy, PasswordRequirements, PolicyCode,
     PolicyViolation,
 };
+pub use revocation::RevocationMark;
 pub use secrets::{Secret, SecretsDir};
 pub use session::{SessionRecord, SessionStore, SessionWrite};
 pub use token::{Claims, TokenCodec, TokenError};
@@ -76,6 +81,9 @@ pub struct AuthConfig {
     pub max_sessions: usize,
     /// Audit events kept while nobody drains them; the oldest are dropped.
     pub max_audit_events: usize,
+    /// Where session writes wait on disk for the DB (the daemon's
+    /// `state_dir/auth-session-spool.json`); None keeps them in memory only.
+    pub session_spool: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -89,6 +97,7 @@ impl Default for AuthConfig {
             lockout: LockoutConfig::default(),
             max_sessions: session::DEFAULT_MAX_SESSIONS,
             max_audit_events: 10_000,
+            session_spool: None,
         }
     }
 }
@@ -237,6 +246,7 @@ pub struct Auth {
     audit: Mutex<AuditQueue>,
     /// Serialises password changes end to end (they await argon2 and disk).
     change_guard: tokio::sync::Mutex<()>,
+    spool: Option<spool::SessionSpool>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -266,9 +276,10 @@ impl Auth {
     /// Opens the secrets dir, creating what is missing: `jwt.key`, and on
     /// first start an initial admin password (plaintext file + hash). Returns
     /// the path of the initial-password file when this call created it, so
-    /// the caller can tell the operator where to look. Blocking (file I/O,
-    /// possibly one argon2 hash): call it before serving or in
-    /// `spawn_blocking`.
+    /// the caller can tell the operator where to look. Takes up the
+    /// revocation mark and the session spool a previous run left (a broken
+    /// one is logged, not fatal). Blocking (file I/O, possibly one argon2
+    /// hash): call it before serving or in `spawn_blocking`.
     pub fn open(cfg: AuthConfig) -> anyhow::Result<(Auth, Option<PathBuf>)> {
         let secrets = SecretsDir::open(&cfg.secrets_dir)?;
         let (key, origin) = secrets.load_or_create_jwt_key()?;
@@ -319,8 +330,10 @@ impl Auth {
             lockout: Mutex::new(LockoutTracker::new(cfg.lockout.clone())),
             audit: Mutex::new(AuditQueue::default()),
             change_guard: tokio::sync::Mutex::new(()),
+            spool: cfg.session_spool.map(spool::SessionSpool::new),
             secrets,
         };
+        auth.restore_durable_state(Utc::now());
         Ok((auth, created))
     }
 
@@ -391,8 +404,14 @@ impl Auth {
         attempt.success(now.mono);
         let (token, claims) = self.tokens.issue(now.wall).map_err(LoginError::Internal)?;
         let expires_at = claims.expires_at();
-        let record = SessionRecord::new(claims.jti.clone(), ip, user_agent, now.wall, expires_at);
-        lock(&self.sessions).insert(record.clone(), now.wall);
+        let record = {
+            let mut sessions = lock(&self.sessions);
+            let created_at = sessions.issue_time(now.wall);
+            let record =
+                SessionRecord::new(claims.jti.clone(), ip, user_agent, created_at, expires_at);
+            sessions.insert(record.clone(), now.wall);
+            record
+        };
         let must_change_password = self.must_change_password();
         self.audit(
             AuditKind::LoginSuccess,
@@ -420,16 +439,26 @@ impl Auth {
         Ok(Verified { claims, session })
     }
 
-    /// Revokes one session; true if it was live.
+    /// Revokes one session; true if it was live. The revocation is in the
+    /// spool before this returns (blocking: one small fsync'd write), so a
+    /// restart while the DB is down does not bring the session back.
     pub fn logout(&self, jti: &str, ip: Option<IpAddr>, now: Now) -> bool {
         let revoked = lock(&self.sessions).revoke(jti, now.wall);
+        if let Err(e) = self.sync_spool(SpoolSync::Always) {
+            tracing::error!(error = %format!("{e:#}"), "logout not spooled: until the database takes it, a restart would bring the session back");
+        }
         self.audit(AuditKind::Logout, ip, format!("session {jti}"), now);
         revoked
     }
 
-    /// Revokes every session, the caller's included; returns how many were live.
+    /// Revokes every session, the caller's included; returns how many were
+    /// live. The revocation mark is on disk before this returns (blocking:
+    /// one small fsync'd write).
     pub fn logout_all(&self, ip: Option<IpAddr>, now: Now) -> usize {
         let n = lock(&self.sessions).revoke_all(now.wall, None);
+        if let Err(e) = self.persist_mark() {
+            tracing::error!(error = %format!("{e:#}"), "logout-all not saved: a restart while the database is down would bring the sessions back");
+        }
         self.audit(
             AuditKind::LogoutAll,
             ip,
@@ -566,7 +595,21 @@ impl Auth {
             creds.history = new_history;
             creds.must_change = false;
         }
-        let revoked = lock(&self.sessions).revoke_all(now.wall, keep_session);
+        let (revoked, mark) = {
+            let mut sessions = lock(&self.sessions);
+            // A caller revoked meanwhile (a logout-all while this ran) is not kept.
+            let keep = keep_session.filter(|jti| sessions.check(jti, now.wall).is_ok());
+            let n = sessions.revoke_all(now.wall, keep);
+            (n, sessions.mark().clone())
+        };
+        let secrets = self.secrets.clone();
+        let saved = tokio::task::spawn_blocking(move || secrets.add_revocation_mark(&mark))
+            .await
+            .context("revocation mark task failed")
+            .and_then(|r| r);
+        if let Err(e) = saved {
+            tracing::error!(error = %format!("{e:#}"), "password changed but the revocation was not saved: a restart while the database is down would bring the old sessions back");
+        }
         self.audit(
             AuditKind::PasswordChange,
             ip,
@@ -579,11 +622,13 @@ impl Auth {
         })
     }
 
-    /// Re-reads `admin.hash`, the history and the initial-password flag,
-    /// e.g. on SIGHUP after `arasuld admin set-password` ran in another
-    /// process. If the hash changed, every session is revoked. Returns
-    /// whether it changed. Blocking file reads (small).
+    /// Re-reads `admin.hash`, the history, the initial-password flag and
+    /// the revocation mark, e.g. on SIGHUP after `arasuld admin
+    /// set-password` ran in another process. If the hash changed, every
+    /// session is revoked. Returns whether it changed. Blocking file reads
+    /// (small).
     pub fn reload_credentials(&self, now: Now) -> anyhow::Result<bool> {
+        self.take_up_mark(now.wall);
         let path = self.secrets.admin_hash_path();
         let hash = self
             .secrets
@@ -605,6 +650,9 @@ impl Auth {
         };
         if changed {
             let n = lock(&self.sessions).revoke_all(now.wall, None);
+            if let Err(e) = self.persist_mark() {
+                tracing::error!(error = %format!("{e:#}"), "revocation not saved");
+            }
             self.audit(
                 AuditKind::PasswordChange,
                 None,
@@ -625,10 +673,15 @@ impl Auth {
         lock(&self.sessions).load(rows, now.wall);
     }
 
-    /// Session changes to persist, in order. Hand back what could not be
-    /// written with [`Auth::restore_session_writes`].
+    /// Session changes to persist, in order. Confirm them with
+    /// [`Auth::session_writes_persisted`] or hand them back with
+    /// [`Auth::restore_session_writes`]; the spool keeps them until then.
     pub fn drain_session_writes(&self) -> Vec<SessionWrite> {
         lock(&self.sessions).drain_pending()
+    }
+
+    pub fn session_writes_persisted(&self) {
+        lock(&self.sessions).persisted();
     }
 
     pub fn restore_session_writes(&self, writes: Vec<SessionWrite>) {

@@ -429,3 +429,214 @@ async fn password_changes_dropped_mid_hash_do_not_lock_the_source() {
         .await
         .unwrap();
 }
+
+fn with_spool(dir: &std::path::Path) -> AuthConfig {
+    AuthConfig {
+        session_spool: Some(dir.join("state").join(spool::SPOOL_FILE)),
+        ..cfg(dir, FAST)
+    }
+}
+
+/// What the rows in the DB would say after the process died with its
+/// revoke-all still queued: every session live.
+fn as_the_db_kept_them(sessions: &[&LoginOk]) -> Vec<SessionRecord> {
+    sessions
+        .iter()
+        .map(|s| SessionRecord {
+            revoked_at: None,
+            ..s.session.clone()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn logout_all_outlives_a_restart_to_the_microsecond_not_the_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, pw) = fast_auth(tmp.path()).await;
+    let a = ip("192.168.1.2");
+    // All within one wall-clock second, as `iat` (whole seconds) sees it.
+    let t0 = Now {
+        wall: DateTime::from_timestamp(1_900_000_000, 100_000_000).unwrap(),
+        mono: tokio::time::Instant::now(),
+    };
+    let before = auth.login("admin", &pw, a, None, t0).await.unwrap();
+    let at = t0.after(Duration::from_millis(200));
+    let same_instant_before = auth.login("admin", &pw, a, None, at).await.unwrap();
+    assert_eq!(auth.logout_all(Some(a), at), 2);
+    let same_instant_after = auth.login("admin", &pw, a, None, at).await.unwrap();
+    let after = auth
+        .login("admin", &pw, a, None, at.after(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let check =
+        |auth: &Auth, s: &LoginOk| auth.verify(s.token.expose(), at.after(Duration::from_secs(1)));
+    for s in [&same_instant_after, &after] {
+        check(&auth, s).unwrap();
+    }
+
+    // Restart: the revoke-all never reached the DB, whose rows come back live.
+    drop(auth);
+    let (again, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+    let all = [&before, &same_instant_before, &same_instant_after, &after];
+    again.load_sessions(as_the_db_kept_them(&all), at);
+    for s in [&before, &same_instant_before] {
+        assert_eq!(check(&again, s).unwrap_err(), TokenError::Revoked);
+    }
+    for s in [&same_instant_after, &after] {
+        check(&again, s).unwrap();
+    }
+    assert_eq!(again.sessions(at).len(), 2);
+}
+
+#[tokio::test]
+async fn password_change_revocation_outlives_a_restart_but_keeps_the_callers_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, pw) = fast_auth(tmp.path()).await;
+    let a = ip("192.168.1.2");
+    let now = Now::current();
+    let mine = auth.login("admin", &pw, a, None, now).await.unwrap();
+    let other = auth.login("admin", &pw, a, None, now).await.unwrap();
+    auth.change_password(&pw, "New-Password-001", a, Some(&mine.session.jti), now)
+        .await
+        .unwrap();
+    drop(auth);
+
+    let (again, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+    again.load_sessions(as_the_db_kept_them(&[&mine, &other]), now);
+    again.verify(mine.token.expose(), now).unwrap();
+    assert_eq!(
+        again.verify(other.token.expose(), now).unwrap_err(),
+        TokenError::Revoked
+    );
+
+    // `admin set-password` (another process) revokes the kept one too, on
+    // reload and after a restart alike.
+    let (cli, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+    let later = now.after(Duration::from_millis(1));
+    cli.set_password("Reset-By-Root-42", later).await.unwrap();
+    again.reload_credentials(later).unwrap();
+    assert!(again.verify(mine.token.expose(), later).is_err());
+    let (restarted, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+    restarted.load_sessions(as_the_db_kept_them(&[&mine]), later);
+    assert!(restarted.verify(mine.token.expose(), later).is_err());
+}
+
+#[tokio::test]
+async fn spooled_logins_and_logouts_outlive_a_restart_with_the_db_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, _) = Auth::open(with_spool(tmp.path())).unwrap();
+    let pw = initial_password(&auth);
+    let a = ip("192.168.1.2");
+    let now = Now::current();
+    let one = auth.login("admin", &pw, a, None, now).await.unwrap();
+    let two = auth.login("admin", &pw, a, None, now).await.unwrap();
+    // The logout is on disk before it returns (the logins go with it).
+    assert!(auth.logout(&one.session.jti, Some(a), now));
+    drop(auth);
+
+    let (again, _) = Auth::open(with_spool(tmp.path())).unwrap();
+    assert_eq!(
+        again.verify(one.token.expose(), now).unwrap_err(),
+        TokenError::Revoked
+    );
+    again.verify(two.token.expose(), now).unwrap();
+    // Rows the DB kept from before are revoked as they arrive, and every
+    // spooled write is queued for it (the touch of `two` just now last).
+    again.load_sessions(as_the_db_kept_them(&[&one]), now);
+    assert!(again.verify(one.token.expose(), now).is_err());
+    let writes = again.drain_session_writes();
+    assert!(
+        matches!(writes.as_slice(), [SessionWrite::Upsert(a), SessionWrite::Upsert(b)]
+            if a.jti == one.session.jti && a.revoked_at.is_some() && b.jti == two.session.jti),
+        "{writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_spool_holds_what_is_being_written_and_goes_once_the_db_has_it_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, pw) = {
+        let (auth, _) = Auth::open(with_spool(tmp.path())).unwrap();
+        let pw = initial_password(&auth);
+        (auth, pw)
+    };
+    let path = tmp.path().join("state").join(spool::SPOOL_FILE);
+    let a = ip("192.168.1.2");
+    let now = Now::current();
+    let one = auth.login("admin", &pw, a, None, now).await.unwrap();
+    let two = auth.login("admin", &pw, a, None, now).await.unwrap();
+    // A healthy DB: nothing is written to disk.
+    auth.sync_spool(SpoolSync::Tidy).unwrap();
+    assert!(!path.exists());
+
+    // The persister takes the queue; while it writes, a logout comes in.
+    let in_flight = auth.drain_session_writes();
+    assert_eq!(in_flight.len(), 2);
+    auth.logout(&two.session.jti, Some(a), now);
+    let on_disk = spool::SessionSpool::new(path.clone()).load().unwrap();
+    assert_eq!(on_disk.len(), 3, "both logins and the logout: {on_disk:?}");
+
+    // The DB took the first batch: the spool keeps only the logout ...
+    auth.session_writes_persisted();
+    auth.sync_spool(SpoolSync::Tidy).unwrap();
+    let on_disk = spool::SessionSpool::new(path.clone()).load().unwrap();
+    assert!(
+        matches!(on_disk.as_slice(), [SessionWrite::Upsert(r)] if r.jti == two.session.jti),
+        "{on_disk:?}"
+    );
+    // ... and goes when the DB has that too.
+    auth.drain_session_writes();
+    auth.session_writes_persisted();
+    auth.sync_spool(SpoolSync::Tidy).unwrap();
+    assert!(!path.exists());
+
+    // A failed DB write puts the batch back; the spool keeps it meanwhile.
+    auth.verify(one.token.expose(), now).unwrap();
+    let batch = auth.drain_session_writes();
+    auth.restore_session_writes(batch);
+    auth.sync_spool(SpoolSync::Always).unwrap();
+    assert_eq!(spool::SessionSpool::new(path).load().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_corrupt_spool_or_mark_is_survived_by_revoking_every_earlier_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (auth, pw) = {
+        let (auth, _) = Auth::open(with_spool(tmp.path())).unwrap();
+        let pw = initial_password(&auth);
+        (auth, pw)
+    };
+    let a = ip("192.168.1.2");
+    let now = Now::current();
+    let old = auth.login("admin", &pw, a, None, now).await.unwrap();
+    let secrets = auth.secrets().clone();
+    drop(auth);
+
+    let spool_path = tmp.path().join("state").join(spool::SPOOL_FILE);
+    std::fs::create_dir_all(spool_path.parent().unwrap()).unwrap();
+    std::fs::write(&spool_path, "{\"version\":1,\"writes\":[{\"ups").unwrap();
+    let (again, _) = Auth::open(with_spool(tmp.path())).unwrap();
+    again.load_sessions(as_the_db_kept_them(&[&old]), now);
+    assert_eq!(
+        again.verify(old.token.expose(), now).unwrap_err(),
+        TokenError::Revoked
+    );
+    let later = Now::current();
+    let fresh = again.login("admin", &pw, a, None, later).await.unwrap();
+    again.verify(fresh.token.expose(), later).unwrap();
+    // The revocation is on disk: it holds after another restart.
+    assert!(
+        secrets
+            .read_revocation_mark()
+            .unwrap()
+            .all_through
+            .is_some()
+    );
+    drop(again);
+
+    std::fs::write(secrets.revocation_mark_path(), "garbage").unwrap();
+    let (third, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
+    third.load_sessions(as_the_db_kept_them(&[&fresh]), later);
+    assert!(third.verify(fresh.token.expose(), later).is_err());
+    assert!(secrets.read_revocation_mark().is_ok(), "rewritten");
+}
