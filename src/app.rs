@@ -88,6 +88,7 @@ impl Daemon {
         }
         let metrics = spawn_metrics(&workers, &config, &db);
         let services = spawn_supervisor(&workers, &config)?;
+        let updates = spawn_updater(&workers, &config, &db, &services);
         crate::healing::worker::spawn(
             &workers,
             crate::healing::worker::HealingDeps {
@@ -97,6 +98,7 @@ impl Daemon {
                 metrics: Some(metrics.clone()),
                 db: db.clone(),
                 state_dir: config.paths.state_dir.clone(),
+                update: updates.activity(),
                 metrics_retention: config.metrics.retention,
                 proc_root: config.paths.proc_root.clone(),
             },
@@ -142,7 +144,6 @@ impl Daemon {
             });
         }
 
-        let updates = spawn_updater(&workers, &config, &db, &services);
         crate::usb::handoff::spawn(&workers, &config, &updates);
         let state = AppState {
             config: config_rx,

@@ -238,6 +238,110 @@ pub fn client_address(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr
         .unwrap_or(peer)
 }
 
+/// One address of a local interface, as `getifaddrs(3)` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    pub name: String,
+    /// `IFF_*` flags of the interface.
+    pub flags: u32,
+    pub address: IpAddr,
+    /// The on-link prefix (address and netmask), when the kernel gave a mask.
+    pub prefix: Option<Cidr>,
+}
+
+impl InterfaceAddress {
+    pub fn is_up(&self) -> bool {
+        self.flags & libc::IFF_UP as u32 != 0
+    }
+    pub fn is_loopback(&self) -> bool {
+        self.flags & libc::IFF_LOOPBACK as u32 != 0
+    }
+    pub fn is_multicast(&self) -> bool {
+        self.flags & libc::IFF_MULTICAST as u32 != 0
+    }
+}
+
+/// Every IPv4/IPv6 address of every interface, in the kernel's order. The
+/// one walker of `getifaddrs` (metrics, mDNS and the rate limiter use it);
+/// an error gives an empty list.
+pub fn interface_addresses() -> Vec<InterfaceAddress> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we own until freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null sockaddr whose family says which type it is.
+        let Some(address) = (unsafe { sockaddr_ip(ifa.ifa_addr) }) else {
+            continue;
+        };
+        // SAFETY: the netmask, when present, has the address's family.
+        let mask = (!ifa.ifa_netmask.is_null())
+            .then(|| unsafe { sockaddr_ip(ifa.ifa_netmask) })
+            .flatten();
+        let prefix = mask.and_then(|m| {
+            let ones = match m {
+                IpAddr::V4(v4) => u32::from(v4).leading_ones(),
+                IpAddr::V6(v6) => u128::from(v6).leading_ones(),
+            };
+            Cidr::new(address, ones as u8).ok()
+        });
+        // SAFETY: ifa_name is a non-null NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        out.push(InterfaceAddress {
+            name,
+            flags: ifa.ifa_flags,
+            address,
+            prefix,
+        });
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// # Safety
+/// `sa` must point to a valid sockaddr of the family it names.
+unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    // SAFETY: the caller vouches for `sa`; the family selects the type.
+    unsafe {
+        match i32::from((*sa).sa_family) {
+            libc::AF_INET => {
+                let sin = &*(sa as *const libc::sockaddr_in);
+                Some(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()))
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*(sa as *const libc::sockaddr_in6);
+                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The prefixes of this machine's non-loopback IPv6 links: a client inside
+/// one is a LAN host (see [`rate_keys`]).
+pub fn on_link_ipv6_prefixes() -> Vec<Cidr> {
+    let mut v: Vec<Cidr> = interface_addresses()
+        .into_iter()
+        .filter(|a| a.address.is_ipv6() && !a.is_loopback())
+        .filter_map(|a| a.prefix)
+        .collect();
+    v.sort_by_key(|c| c.to_string());
+    v.dedup();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +425,21 @@ mod tests {
             ..d
         };
         assert_eq!(bad.validate()[0].0, "http.rate_limits.api");
+    }
+
+    #[test]
+    fn this_machine_has_a_loopback_address_with_its_prefix() {
+        let all = interface_addresses();
+        let lo = all
+            .iter()
+            .find(|a| a.address == ip("127.0.0.1"))
+            .expect("127.0.0.1 on some interface");
+        assert!(lo.is_loopback() && lo.is_up());
+        assert_eq!(lo.prefix, Some("127.0.0.0/8".parse().unwrap()));
+        assert!(
+            on_link_ipv6_prefixes()
+                .iter()
+                .all(|p| !p.contains(ip("::1")))
+        );
     }
 }

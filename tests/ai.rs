@@ -790,6 +790,26 @@ fn the_services_api_lists_stops_starts_and_streams_logs_with_a_token_only() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["llm", "embeddings"]);
+    // With the token the list has the details; anyone else on the LAN gets
+    // the state only: no container, image id or address.
+    assert!(v["services"][0]["address"].is_string(), "{v}");
+    assert!(v["services"][0]["container_id"].is_string(), "{v}");
+    let public = Request::get("/api/services").body(Body::empty()).unwrap();
+    let (s, _, body) = env.call(&env.router, public);
+    assert_eq!(s, StatusCode::OK);
+    let public: Value = serde_json::from_slice(&body).unwrap();
+    for svc in public["services"].as_array().unwrap() {
+        assert_eq!(svc["state"], "healthy", "{svc}");
+        for hidden in [
+            "address",
+            "container_id",
+            "image_id",
+            "api_port",
+            "last_error",
+        ] {
+            assert_eq!(svc[hidden], Value::Null, "{hidden} in {svc}");
+        }
+    }
     let anonymous = Request::post("/api/services/embeddings/stop")
         .body(Body::empty())
         .unwrap();

@@ -727,28 +727,323 @@ async fn status_switch_makes_status_routes_need_a_login() {
         .send(get("/api/auth/password-requirements"), "192.168.1.70")
         .await;
     assert_eq!(s, StatusCode::OK);
-    // ... and the guard for status routes follows the config switch.
+    // ... and the status routes follow the config switch.
     let app = App::with_config(|c| c.http.require_auth_for_status = true);
-    let probe = arasuld::api::guard::status(
-        utoipa_axum::router::OpenApiRouter::new()
-            .route("/api/test-status", axum::routing::get(|| async { "ok" })),
-    );
-    let (router, _) = probe.split_for_parts();
-    let router = router
-        .layer(axum::Extension(app.state.clone()))
-        .with_state(app.state.clone());
-    let resp = router
-        .clone()
-        .oneshot(get("/api/test-status"))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let (s, _, _) = app.send(get("/api/services"), "192.168.1.71").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let token = app.ready_token("192.168.1.71").await;
-    let resp = router
-        .oneshot(with_bearer(get("/api/test-status"), &token))
+    let (s, _, v) = app
+        .send(with_bearer(get("/api/services"), &token), "192.168.1.71")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+// --- The HTTP edge (issue 13): what a LAN host or another site's page can do.
+
+/// `app.send` from a full socket address (IPv6 needs the brackets).
+async fn send_from(
+    app: &App,
+    mut req: Request<Body>,
+    addr: &str,
+) -> (StatusCode, HeaderMap, Value) {
+    let addr: SocketAddr = addr.parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    (
+        status,
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+fn login_request(password: &str) -> Request<Body> {
+    post_json(
+        "/api/auth/login",
+        &json!({"username": "admin", "password": password}),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn junk_login_posts_from_another_page_do_not_burn_the_login_quota() {
+    let app = App::new();
+    let ip = "192.168.1.77";
+    // What a `no-cors` form or fetch on any web page can send: text/plain.
+    for _ in 0..5 {
+        let req = Request::post("/api/auth/login")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("x"))
+            .unwrap();
+        let (s, _, v) = app.send(req, ip).await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    }
+    let (s, _, v) = app.login(&app.initial_password(), ip).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the admin's login after five junk posts: {v}"
+    );
+}
+
+#[tokio::test]
+async fn state_changing_requests_from_another_origin_are_refused() {
+    let app = App::new();
+    let ip = "192.168.1.78";
+    let with_origin = |origin: &str| {
+        let mut r = login_request(&app.initial_password());
+        r.headers_mut()
+            .insert(header::HOST, "arasul.local".parse().unwrap());
+        r.headers_mut()
+            .insert(header::ORIGIN, origin.parse().unwrap());
+        r
+    };
+    for origin in ["http://evil.example", "null", "http://arasul.local:5678"] {
+        let (s, _, v) = app.send(with_origin(origin), ip).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{origin}: {v}");
+        assert_envelope(&v, "cross_origin");
+    }
+    // Nothing was counted: the box's own page and a client without Origin
+    // (curl, scripts) still log in.
+    let (s, _, v) = app.send(with_origin("http://arasul.local"), ip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _, v) = app.login(&app.initial_password(), ip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn the_session_cookie_goes_only_to_the_api() {
+    let app = App::new();
+    let ip = "192.168.1.79";
+    let (s, h, v) = app.login(&app.initial_password(), ip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let cookies: Vec<&str> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("arasul_session="))
+        .unwrap();
+    assert!(session.contains("; Path=/api;"), "{session}");
+    let csrf = cookies
+        .iter()
+        .find(|c| c.starts_with("arasul_csrf="))
+        .unwrap();
+    assert!(csrf.contains("; Path=/;"), "the dashboard reads it: {csrf}");
+
+    // Logout clears both scopes of the session cookie (older versions set `/`).
+    let token = v["token"].as_str().unwrap();
+    let req = with_bearer(
+        Request::post("/api/auth/logout")
+            .body(Body::empty())
+            .unwrap(),
+        token,
+    );
+    let (s, h, _) = app.send(req, ip).await;
+    assert_eq!(s, StatusCode::OK);
+    let cleared: Vec<&str> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .filter(|c| c.starts_with("arasul_session=;"))
+        .collect();
+    assert!(
+        cleared.iter().any(|c| c.contains("Path=/api;")),
+        "{cleared:?}"
+    );
+    assert!(cleared.iter().any(|c| c.contains("Path=/;")), "{cleared:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_ipv6_host_guessing_does_not_lock_out_its_lan_neighbours() {
+    let app = App::new();
+    let pw = app.initial_password();
+    // A phone on the LAN (SLAAC: its own address in the shared /64) guesses
+    // five times: its login quota and its lockout are spent ...
+    for _ in 0..5 {
+        let (s, _, v) = send_from(&app, login_request("guess"), "[fd00:1:2:3::bad]:5000").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    let (s, _, v) = send_from(&app, login_request(&pw), "[fd00:1:2:3::bad]:5000").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    // ... and the admin's laptop in the same /64, link-local or unique-local,
+    // logs in.
+    for laptop in ["[fd00:1:2:3::10]:5000", "[fe80::10]:5000"] {
+        let (s, _, v) = send_from(&app, login_request(&pw), laptop).await;
+        assert_eq!(s, StatusCode::OK, "{laptop}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn exempt_clients_are_never_limited_and_forwarded_for_needs_a_trusted_proxy() {
+    let app = App::with_config(|c| {
+        c.http.rate_limit_exempt = vec!["127.0.0.0/8".parse().unwrap()];
+        c.http.trusted_proxies = vec!["10.0.0.1".parse().unwrap()];
+        c.http.rate_limits.api = arasuld::net::RateQuota::new(3, Duration::from_secs(60), 3);
+    });
+    let results =
+        futures::future::join_all((0..500).map(|_| app.send(get("/api/health"), "127.0.0.1")))
+            .await;
+    assert!(results.iter().all(|(s, _, _)| *s == StatusCode::OK));
+
+    let forwarded = |from: &str| {
+        let mut r = get("/api/health");
+        r.headers_mut()
+            .insert("x-forwarded-for", from.parse().unwrap());
+        r
+    };
+    // An untrusted peer cannot claim to be an exempt client ...
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.send(forwarded("127.0.0.1"), "192.0.2.50").await.0);
+    }
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    // ... while the trusted proxy's clients are told apart by the header.
+    for client in ["192.0.2.60", "192.0.2.61"] {
+        for i in 0..3 {
+            let (s, _, _) = app.send(forwarded(client), "10.0.0.1").await;
+            assert_eq!(s, StatusCode::OK, "{client} request {i}");
+        }
+        let (s, _, _) = app.send(forwarded(client), "10.0.0.1").await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{client}'s fourth");
+    }
+}
+
+#[tokio::test]
+async fn bad_query_strings_are_answered_in_the_error_envelope() {
+    let app = App::new();
+    let ip = "192.168.1.90";
+    let token = app.ready_token(ip).await;
+    for (uri, code) in [
+        ("/api/metrics/history?points=many", "invalid_parameters"),
+        ("/api/metrics/history?from=yesterday", "invalid_parameters"),
+        ("/api/self-healing/events?limit=x", "invalid_parameters"),
+        ("/api/self-healing/events?limit=0", "invalid_limit"),
+        (
+            "/api/self-healing/recovery-actions?offset=-1",
+            "invalid_offset",
+        ),
+        ("/api/update/history?limit=501", "invalid_limit"),
+        ("/api/update/history?offset=ten", "invalid_parameters"),
+        ("/api/services/llm/logs?tail=lots", "invalid_parameters"),
+        (
+            "/api/workflows/history?status=sleeping",
+            "invalid_parameters",
+        ),
+    ] {
+        let (s, h, v) = app.send(with_bearer(get(uri), &token), ip).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        assert_eq!(h[header::CONTENT_TYPE], "application/json", "{uri}");
+        assert_envelope(&v, code);
+    }
+}
+
+/// The same edge on the real binary over real sockets: junk posts do not
+/// spend the login quota, another site's page cannot log the admin out, the
+/// session cookie is scoped to `/api`, and an exempt range is never limited
+/// while its neighbour is.
+#[test]
+fn the_daemon_edge_over_real_sockets() {
+    use common::*;
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    let cfg = TestConfig::new(&pg.url(), "");
+    let notify = NotifySocket::new();
+    let _d = Daemon::start(
+        &cfg.path(),
+        &[
+            ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
+            ("ARASUL_HTTP__RATE_LIMIT_EXEMPT", "[127.0.0.2/32]"),
+        ],
+    );
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    let token = admin_token(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let local = client_from("127.0.0.1");
+    rt.block_on(async {
+        // Four junk posts (admin_token spent one login): 415 each ...
+        for _ in 0..4 {
+            let r = local
+                .post(cfg.url("/api/auth/login"))
+                .header("content-type", "text/plain")
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 415);
+        }
+        // ... and the admin still logs in, with a cookie only the API gets.
+        let r = local
+            .post(cfg.url("/api/auth/login"))
+            .json(&json!({"username": "admin", "password": common::TEST_ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let session = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|c| c.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("arasul_session="))
+            .unwrap();
+        assert!(session.contains("; Path=/api;"), "{session}");
+
+        // Another site's page cannot log everyone out.
+        let r = local
+            .post(cfg.url("/api/auth/logout-all"))
+            .bearer_auth(&token)
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let r = local
+            .get(cfg.url("/api/auth/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "the token survived");
+
+        // 32 at a time against /api/health: the exempt address gets no 429,
+        // its neighbour does (burst 50).
+        let flood = |client: reqwest::Client| {
+            let url = cfg.url("/api/health");
+            async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..32 {
+                    let (c, url) = (client.clone(), url.clone());
+                    tasks.spawn(async move {
+                        let mut limited = 0;
+                        for _ in 0..10 {
+                            let s = c.get(&url).send().await.unwrap().status();
+                            assert!(s == 200 || s == 429, "{s}");
+                            limited += usize::from(s == 429);
+                        }
+                        limited
+                    });
+                }
+                tasks.join_all().await.into_iter().sum::<usize>()
+            }
+        };
+        assert_eq!(flood(client_from("127.0.0.2")).await, 0);
+        assert!(flood(client_from("127.0.0.3")).await > 0);
+    });
 }
 
 /// The real binary: clients that give up while argon2 checks their password

@@ -147,6 +147,7 @@ services:
                 metrics,
                 db: db.clone(),
                 state_dir: self.dir.path().join("state"),
+                update: arasuld::update::UpdateActivity::new(),
                 metrics_retention: Duration::from_secs(7 * 24 * 3600),
                 proc_root: PathBuf::from("/proc"),
             },
@@ -661,6 +662,7 @@ fn worker_with_db(
             metrics: Some(hub.clone()),
             db: db.clone(),
             state_dir: dir.join("state"),
+            update: arasuld::update::UpdateActivity::new(),
             metrics_retention: Duration::from_secs(7 * 24 * 3600),
             proc_root: PathBuf::from("/proc"),
         },
@@ -772,7 +774,13 @@ fn disk_cleanup_deletes_exactly_the_configured_paths() {
     let tree = Tree::new();
     let before = tree.listing();
     let rules = HealingConfig::default().cleanup;
-    let report = clean_files(&tree.log, &tree.state, &rules, std::time::SystemTime::now());
+    let report = clean_files(
+        &tree.log,
+        &tree.state,
+        &rules,
+        None,
+        std::time::SystemTime::now(),
+    );
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let mut removed: Vec<String> = report
         .removed
@@ -816,7 +824,13 @@ fn disk_cleanup_deletes_exactly_the_configured_paths() {
     assert!(tree.outside.join("keep.log.1").exists());
 
     // A second run finds nothing more.
-    let again = clean_files(&tree.log, &tree.state, &rules, std::time::SystemTime::now());
+    let again = clean_files(
+        &tree.log,
+        &tree.state,
+        &rules,
+        None,
+        std::time::SystemTime::now(),
+    );
     assert!(again.removed.is_empty(), "{:?}", again.removed);
 }
 
@@ -824,15 +838,11 @@ fn disk_cleanup_deletes_exactly_the_configured_paths() {
 fn disk_cleanup_leaves_staging_and_backups_alone_during_an_update() {
     use arasuld::healing::cleanup::clean_files;
     let tree = Tree::new();
-    std::fs::write(
-        tree.state.join("update_state.json"),
-        r#"{"state":"loading_images","percent":40}"#,
-    )
-    .unwrap();
     let report = clean_files(
         &tree.log,
         &tree.state,
         &HealingConfig::default().cleanup,
+        Some("loading_images"),
         std::time::SystemTime::now(),
     );
     assert!(

@@ -197,7 +197,8 @@ async fn reported_runs_show_in_activity_history_and_stats() {
         assert!(v["timestamp"].is_string());
     }
 
-    // Public: no token needed.
+    // Public: no token needed, and no detail: a failed run says that it
+    // failed, not what n8n said.
     let (s, v) = app.send(get("/api/workflows/activity", None)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
@@ -205,6 +206,22 @@ async fn reported_runs_show_in_activity_history_and_stats() {
         json!({"total": 4, "success": 2, "error": 1, "running": 1})
     );
     assert_eq!(v["active"], 1);
+    let statuses: Vec<&str> = v["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["running", "error", "success", "success", "success"]
+    );
+    assert_eq!(v["recent"][1]["error"], Value::Null, "{v}");
+    assert_eq!(v["recent"][1]["execution_id"], Value::Null, "{v}");
+    assert_eq!(v["recent"][1]["duration_ms"], 800);
+    // The admin sees the details.
+    let (s, v) = app.get("/api/workflows/activity").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let recent: Vec<&str> = v["recent"]
         .as_array()
         .unwrap()
@@ -213,7 +230,6 @@ async fn reported_runs_show_in_activity_history_and_stats() {
         .collect();
     assert_eq!(recent, ["7", "3", "2", "1", "6"]);
     assert_eq!(v["recent"][1]["error"], "node 'HTTP Request' failed: 502");
-    assert_eq!(v["recent"][1]["duration_ms"], 800);
 
     let (s, v) = app.get("/api/workflows/history?limit=2&offset=1").await;
     assert_eq!(s, StatusCode::OK, "{v}");

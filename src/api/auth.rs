@@ -2,6 +2,8 @@
 //! the caller's session, and `verify` for a forward-auth proxy. The rules
 //! live in `crate::auth`; this file only maps them to HTTP.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -12,8 +14,10 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::guard::{
-    AUTH_USER_HEADER, AdminSession, CSRF_COOKIE, SESSION_COOKIE, client_ip, csrf_token_for,
+    AUTH_USER_HEADER, AdminSession, CSRF_COOKIE, SESSION_COOKIE, SESSION_COOKIE_TLS, client_ip,
+    csrf_token_for,
 };
+use super::limits::{Class, RateLimits, rate_limited};
 use crate::auth::{
     ADMIN_USERNAME, ChangePasswordError, LoginError, Now, PasswordRequirements, SessionRecord,
 };
@@ -52,11 +56,12 @@ fn is_tls(uri: &axum::http::Uri) -> bool {
 fn cookie_header(
     name: &str,
     value: &str,
+    path: &str,
     max_age: i64,
     http_only: bool,
     secure: bool,
 ) -> HeaderValue {
-    let mut c = format!("{name}={value}; Path=/; Max-Age={max_age}; SameSite=Strict");
+    let mut c = format!("{name}={value}; Path={path}; Max-Age={max_age}; SameSite=Strict");
     if http_only {
         c.push_str("; HttpOnly");
     }
@@ -66,13 +71,33 @@ fn cookie_header(
     HeaderValue::from_str(&c).expect("cookie values are ASCII")
 }
 
-fn clear_cookies(resp: &mut Response) {
-    for (name, http_only) in [(SESSION_COOKIE, true), (CSRF_COOKIE, false)] {
-        resp.headers_mut().append(
-            header::SET_COOKIE,
-            cookie_header(name, "", 0, http_only, false),
-        );
+/// The session cookie goes only where the API is: `Path=/api` over plain
+/// HTTP, so the browser never hands it to the dashboard's files or to
+/// anything else on the host; over TLS the `__Host-` prefix (which demands
+/// `Path=/` and `Secure`) pins it to this origin instead.
+fn session_cookie(token: &str, max_age: i64, tls: bool) -> HeaderValue {
+    if tls {
+        cookie_header(SESSION_COOKIE_TLS, token, "/", max_age, true, true)
+    } else {
+        cookie_header(SESSION_COOKIE, token, "/api", max_age, true, false)
     }
+}
+
+/// The CSRF cookie is not a credential (a hash of the token); the
+/// dashboard's script reads it on any page, so it stays at `Path=/`.
+fn csrf_cookie(csrf: &str, max_age: i64, tls: bool) -> HeaderValue {
+    cookie_header(CSRF_COOKIE, csrf, "/", max_age, false, tls)
+}
+
+fn clear_cookies(resp: &mut Response, tls: bool) {
+    let h = resp.headers_mut();
+    h.append(header::SET_COOKIE, session_cookie("", 0, tls));
+    // Versions before the path scope set the session cookie at `/`.
+    h.append(
+        header::SET_COOKIE,
+        cookie_header(SESSION_COOKIE, "", "/", 0, true, false),
+    );
+    h.append(header::SET_COOKIE, csrf_cookie("", 0, tls));
 }
 
 fn user_agent(headers: &HeaderMap) -> Option<&str> {
@@ -84,7 +109,8 @@ fn user_agent(headers: &HeaderMap) -> Option<&str> {
 /// Logs in the admin. Unknown user and wrong password get the same message;
 /// a locked source gets 429 with `Retry-After`, told it is locked whatever
 /// user name it tried.
-/// Sets `arasul_session` (HttpOnly, SameSite=Strict, Path=/; Secure under TLS)
+/// Sets `arasul_session` (HttpOnly, SameSite=Strict, Path=/api; under TLS
+/// `__Host-arasul_session`, Path=/, Secure)
 /// and `arasul_csrf` (readable, for the double submit).
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth",
     request_body = LoginRequest,
@@ -99,9 +125,14 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Result<Respon
     let ip = client_ip(req.extensions());
     let tls = is_tls(req.uri());
     let ua = user_agent(req.headers()).map(str::to_owned);
+    let limits = req.extensions().get::<Arc<RateLimits>>().cloned();
     let ApiJson(body) =
         <ApiJson<LoginRequest> as axum::extract::FromRequest<AppState>>::from_request(req, &state)
             .await?;
+    // Only a well-formed attempt spends the login quota: a junk body from
+    // another site's page (a no-cors text/plain POST) was refused above.
+    let limits = limits.ok_or_else(|| ApiError::internal("api::router installs RateLimits"))?;
+    limits.check(Class::Login, ip).map_err(rate_limited)?;
     let now = Now::current();
     let ok = state
         .auth
@@ -121,14 +152,8 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Result<Respon
     })
     .into_response();
     let h = resp.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        cookie_header(SESSION_COOKIE, &token, max_age, true, tls),
-    );
-    h.append(
-        header::SET_COOKIE,
-        cookie_header(CSRF_COOKIE, &csrf, max_age, false, tls),
-    );
+    h.append(header::SET_COOKIE, session_cookie(&token, max_age, tls));
+    h.append(header::SET_COOKIE, csrf_cookie(&csrf, max_age, tls));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
@@ -167,31 +192,39 @@ pub struct LogoutResponse {
     pub timestamp: DateTime<Utc>,
 }
 
-fn logged_out(revoked: usize) -> Response {
+fn logged_out(revoked: usize, tls: bool) -> Response {
     let mut resp = Json(LogoutResponse {
         revoked,
         timestamp: Utc::now(),
     })
     .into_response();
-    clear_cookies(&mut resp);
+    clear_cookies(&mut resp, tls);
     resp
 }
 
 /// Revokes the caller's session and clears the cookies.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
     responses((status = 200, body = LogoutResponse)))]
-pub async fn logout(State(state): State<AppState>, session: AdminSession) -> Response {
+pub async fn logout(
+    State(state): State<AppState>,
+    uri: axum::http::Uri,
+    session: AdminSession,
+) -> Response {
     let jti = &session.verified.session.jti;
     let n = state.auth.logout(jti, Some(session.ip), Now::current());
-    logged_out(usize::from(n))
+    logged_out(usize::from(n), is_tls(&uri))
 }
 
 /// Revokes every session, the caller's included.
 #[utoipa::path(post, path = "/api/auth/logout-all", tag = "auth",
     responses((status = 200, body = LogoutResponse)))]
-pub async fn logout_all(State(state): State<AppState>, session: AdminSession) -> Response {
+pub async fn logout_all(
+    State(state): State<AppState>,
+    uri: axum::http::Uri,
+    session: AdminSession,
+) -> Response {
     let n = state.auth.logout_all(Some(session.ip), Now::current());
-    logged_out(n)
+    logged_out(n, is_tls(&uri))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -2,11 +2,13 @@
 //! SPEC §5: `{"error": {"code", "message"}, "timestamp"}`. Internal details
 //! go to the log, never to the client.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -50,6 +52,13 @@ impl ApiError {
     }
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+    /// 503 `database_unavailable`: the database is down right now.
+    pub fn database_down(what_happens: &str) -> Self {
+        Self::unavailable(
+            "database_unavailable",
+            format!("the database is not reachable; {what_happens}"),
+        )
     }
     /// Logs the cause; the client sees only a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
@@ -98,3 +107,71 @@ impl From<JsonRejection> for ApiError {
 #[derive(axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad_request("invalid_parameters", r.body_text())
+    }
+}
+
+/// A failed query: the database went away or refused. The detail goes to
+/// the log; the client learns that the database is the problem.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::warn!(error = %e, "database query failed");
+        ApiError::unavailable(
+            "database_unavailable",
+            "the database query failed; see the daemon log",
+        )
+    }
+}
+
+/// `Query` whose rejections use the envelope (400 `invalid_parameters`).
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `?limit=&offset=` as documented in every paged list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Most entries returned (default and maximum depend on the list; 100
+    /// and 1000 unless it says otherwise).
+    pub limit: Option<i64>,
+    /// Entries skipped, newest first (default 0).
+    pub offset: Option<i64>,
+}
+
+/// One page of a list, checked: `1 <= limit <= MAX` (`DEFAULT` when
+/// absent), `offset >= 0`. Reads only `limit` and `offset` from the query
+/// string, so a handler's own filters come in an [`ApiQuery`] beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging<const DEFAULT: i64 = 100, const MAX: i64 = 1000> {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl<S: Send + Sync, const DEFAULT: i64, const MAX: i64> FromRequestParts<S>
+    for Paging<DEFAULT, MAX>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ApiQuery(q) = ApiQuery::<PageQuery>::from_request_parts(parts, state).await?;
+        let limit = q.limit.unwrap_or(DEFAULT);
+        if !(1..=MAX).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit must be between 1 and {MAX}"),
+            ));
+        }
+        let offset = q.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(ApiError::bad_request(
+                "invalid_offset",
+                "offset must not be negative",
+            ));
+        }
+        Ok(Paging { limit, offset })
+    }
+}

@@ -1,21 +1,22 @@
 //! Who may call what. Routes come in groups, and each group is wrapped here,
 //! which both installs the check and documents it in the OpenAPI document:
 //!
-//! - [`admin`]: Bearer token or session cookie (+ CSRF header on state-changing
-//!   cookie requests); 403 `password_change_required` while the generated
-//!   initial password is in use.
-//! - [`admin_initial_ok`]: the same, but usable with the initial password
-//!   (`me`, `logout`, `change-password`).
-//! - [`status`]: public unless `http.require_auth_for_status` is true (read
-//!   per request, so a reload applies at once).
+//! - `Admin { initial_ok: false }`: Bearer token or session cookie (+ CSRF
+//!   header on state-changing cookie requests); 403 `password_change_required`
+//!   while the generated initial password is in use.
+//! - `Admin { initial_ok: true }`: the same, but usable with the initial
+//!   password (`me`, `logout`, `change-password`).
+//! - `Status`: public unless `http.require_auth_for_status` is true (read
+//!   per request, so a reload applies at once); a logged-in caller is still
+//!   recognised, and public bodies leave out what only the admin may see.
 //!
-//! Anything not put in a group is public. The guards read the `AppState`
-//! from a request extension that `api::router` installs, so the groups can be
-//! built without state (as `api::openapi` does).
+//! Anything not put in a group is public. [`protect`] installs a group's
+//! check with the state it needs (`from_fn_with_state`: no state, no
+//! compile); [`describe`] only documents it, for `api::openapi`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -31,8 +32,12 @@ use super::error::ApiError;
 use crate::auth::{Now, Verified};
 use crate::state::AppState;
 
-/// HttpOnly cookie carrying the token for the dashboard.
+/// HttpOnly cookie carrying the token for the dashboard, over plain HTTP
+/// (`Path=/api`: never sent to the dashboard's files or anything else).
 pub const SESSION_COOKIE: &str = "arasul_session";
+/// The same over TLS: the `__Host-` prefix makes the browser insist on
+/// `Secure`, `Path=/` and no `Domain`.
+pub const SESSION_COOKIE_TLS: &str = "__Host-arasul_session";
 /// Readable cookie carrying the CSRF token (double submit).
 pub const CSRF_COOKIE: &str = "arasul_csrf";
 /// Header the dashboard echoes the CSRF token in.
@@ -52,6 +57,18 @@ pub struct AdminSession {
     pub ip: IpAddr,
 }
 
+/// `Option<AdminSession>`: who is logged in on a route that does not require it.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for AdminSession {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &S,
+    ) -> Result<Option<Self>, std::convert::Infallible> {
+        Ok(parts.extensions.get::<AdminSession>().cloned())
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for AdminSession {
     type Rejection = ApiError;
 
@@ -64,13 +81,26 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminSession {
     }
 }
 
-/// The peer address as the listener saw it. `X-Forwarded-For` is never
-/// trusted. Without `ConnectInfo` (in-process tests) it is 0.0.0.0.
-pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+/// The client's address as the edge middleware resolved it (the peer, or
+/// what a trusted proxy forwarded: `api::limits::edge`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The peer address as the listener saw it. Without `ConnectInfo`
+/// (in-process tests) it is 0.0.0.0.
+pub fn peer_ip(extensions: &axum::http::Extensions) -> IpAddr {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_canonical())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The client's address: what the edge resolved, else the peer.
+pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| peer_ip(extensions))
 }
 
 /// The CSRF token bound to a session token: unguessable without the token
@@ -110,7 +140,9 @@ fn token_from(headers: &HeaderMap) -> Option<(&str, bool)> {
             .eq_ignore_ascii_case("bearer")
             .then(|| (token.trim(), false));
     }
-    cookie(headers, SESSION_COOKIE).map(|t| (t, true))
+    cookie(headers, SESSION_COOKIE_TLS)
+        .or_else(|| cookie(headers, SESSION_COOKIE))
+        .map(|t| (t, true))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -166,16 +198,16 @@ pub fn password_change_required() -> ApiError {
 }
 
 async fn guard(
+    state: AppState,
     mut req: Request,
     next: Next,
     initial_ok: bool,
     only_if_configured: bool,
 ) -> Response {
-    let Some(state) = req.extensions().get::<AppState>().cloned() else {
-        return ApiError::internal("AppState extension missing: api::router installs it")
-            .into_response();
-    };
     if only_if_configured && !state.config().http.require_auth_for_status {
+        // Public, but a caller who is logged in still gets the details
+        // (`Option<AdminSession>` in the handler).
+        let _ = authenticate(&state, &mut req, false);
         return next.run(req).await;
     }
     match authenticate(&state, &mut req, initial_ok) {
@@ -194,49 +226,66 @@ async fn guard(
     }
 }
 
-async fn require_admin(req: Request, next: Next) -> Response {
-    guard(req, next, false, false).await
+async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    guard(state, req, next, false, false).await
 }
 
-async fn require_admin_initial_ok(req: Request, next: Next) -> Response {
-    guard(req, next, true, false).await
+async fn require_admin_initial_ok(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    guard(state, req, next, true, false).await
 }
 
-async fn require_admin_if_configured(req: Request, next: Next) -> Response {
-    guard(req, next, false, true).await
+async fn require_admin_if_configured(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    guard(state, req, next, false, true).await
 }
 
-/// Admin routes: every route in `group` needs a valid admin session and a
-/// changed initial password. Documented as such.
-pub fn admin(group: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    let mut group = group.route_layer(middleware::from_fn(require_admin));
-    document(
-        group.get_openapi_mut(),
-        Protection::Admin { initial_ok: false },
-    );
-    group
-}
-
-/// Admin routes that stay usable while the initial password is in use.
-pub fn admin_initial_ok(group: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    let mut group = group.route_layer(middleware::from_fn(require_admin_initial_ok));
-    document(
-        group.get_openapi_mut(),
-        Protection::Admin { initial_ok: true },
-    );
-    group
-}
-
-/// Status routes: public, unless `http.require_auth_for_status` is set.
-pub fn status(group: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    let mut group = group.route_layer(middleware::from_fn(require_admin_if_configured));
-    document(group.get_openapi_mut(), Protection::Status);
-    group
-}
-
-enum Protection {
+/// Who may call a group of routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    /// A valid admin session and, unless `initial_ok`, a changed initial password.
     Admin { initial_ok: bool },
+    /// Public unless `http.require_auth_for_status` is set; a logged-in
+    /// caller is recognised either way.
     Status,
+}
+
+/// Installs the check for `protection` on every route of `group` and
+/// documents it.
+pub fn protect(
+    group: OpenApiRouter<AppState>,
+    protection: Protection,
+    state: &AppState,
+) -> OpenApiRouter<AppState> {
+    let state = state.clone();
+    let group = match protection {
+        Protection::Admin { initial_ok: false } => {
+            group.route_layer(middleware::from_fn_with_state(state, require_admin))
+        }
+        Protection::Admin { initial_ok: true } => group.route_layer(
+            middleware::from_fn_with_state(state, require_admin_initial_ok),
+        ),
+        Protection::Status => group.route_layer(middleware::from_fn_with_state(
+            state,
+            require_admin_if_configured,
+        )),
+    };
+    describe(group, protection)
+}
+
+/// Only documents `protection` (for `api::openapi`, which serves nothing).
+pub fn describe(
+    mut group: OpenApiRouter<AppState>,
+    protection: Protection,
+) -> OpenApiRouter<AppState> {
+    document(group.get_openapi_mut(), protection);
+    group
 }
 
 fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
@@ -322,8 +371,9 @@ pub fn document_security(doc: &mut OpenApi) {
     );
     let mut cookie = ApiKeyValue::new(SESSION_COOKIE);
     cookie.description = Some(
-        "HttpOnly, SameSite=Strict session cookie set by POST /api/auth/login (Secure when \
-         served over TLS; arasuld itself serves plain HTTP). State-changing requests that \
+        "HttpOnly, SameSite=Strict session cookie set by POST /api/auth/login, scoped to \
+         Path=/api (over TLS it is `__Host-arasul_session`, Secure, Path=/). State-changing \
+         requests that \
          authenticate with it must echo the `arasul_csrf` cookie (also returned as \
          `csrf_token` by login) in the X-CSRF-Token header."
             .into(),

@@ -3,25 +3,19 @@
 //! worker in `healing::worker` writes.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiQuery, PageQuery, Paging};
 use crate::db::healing::{EventFilter, count_events, list_events};
 use crate::docker::ServiceState;
 use crate::healing::worker::{HealingRecord, WORKER_NAME, heartbeat_grade, last_logged};
 use crate::state::AppState;
 
-const MAX_LIMIT: i64 = 1000;
-
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Most events returned (default 100, at most 1000).
-    pub limit: Option<i64>,
-    /// Events skipped, newest first (default 0).
-    pub offset: Option<i64>,
     /// `INFO`, `WARNING` or `CRITICAL` (case-insensitive).
     pub severity: Option<String>,
     /// e.g. `service_restart`, `service_failed`.
@@ -42,29 +36,16 @@ pub struct EventList {
 }
 
 /// Every self-healing decision and action, newest first, with filters.
-#[utoipa::path(get, path = "/api/self-healing/events", tag = "self-healing", params(EventsQuery),
+#[utoipa::path(get, path = "/api/self-healing/events", tag = "self-healing", params(EventsQuery, PageQuery),
     responses(
         (status = 200, body = EventList),
         (status = 400, body = super::error::ErrorBody),
         (status = 503, description = "The database is down (events are buffered meanwhile)", body = super::error::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
-    Query(q): Query<EventsQuery>,
+    Paging { limit, offset }: Paging,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventList>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::bad_request(
-            "invalid_offset",
-            "offset must not be negative",
-        ));
-    }
     let severity = match q.severity.map(|s| s.to_ascii_uppercase()) {
         Some(s) if !["INFO", "WARNING", "CRITICAL"].contains(&s.as_str()) => {
             return Err(ApiError::bad_request(
@@ -74,12 +55,7 @@ pub async fn events(
         }
         s => s,
     };
-    if !state.db.status().up {
-        return Err(ApiError::unavailable(
-            "database_unavailable",
-            "the database is not reachable; self-healing events are buffered until it is",
-        ));
-    }
+    need_db(&state)?;
     let filter = EventFilter {
         limit,
         offset,
@@ -88,10 +64,8 @@ pub async fn events(
         since: q.since,
     };
     let pool = state.db.pool();
-    let (events, total) = tokio::try_join!(list_events(pool, &filter), count_events(pool, &filter))
-        .map_err(|e| {
-            ApiError::unavailable("database_unavailable", format!("database error: {e}"))
-        })?;
+    let (events, total) =
+        tokio::try_join!(list_events(pool, &filter), count_events(pool, &filter))?;
     Ok(Json(EventList {
         events,
         total,
@@ -170,44 +144,12 @@ pub async fn status(State(state): State<AppState>) -> Json<HealingStatus> {
     })
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Most entries returned (default 100, at most 1000).
-    pub limit: Option<i64>,
-    /// Entries skipped, newest first (default 0).
-    pub offset: Option<i64>,
-}
-
-fn page(q: &PageQuery) -> Result<(i64, i64), ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::bad_request(
-            "invalid_offset",
-            "offset must not be negative",
-        ));
-    }
-    Ok((limit, offset))
-}
-
-fn db_error(e: sqlx::Error) -> ApiError {
-    ApiError::unavailable("database_unavailable", format!("database error: {e}"))
-}
-
 fn need_db(state: &AppState) -> Result<(), ApiError> {
     if state.db.status().up {
         Ok(())
     } else {
-        Err(ApiError::unavailable(
-            "database_unavailable",
-            "the database is not reachable; self-healing events are buffered until it is",
+        Err(ApiError::database_down(
+            "self-healing events are buffered until it is",
         ))
     }
 }
@@ -227,13 +169,11 @@ pub struct TrailPage {
 async fn trail_page(
     state: &AppState,
     list: crate::db::healing::TrailList,
-    q: &PageQuery,
+    Paging { limit, offset }: Paging,
 ) -> Result<Json<TrailPage>, ApiError> {
-    let (limit, offset) = page(q)?;
     need_db(state)?;
-    let (entries, total) = crate::db::healing::list_trail(state.db.pool(), list, limit, offset)
-        .await
-        .map_err(db_error)?;
+    let (entries, total) =
+        crate::db::healing::list_trail(state.db.pool(), list, limit, offset).await?;
     Ok(Json(TrailPage {
         entries,
         total,
@@ -252,9 +192,14 @@ async fn trail_page(
         (status = 503, description = "The database is down", body = super::error::ErrorBody)))]
 pub async fn recovery_actions(
     State(state): State<AppState>,
-    Query(q): Query<PageQuery>,
+    paging: Paging,
 ) -> Result<Json<TrailPage>, ApiError> {
-    trail_page(&state, crate::db::healing::TrailList::RecoveryActions, &q).await
+    trail_page(
+        &state,
+        crate::db::healing::TrailList::RecoveryActions,
+        paging,
+    )
+    .await
 }
 
 /// Services going down, escalated to category C, or marked failed.
@@ -265,9 +210,14 @@ pub async fn recovery_actions(
         (status = 503, description = "The database is down", body = super::error::ErrorBody)))]
 pub async fn service_failures(
     State(state): State<AppState>,
-    Query(q): Query<PageQuery>,
+    paging: Paging,
 ) -> Result<Json<TrailPage>, ApiError> {
-    trail_page(&state, crate::db::healing::TrailList::ServiceFailures, &q).await
+    trail_page(
+        &state,
+        crate::db::healing::TrailList::ServiceFailures,
+        paging,
+    )
+    .await
 }
 
 /// Category D: reboots called for, refused (with the failed check),
@@ -279,9 +229,9 @@ pub async fn service_failures(
         (status = 503, description = "The database is down", body = super::error::ErrorBody)))]
 pub async fn reboot_history(
     State(state): State<AppState>,
-    Query(q): Query<PageQuery>,
+    paging: Paging,
 ) -> Result<Json<TrailPage>, ApiError> {
-    trail_page(&state, crate::db::healing::TrailList::Reboots, &q).await
+    trail_page(&state, crate::db::healing::TrailList::Reboots, paging).await
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -327,11 +277,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Json<HealingMetric
     let pool = state.db.pool();
     let now = Utc::now();
     let week_ago = now - chrono::Duration::days(7);
-    let first = first_start(pool).await.map_err(db_error)?;
+    let first = first_start(pool).await?;
     let from = first.map_or(week_ago, |f| f.max(week_ago)).min(now);
     let (transitions, counts) =
-        tokio::try_join!(service_transitions(pool, from), action_counts(pool, from))
-            .map_err(db_error)?;
+        tokio::try_join!(service_transitions(pool, from), action_counts(pool, from))?;
     let mut names: Vec<String> = state
         .services
         .services()
@@ -402,6 +351,7 @@ pub async fn reboot(
         db: state.db.clone(),
         metrics: Some(state.metrics.clone()),
         services: state.services.clone(),
+        update: state.updates.activity(),
         state_dir: cfg.paths.state_dir.clone(),
         proc_root: cfg.paths.proc_root.clone(),
     };

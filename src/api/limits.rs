@@ -1,63 +1,48 @@
-//! Per-client rate limits (SPEC §5) and the security headers every response
-//! carries. Limits are tower_governor quotas keyed by the peer address the
-//! listener saw (`ConnectInfo`; `X-Forwarded-For` is never trusted); one
-//! middleware picks the quota by path, so routes added later are covered
-//! without touching this file:
+//! The HTTP edge as middleware: who the client is, whether its request may
+//! come from the page that sent it, per-client rate limits (SPEC §5), and the
+//! security headers every response carries. Quotas come from
+//! `http.rate_limits`; one middleware picks the quota by path, so routes
+//! added later are covered without touching this file:
 //!
-//! | class | paths | quota |
+//! | class | paths | default quota |
 //! |---|---|---|
-//! | login | `POST /api/auth/login` | 5 per 15 min |
+//! | login | `POST /api/auth/login` with a well-formed body (counted by the handler) | 5 per 15 min |
 //! | llm | `/api/llm/*`, `/api/embeddings` | 10/s |
 //! | metrics | `/api/metrics/*`, `/metrics` | 20/s |
 //! | webhook | `/api/workflows/execution` | 100/min |
-//! | api | any other `/api/*` | 100/s, burst 50 |
+//! | api | any other `/api/*` (malformed logins included) | 100/s, burst 50 |
 //!
-//! The dashboard's static files are not limited. Exceeding a quota is a 429
-//! in the error envelope with `Retry-After` (seconds, rounded up).
+//! A client is its full address (IPv4, or IPv6 on our links, link-local or
+//! unique-local); a global IPv6 client off our links also shares a coarse
+//! bucket ([`PREFIX_FACTOR`] × the quota) with its /64. Clients in
+//! `http.rate_limit_exempt` are never limited; `X-Forwarded-For` is believed
+//! only from `http.trusted_proxies`. The dashboard's static files are not
+//! limited. Exceeding a quota is a 429 in the error envelope with
+//! `Retry-After` (seconds, rounded up).
 
-use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::NoOpMiddleware;
-use tower_governor::GovernorError;
-use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
-use tower_governor::key_extractor::KeyExtractor;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::error::ApiError;
-use super::guard::client_ip;
+use super::guard::{ClientAddr, peer_ip};
+use crate::config::HttpConfig;
+use crate::net::{self, Cidr, RateKey, RateQuota};
 
-/// The rate-limit key: the client address; IPv6 by /64 (one host usually
-/// owns a whole /64, so single v6 addresses would be meaningless).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIpKey;
-
-pub fn source_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-    }
-}
-
-impl KeyExtractor for ClientIpKey {
-    type Key = IpAddr;
-
-    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<IpAddr, GovernorError> {
-        Ok(source_of(client_ip(req.extensions())))
-    }
-}
-
-type Quota = GovernorConfig<ClientIpKey, NoOpMiddleware>;
+/// How much more a global IPv6 /64 may send than one of its addresses.
+pub const PREFIX_FACTOR: u32 = 16;
+/// How long the list of our own IPv6 links is trusted before it is read again.
+const ON_LINK_REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -68,9 +53,20 @@ pub enum Class {
     Api,
 }
 
+const CLASSES: [Class; 5] = [
+    Class::Login,
+    Class::Llm,
+    Class::Metrics,
+    Class::Webhook,
+    Class::Api,
+];
+
 /// Which quota a request counts against; None for the dashboard's files.
 pub fn classify(method: &Method, path: &str) -> Option<Class> {
-    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     Some(if path == "/api/auth/login" && method == Method::POST {
         Class::Login
     } else if under("/api/llm") || under("/api/embeddings") {
@@ -86,42 +82,82 @@ pub fn classify(method: &Method, path: &str) -> Option<Class> {
     })
 }
 
-/// The five quotas, one keyed limiter each.
-pub struct RateLimits {
-    login: Quota,
-    llm: Quota,
-    metrics: Quota,
-    webhook: Quota,
-    api: Quota,
-    checks: AtomicU64,
+/// One quota: a bucket per client address and a coarse one per global /64.
+struct Limiter {
+    host: DefaultKeyedRateLimiter<RateKey>,
+    prefix: DefaultKeyedRateLimiter<RateKey>,
 }
 
-fn quota(period: Duration, burst: u32) -> Quota {
-    GovernorConfigBuilder::default()
-        .key_extractor(ClientIpKey)
-        .period(period)
-        .burst_size(burst)
-        .finish()
-        .expect("period and burst are not zero")
+fn governor_quota(q: &RateQuota, factor: u32) -> Quota {
+    let burst = NonZeroU32::new(q.burst.saturating_mul(factor)).unwrap_or(NonZeroU32::MIN);
+    let every = (q.replenish_every() / factor).max(Duration::from_nanos(1));
+    Quota::with_period(every)
+        .expect("the period is not zero")
+        .allow_burst(burst)
 }
 
-impl Default for RateLimits {
-    fn default() -> Self {
-        Self {
-            // 5 per 15 min: a burst of 5, one more every 3 min.
-            login: quota(Duration::from_secs(180), 5),
-            llm: quota(Duration::from_millis(100), 10),
-            metrics: quota(Duration::from_millis(50), 20),
-            webhook: quota(Duration::from_millis(600), 100),
-            // 100/s sustained with bursts of 50.
-            api: quota(Duration::from_millis(10), 50),
-            checks: AtomicU64::new(0),
+impl Limiter {
+    fn new(q: &RateQuota) -> Self {
+        Limiter {
+            host: RateLimiter::keyed(governor_quota(q, 1)),
+            prefix: RateLimiter::keyed(governor_quota(q, PREFIX_FACTOR)),
+        }
+    }
+
+    fn check(&self, (host, prefix): (RateKey, Option<RateKey>)) -> Result<(), Duration> {
+        let wait = |n: governor::NotUntil<_>| n.wait_time_from(DefaultClock::default().now());
+        self.host.check_key(&host).map_err(wait)?;
+        match prefix {
+            Some(p) => self.prefix.check_key(&p).map_err(wait),
+            None => Ok(()),
+        }
+    }
+
+    fn shrink(&self) {
+        for l in [&self.host, &self.prefix] {
+            l.retain_recent();
+            l.shrink_to_fit();
         }
     }
 }
 
+/// The quotas, one keyed limiter each, and who is exempt.
+pub struct RateLimits {
+    login: Limiter,
+    llm: Limiter,
+    metrics: Limiter,
+    webhook: Limiter,
+    api: Limiter,
+    exempt: Vec<Cidr>,
+    trusted_proxies: Vec<Cidr>,
+    /// Our IPv6 links, read at most every [`ON_LINK_REFRESH`].
+    on_link: RwLock<(Option<std::time::Instant>, Arc<Vec<Cidr>>)>,
+    checks: AtomicU64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self::new(&HttpConfig::default())
+    }
+}
+
 impl RateLimits {
-    fn quota(&self, class: Class) -> &Quota {
+    pub fn new(http: &HttpConfig) -> Self {
+        let q = &http.rate_limits;
+        Self {
+            login: Limiter::new(&q.login),
+            llm: Limiter::new(&q.llm),
+            metrics: Limiter::new(&q.metrics),
+            webhook: Limiter::new(&q.webhook),
+            api: Limiter::new(&q.api),
+            exempt: http.rate_limit_exempt.clone(),
+            trusted_proxies: http.trusted_proxies.clone(),
+            on_link: RwLock::new((None, Arc::new(Vec::new()))),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    fn limiter(&self, class: Class) -> &Limiter {
         match class {
             Class::Login => &self.login,
             Class::Llm => &self.llm,
@@ -131,45 +167,130 @@ impl RateLimits {
         }
     }
 
+    fn on_link(&self) -> Arc<Vec<Cidr>> {
+        {
+            let cached = self.on_link.read().unwrap_or_else(|e| e.into_inner());
+            if cached.0.is_some_and(|at| at.elapsed() < ON_LINK_REFRESH) {
+                return cached.1.clone();
+            }
+        }
+        let fresh = Arc::new(net::on_link_ipv6_prefixes());
+        *self.on_link.write().unwrap_or_else(|e| e.into_inner()) =
+            (Some(std::time::Instant::now()), fresh.clone());
+        fresh
+    }
+
+    /// The client's address: the peer, or what a trusted proxy forwarded.
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        net::client_address(peer, xff, &self.trusted_proxies)
+    }
+
     /// Ok, or how long the caller must wait.
     pub fn check(&self, class: Class, ip: IpAddr) -> Result<(), Duration> {
+        if net::any_contains(&self.exempt, ip) {
+            return Ok(());
+        }
         // Keys of clients that went quiet are dropped now and then, so the
         // tables stay bounded by the number of recently active clients.
         if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
-            for c in [
-                Class::Login,
-                Class::Llm,
-                Class::Metrics,
-                Class::Webhook,
-                Class::Api,
-            ] {
-                let l = self.quota(c).limiter();
-                l.retain_recent();
-                l.shrink_to_fit();
+            for c in CLASSES {
+                self.limiter(c).shrink();
             }
         }
-        self.quota(class)
-            .limiter()
-            .check_key(&source_of(ip))
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        let keys = match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => net::rate_keys(ip, &self.on_link()),
+            _ => net::rate_keys(ip, &[]),
+        };
+        self.limiter(class).check(keys)
     }
 }
 
-/// The rate-limit middleware; `limits` is shared by every connection.
-pub async fn rate_limit(limits: Arc<RateLimits>, req: Request, next: Next) -> Response {
+/// 429 `rate_limited` with `Retry-After` (whole seconds, rounded up).
+pub fn rate_limited(wait: Duration) -> ApiError {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests; retry in {secs} s"),
+    );
+    e.retry_after_secs = Some(secs);
+    e
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// `host[:port]` without the scheme's default port, lower-cased.
+fn authority_of(scheme: &str, authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    let default = match scheme {
+        "https" | "wss" => ":443",
+        _ => ":80",
+    };
+    a.strip_suffix(default).map(str::to_owned).unwrap_or(a)
+}
+
+/// Whether an `Origin` header names the site the request was sent to (its
+/// `Host`, or what a trusted proxy says in `X-Forwarded-Host`).
+fn same_origin(origin: &str, host: Option<&str>, forwarded_host: Option<&str>) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false; // "null" and anything that is not scheme://host[:port]
+    };
+    if rest.contains('/') {
+        return false;
+    }
+    let origin = authority_of(scheme, rest);
+    [host, forwarded_host]
+        .into_iter()
+        .flatten()
+        .any(|h| authority_of(scheme, h) == origin)
+}
+
+/// The edge middleware: resolves the client's address (for the guard, the
+/// lockout and the limits), refuses state-changing requests sent by another
+/// site's page, and applies the quota of the request's class.
+pub async fn edge(limits: Arc<RateLimits>, mut req: Request, next: Next) -> Response {
+    let peer = peer_ip(req.extensions());
+    let client = limits.client_address(peer, req.headers());
+    req.extensions_mut().insert(ClientAddr(client));
+
+    if !is_safe(req.method())
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+    {
+        let h = req.headers();
+        let host = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let forwarded = (peer != client || net::any_contains(&limits.trusted_proxies, peer))
+            .then(|| h.get("x-forwarded-host").and_then(|v| v.to_str().ok()))
+            .flatten();
+        if !origin
+            .to_str()
+            .is_ok_and(|o| same_origin(o, host, forwarded))
+        {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "state-changing requests are accepted only from this box's own pages",
+            )
+            .into_response();
+        }
+    }
+
     if let Some(class) = classify(req.method(), req.uri().path()) {
-        let key = ClientIpKey
-            .extract(&req)
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        if let Err(wait) = limits.check(class, key) {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests; retry in {} s", secs.max(1)),
-            );
-            e.retry_after_secs = Some(secs.max(1));
-            return e.into_response();
+        // A login counts against its own quota only once its body is a
+        // well-formed attempt (the handler checks); until then it is an
+        // ordinary API request, so junk cannot burn the admin's logins.
+        let class = if class == Class::Login {
+            Class::Api
+        } else {
+            class
+        };
+        if let Err(wait) = limits.check(class, client) {
+            return rate_limited(wait).into_response();
         }
     }
     next.run(req).await
@@ -331,18 +452,84 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_clients_share_a_quota_per_slash_64() {
+    fn ipv6_lan_hosts_have_their_own_quota_and_a_global_slash_64_a_coarse_one() {
         let l = RateLimits::default();
-        for i in 0..5 {
-            let ip: IpAddr = format!("2001:db8:1:2::{i}").parse().unwrap();
-            l.check(Class::Login, ip).unwrap();
+        // Five SLAAC hosts on one LAN (unique-local and link-local): each has
+        // its own five logins.
+        for prefix in ["fd00:1:2:3:", "fe80:"] {
+            for host in 1..=5 {
+                let ip: IpAddr = format!("{prefix}:{host}").parse().unwrap();
+                for _ in 0..5 {
+                    l.check(Class::Login, ip).unwrap();
+                }
+                assert!(l.check(Class::Login, ip).is_err());
+            }
         }
-        assert!(
-            l.check(Class::Login, "2001:db8:1:2::ff".parse().unwrap())
-                .is_err()
+        // Global addresses: per address too, but the /64 stops after
+        // PREFIX_FACTOR times the quota.
+        let mut refused_hosts = 0;
+        for host in 1..=(PREFIX_FACTOR + 2) {
+            let ip: IpAddr = format!("2001:db8:1:2::{host:x}").parse().unwrap();
+            if (0..5).any(|_| l.check(Class::Login, ip).is_err()) {
+                refused_hosts += 1;
+            }
+        }
+        assert_eq!(
+            refused_hosts, 2,
+            "the /64 allows {PREFIX_FACTOR} hosts' worth"
         );
         l.check(Class::Login, "2001:db8:1:3::1".parse().unwrap())
             .unwrap();
+    }
+
+    #[test]
+    fn exempt_ranges_are_never_limited_and_quotas_come_from_config() {
+        let http = HttpConfig {
+            rate_limit_exempt: vec!["127.0.0.0/8".parse().unwrap()],
+            rate_limits: crate::net::RateLimitsConfig {
+                api: RateQuota::new(2, Duration::from_secs(60), 2),
+                ..Default::default()
+            },
+            ..HttpConfig::default()
+        };
+        let l = RateLimits::new(&http);
+        for _ in 0..10_000 {
+            l.check(Class::Api, "127.0.0.1".parse().unwrap()).unwrap();
+        }
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        l.check(Class::Api, other).unwrap();
+        l.check(Class::Api, other).unwrap();
+        let wait = l.check(Class::Api, other).unwrap_err();
+        assert!(wait > Duration::from_secs(25), "{wait:?}");
+    }
+
+    #[test]
+    fn origin_must_name_the_host_the_request_went_to() {
+        let host = Some("arasul.local");
+        assert!(same_origin("http://arasul.local", host, None));
+        assert!(same_origin("http://ARASUL.local:80", host, None));
+        assert!(same_origin(
+            "http://127.0.0.1:8080",
+            Some("127.0.0.1:8080"),
+            None
+        ));
+        assert!(!same_origin(
+            "http://127.0.0.1:8081",
+            Some("127.0.0.1:8080"),
+            None
+        ));
+        assert!(!same_origin("http://evil.example", host, None));
+        assert!(!same_origin("null", host, None));
+        assert!(!same_origin(
+            "https://arasul.local",
+            Some("arasul.local:80"),
+            None
+        ));
+        assert!(same_origin(
+            "https://box.example",
+            host,
+            Some("box.example")
+        ));
     }
 
     #[test]

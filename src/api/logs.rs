@@ -7,14 +7,13 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiQuery};
 use crate::logs::{self, Follower, Found, Level, LogFile, LogLine, Source};
 use crate::state::AppState;
 
@@ -37,11 +36,6 @@ fn parse_source(s: Option<&str>) -> Result<Option<Source>, ApiError> {
             )
         }),
     }
-}
-
-/// A query string that does not parse (e.g. `lines=abc`) in the envelope.
-pub fn bad_query(r: QueryRejection) -> ApiError {
-    ApiError::bad_request("invalid_parameters", r.body_text())
 }
 
 fn parse_level(s: Option<&str>) -> Result<Option<Level>, ApiError> {
@@ -118,9 +112,8 @@ pub struct LogTail {
     responses((status = 200, body = LogTail), (status = 400, body = super::error::ErrorBody)))]
 pub async fn tail(
     State(state): State<AppState>,
-    q: Result<Query<TailQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<TailQuery>,
 ) -> Result<Json<LogTail>, ApiError> {
-    let Query(q) = q.map_err(bad_query)?;
     let source = parse_source(q.source.as_deref())?.unwrap_or(Source::System);
     let level = parse_level(q.level.as_deref())?;
     let n = q.lines.unwrap_or(200);
@@ -159,9 +152,8 @@ pub struct StreamQuery {
         (status = 400, body = super::error::ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
-    q: Result<Query<StreamQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let Query(q) = q.map_err(bad_query)?;
     let source = parse_source(q.source.as_deref())?.unwrap_or(Source::System);
     let level = parse_level(q.level.as_deref())?;
     let path = path_of(&state, source);
@@ -240,9 +232,8 @@ pub struct LogSearch {
     responses((status = 200, body = LogSearch), (status = 400, body = super::error::ErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
-    q: Result<Query<SearchQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<LogSearch>, ApiError> {
-    let Query(q) = q.map_err(bad_query)?;
     let needle = q.q;
     if needle.is_empty() || needle.chars().count() > MAX_QUERY {
         return Err(ApiError::bad_request(

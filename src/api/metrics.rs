@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiQuery};
 use crate::build_info;
 use crate::metrics::collect::{NetInterface, PlatformInfo, Sample, network_interfaces};
 use crate::metrics::reach::Reachability;
@@ -71,7 +71,7 @@ pub struct HistoryResponse {
         (status = 503, description = "Range older than memory and the database is down", body = super::error::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
-    Query(q): Query<HistoryQuery>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let now = Utc::now();
     let to = q.to.unwrap_or(now);
@@ -117,11 +117,7 @@ pub async fn history(
             .metrics
             .with_ring(|r| ring::history_from_ring(r, from_ms, to_ms, points))
     } else {
-        crate::db::metrics::history(state.db.pool(), from_ms, to_ms, points)
-            .await
-            .map_err(|e| {
-                ApiError::unavailable("database_unavailable", format!("history query failed: {e}"))
-            })?
+        crate::db::metrics::history(state.db.pool(), from_ms, to_ms, points).await?
     };
     Ok(Json(HistoryResponse {
         history,

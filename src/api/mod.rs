@@ -29,6 +29,7 @@ use utoipa_axum::routes;
 
 use crate::state::AppState;
 use error::ApiError;
+use guard::Protection;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,18 +43,23 @@ struct ApiDoc;
 
 /// The OpenAPI document of every route `router` serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = build().1;
+    let mut doc = build(&guard::describe).1;
     guard::document_security(&mut doc);
     doc
 }
 
-fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+/// What a route group gets: [`guard::protect`] when serving, or only
+/// [`guard::describe`] for the document.
+type Guard<'a> = &'a dyn Fn(OpenApiRouter<AppState>, Protection) -> OpenApiRouter<AppState>;
+
+fn build(guard: Guard<'_>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    const ADMIN: Protection = Protection::Admin { initial_ok: false };
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(auth::login))
         .routes(routes!(auth::password_requirements))
         // Admin: every route in this group needs a login (api::guard).
-        .merge(guard::admin(
+        .merge(guard(
             OpenApiRouter::new()
                 .routes(routes!(system::workers))
                 .routes(routes!(system::database_pool))
@@ -75,16 +81,18 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(healing::reboot))
                 .merge(ai::routes())
                 .merge(update::routes()),
+            ADMIN,
         ))
         // Admin, but usable while the initial password is still in use.
-        .merge(guard::admin_initial_ok(
+        .merge(guard(
             OpenApiRouter::new()
                 .routes(routes!(auth::me))
                 .routes(routes!(auth::logout))
                 .routes(routes!(auth::change_password)),
+            Protection::Admin { initial_ok: true },
         ))
         // Status: public unless http.require_auth_for_status is set.
-        .merge(guard::status(
+        .merge(guard(
             OpenApiRouter::new()
                 .routes(routes!(metrics::live))
                 .routes(routes!(metrics::history))
@@ -94,9 +102,10 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(metrics::system_info))
                 .routes(routes!(metrics::system_network))
                 .routes(routes!(services::list)),
+            Protection::Status,
         ))
         // Logs and workflows: admin, except the public activity summary.
-        .merge(guard::admin(
+        .merge(guard(
             OpenApiRouter::new()
                 .routes(routes!(logs::list))
                 .routes(routes!(logs::tail))
@@ -105,17 +114,20 @@ fn build() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(workflows::execution))
                 .routes(routes!(workflows::history))
                 .routes(routes!(workflows::stats)),
+            ADMIN,
         ))
-        .merge(guard::status(
+        .merge(guard(
             OpenApiRouter::new().routes(routes!(workflows::activity)),
+            Protection::Status,
         ))
         .split_for_parts()
 }
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().http.body_limit_bytes;
-    let rate_limits = Arc::new(limits::RateLimits::default());
-    let (api, mut doc) = build();
+    let rate_limits = Arc::new(limits::RateLimits::new(&state.config().http));
+    let protect = |group, protection| guard::protect(group, protection, &state);
+    let (api, mut doc) = build(&protect);
     guard::document_security(&mut doc);
     doc.info.version = crate::build_info::VERSION.to_string();
     let doc = Arc::new(doc);
@@ -136,9 +148,9 @@ pub fn router(state: AppState) -> Router {
     })
     .layer(DefaultBodyLimit::max(body_limit))
     .layer(TraceLayer::new_for_http())
-    .layer(axum::Extension(state.clone()))
+    .layer(axum::Extension(rate_limits.clone()))
     .layer(axum::middleware::from_fn(move |req, next| {
-        limits::rate_limit(rate_limits.clone(), req, next)
+        limits::edge(rate_limits.clone(), req, next)
     }))
     .layer(axum::middleware::from_fn(limits::security_headers))
     // Outermost, so the CSP hashing above sees the uncompressed HTML; the

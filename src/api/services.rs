@@ -5,14 +5,15 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiQuery};
+use super::guard::AdminSession;
 use crate::docker::{ServiceStatus, SupervisorError};
 use crate::state::AppState;
 
@@ -42,14 +43,29 @@ pub struct ServiceList {
     pub timestamp: DateTime<Utc>,
 }
 
-/// Every service of the catalog with its state.
+/// Every service of the catalog with its state. Without a login (the
+/// route is public unless `http.require_auth_for_status`), each service
+/// carries its state only: no error text, image id, container id or address.
 #[utoipa::path(get, path = "/api/services", tag = "services",
     responses((status = 200, body = ServiceList)))]
-pub async fn list(State(state): State<AppState>) -> Json<ServiceList> {
+pub async fn list(State(state): State<AppState>, admin: Option<AdminSession>) -> Json<ServiceList> {
+    let mut services = state.services.services().as_ref().clone();
+    if admin.is_none() {
+        services.iter_mut().for_each(public_view);
+    }
     Json(ServiceList {
-        services: state.services.services().as_ref().clone(),
+        services,
         timestamp: Utc::now(),
     })
+}
+
+/// What anyone on the LAN may know of a service: its state and counters.
+fn public_view(s: &mut ServiceStatus) {
+    s.image_id = None;
+    s.container_id = None;
+    s.address = None;
+    s.api_port = None;
+    s.last_error = None;
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -138,7 +154,7 @@ pub struct LogsQuery {
 pub async fn logs(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<LogsQuery>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let tail = q.tail.unwrap_or(100);
     if tail > MAX_TAIL {

@@ -9,18 +9,18 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, PageQuery, Paging};
 use crate::state::AppState;
 use crate::update::manager::new_id;
 use crate::update::{Source, UpdateCheck, UpdateError, UpdateStatus};
@@ -207,15 +207,6 @@ pub async fn status_stream(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct HistoryQuery {
-    /// Most entries returned (default 50, 1–500).
-    pub limit: Option<i64>,
-    /// Entries skipped, newest first (default 0).
-    pub offset: Option<i64>,
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct UpdateHistoryEntry {
     pub id: String,
@@ -238,41 +229,21 @@ pub struct UpdateHistory {
     pub timestamp: DateTime<Utc>,
 }
 
-/// Every finished update and refused bundle, newest first.
-#[utoipa::path(get, path = "/api/update/history", tag = "update", params(HistoryQuery),
+/// Every finished update and refused bundle, newest first (`limit` 50 by
+/// default, at most 500).
+#[utoipa::path(get, path = "/api/update/history", tag = "update", params(PageQuery),
     responses(
         (status = 200, body = UpdateHistory),
         (status = 400, body = super::error::ErrorBody),
         (status = 503, description = "The database is down", body = super::error::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
-    Query(q): Query<HistoryQuery>,
+    Paging { limit, offset }: Paging<50, 500>,
 ) -> Result<Json<UpdateHistory>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be between 1 and 500",
-        ));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::bad_request(
-            "invalid_offset",
-            "offset must not be negative",
-        ));
-    }
     if !state.db.status().up {
-        return Err(ApiError::unavailable(
-            "database_unavailable",
-            "the database is not reachable",
-        ));
+        return Err(ApiError::database_down("retry later"));
     }
-    let rows = state
-        .updates
-        .history(limit, offset)
-        .await
-        .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
+    let rows = state.updates.history(limit, offset).await?;
     Ok(Json(UpdateHistory {
         updates: rows
             .into_iter()

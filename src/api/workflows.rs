@@ -5,14 +5,13 @@
 //! and nothing is kept, so the caller knows to retry.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, ApiJson};
-use super::logs::bad_query;
+use super::error::{ApiError, ApiJson, ApiQuery, PageQuery, Paging};
+use super::guard::AdminSession;
 use crate::db::workflows::{
     self, NewWorkflowExecution, Recorded, WorkflowExecution, WorkflowStats, WorkflowTotals,
 };
@@ -21,7 +20,6 @@ use crate::state::AppState;
 const MAX_ID: usize = 200;
 const MAX_NAME: usize = 200;
 const MAX_ERROR: usize = 10_000;
-const MAX_LIMIT: i64 = 1000;
 /// At most this many executions in `recent` of the activity summary.
 const RECENT: i64 = 10;
 
@@ -151,14 +149,7 @@ fn validate(r: WorkflowReport, now: DateTime<Utc>) -> Result<NewWorkflowExecutio
 }
 
 fn db_down() -> ApiError {
-    ApiError::unavailable(
-        "database_unavailable",
-        "the database is not reachable; nothing was stored, retry later",
-    )
-}
-
-fn db_error(e: sqlx::Error) -> ApiError {
-    ApiError::unavailable("database_unavailable", format!("database error: {e}"))
+    ApiError::database_down("nothing was stored, retry later")
 }
 
 /// n8n reports a workflow run (or an update of one).
@@ -182,9 +173,7 @@ pub async fn execution(
     if !state.db.status().up {
         return Err(db_down());
     }
-    let recorded = workflows::record(state.db.pool(), &new)
-        .await
-        .map_err(db_error)?;
+    let recorded = workflows::record(state.db.pool(), &new).await?;
     let (status, result, execution) = match recorded {
         Recorded::Created(x) => (StatusCode::CREATED, "created", x),
         Recorded::Updated(x) => (StatusCode::OK, "updated", x),
@@ -211,11 +200,15 @@ pub struct WorkflowActivity {
     pub timestamp: DateTime<Utc>,
 }
 
-/// What the workflows did lately (public status display).
+/// What the workflows did lately (public status display). Without a login
+/// a run says only whether it failed, not n8n's error text.
 #[utoipa::path(get, path = "/api/workflows/activity", tag = "workflows",
     responses((status = 200, body = WorkflowActivity),
         (status = 503, description = "Database down", body = super::error::ErrorBody)))]
-pub async fn activity(State(state): State<AppState>) -> Result<Json<WorkflowActivity>, ApiError> {
+pub async fn activity(
+    State(state): State<AppState>,
+    admin: Option<AdminSession>,
+) -> Result<Json<WorkflowActivity>, ApiError> {
     if !state.db.status().up {
         return Err(db_down());
     }
@@ -223,8 +216,14 @@ pub async fn activity(State(state): State<AppState>) -> Result<Json<WorkflowActi
     let (last_24h, (recent, _)) = tokio::try_join!(
         workflows::last_24h(pool),
         workflows::history(pool, None, None, RECENT, 0)
-    )
-    .map_err(db_error)?;
+    )?;
+    let mut recent = recent;
+    if admin.is_none() {
+        for run in &mut recent {
+            run.error = None;
+            run.execution_id = None;
+        }
+    }
     Ok(Json(WorkflowActivity {
         active: last_24h.running,
         last_24h,
@@ -236,12 +235,6 @@ pub async fn activity(State(state): State<AppState>) -> Result<Json<WorkflowActi
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WorkflowHistoryQuery {
-    /// Most runs returned (default 50, 1 to 1000).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<i64>,
-    /// Runs skipped, newest first (default 0).
-    #[param(minimum = 0)]
-    pub offset: Option<i64>,
     /// Only this workflow.
     pub workflow_id: Option<String>,
     /// Only `running`, `success` or `error`.
@@ -259,33 +252,19 @@ pub struct WorkflowHistory {
     pub timestamp: DateTime<Utc>,
 }
 
-/// Every stored run, newest first, paged.
-#[utoipa::path(get, path = "/api/workflows/history", tag = "workflows", params(WorkflowHistoryQuery),
+/// Every stored run, newest first, paged (`limit` 50 by default).
+#[utoipa::path(get, path = "/api/workflows/history", tag = "workflows", params(WorkflowHistoryQuery, PageQuery),
     responses((status = 200, body = WorkflowHistory), (status = 400, body = super::error::ErrorBody),
         (status = 503, description = "Database down", body = super::error::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
-    q: Result<Query<WorkflowHistoryQuery>, QueryRejection>,
+    Paging { limit, offset }: Paging<50>,
+    ApiQuery(q): ApiQuery<WorkflowHistoryQuery>,
 ) -> Result<Json<WorkflowHistory>, ApiError> {
-    let Query(q) = q.map_err(bad_query)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
     if q.workflow_id.as_ref().is_some_and(|w| w.contains('\0')) {
         return Err(ApiError::bad_request(
             "invalid_workflow_id",
             "workflow_id must not contain NUL characters",
-        ));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::bad_request(
-            "invalid_offset",
-            "offset must not be negative",
         ));
     }
     if !state.db.status().up {
@@ -298,8 +277,7 @@ pub async fn history(
         limit,
         offset,
     )
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok(Json(WorkflowHistory {
         executions,
         total,
@@ -324,7 +302,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<WorkflowStatsLi
     if !state.db.status().up {
         return Err(db_down());
     }
-    let workflows = workflows::stats(state.db.pool()).await.map_err(db_error)?;
+    let workflows = workflows::stats(state.db.pool()).await?;
     Ok(Json(WorkflowStatsList {
         workflows,
         timestamp: Utc::now(),

@@ -4,8 +4,7 @@
 //!
 //! Per source: after `ip_threshold` (5) failures the source is locked for
 //! 1 min, doubling with each further lockout up to 15 min. A success resets
-//! the source. A source is an IPv4 address or an IPv6 /64 (one host usually
-//! owns a whole /64, so counting single v6 addresses would be meaningless).
+//! the source. A source is one address, IPv6 included (see [`SourceKey`]).
 //! Concurrent attempts are reserved up front (`begin_attempt`), so firing
 //! 200 requests at once does not get 200 guesses past a limit of 5; an
 //! [`Attempt`] releases its reservation however its caller ends.
@@ -72,24 +71,16 @@ impl Default for LockoutConfig {
     }
 }
 
-/// What is throttled: an IPv4 address or an IPv6 /64.
+/// What is throttled: one client address. Never an IPv6 prefix: on a LAN
+/// every SLAAC host shares one /64, and one phone guessing must not lock out
+/// every other IPv6 client (the rate limiter keeps a coarse /64 bucket for
+/// global addresses; the lockout has the account-wide cap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SourceKey(IpAddr);
 
 impl From<IpAddr> for SourceKey {
     fn from(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(_) => Self(ip),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self(IpAddr::V4(v4)),
-                None => {
-                    let s = v6.segments();
-                    Self(IpAddr::V6(std::net::Ipv6Addr::new(
-                        s[0], s[1], s[2], s[3], 0, 0, 0, 0,
-                    )))
-                }
-            },
-        }
+        Self(ip.to_canonical())
     }
 }
 
@@ -532,16 +523,15 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_addresses_in_one_slash_64_share_a_counter() {
+    fn ipv6_hosts_in_one_slash_64_are_locked_one_by_one() {
         let mut t = LockoutTracker::new(LockoutConfig::default());
         let now = Instant::now();
-        for i in 1..=5 {
-            let a = ip(&format!("2001:db8:1:2::{i:x}"));
-            t.begin_attempt(a, now).unwrap();
-            t.record_failure(a, now);
-        }
-        assert!(t.check(ip("2001:db8:1:2:ffff::1"), now).is_err());
-        t.check(ip("2001:db8:1:3::1"), now).unwrap();
+        let guesser = ip("2001:db8:1:2::bad");
+        fail_n(&mut t, guesser, 5, now);
+        assert!(t.check(guesser, now).is_err());
+        // Its neighbours on the same LAN prefix may still log in.
+        t.check(ip("2001:db8:1:2::1"), now).unwrap();
+        t.check(ip("fe80::1"), now).unwrap();
         // IPv4-mapped IPv6 is the IPv4 address
         fail_n(&mut t, ip("192.0.2.9"), 5, now);
         assert!(t.check(ip("::ffff:192.0.2.9"), now).is_err());

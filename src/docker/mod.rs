@@ -6,7 +6,7 @@
 pub mod catalog;
 pub mod supervisor;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -136,18 +136,11 @@ pub enum Command {
 pub struct SupervisorHandle {
     tx: mpsc::Sender<Command>,
     state: watch::Receiver<Arc<Vec<ServiceStatus>>>,
-    /// Services an update is switching right now: self-healing leaves them
-    /// alone until the update is done or rolled back.
-    under_update: Arc<watch::Sender<BTreeSet<String>>>,
 }
 
 impl SupervisorHandle {
     pub fn new(tx: mpsc::Sender<Command>, state: watch::Receiver<Arc<Vec<ServiceStatus>>>) -> Self {
-        SupervisorHandle {
-            tx,
-            state,
-            under_update: Arc::new(watch::channel(BTreeSet::new()).0),
-        }
+        SupervisorHandle { tx, state }
     }
 
     /// A handle with no supervisor behind it: no services, every command
@@ -236,14 +229,6 @@ impl SupervisorHandle {
     }
     pub async fn image_overrides(&self) -> Result<BTreeMap<String, String>, SupervisorError> {
         self.ask(Command::ImageOverrides).await
-    }
-
-    /// Marks the services an update is switching (empty: none).
-    pub fn set_under_update(&self, services: BTreeSet<String>) {
-        self.under_update.send_replace(services);
-    }
-    pub fn under_update(&self) -> BTreeSet<String> {
-        self.under_update.borrow().clone()
     }
 
     pub async fn logs(

@@ -2,16 +2,14 @@
 //! directory, stale update staging and backups beyond the newest N in the
 //! state directory. Nothing else is ever deleted: only direct entries of
 //! those three directories, symlinks are removed as links (never followed),
-//! and staging and backups are left alone while an update is in progress.
-//! Also reads the update state the reboot checks need.
+//! and staging and backups are left alone while an update is in progress
+//! (the updater says so: `update::UpdateActivity`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::config::CleanupRules;
 
-/// The update state file inside `paths.state_dir` (written by the updater).
-pub const UPDATE_STATE_FILE: &str = "update_state.json";
 /// Update staging inside `paths.state_dir`.
 pub const UPDATES_DIR: &str = "updates";
 /// Backups inside `paths.state_dir`.
@@ -27,28 +25,6 @@ pub struct FileCleanup {
     pub errors: Vec<String>,
 }
 
-/// `None`: no update in progress. `Some(state)`: the updater's state is one
-/// other than idle/done/rolled_back/failed (or the file cannot be read, which
-/// counts as in progress: better to skip a cleanup or a reboot than to break
-/// an update).
-pub fn update_in_progress(state_dir: &Path) -> Option<String> {
-    let path = state_dir.join(UPDATE_STATE_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => return Some(format!("unreadable ({e})")),
-    };
-    let v: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => return Some(format!("unreadable ({e})")),
-    };
-    match v.get("state").and_then(|s| s.as_str()) {
-        Some("idle" | "done" | "rolled_back" | "failed") => None,
-        Some(other) => Some(other.to_string()),
-        None => Some("unreadable (no state)".into()),
-    }
-}
-
 /// `app.log.1`, `system.log.12`, anything ending in `.gz`.
 pub fn is_rotated_log(name: &str) -> bool {
     if name.ends_with(".gz") {
@@ -62,11 +38,13 @@ pub fn is_rotated_log(name: &str) -> bool {
     }
 }
 
-/// Deletes what `rules` allows under `log_dir` and `state_dir` as of `now`.
+/// Deletes what `rules` allows under `log_dir` and `state_dir` as of `now`;
+/// `update_in_progress` is the updater's answer (`UpdateActivity`).
 pub fn clean_files(
     log_dir: &Path,
     state_dir: &Path,
     rules: &CleanupRules,
+    update_in_progress: Option<&str>,
     now: SystemTime,
 ) -> FileCleanup {
     let mut out = FileCleanup::default();
@@ -83,7 +61,7 @@ pub fn clean_files(
             }
         }
     }
-    if let Some(state) = update_in_progress(state_dir) {
+    if let Some(state) = update_in_progress {
         out.skipped.push(format!(
             "update staging and backups: an update is in progress ({state})"
         ));
@@ -195,25 +173,5 @@ mod tests {
         ] {
             assert!(!is_rotated_log(no), "{no}");
         }
-    }
-
-    #[test]
-    fn update_state_decides_in_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(update_in_progress(dir.path()), None);
-        let f = dir.path().join(UPDATE_STATE_FILE);
-        for (state, busy) in [
-            ("idle", false),
-            ("done", false),
-            ("rolled_back", false),
-            ("failed", false),
-            ("migrating", true),
-            ("loading_images", true),
-        ] {
-            std::fs::write(&f, format!(r#"{{"state":"{state}","percent":3}}"#)).unwrap();
-            assert_eq!(update_in_progress(dir.path()).is_some(), busy, "{state}");
-        }
-        std::fs::write(&f, "{not json").unwrap();
-        assert!(update_in_progress(dir.path()).is_some());
     }
 }

@@ -30,6 +30,8 @@ pub struct RebootCtx {
     pub db: Db,
     pub metrics: Option<MetricsHub>,
     pub services: SupervisorHandle,
+    /// No reboot while the updater is busy.
+    pub update: crate::update::UpdateActivity,
     pub state_dir: PathBuf,
     pub proc_root: PathBuf,
 }
@@ -97,11 +99,7 @@ pub async fn quick_checks(ctx: &RebootCtx) -> Result<(), Refused> {
             ),
         ));
     }
-    let dir = ctx.state_dir.clone();
-    let update = tokio::task::spawn_blocking(move || super::cleanup::update_in_progress(&dir))
-        .await
-        .unwrap_or_else(|e| Some(format!("unknown ({e})")));
-    if let Some(state) = update {
+    if let Some(state) = ctx.update.in_progress() {
         return Err(refuse(
             "update_in_progress",
             format!("an update is in progress ({state})"),

@@ -68,8 +68,11 @@ pub struct HealingDeps {
     /// None: no readings (tests), the overload rules stay quiet.
     pub metrics: Option<MetricsHub>,
     pub db: Db,
-    /// `paths.state_dir`: update staging, backups, the update state.
+    /// `paths.state_dir`: update staging and backups.
     pub state_dir: PathBuf,
+    /// What the updater is doing: switched services are left alone, and no
+    /// cleanup of staging or reboot while it runs.
+    pub update: crate::update::UpdateActivity,
     /// `metrics.retention`: what the disk cleanup deletes at once.
     pub metrics_retention: Duration,
     /// `paths.proc_root`: the boot id that proves a reboot happened.
@@ -340,7 +343,7 @@ impl Loop {
     fn snapshot(&self, services: &[ServiceStatus]) -> Snapshot {
         let mut snap = Snapshot::new(self.now());
         // An update is switching these: it owns them until done or rolled back.
-        let under_update = self.deps.services.under_update();
+        let under_update = self.deps.update.switched();
         snap.services = services
             .iter()
             .filter(|s| !under_update.contains(&s.name))
@@ -359,8 +362,7 @@ impl Loop {
         snap.docker_up =
             services.is_empty() || services.iter().any(|s| s.state != ServiceState::Unknown);
         snap.db_up = self.deps.db.status().up;
-        snap.update_in_progress =
-            super::cleanup::update_in_progress(&self.deps.state_dir).is_some();
+        snap.update_in_progress = self.deps.update.in_progress().is_some();
         snap
     }
 
@@ -370,6 +372,7 @@ impl Loop {
             db: self.deps.db.clone(),
             metrics: self.deps.metrics.clone(),
             services: self.deps.services.clone(),
+            update: self.deps.update.clone(),
             state_dir: self.deps.state_dir.clone(),
             proc_root: self.deps.proc_root.clone(),
         }
@@ -628,8 +631,10 @@ impl Loop {
     async fn disk_cleanup(&self, ctx: &WorkerCtx) -> Outcome {
         let rules = self.deps.config.cleanup.clone();
         let (log_dir, state_dir) = (self.deps.log_dir.clone(), self.deps.state_dir.clone());
+        let update = self.deps.update.in_progress();
         let files = tokio::task::spawn_blocking(move || {
-            super::cleanup::clean_files(&log_dir, &state_dir, &rules, std::time::SystemTime::now())
+            let now = std::time::SystemTime::now();
+            super::cleanup::clean_files(&log_dir, &state_dir, &rules, update.as_deref(), now)
         })
         .await
         .unwrap_or_else(|e| super::cleanup::FileCleanup {

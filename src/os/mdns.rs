@@ -138,63 +138,34 @@ pub struct Published {
 /// (`docker*`, `br-*`, `veth*`); IPv4 and non-link-local IPv6.
 pub fn lan_addresses() -> Vec<LanAddress> {
     let mut out = BTreeSet::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below; every node
-    // is read only while the list is alive.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Vec::new();
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list returned by getifaddrs.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+    for a in crate::net::interface_addresses() {
+        if !a.is_up() || a.is_loopback() || !a.is_multicast() {
             continue;
         }
-        let flags = ifa.ifa_flags as libc::c_int;
-        if flags & libc::IFF_UP == 0
-            || flags & libc::IFF_LOOPBACK != 0
-            || flags & libc::IFF_MULTICAST == 0
-        {
-            continue;
-        }
-        // SAFETY: a NUL-terminated name owned by the list.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
         if ["docker", "br-", "veth"]
             .iter()
-            .any(|p| name.starts_with(p))
+            .any(|p| a.name.starts_with(p))
         {
             continue;
         }
-        // SAFETY: the family tells which sockaddr type the pointer refers to.
-        let address = match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
-            libc::AF_INET => {
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
-            }
-            libc::AF_INET6 => {
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                let a = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                if a.segments()[0] & 0xffc0 == 0xfe80 {
-                    continue;
-                }
-                IpAddr::V6(a)
-            }
-            _ => continue,
+        if let IpAddr::V6(v6) = a.address
+            && v6.segments()[0] & 0xffc0 == 0xfe80
+        {
+            continue;
+        }
+        let Ok(name) = std::ffi::CString::new(a.name) else {
+            continue;
         };
-        // SAFETY: ifa_name is a valid C string.
-        let index = unsafe { libc::if_nametoindex(ifa.ifa_name) };
+        // SAFETY: a valid NUL-terminated C string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
         if index == 0 {
             continue;
         }
         out.insert(LanAddress {
             interface: index as i32,
-            address,
+            address: a.address,
         });
     }
-    // SAFETY: the list from getifaddrs, freed once.
-    unsafe { libc::freeifaddrs(head) };
     out.into_iter().collect()
 }
 

@@ -154,7 +154,7 @@ impl Applier {
         if state.is_final() {
             // The run is over for every observer at once: whoever sees the
             // final state may upload or apply the next bundle.
-            self.deps().services.set_under_update(BTreeSet::new());
+            self.deps().activity.set_switched(BTreeSet::new());
             self.settle();
         }
         self.mirror(run).await;
@@ -254,11 +254,7 @@ impl Applier {
     /// The run is over: self-healing gets the switched services back, and
     /// the updater goes back to idle.
     fn release(&self) {
-        self.mgr
-            .inner
-            .deps
-            .services
-            .set_under_update(BTreeSet::new());
+        self.deps().activity.set_switched(BTreeSet::new());
         self.settle();
     }
 
@@ -455,7 +451,7 @@ impl Applier {
                 &format!("config {} installed", b.target.display()),
             );
         }
-        deps.services.set_under_update(run.plan.services());
+        deps.activity.set_switched(run.plan.services());
         for img in &run.plan.images {
             self.ctx.beat();
             deps.services
@@ -606,11 +602,7 @@ impl Applier {
     /// images and containers, configs, then the database. Ends in
     /// `rolled_back`, or `failed` (one critical event, no retry).
     async fn rollback(&self, run: &mut Run) -> anyhow::Result<()> {
-        self.mgr
-            .inner
-            .deps
-            .services
-            .set_under_update(run.plan.services());
+        self.deps().activity.set_switched(run.plan.services());
         self.transition(
             run,
             UpdateState::RollingBack,
@@ -644,11 +636,7 @@ impl Applier {
                 .await?;
             }
         }
-        self.mgr
-            .inner
-            .deps
-            .services
-            .set_under_update(BTreeSet::new());
+        self.deps().activity.set_switched(BTreeSet::new());
         Ok(())
     }
 
@@ -795,11 +783,7 @@ impl Applier {
             UpdateState::Verifying => {
                 self.wait_db().await?;
                 self.wait_supervisor().await?;
-                self.mgr
-                    .inner
-                    .deps
-                    .services
-                    .set_under_update(run.plan.services());
+                self.deps().activity.set_switched(run.plan.services());
                 match self.verify(&run).await {
                     Ok(()) => {
                         self.transition(&mut run, UpdateState::Done, "verified after the restart")

@@ -130,6 +130,8 @@ pub struct UpdateDeps {
     pub database_url: String,
     pub db: Db,
     pub services: SupervisorHandle,
+    /// Published here as the run goes; read by healing and the reboot checks.
+    pub activity: super::UpdateActivity,
 }
 
 impl UpdateDeps {
@@ -147,6 +149,7 @@ impl UpdateDeps {
             database_url: config.database.url.expose().to_string(),
             db: db.clone(),
             services: services.clone(),
+            activity: super::UpdateActivity::new(),
         }
     }
 }
@@ -523,8 +526,25 @@ impl UpdateManager {
         }
     }
 
-    /// Rebuilds the status from the phase, the run and the log.
+    /// What healing and the reboot checks read (see `update::activity`).
+    pub fn activity(&self) -> super::UpdateActivity {
+        self.inner.deps.activity.clone()
+    }
+
+    /// Rebuilds the status from the phase, the run and the log, and the
+    /// activity from the phase and the run.
     pub(crate) fn publish(&self) {
+        self.publish_status();
+        let status = self.inner.status.borrow().clone();
+        let busy = match *self.inner.phase.lock().unwrap() {
+            Phase::Receiving { .. } => Some(UpdateState::Uploading.as_str().to_owned()),
+            Phase::Applying => Some(status.state.as_str().to_owned()),
+            Phase::Idle | Phase::Pending(_) => None,
+        };
+        self.inner.deps.activity.set_in_progress(busy);
+    }
+
+    fn publish_status(&self) {
         let p = self.inner.persisted.lock().unwrap().clone();
         let phase_view = {
             let phase = self.inner.phase.lock().unwrap();

@@ -12,10 +12,12 @@ pub use manifest::Manifest;
 pub use semver::Version;
 pub use verify::{BundleError, VerifiedBundle, VerifyLimits, verify_bundle};
 
+pub mod activity;
 pub mod apply;
 pub mod backup;
 pub mod manager;
 pub mod state;
 
+pub use activity::{Activity, UpdateActivity};
 pub use manager::{Source, UpdateConfig, UpdateError, UpdateManager};
 pub use state::{UpdateCheck, UpdateState, UpdateStatus};

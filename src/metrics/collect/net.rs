@@ -3,8 +3,7 @@
 //! kept apart from `Probe` and tested only for its shape.
 
 use std::collections::BTreeMap;
-use std::ffi::CStr;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,46 +19,12 @@ pub struct NetInterface {
 /// Every interface that has at least one non-loopback address, sorted by name.
 /// An error from `getifaddrs` gives an empty list.
 pub fn network_interfaces() -> Vec<NetInterface> {
-    let mut raw: Vec<(String, IpAddr)> = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we own until freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Vec::new();
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null()
-            || ifa.ifa_name.is_null()
-            || ifa.ifa_flags & libc::IFF_LOOPBACK as libc::c_uint != 0
-        {
-            continue;
-        }
-        // SAFETY: ifa_addr is non-null and its family says which sockaddr it is.
-        let ip = unsafe {
-            match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()))
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
-                }
-                _ => continue,
-            }
-        };
-        // SAFETY: ifa_name is a non-null NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        raw.push((name, ip));
-    }
-    // SAFETY: `head` came from getifaddrs and is freed exactly once.
-    unsafe { libc::freeifaddrs(head) };
-    group_by_interface(raw)
+    group_by_interface(
+        crate::net::interface_addresses()
+            .into_iter()
+            .filter(|a| !a.is_loopback())
+            .map(|a| (a.name, a.address)),
+    )
 }
 
 /// Groups addresses by interface, drops loopback addresses, sorts.
