@@ -268,10 +268,11 @@ fn spawn_metrics(workers: &Workers, config: &Config, db: &Db) -> MetricsHub {
 
 /// Opens the secrets dir (creating the JWT key and, on first start, the
 /// initial admin password) and says where the initial password is, never
-/// what it is.
+/// what it is. Session writes the DB has not taken wait in the state dir.
 async fn open_auth(config: &Config) -> anyhow::Result<Arc<crate::auth::Auth>> {
     let cfg = crate::auth::AuthConfig {
         secrets_dir: config.paths.secrets_dir.clone(),
+        session_spool: Some(config.paths.state_dir.join(crate::auth::spool::SPOOL_FILE)),
         ..Default::default()
     };
     let (auth, created) = tokio::task::spawn_blocking(move || crate::auth::Auth::open(cfg))

@@ -106,8 +106,9 @@ fn user_agent(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// Logs in the admin. Unknown user, wrong password and a locked source all
-/// get the same message; a locked source gets 429 with `Retry-After`.
+/// Logs in the admin. Unknown user and wrong password get the same message;
+/// a locked source gets 429 with `Retry-After`, told it is locked whatever
+/// user name it tried.
 /// Sets `arasul_session` (HttpOnly, SameSite=Strict, Path=/api; under TLS
 /// `__Host-arasul_session`, Path=/, Secure)
 /// and `arasul_csrf` (readable, for the double submit).
@@ -159,27 +160,29 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Result<Respon
 
 fn login_error(e: &LoginError) -> ApiError {
     match e {
-        LoginError::InvalidCredentials(_) => match e.retry_after() {
-            Some(wait) => {
-                let mut err = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_attempts",
-                    e.to_string(),
-                );
-                err.retry_after_secs = Some(wait.as_secs().max(1));
-                err
-            }
-            None => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                e.to_string(),
-            ),
-        },
+        LoginError::InvalidCredentials(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            e.to_string(),
+        ),
+        LoginError::Locked(l) => too_many_attempts(l),
         LoginError::Internal(cause) => {
             tracing::error!(error = %format!("{cause:#}"), "login failed internally");
             ApiError::unavailable("auth_unavailable", e.to_string())
         }
     }
+}
+
+/// 429 for a locked source: says so and for how long, never whether the
+/// user name exists.
+fn too_many_attempts(l: &crate::auth::Locked) -> ApiError {
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        l.to_string(),
+    );
+    err.retry_after_secs = Some(l.retry_after_secs());
+    err
 }
 
 #[derive(Serialize, ToSchema)]
@@ -189,39 +192,66 @@ pub struct LogoutResponse {
     pub timestamp: DateTime<Utc>,
 }
 
-fn logged_out(revoked: usize, tls: bool) -> Response {
+/// The answer to a logout: the count and cleared cookies, or 503
+/// `revocation_not_saved` when the revocation holds in memory but could not
+/// be written to disk (a restart before the database takes it would undo it).
+fn logged_out(revoked: crate::auth::Revoked, tls: bool) -> Result<Response, ApiError> {
+    if let Some(e) = revoked.unsaved {
+        return Err(ApiError::unavailable(
+            "revocation_not_saved",
+            format!(
+                "revoked now, but not written to disk ({e:#}); until the database is back, a \
+                 restart of the daemon would undo it: free the disk and log out again"
+            ),
+        ));
+    }
     let mut resp = Json(LogoutResponse {
-        revoked,
+        revoked: revoked.count,
         timestamp: Utc::now(),
     })
     .into_response();
     clear_cookies(&mut resp, tls);
-    resp
+    Ok(resp)
+}
+
+/// Runs a logout (one small fsync'd write) off the async threads.
+async fn blocking_logout(
+    state: &AppState,
+    f: impl FnOnce(&crate::auth::Auth) -> crate::auth::Revoked + Send + 'static,
+) -> Result<crate::auth::Revoked, ApiError> {
+    let auth = state.auth.clone();
+    tokio::task::spawn_blocking(move || f(&auth))
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// Revokes the caller's session and clears the cookies.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
-    responses((status = 200, body = LogoutResponse)))]
+    responses((status = 200, body = LogoutResponse),
+        (status = 503, description = "`revocation_not_saved`: revoked, but not on disk", body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     uri: axum::http::Uri,
     session: AdminSession,
-) -> Response {
-    let jti = &session.verified.session.jti;
-    let n = state.auth.logout(jti, Some(session.ip), Now::current());
-    logged_out(usize::from(n), is_tls(&uri))
+) -> Result<Response, ApiError> {
+    let (jti, ip) = (session.verified.session.jti.clone(), session.ip);
+    let revoked =
+        blocking_logout(&state, move |a| a.logout(&jti, Some(ip), Now::current())).await?;
+    logged_out(revoked, is_tls(&uri))
 }
 
 /// Revokes every session, the caller's included.
 #[utoipa::path(post, path = "/api/auth/logout-all", tag = "auth",
-    responses((status = 200, body = LogoutResponse)))]
+    responses((status = 200, body = LogoutResponse),
+        (status = 503, description = "`revocation_not_saved`: revoked, but not on disk", body = ErrorBody)))]
 pub async fn logout_all(
     State(state): State<AppState>,
     uri: axum::http::Uri,
     session: AdminSession,
-) -> Response {
-    let n = state.auth.logout_all(Some(session.ip), Now::current());
-    logged_out(n, is_tls(&uri))
+) -> Result<Response, ApiError> {
+    let ip = session.ip;
+    let revoked = blocking_logout(&state, move |a| a.logout_all(Some(ip), Now::current())).await?;
+    logged_out(revoked, is_tls(&uri))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -276,15 +306,7 @@ pub async fn change_password(
             "wrong_current_password",
             "the current password is incorrect",
         )),
-        Err(ChangePasswordError::Locked(l)) => {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                "too many failed attempts, retry later",
-            );
-            e.retry_after_secs = Some(l.retry_after.as_secs().max(1));
-            Err(e)
-        }
+        Err(ChangePasswordError::Locked(l)) => Err(too_many_attempts(&l)),
         Err(ChangePasswordError::Policy(v)) => Err(ApiError::unprocessable(
             "password_policy",
             v.iter()

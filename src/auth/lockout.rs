@@ -6,7 +6,8 @@
 //! 1 min, doubling with each further lockout up to 15 min. A success resets
 //! the source. A source is one address, IPv6 included (see [`SourceKey`]).
 //! Concurrent attempts are reserved up front (`begin_attempt`), so firing
-//! 200 requests at once does not get 200 guesses past a limit of 5.
+//! 200 requests at once does not get 200 guesses past a limit of 5; an
+//! [`Attempt`] releases its reservation however its caller ends.
 //!
 //! Per account: at most 100 failures in any sliding hour, whatever their
 //! source. Beyond that the account is closed to *suspect* sources only, so an
@@ -27,6 +28,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -92,11 +94,24 @@ pub enum LockScope {
     InFlight,
 }
 
+/// A refused attempt. `Display` is what the client is told: what happened
+/// and for how long, the same whatever the scope and whatever user name was
+/// tried (the lock is checked before the name is looked at), so it reveals
+/// nothing about the account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("login locked ({scope:?}), retry after {retry_after:?}")]
+#[error("too many failed attempts from this address: locked, retry in {} s", self.retry_after_secs())]
 pub struct Locked {
     pub retry_after: Duration,
     pub scope: LockScope,
+}
+
+impl Locked {
+    /// Whole seconds to wait, rounded up and at least 1 (for `Retry-After`:
+    /// a client retrying after a rounded-down value would still be locked).
+    pub fn retry_after_secs(&self) -> u64 {
+        let d = self.retry_after;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
 }
 
 /// What a recorded failure changed, for audit.
@@ -134,6 +149,63 @@ impl SourceState {
         self.locked_until
             .filter(|until| *until > now)
             .map(|until| until - now)
+    }
+}
+
+/// A reservation made by [`LockoutTracker::begin_attempt`] on a shared
+/// tracker, released on drop unless an outcome was recorded. The caller may
+/// be dropped at any await (the client went away and axum dropped the
+/// handler mid-hash): a leaked reservation would count as an attempt in
+/// flight for good and lock the source out until a restart.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    tracker: &'a Mutex<LockoutTracker>,
+    ip: IpAddr,
+    settled: bool,
+}
+
+fn lock(tracker: &Mutex<LockoutTracker>) -> MutexGuard<'_, LockoutTracker> {
+    tracker.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<'a> Attempt<'a> {
+    pub fn begin(
+        tracker: &'a Mutex<LockoutTracker>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Result<Self, Locked> {
+        lock(tracker).begin_attempt(ip, now)?;
+        Ok(Self {
+            tracker,
+            ip,
+            settled: false,
+        })
+    }
+
+    /// See [`LockoutTracker::record_failure`].
+    pub fn failure(mut self, now: Instant) -> FailureOutcome {
+        self.settled = true;
+        lock(self.tracker).record_failure(self.ip, now)
+    }
+
+    /// See [`LockoutTracker::record_source_failure`].
+    pub fn source_failure(mut self, now: Instant) -> FailureOutcome {
+        self.settled = true;
+        lock(self.tracker).record_source_failure(self.ip, now)
+    }
+
+    /// See [`LockoutTracker::record_success`].
+    pub fn success(mut self, now: Instant) {
+        self.settled = true;
+        lock(self.tracker).record_success(self.ip, now);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            lock(self.tracker).end_attempt(self.ip);
+        }
     }
 }
 
@@ -477,6 +549,47 @@ mod tests {
         assert_eq!(err.scope, LockScope::InFlight);
         t.end_attempt(a);
         t.begin_attempt(a, now).unwrap();
+    }
+
+    #[test]
+    fn an_attempt_dropped_without_an_outcome_releases_its_reservation() {
+        let t = Mutex::new(LockoutTracker::new(LockoutConfig::default()));
+        let now = Instant::now();
+        let a = ip("203.0.113.8");
+        for _ in 0..10 {
+            drop(Attempt::begin(&t, a, now).unwrap());
+        }
+        let held: Vec<Attempt> = (0..5)
+            .map(|_| Attempt::begin(&t, a, now).unwrap())
+            .collect();
+        assert_eq!(
+            Attempt::begin(&t, a, now).unwrap_err().scope,
+            LockScope::InFlight
+        );
+        // Settled attempts are not released twice.
+        for attempt in held {
+            attempt.failure(now);
+        }
+        assert_eq!(t.lock().unwrap().sources[&SourceKey::from(a)].in_flight, 0);
+        assert_eq!(
+            Attempt::begin(&t, a, now).unwrap_err().scope,
+            LockScope::Source
+        );
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let l = |ms| Locked {
+            retry_after: Duration::from_millis(ms),
+            scope: LockScope::Source,
+        };
+        assert_eq!(l(60_000).retry_after_secs(), 60);
+        assert_eq!(l(59_001).retry_after_secs(), 60);
+        assert_eq!(l(0).retry_after_secs(), 1);
+        assert_eq!(
+            l(59_001).to_string(),
+            "too many failed attempts from this address: locked, retry in 60 s"
+        );
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! secrets they live on. Knows no HTTP (no axum types) and no SQL: what must
 //! be persisted leaves as plain data (`drain_session_writes`, `drain_audit`)
 //! and everything needed to log in works from memory and the secrets dir
-//! while the DB is down.
+//! while the DB is down (`durable.rs`: what outlives a restart meanwhile).
 
+mod durable;
 pub mod lockout;
 pub mod password;
+pub mod revocation;
 pub mod secrets;
 pub mod session;
+pub mod spool;
 pub mod token;
 
 use std::collections::VecDeque;
@@ -21,11 +24,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use lockout::{FailureOutcome, LockScope, Locked, LockoutConfig, LockoutTracker};
+pub use durable::SpoolSync;
+pub use lockout::{Attempt, FailureOutcome, LockScope, Locked, LockoutConfig, LockoutTracker};
 pub use password::{
     DEFAULT_HASH_CONCURRENCY, HashParams, Hasher, PasswordPolicy, PasswordRequirements, PolicyCode,
     PolicyViolation,
 };
+pub use revocation::RevocationMark;
 pub use secrets::{Secret, SecretsDir};
 pub use session::{SessionRecord, SessionStore, SessionWrite};
 pub use token::{Claims, TokenCodec, TokenError};
@@ -76,6 +81,9 @@ pub struct AuthConfig {
     pub max_sessions: usize,
     /// Audit events kept while nobody drains them; the oldest are dropped.
     pub max_audit_events: usize,
+    /// Where session writes wait on disk for the DB (the daemon's
+    /// `state_dir/auth-session-spool.json`); None keeps them in memory only.
+    pub session_spool: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -89,6 +97,7 @@ impl Default for AuthConfig {
             lockout: LockoutConfig::default(),
             max_sessions: session::DEFAULT_MAX_SESSIONS,
             max_audit_events: 10_000,
+            session_spool: None,
         }
     }
 }
@@ -113,6 +122,15 @@ pub struct AuditEvent {
     pub ip: Option<IpAddr>,
     pub detail: String,
     pub at: DateTime<Utc>,
+}
+
+/// What a logout did: sessions revoked now (in memory), and, if it could
+/// not be written to disk, why (a restart before the database takes it
+/// would undo it).
+#[derive(Debug)]
+pub struct Revoked {
+    pub count: usize,
+    pub unsaved: Option<anyhow::Error>,
 }
 
 /// A successful login.
@@ -153,11 +171,15 @@ impl std::fmt::Display for LoginFailure {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
-    /// Unknown user, wrong password and lockout look the same to the client
-    /// (`Display` is the generic message); the HTTP layer may add 429 and
-    /// `Retry-After` when [`LoginError::retry_after`] is set.
+    /// Unknown user and wrong password look the same to the client
+    /// (`Display` is the generic message).
     #[error("invalid username or password")]
     InvalidCredentials(LoginFailure),
+    /// The source may not try now (`Display` says so and for how long; the
+    /// HTTP layer adds 429 and `Retry-After`). Decided before the user name
+    /// is looked at, so it is the same for an unknown user.
+    #[error(transparent)]
+    Locked(Locked),
     #[error("login is temporarily unavailable")]
     Internal(#[source] anyhow::Error),
 }
@@ -165,7 +187,7 @@ pub enum LoginError {
 impl LoginError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            LoginError::InvalidCredentials(LoginFailure::Locked(l)) => Some(l.retry_after),
+            LoginError::Locked(l) => Some(l.retry_after),
             _ => None,
         }
     }
@@ -173,6 +195,7 @@ impl LoginError {
     pub fn failure(&self) -> Option<LoginFailure> {
         match self {
             LoginError::InvalidCredentials(f) => Some(*f),
+            LoginError::Locked(l) => Some(LoginFailure::Locked(*l)),
             LoginError::Internal(_) => None,
         }
     }
@@ -189,7 +212,7 @@ pub struct Verified {
 pub enum ChangePasswordError {
     #[error("current password is incorrect")]
     WrongCurrentPassword,
-    #[error("too many failed attempts, retry later")]
+    #[error(transparent)]
     Locked(Locked),
     #[error("the new password does not meet the requirements")]
     Policy(Vec<PolicyViolation>),
@@ -232,6 +255,7 @@ pub struct Auth {
     audit: Mutex<AuditQueue>,
     /// Serialises password changes end to end (they await argon2 and disk).
     change_guard: tokio::sync::Mutex<()>,
+    spool: Option<spool::SessionSpool>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -261,9 +285,10 @@ impl Auth {
     /// Opens the secrets dir, creating what is missing: `jwt.key`, and on
     /// first start an initial admin password (plaintext file + hash). Returns
     /// the path of the initial-password file when this call created it, so
-    /// the caller can tell the operator where to look. Blocking (file I/O,
-    /// possibly one argon2 hash): call it before serving or in
-    /// `spawn_blocking`.
+    /// the caller can tell the operator where to look. Takes up the
+    /// revocation mark and the session spool a previous run left (a broken
+    /// one is logged, not fatal). Blocking (file I/O, possibly one argon2
+    /// hash): call it before serving or in `spawn_blocking`.
     pub fn open(cfg: AuthConfig) -> anyhow::Result<(Auth, Option<PathBuf>)> {
         let secrets = SecretsDir::open(&cfg.secrets_dir)?;
         let (key, origin) = secrets.load_or_create_jwt_key()?;
@@ -314,8 +339,10 @@ impl Auth {
             lockout: Mutex::new(LockoutTracker::new(cfg.lockout.clone())),
             audit: Mutex::new(AuditQueue::default()),
             change_guard: tokio::sync::Mutex::new(()),
+            spool: cfg.session_spool.map(spool::SessionSpool::new),
             secrets,
         };
+        auth.restore_durable_state(Utc::now());
         Ok((auth, created))
     }
 
@@ -344,11 +371,14 @@ impl Auth {
         user_agent: Option<&str>,
         now: Now,
     ) -> Result<LoginOk, LoginError> {
-        if let Err(locked) = lock(&self.lockout).begin_attempt(ip, now.mono) {
-            let failure = LoginFailure::Locked(locked);
-            self.audit(AuditKind::LoginFailure, Some(ip), failure.to_string(), now);
-            return Err(LoginError::InvalidCredentials(failure));
-        }
+        let attempt = match Attempt::begin(&self.lockout, ip, now.mono) {
+            Ok(attempt) => attempt,
+            Err(locked) => {
+                let failure = LoginFailure::Locked(locked);
+                self.audit(AuditKind::LoginFailure, Some(ip), failure.to_string(), now);
+                return Err(LoginError::Locked(locked));
+            }
+        };
         let is_admin = username == ADMIN_USERNAME;
         let ok = if password.len() > MAX_PASSWORD_BYTES {
             false
@@ -360,21 +390,15 @@ impl Auth {
                 .await
             {
                 Ok(ok) => ok,
-                Err(e) => {
-                    lock(&self.lockout).end_attempt(ip);
-                    return Err(LoginError::Internal(e));
-                }
+                Err(e) => return Err(LoginError::Internal(e)),
             }
         };
 
         if !ok {
-            let outcome = {
-                let mut lockout = lock(&self.lockout);
-                if is_admin {
-                    lockout.record_failure(ip, now.mono)
-                } else {
-                    lockout.record_source_failure(ip, now.mono)
-                }
+            let outcome = if is_admin {
+                attempt.failure(now.mono)
+            } else {
+                attempt.source_failure(now.mono)
             };
             let failure = if is_admin {
                 LoginFailure::WrongPassword
@@ -386,11 +410,17 @@ impl Auth {
             return Err(LoginError::InvalidCredentials(failure));
         }
 
-        lock(&self.lockout).record_success(ip, now.mono);
+        attempt.success(now.mono);
         let (token, claims) = self.tokens.issue(now.wall).map_err(LoginError::Internal)?;
         let expires_at = claims.expires_at();
-        let record = SessionRecord::new(claims.jti.clone(), ip, user_agent, now.wall, expires_at);
-        lock(&self.sessions).insert(record.clone(), now.wall);
+        let record = {
+            let mut sessions = lock(&self.sessions);
+            let created_at = sessions.issue_time(now.wall);
+            let record =
+                SessionRecord::new(claims.jti.clone(), ip, user_agent, created_at, expires_at);
+            sessions.insert(record.clone(), now.wall);
+            record
+        };
         let must_change_password = self.must_change_password();
         self.audit(
             AuditKind::LoginSuccess,
@@ -418,23 +448,38 @@ impl Auth {
         Ok(Verified { claims, session })
     }
 
-    /// Revokes one session; true if it was live.
-    pub fn logout(&self, jti: &str, ip: Option<IpAddr>, now: Now) -> bool {
+    /// Revokes one session (`count` 1 if it was live). The revocation is in
+    /// the spool before this returns (blocking: one small fsync'd write), so a
+    /// restart while the DB is down does not bring the session back.
+    pub fn logout(&self, jti: &str, ip: Option<IpAddr>, now: Now) -> Revoked {
         let revoked = lock(&self.sessions).revoke(jti, now.wall);
+        let unsaved = self.sync_spool(SpoolSync::Always).err();
+        if let Some(e) = &unsaved {
+            tracing::error!(error = %format!("{e:#}"), "logout not spooled: until the database takes it, a restart would bring the session back");
+        }
         self.audit(AuditKind::Logout, ip, format!("session {jti}"), now);
-        revoked
+        Revoked {
+            count: usize::from(revoked),
+            unsaved,
+        }
     }
 
-    /// Revokes every session, the caller's included; returns how many were live.
-    pub fn logout_all(&self, ip: Option<IpAddr>, now: Now) -> usize {
+    /// Revokes every session, the caller's included; says how many were
+    /// live. The revocation mark is on disk before this returns (blocking:
+    /// one small fsync'd write), or `unsaved` says why not.
+    pub fn logout_all(&self, ip: Option<IpAddr>, now: Now) -> Revoked {
         let n = lock(&self.sessions).revoke_all(now.wall, None);
+        let unsaved = self.persist_mark().err();
+        if let Some(e) = &unsaved {
+            tracing::error!(error = %format!("{e:#}"), "logout-all not saved: a restart while the database is down would bring the sessions back");
+        }
         self.audit(
             AuditKind::LogoutAll,
             ip,
             format!("{n} sessions revoked"),
             now,
         );
-        n
+        Revoked { count: n, unsaved }
     }
 
     /// Changes the admin password after checking the current one (failures
@@ -450,15 +495,18 @@ impl Auth {
         now: Now,
     ) -> Result<PasswordChanged, ChangePasswordError> {
         let _guard = self.change_guard.lock().await;
-        if let Err(locked) = lock(&self.lockout).begin_attempt(ip, now.mono) {
-            self.audit(
-                AuditKind::PasswordChangeFailure,
-                Some(ip),
-                LoginFailure::Locked(locked).to_string(),
-                now,
-            );
-            return Err(ChangePasswordError::Locked(locked));
-        }
+        let attempt = match Attempt::begin(&self.lockout, ip, now.mono) {
+            Ok(attempt) => attempt,
+            Err(locked) => {
+                self.audit(
+                    AuditKind::PasswordChangeFailure,
+                    Some(ip),
+                    LoginFailure::Locked(locked).to_string(),
+                    now,
+                );
+                return Err(ChangePasswordError::Locked(locked));
+            }
+        };
         let stored = lock(&self.credentials).hash.clone();
         let ok = if current.len() > MAX_PASSWORD_BYTES {
             false
@@ -469,14 +517,11 @@ impl Auth {
                 .await
             {
                 Ok(ok) => ok,
-                Err(e) => {
-                    lock(&self.lockout).end_attempt(ip);
-                    return Err(ChangePasswordError::Internal(e));
-                }
+                Err(e) => return Err(ChangePasswordError::Internal(e)),
             }
         };
         if !ok {
-            let outcome = lock(&self.lockout).record_failure(ip, now.mono);
+            let outcome = attempt.failure(now.mono);
             self.audit(
                 AuditKind::PasswordChangeFailure,
                 Some(ip),
@@ -486,7 +531,7 @@ impl Auth {
             self.audit_lockout(ip, outcome, now);
             return Err(ChangePasswordError::WrongCurrentPassword);
         }
-        lock(&self.lockout).record_success(ip, now.mono);
+        attempt.success(now.mono);
         self.apply_new_password(new, Some(ip), keep_session, now)
             .await
     }
@@ -564,7 +609,21 @@ impl Auth {
             creds.history = new_history;
             creds.must_change = false;
         }
-        let revoked = lock(&self.sessions).revoke_all(now.wall, keep_session);
+        let (revoked, mark) = {
+            let mut sessions = lock(&self.sessions);
+            // A caller revoked meanwhile (a logout-all while this ran) is not kept.
+            let keep = keep_session.filter(|jti| sessions.check(jti, now.wall).is_ok());
+            let n = sessions.revoke_all(now.wall, keep);
+            (n, sessions.mark().clone())
+        };
+        let secrets = self.secrets.clone();
+        let saved = tokio::task::spawn_blocking(move || secrets.add_revocation_mark(&mark))
+            .await
+            .context("revocation mark task failed")
+            .and_then(|r| r);
+        if let Err(e) = saved {
+            tracing::error!(error = %format!("{e:#}"), "password changed but the revocation was not saved: a restart while the database is down would bring the old sessions back");
+        }
         self.audit(
             AuditKind::PasswordChange,
             ip,
@@ -577,11 +636,13 @@ impl Auth {
         })
     }
 
-    /// Re-reads `admin.hash`, the history and the initial-password flag,
-    /// e.g. on SIGHUP after `arasuld admin set-password` ran in another
-    /// process. If the hash changed, every session is revoked. Returns
-    /// whether it changed. Blocking file reads (small).
+    /// Re-reads `admin.hash`, the history, the initial-password flag and
+    /// the revocation mark, e.g. on SIGHUP after `arasuld admin
+    /// set-password` ran in another process. If the hash changed, every
+    /// session is revoked. Returns whether it changed. Blocking file reads
+    /// (small).
     pub fn reload_credentials(&self, now: Now) -> anyhow::Result<bool> {
+        self.take_up_mark(now.wall);
         let path = self.secrets.admin_hash_path();
         let hash = self
             .secrets
@@ -603,6 +664,9 @@ impl Auth {
         };
         if changed {
             let n = lock(&self.sessions).revoke_all(now.wall, None);
+            if let Err(e) = self.persist_mark() {
+                tracing::error!(error = %format!("{e:#}"), "revocation not saved");
+            }
             self.audit(
                 AuditKind::PasswordChange,
                 None,
@@ -623,10 +687,15 @@ impl Auth {
         lock(&self.sessions).load(rows, now.wall);
     }
 
-    /// Session changes to persist, in order. Hand back what could not be
-    /// written with [`Auth::restore_session_writes`].
+    /// Session changes to persist, in order. Confirm them with
+    /// [`Auth::session_writes_persisted`] or hand them back with
+    /// [`Auth::restore_session_writes`]; the spool keeps them until then.
     pub fn drain_session_writes(&self) -> Vec<SessionWrite> {
         lock(&self.sessions).drain_pending()
+    }
+
+    pub fn session_writes_persisted(&self) {
+        lock(&self.sessions).persisted();
     }
 
     pub fn restore_session_writes(&self, writes: Vec<SessionWrite>) {
@@ -713,364 +782,4 @@ impl Auth {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    const FAST: HashParams = HashParams {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    };
-
-    fn mode(p: &std::path::Path) -> u32 {
-        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-    }
-
-    fn cfg(dir: &std::path::Path, params: HashParams) -> AuthConfig {
-        AuthConfig {
-            secrets_dir: dir.join("secrets"),
-            hash_params: params,
-            ..AuthConfig::default()
-        }
-    }
-
-    fn initial_password(auth: &Auth) -> String {
-        std::fs::read_to_string(auth.secrets().initial_password_path())
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    /// A fresh instance with cheap argon2 and a known password set.
-    async fn fast_auth(dir: &std::path::Path) -> (Auth, String) {
-        let (auth, _) = Auth::open(cfg(dir, FAST)).unwrap();
-        let initial = initial_password(&auth);
-        (auth, initial)
-    }
-
-    #[tokio::test]
-    async fn first_open_creates_secrets_and_second_open_reuses_them() {
-        let tmp = tempfile::tempdir().unwrap();
-        let config = cfg(tmp.path(), HashParams::default());
-        let (auth, created) = Auth::open(config.clone()).unwrap();
-        let s = auth.secrets().clone();
-        assert_eq!(
-            created.as_deref(),
-            Some(s.initial_password_path().as_path())
-        );
-        assert_eq!(mode(s.path()), 0o700);
-        for p in [
-            s.jwt_key_path(),
-            s.admin_hash_path(),
-            s.initial_password_path(),
-            s.history_path(),
-        ] {
-            assert_eq!(mode(&p), 0o600, "{}", p.display());
-        }
-        assert!(std::fs::read(s.jwt_key_path()).unwrap().len() >= 32);
-        let hash = s.read_admin_hash().unwrap().unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        let initial = initial_password(&auth);
-        assert!(initial.len() >= 20);
-        assert!(auth.must_change_password());
-        let key = std::fs::read(s.jwt_key_path()).unwrap();
-        drop(auth);
-
-        let (again, created) = Auth::open(config).unwrap();
-        assert_eq!(created, None);
-        assert_eq!(again.secrets().read_admin_hash().unwrap().unwrap(), hash);
-        assert_eq!(std::fs::read(s.jwt_key_path()).unwrap(), key);
-        assert_eq!(initial_password(&again), initial);
-        assert!(again.must_change_password());
-
-        // The real-cost hash logs in, and the token carries the session.
-        let now = Now::current();
-        let ok = again
-            .login("admin", &initial, ip("192.168.1.2"), Some("test"), now)
-            .await
-            .unwrap();
-        assert!(ok.must_change_password);
-        assert_eq!(ok.expires_at.timestamp(), now.wall.timestamp() + 24 * 3600);
-        let v = again.verify(ok.token.expose(), now).unwrap();
-        assert_eq!(v.session.jti, ok.session.jti);
-        assert_eq!(v.claims.sub, "admin");
-    }
-
-    #[tokio::test]
-    async fn wrong_password_unknown_user_and_lockout_give_the_same_generic_error() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (auth, initial) = fast_auth(tmp.path()).await;
-        let now = Now::current();
-        let a = ip("203.0.113.9");
-
-        let wrong = auth.login("admin", "nope", a, None, now).await.unwrap_err();
-        let unknown = auth
-            .login("root", &initial, a, None, now)
-            .await
-            .unwrap_err();
-        assert_eq!(wrong.to_string(), "invalid username or password");
-        assert_eq!(unknown.to_string(), wrong.to_string());
-        assert_eq!(wrong.failure(), Some(LoginFailure::WrongPassword));
-        assert_eq!(unknown.failure(), Some(LoginFailure::UnknownUser));
-        for _ in 0..3 {
-            auth.login("admin", "nope", a, None, now).await.unwrap_err();
-        }
-        // Locked: even the right password is refused, with the same message.
-        let locked = auth
-            .login("admin", &initial, a, None, now)
-            .await
-            .unwrap_err();
-        assert_eq!(locked.to_string(), wrong.to_string());
-        assert_eq!(locked.retry_after(), Some(Duration::from_secs(60)));
-
-        // Another address is unaffected.
-        auth.login("admin", &initial, ip("192.168.1.2"), None, now)
-            .await
-            .unwrap();
-        // The lock expires.
-        auth.login(
-            "admin",
-            &initial,
-            a,
-            None,
-            now.after(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
-
-        let audit = auth.drain_audit();
-        let kinds: Vec<AuditKind> = audit.iter().map(|e| e.kind).collect();
-        assert!(kinds.contains(&AuditKind::Lockout));
-        assert_eq!(
-            kinds
-                .iter()
-                .filter(|k| **k == AuditKind::LoginSuccess)
-                .count(),
-            2
-        );
-        let json = serde_json::to_string(&audit).unwrap();
-        assert!(!json.contains(&initial) && !json.contains("nope"));
-    }
-
-    #[tokio::test]
-    async fn account_cap_does_not_lock_out_a_clean_or_known_good_address() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut config = cfg(tmp.path(), FAST);
-        config.lockout.account_max_failures = 4;
-        let (auth, _) = Auth::open(config).unwrap();
-        let pw = initial_password(&auth);
-        let now = Now::current();
-        let home = ip("192.168.1.10");
-        auth.login("admin", &pw, home, None, now).await.unwrap();
-
-        for i in 0..4 {
-            let attacker = ip(&format!("198.51.100.{i}"));
-            auth.login("admin", "guess", attacker, None, now)
-                .await
-                .unwrap_err();
-        }
-        // A suspect address is refused even with the right password ...
-        let e = auth
-            .login("admin", &pw, ip("198.51.100.1"), None, now)
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            e.failure(),
-            Some(LoginFailure::Locked(Locked {
-                scope: LockScope::Account,
-                ..
-            }))
-        ));
-        // ... the known-good and a clean address are not.
-        auth.login("admin", &pw, home, None, now).await.unwrap();
-        auth.login("admin", &pw, ip("10.1.1.1"), None, now)
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn change_password_applies_policy_and_history_and_revokes_other_sessions() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (auth, initial) = fast_auth(tmp.path()).await;
-        let now = Now::current();
-        let a = ip("192.168.1.2");
-        let mine = auth.login("admin", &initial, a, None, now).await.unwrap();
-        let other = auth.login("admin", &initial, a, None, now).await.unwrap();
-
-        // Policy violations are listed.
-        match auth
-            .change_password(&initial, "short", a, Some(&mine.session.jti), now)
-            .await
-        {
-            Err(ChangePasswordError::Policy(v)) => {
-                let codes: Vec<PolicyCode> = v.iter().map(|v| v.code).collect();
-                assert!(codes.contains(&PolicyCode::TooShort));
-                assert!(codes.contains(&PolicyCode::MissingUppercase));
-            }
-            r => panic!("{r:?}"),
-        }
-        // The current (initial) password cannot be reused.
-        assert!(matches!(
-            auth.change_password(&initial, &initial, a, None, now).await,
-            Err(ChangePasswordError::Policy(v)) if v[0].code == PolicyCode::RecentlyUsed
-        ));
-        assert!(matches!(
-            auth.change_password("wrong", "New-Password-001", a, None, now)
-                .await,
-            Err(ChangePasswordError::WrongCurrentPassword)
-        ));
-
-        let done = auth
-            .change_password(
-                &initial,
-                "New-Password-001",
-                a,
-                Some(&mine.session.jti),
-                now,
-            )
-            .await
-            .unwrap();
-        assert_eq!(done.revoked_sessions, 1);
-        assert_eq!(
-            done.removed_initial_password.as_deref(),
-            Some(auth.secrets().initial_password_path().as_path())
-        );
-        assert!(!auth.secrets().initial_password_exists());
-        assert!(!auth.must_change_password());
-        auth.verify(mine.token.expose(), now).unwrap();
-        assert_eq!(
-            auth.verify(other.token.expose(), now).unwrap_err(),
-            TokenError::Revoked
-        );
-        auth.login("admin", &initial, a, None, now)
-            .await
-            .unwrap_err();
-        let ok = auth
-            .login("admin", "New-Password-001", a, None, now)
-            .await
-            .unwrap();
-        assert!(!ok.must_change_password);
-
-        // Four more changes: the last five are refused, the sixth-oldest is not.
-        let pw = |i: u32| format!("New-Password-{i:03}");
-        for i in 2..=5 {
-            auth.change_password(&pw(i - 1), &pw(i), a, None, now)
-                .await
-                .unwrap();
-        }
-        for i in 1..=5 {
-            assert!(
-                matches!(
-                    auth.change_password(&pw(5), &pw(i), a, None, now).await,
-                    Err(ChangePasswordError::Policy(v)) if v[0].code == PolicyCode::RecentlyUsed
-                ),
-                "{i}"
-            );
-        }
-        auth.change_password(&pw(5), &initial, a, None, now)
-            .await
-            .unwrap();
-
-        // Persisted: a reopened instance knows the new password and history.
-        drop(auth);
-        let (again, created) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
-        assert_eq!(created, None);
-        assert!(!again.must_change_password());
-        assert_eq!(again.secrets().read_history().unwrap().len(), 5);
-        again.login("admin", &initial, a, None, now).await.unwrap();
-        let json = serde_json::to_string(&again.drain_audit()).unwrap();
-        assert!(!json.contains("New-Password"));
-    }
-
-    #[tokio::test]
-    async fn logout_and_logout_all_revoke_tokens_and_queue_db_writes() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (auth, pw) = fast_auth(tmp.path()).await;
-        let now = Now::current();
-        let a = ip("192.168.1.2");
-        let one = auth
-            .login("admin", &pw, a, Some("ua-1"), now)
-            .await
-            .unwrap();
-        let two = auth
-            .login("admin", &pw, a, Some("ua-2"), now)
-            .await
-            .unwrap();
-        let three = auth.login("admin", &pw, a, None, now).await.unwrap();
-        assert_eq!(auth.sessions(now).len(), 3);
-
-        let later = now.after(Duration::from_secs(5));
-        assert!(auth.logout(&one.session.jti, Some(a), later));
-        assert_eq!(
-            auth.verify(one.token.expose(), later).unwrap_err(),
-            TokenError::Revoked
-        );
-        let v = auth.verify(two.token.expose(), later).unwrap();
-        assert_eq!(v.session.last_activity, later.wall);
-
-        let writes = auth.drain_session_writes();
-        assert_eq!(writes.len(), 3, "{writes:?}");
-        assert_eq!(auth.logout_all(Some(a), later), 2);
-        assert!(auth.verify(three.token.expose(), later).is_err());
-        assert!(matches!(
-            auth.drain_session_writes().as_slice(),
-            [SessionWrite::RevokeAll { except: None, .. }]
-        ));
-        assert!(auth.sessions(later).is_empty());
-
-        // A token whose session this process never saw (restart, DB down).
-        let (fresh, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
-        assert_eq!(
-            fresh.verify(two.token.expose(), later).unwrap_err(),
-            TokenError::UnknownSession
-        );
-        // Expired tokens are refused as such.
-        let ok = auth.login("admin", &pw, a, None, now).await.unwrap();
-        assert_eq!(
-            auth.verify(ok.token.expose(), now.after(Duration::from_secs(25 * 3600)))
-                .unwrap_err(),
-            TokenError::Expired
-        );
-    }
-
-    #[tokio::test]
-    async fn password_set_by_another_process_is_picked_up_on_reload() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (daemon, initial) = fast_auth(tmp.path()).await;
-        let now = Now::current();
-        let a = ip("192.168.1.2");
-        let s = daemon.login("admin", &initial, a, None, now).await.unwrap();
-
-        // `arasuld admin set-password`: its own instance on the same dir.
-        let (cli, _) = Auth::open(cfg(tmp.path(), FAST)).unwrap();
-        cli.set_password("Reset-By-Root-42", now).await.unwrap();
-
-        assert!(daemon.reload_credentials(now).unwrap());
-        assert!(!daemon.must_change_password());
-        assert_eq!(
-            daemon.verify(s.token.expose(), now).unwrap_err(),
-            TokenError::Revoked
-        );
-        daemon
-            .login("admin", "Reset-By-Root-42", a, None, now)
-            .await
-            .unwrap();
-        assert!(!daemon.reload_credentials(now).unwrap());
-    }
-
-    #[test]
-    fn unusable_admin_hash_is_refused_with_its_path() {
-        let tmp = tempfile::tempdir().unwrap();
-        let config = cfg(tmp.path(), FAST);
-        let s = SecretsDir::open(&config.secrets_dir).unwrap();
-        s.write_admin_hash("plaintext-password").unwrap();
-        let err = format!("{:#}", Auth::open(config).unwrap_err());
-        assert!(err.contains("admin.hash"), "{err}");
-        assert!(!err.contains("plaintext-password"), "{err}");
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
 //! The secrets directory (`/etc/arasul/secrets`, 0700, files 0600): the JWT
-//! key, the admin password hash, its history and the initial password.
+//! key, the admin password hash, its history, the initial password and the
+//! revocation mark.
 //! Everything is written atomically (temp file, fsync, rename, fsync dir).
 //! Functions return paths for logging, never the secret itself.
 
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rand::Rng;
+
+use super::revocation::RevocationMark;
 
 /// Minimum length of the HMAC key in `jwt.key`.
 pub const MIN_JWT_KEY_LEN: usize = 32;
@@ -28,6 +31,9 @@ pub const ADMIN_HASH_FILE: &str = "admin.hash";
 pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
 /// The last few admin password hashes (PHC strings, newest first, one a line).
 pub const PASSWORD_HISTORY_FILE: &str = "password-history";
+/// The [`RevocationMark`] as JSON: sessions created at or before its instant
+/// are refused, whatever the session table says.
+pub const REVOCATION_MARK_FILE: &str = "revoked-before.json";
 
 /// A value that must never reach a log: `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -109,6 +115,7 @@ impl SecretsDir {
             ADMIN_HASH_FILE,
             INITIAL_PASSWORD_FILE,
             PASSWORD_HISTORY_FILE,
+            REVOCATION_MARK_FILE,
         ] {
             let path = this.dir.join(name);
             if let Ok(meta) = fs::symlink_metadata(&path) {
@@ -142,6 +149,10 @@ impl SecretsDir {
 
     pub fn history_path(&self) -> PathBuf {
         self.dir.join(PASSWORD_HISTORY_FILE)
+    }
+
+    pub fn revocation_mark_path(&self) -> PathBuf {
+        self.dir.join(REVOCATION_MARK_FILE)
     }
 
     /// Reads `jwt.key` (raw bytes, used as-is as the HMAC key) or generates
@@ -216,6 +227,52 @@ impl SecretsDir {
         write_atomic(&path, format!("{}\n", password.expose()).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
+    }
+
+    /// The revocation mark; a missing file is an empty mark. An unreadable
+    /// or malformed one is an error naming the file.
+    pub fn read_revocation_mark(&self) -> anyhow::Result<RevocationMark> {
+        let path = self.revocation_mark_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a valid revocation mark", path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RevocationMark::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Adds `mark` to the one on disk (another process, `admin
+    /// set-password`, may have moved it) and writes the union atomically.
+    /// A file that cannot be read is replaced: `mark` is what this process
+    /// enforces. Returns the union.
+    pub fn add_revocation_mark(&self, mark: &RevocationMark) -> anyhow::Result<RevocationMark> {
+        let mut union = self.read_revocation_mark().unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "replacing the revocation mark");
+            RevocationMark::default()
+        });
+        union.merge(mark);
+        let path = self.revocation_mark_path();
+        let body = serde_json::to_vec_pretty(&union).context("encoding the revocation mark")?;
+        write_atomic(&path, &body).with_context(|| format!("writing {}", path.display()))?;
+        self.give_to_dir_owner(&path)?;
+        Ok(union)
+    }
+
+    /// Root writing here (`admin set-password` on an installed box) would
+    /// leave a file the daemon's user cannot read: give it the dir's owner.
+    fn give_to_dir_owner(&self, path: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(());
+        }
+        let dir =
+            fs::metadata(&self.dir).with_context(|| format!("reading {}", self.dir.display()))?;
+        if dir.uid() != 0 {
+            std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()))
+                .with_context(|| format!("giving {} to the secrets dir's owner", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Removes the initial password file; returns its path if it existed.
@@ -361,6 +418,35 @@ mod tests {
             .collect();
         assert_eq!(names, vec![PASSWORD_HISTORY_FILE.to_owned()]);
         assert_eq!(mode(&secrets.history_path()), 0o600);
+    }
+
+    #[test]
+    fn revocation_mark_is_added_to_the_file_and_a_bad_file_names_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secrets = SecretsDir::open(tmp.path()).unwrap();
+        assert_eq!(
+            secrets.read_revocation_mark().unwrap(),
+            RevocationMark::default()
+        );
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_750_000_000 + s, 0).unwrap();
+        let mut first = RevocationMark::default();
+        first.revoke_through(t(100), None);
+        secrets.add_revocation_mark(&first).unwrap();
+        // An older mark from elsewhere does not move it back.
+        let mut older = RevocationMark::default();
+        older.revoke_through(t(50), None);
+        older.revoke_through(t(200), Some("me"));
+        let union = secrets.add_revocation_mark(&older).unwrap();
+        assert_eq!(union.all_through, Some(t(100)));
+        assert_eq!(secrets.read_revocation_mark().unwrap(), union);
+        assert_eq!(mode(&secrets.revocation_mark_path()), 0o600);
+
+        fs::write(secrets.revocation_mark_path(), "{ not json").unwrap();
+        let err = format!("{:#}", secrets.read_revocation_mark().unwrap_err());
+        assert!(err.contains(REVOCATION_MARK_FILE), "{err}");
+        // Writing replaces the broken file with what this process knows.
+        assert_eq!(secrets.add_revocation_mark(&first).unwrap(), first);
+        assert_eq!(secrets.read_revocation_mark().unwrap(), first);
     }
 
     #[test]

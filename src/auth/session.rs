@@ -1,7 +1,9 @@
 //! Server-side sessions, one per issued token (keyed by its `jti`).
 //! The in-memory store is authoritative: login, logout and token checks work
 //! while the DB is down; every change is queued as a [`SessionWrite`] for the
-//! DB layer to persist when it can. No SQL here.
+//! DB layer to persist when it can (and for the spool to keep on disk until
+//! then). A [`RevocationMark`] refuses what it covers, whatever the rows
+//! say. No SQL, no I/O here.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::revocation::RevocationMark;
 use super::token::TokenError;
 
 /// User agents are kept for display only; longer ones are cut.
@@ -69,7 +72,8 @@ fn truncate_user_agent(ua: &str) -> String {
 }
 
 /// A change the DB layer must apply, in order. Each is idempotent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SessionWrite {
     /// Insert or replace the whole row (`ON CONFLICT (jti) DO UPDATE`).
     Upsert(SessionRecord),
@@ -97,11 +101,23 @@ impl SessionWrite {
 pub struct SessionStore {
     sessions: HashMap<String, SessionRecord>,
     pending: Vec<SessionWrite>,
+    /// Drained for the DB and not yet confirmed: still owed if the write fails.
+    in_flight: Vec<SessionWrite>,
+    /// Bumped whenever `in_flight` or `pending` changes (tells the spool
+    /// whether its file is current).
+    generation: u64,
     max_sessions: usize,
     /// Revocations of sessions not in memory, applied if `load` brings them.
     tombstones: HashMap<String, DateTime<Utc>>,
-    /// Latest revoke-all, applied to sessions `load` brings later.
-    revoked_all: Option<(DateTime<Utc>, Option<String>)>,
+    /// Revoke-alls so far, applied to every check and to sessions `load`
+    /// brings later.
+    mark: RevocationMark,
+}
+
+/// To the microsecond, as Postgres keeps it: an instant compared with the
+/// mark must compare the same once its row comes back from the DB.
+fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// Default bound on live sessions; the least recently used is revoked beyond it.
@@ -112,9 +128,34 @@ impl SessionStore {
         Self {
             sessions: HashMap::new(),
             pending: Vec::new(),
+            in_flight: Vec::new(),
+            generation: 0,
             max_sessions: max_sessions.max(1),
             tombstones: HashMap::new(),
-            revoked_all: None,
+            mark: RevocationMark::default(),
+        }
+    }
+
+    /// What logout-all and password changes have revoked so far.
+    pub fn mark(&self) -> &RevocationMark {
+        &self.mark
+    }
+
+    /// Adds a mark from elsewhere (the secrets dir at start or on reload)
+    /// and revokes, in memory, the sessions it covers.
+    pub fn apply_mark(&mut self, mark: &RevocationMark) {
+        self.mark.merge(mark);
+        self.revoke_marked();
+    }
+
+    /// The `created_at` of a session issued now: after the mark even when
+    /// the wall clock is behind it (a board without RTC that booted with an
+    /// old time), so a fresh login is never born revoked.
+    pub fn issue_time(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let now = to_micros(now);
+        match self.mark.latest() {
+            Some(latest) if latest >= now => latest + chrono::Duration::microseconds(1),
+            _ => now,
         }
     }
 
@@ -128,11 +169,7 @@ impl SessionStore {
             }
             if row.revoked_at.is_none() {
                 let tomb = self.tombstones.get(&row.jti).copied();
-                let all = self.revoked_all.as_ref().and_then(|(at, except)| {
-                    (row.created_at <= *at && except.as_deref() != Some(row.jti.as_str()))
-                        .then_some(*at)
-                });
-                row.revoked_at = tomb.or(all);
+                row.revoked_at = tomb.or(self.mark.revoked_at(&row.jti, row.created_at));
             }
             self.sessions.insert(row.jti.clone(), row);
         }
@@ -152,7 +189,7 @@ impl SessionStore {
     /// Whether the token's session may be used now.
     pub fn check(&self, jti: &str, now: DateTime<Utc>) -> Result<&SessionRecord, TokenError> {
         let s = self.sessions.get(jti).ok_or(TokenError::UnknownSession)?;
-        if s.is_revoked() {
+        if s.is_revoked() || self.mark.revoked_at(jti, s.created_at).is_some() {
             Err(TokenError::Revoked)
         } else if s.is_expired(now) {
             Err(TokenError::Expired)
@@ -197,13 +234,21 @@ impl SessionStore {
         }
     }
 
-    /// Revokes every session except `except`; returns how many were live.
+    /// Revokes every session except `except` and moves the mark past every
+    /// session issued so far; returns how many were live.
     pub fn revoke_all(&mut self, now: DateTime<Utc>, except: Option<&str>) -> usize {
+        // Past every session issued so far, even if the clock went back.
+        let at = self
+            .sessions
+            .values()
+            .map(|s| s.created_at)
+            .chain(self.mark.latest())
+            .fold(to_micros(now), DateTime::max);
         let mut n = 0;
         let mut revoked = Vec::new();
         for s in self.sessions.values_mut() {
             if Some(s.jti.as_str()) != except && !s.is_revoked() {
-                s.revoked_at = Some(now);
+                s.revoked_at = Some(at);
                 n += usize::from(!s.is_expired(now));
                 revoked.push(s.clone());
             }
@@ -217,11 +262,49 @@ impl SessionStore {
                 *r = updated.clone();
             }
         }
+        self.mark.revoke_through(at, except);
         let except = except.map(str::to_owned);
-        self.revoked_all = Some((now, except.clone()));
-        self.pending
-            .push(SessionWrite::RevokeAll { at: now, except });
+        self.pending.push(SessionWrite::RevokeAll { at, except });
+        self.generation += 1;
         n
+    }
+
+    /// Re-applies writes a previous run left in the spool: their sessions
+    /// and revocations take effect in memory, and they are queued for the DB
+    /// ahead of anything newer.
+    pub fn replay(&mut self, writes: Vec<SessionWrite>, now: DateTime<Utc>) {
+        for w in &writes {
+            match w {
+                SessionWrite::Upsert(r) => {
+                    let mut r = r.clone();
+                    if let Some(known) = self.sessions.get(&r.jti) {
+                        r.revoked_at = r.revoked_at.or(known.revoked_at);
+                    }
+                    self.sessions.insert(r.jti.clone(), r);
+                }
+                SessionWrite::Revoke { jti, at } => match self.sessions.get_mut(jti) {
+                    Some(s) => s.revoked_at = s.revoked_at.or(Some(*at)),
+                    None => {
+                        self.tombstones.insert(jti.clone(), *at);
+                    }
+                },
+                SessionWrite::RevokeAll { at, except } => {
+                    self.mark.revoke_through(*at, except.as_deref());
+                }
+            }
+        }
+        self.revoke_marked();
+        self.restore_pending(writes);
+        self.enforce_limit(now);
+    }
+
+    /// Sessions the mark covers are revoked in memory too (lists, `touch`).
+    fn revoke_marked(&mut self) {
+        for s in self.sessions.values_mut() {
+            if s.revoked_at.is_none() {
+                s.revoked_at = self.mark.revoked_at(&s.jti, s.created_at);
+            }
+        }
     }
 
     /// Live sessions, newest first.
@@ -258,14 +341,35 @@ impl SessionStore {
     }
 
     /// Writes not yet persisted, oldest first. The DB layer applies them in
-    /// order; on failure it hands them back with [`Self::restore_pending`].
+    /// order and then confirms with [`Self::persisted`], or on failure hands
+    /// them back with [`Self::restore_pending`]; until then they stay in
+    /// [`Self::unpersisted`].
     pub fn drain_pending(&mut self) -> Vec<SessionWrite> {
-        std::mem::take(&mut self.pending)
+        let writes = std::mem::take(&mut self.pending);
+        self.in_flight.extend(writes.iter().cloned());
+        writes
+    }
+
+    /// The drained writes reached the DB.
+    pub fn persisted(&mut self) {
+        if !self.in_flight.is_empty() {
+            self.in_flight.clear();
+            self.generation += 1;
+        }
+    }
+
+    /// Every write the DB does not have yet, in order (those being written
+    /// included), and the generation they are at.
+    pub fn unpersisted(&self) -> (u64, Vec<SessionWrite>) {
+        let writes = self.in_flight.iter().chain(&self.pending).cloned();
+        (self.generation, writes.collect())
     }
 
     /// Puts back writes the DB could not apply, ahead of newer ones. An
     /// older upsert superseded by a newer one for the same session is dropped.
     pub fn restore_pending(&mut self, writes: Vec<SessionWrite>) {
+        self.in_flight.clear();
+        self.generation += 1;
         let newer = std::mem::take(&mut self.pending);
         let mut merged: Vec<SessionWrite> = writes
             .into_iter()
@@ -289,6 +393,7 @@ impl SessionStore {
             self.pending.retain(|w| w.upsert_jti() != Some(jti));
         }
         self.pending.push(write);
+        self.generation += 1;
     }
 
     /// Beyond `max_sessions` live sessions, revokes the least recently used.
@@ -431,6 +536,27 @@ mod tests {
         assert!(store.check("later", t(101)).is_ok());
         assert!(store.get("gone").is_none());
         assert!(store.check("fresh", t(101)).is_ok());
+    }
+
+    #[test]
+    fn sessions_issued_after_a_revoke_all_are_live_even_with_the_clock_behind_it() {
+        let mut store = SessionStore::new(10);
+        store.insert(rec("a", 100), t(100));
+        // The clock went back 50 s: the mark still covers "a".
+        store.revoke_all(t(50), None);
+        assert_eq!(store.check("a", t(51)).unwrap_err(), TokenError::Revoked);
+        let mut b = rec("b", 0);
+        b.created_at = store.issue_time(t(51));
+        assert!(b.created_at > t(100));
+        store.insert(b, t(51));
+        assert!(store.check("b", t(52)).is_ok());
+        // Without a mark ahead of it, the clock is taken as is (to the µs).
+        let fresh = SessionStore::new(10);
+        let now = t(0) + chrono::Duration::nanoseconds(1_500);
+        assert_eq!(
+            fresh.issue_time(now),
+            t(0) + chrono::Duration::microseconds(1)
+        );
     }
 
     #[test]

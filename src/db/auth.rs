@@ -1,7 +1,9 @@
 //! SQL for admin auth: session rows, audit rows, and the worker that moves
 //! what `auth::Auth` queued in memory into Postgres whenever it is up.
 //! Auth never waits for this: login, logout and token checks work from
-//! memory; a failed write is handed back and retried, in order.
+//! memory; a failed write is handed back and retried, in order. While the
+//! DB is away the worker keeps the queued session writes in the spool
+//! (`Auth::sync_spool`), so a restart meanwhile loses none.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::Db;
-use crate::auth::{ADMIN_USERNAME, AuditEvent, Auth, Now, SessionRecord, SessionWrite};
+use crate::auth::{ADMIN_USERNAME, AuditEvent, Auth, Now, SessionRecord, SessionWrite, SpoolSync};
 use crate::tasks::WorkerCtx;
 
 /// How often queued writes are flushed while the DB is up.
@@ -191,6 +193,7 @@ pub async fn flush(pool: &PgPool, auth: &Auth) -> anyhow::Result<()> {
         auth.restore_session_writes(writes);
         return Err(e);
     }
+    auth.session_writes_persisted();
     let events = auth.drain_audit();
     if let Err(e) = insert_audit(pool, &events).await {
         auth.restore_audit(events);
@@ -212,14 +215,40 @@ pub async fn seed(pool: &PgPool, auth: &Auth) -> anyhow::Result<usize> {
     Ok(n)
 }
 
+/// Brings the spool up to date off the async threads; a failure is logged
+/// once until it works again (`failing` remembers).
+async fn sync_spool(auth: &Arc<Auth>, how: SpoolSync, failing: &mut bool) {
+    let auth = auth.clone();
+    let result = tokio::task::spawn_blocking(move || auth.sync_spool(how))
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
+    match result {
+        Ok(()) if *failing => {
+            tracing::info!("session spool written again");
+            *failing = false;
+        }
+        Ok(()) => {}
+        Err(e) => {
+            if !*failing {
+                tracing::error!(error = %format!("{e:#}"), "session spool not written: a restart before the database is back would lose session changes");
+            }
+            *failing = true;
+        }
+    }
+}
+
 /// The `auth-persister` worker: while the DB is up (and migrated), flushes
 /// queued session and audit writes every second; each time the DB comes
 /// (back) up, first flushes, then reloads the sessions; prunes hourly.
+/// While the DB is down or failing, keeps the spool current; once it has
+/// taken everything, removes the spool.
 pub async fn run_persister(ctx: WorkerCtx, db: Db, auth: Arc<Auth>) -> anyhow::Result<()> {
     let mut status = db.subscribe();
     let mut seeded = false;
     let mut last_prune = tokio::time::Instant::now();
     let mut failing = false;
+    let mut spool_failing = false;
     loop {
         ctx.beat();
         let s = status.borrow_and_update().clone();
@@ -243,6 +272,11 @@ pub async fn run_persister(ctx: WorkerCtx, db: Db, auth: Arc<Auth>) -> anyhow::R
                         }
                     });
             }
+            let spool = if result.is_ok() {
+                SpoolSync::Tidy
+            } else {
+                SpoolSync::Always
+            };
             match result {
                 Ok(()) if failing => {
                     tracing::info!("auth writes reach the database again");
@@ -251,11 +285,12 @@ pub async fn run_persister(ctx: WorkerCtx, db: Db, auth: Arc<Auth>) -> anyhow::R
                 Ok(()) => {}
                 Err(e) => {
                     if !failing {
-                        tracing::warn!(error = %format!("{e:#}"), "auth writes kept in memory: database write failed");
+                        tracing::warn!(error = %format!("{e:#}"), "auth writes kept in memory and the spool: database write failed");
                     }
                     failing = true;
                 }
             }
+            sync_spool(&auth, spool, &mut spool_failing).await;
         } else {
             // Sessions are reloaded when it comes back (rows may have
             // changed meanwhile, e.g. another daemon on the same DB).
@@ -264,13 +299,18 @@ pub async fn run_persister(ctx: WorkerCtx, db: Db, auth: Arc<Auth>) -> anyhow::R
                 last_prune = tokio::time::Instant::now();
                 auth.prune(Now::current());
             }
+            sync_spool(&auth, SpoolSync::Always, &mut spool_failing).await;
         }
         tokio::select! {
             _ = ctx.cancel.cancelled() => {
-                // Last chance to persist what is queued.
-                if db.status().up {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), flush(db.pool(), &auth)).await;
-                }
+                // Last chance to persist what is queued: the DB, else the spool.
+                let flushed = db.status().up
+                    && matches!(
+                        tokio::time::timeout(Duration::from_secs(2), flush(db.pool(), &auth)).await,
+                        Ok(Ok(()))
+                    );
+                let spool = if flushed { SpoolSync::Tidy } else { SpoolSync::Always };
+                sync_spool(&auth, spool, &mut spool_failing).await;
                 return Ok(());
             }
             _ = status.changed() => {}
