@@ -501,27 +501,31 @@ async fn dashboard_cookie_needs_the_csrf_header_on_state_changing_requests() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test(start_paused = true)]
-async fn locked_source_gets_429_while_the_admin_logs_in_from_another_address() {
-    let app = App::new();
-    let attacker = "198.51.100.7";
-    let home = "192.168.1.40";
-    let pw = app.initial_password();
-    // Five failures straight at the auth core (the HTTP rate limiter would
-    // stop a sixth request before the lockout is seen).
+/// Five failed logins as `user` from `ip`, straight at the auth core (the
+/// HTTP rate limiter would stop a sixth request before the lockout is seen).
+async fn lock_out(app: &App, user: &str, ip: &str) {
     for _ in 0..5 {
         app.state
             .auth
             .login(
-                "admin",
+                user,
                 "guess",
-                attacker.parse().unwrap(),
+                ip.parse().unwrap(),
                 None,
                 arasuld::auth::Now::current(),
             )
             .await
             .unwrap_err();
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn locked_source_gets_429_while_the_admin_logs_in_from_another_address() {
+    let app = App::new();
+    let attacker = "198.51.100.7";
+    let home = "192.168.1.40";
+    let pw = app.initial_password();
+    lock_out(&app, "admin", attacker).await;
     let (s_wrong, _, wrong) = app.login("wrong", "203.0.113.1").await;
     assert_eq!(s_wrong, StatusCode::UNAUTHORIZED);
     assert_envelope(&wrong, "invalid_credentials");
@@ -550,19 +554,7 @@ async fn locked_source_is_told_it_is_locked_and_when_to_retry_whatever_the_user_
     let app = App::new();
     let attacker = "198.51.100.8";
     let pw = app.initial_password();
-    for _ in 0..5 {
-        app.state
-            .auth
-            .login(
-                "nobody",
-                "guess",
-                attacker.parse().unwrap(),
-                None,
-                arasuld::auth::Now::current(),
-            )
-            .await
-            .unwrap_err();
-    }
+    lock_out(&app, "nobody", attacker).await;
     let (_, _, invalid) = app.login("wrong", "203.0.113.2").await;
     let mut messages = Vec::new();
     for user in ["admin", "nobody"] {

@@ -703,7 +703,10 @@ impl Tree {
         );
         for d in [
             log.join("archive"),
-            state.join("updates/old-bundle"),
+            state.join("updates/staging/old-bundle"),
+            state.join("updates/incoming"),
+            state.join("updates/backup/previous"),
+            state.join("updates/usb"),
             state.join("backups"),
             outside.clone(),
         ] {
@@ -723,10 +726,18 @@ impl Tree {
         write(outside.join("keep.log.1"));
         write(outside.join("precious"));
         std::os::unix::fs::symlink(outside.join("keep.log.1"), log.join("link.log.1")).unwrap();
-        // Staging: one bundle two days old (a directory), one fresh file.
-        write(state.join("updates/old-bundle/bundle.tar"));
-        set_mtime(&state.join("updates/old-bundle"), 48 * HOUR);
-        write(state.join("updates/fresh.tar"));
+        // The updater's: one staged bundle two days old that it no longer
+        // needs, one fresh partial upload, and the previous version's
+        // backup, two days old but still needed (see `updater_keeps`).
+        write(state.join("updates/staging/old-bundle/bundle.tar"));
+        set_mtime(&state.join("updates/staging/old-bundle"), 48 * HOUR);
+        write(state.join("updates/incoming/fresh.araupdate"));
+        write(state.join("updates/backup/previous/arasul.dump"));
+        set_mtime(&state.join("updates/backup/previous"), 48 * HOUR);
+        // Not the updater's at all: the USB worker's handled-list, old.
+        write(state.join("updates/usb/handled.json"));
+        set_mtime(&state.join("updates/usb/handled.json"), 48 * HOUR);
+        set_mtime(&state.join("updates/usb"), 48 * HOUR);
         // Five backups, b1 oldest; b2 is a directory with a link out.
         for (i, name) in ["b1.dump", "b2", "b3.dump", "b4.dump", "b5.dump"]
             .iter()
@@ -746,6 +757,15 @@ impl Tree {
             log,
             state,
             outside,
+        }
+    }
+
+    /// What the updater publishes when idle: it still needs the previous
+    /// version's backup.
+    fn updater_keeps(&self) -> arasuld::update::Activity {
+        arasuld::update::Activity {
+            keep: [self.state.join("updates/backup/previous")].into(),
+            ..Default::default()
         }
     }
 
@@ -778,7 +798,7 @@ fn disk_cleanup_deletes_exactly_the_configured_paths() {
         &tree.log,
         &tree.state,
         &rules,
-        None,
+        &tree.updater_keeps(),
         std::time::SystemTime::now(),
     );
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -801,7 +821,7 @@ fn disk_cleanup_deletes_exactly_the_configured_paths() {
             "log/update.log.3",
             "state/backups/b1.dump",
             "state/backups/b2",
-            "state/updates/old-bundle",
+            "state/updates/staging/old-bundle",
         ]
     );
     assert_eq!(
@@ -828,7 +848,7 @@ fn disk_cleanup_deletes_exactly_the_configured_paths() {
         &tree.log,
         &tree.state,
         &rules,
-        None,
+        &tree.updater_keeps(),
         std::time::SystemTime::now(),
     );
     assert!(again.removed.is_empty(), "{:?}", again.removed);
@@ -842,7 +862,10 @@ fn disk_cleanup_leaves_staging_and_backups_alone_during_an_update() {
         &tree.log,
         &tree.state,
         &HealingConfig::default().cleanup,
-        Some("loading_images"),
+        &arasuld::update::Activity {
+            in_progress: Some("loading_images".into()),
+            ..tree.updater_keeps()
+        },
         std::time::SystemTime::now(),
     );
     assert!(
@@ -856,7 +879,7 @@ fn disk_cleanup_leaves_staging_and_backups_alone_during_an_update() {
         "{:?}",
         report.skipped
     );
-    assert!(tree.state.join("updates/old-bundle").exists());
+    assert!(tree.state.join("updates/staging/old-bundle").exists());
     assert!(tree.state.join("backups/b1.dump").exists());
 }
 
@@ -904,10 +927,13 @@ fn the_worker_cleans_the_disk_and_runs_the_throttle_command() {
         .unwrap();
     assert_eq!(cleanup.action.as_deref(), Some("disk_cleanup"));
     assert_eq!(cleanup.result, "ok", "{cleanup:?}");
+    // Six as in the tree's own test, plus the previous version's backup:
+    // this worker's updater (a fresh one) says it needs none of its files.
     assert!(
-        cleanup.description.contains("removed 6 files"),
+        cleanup.description.contains("removed 7 files"),
         "{cleanup:?}"
     );
+    assert!(tree.state.join("updates/usb/handled.json").exists());
     assert!(!tree.log.join("system.log.1").exists());
     assert!(tree.state.join("backups/b3.dump").exists());
     rt.block_on(workers.shutdown(Duration::from_secs(5)));

@@ -3,15 +3,15 @@
 //! state directory. Nothing else is ever deleted: only direct entries of
 //! those three directories, symlinks are removed as links (never followed),
 //! and staging and backups are left alone while an update is in progress
-//! (the updater says so: `update::UpdateActivity`).
+//! (the updater says so, and which of its files it still needs:
+//! `update::UpdateActivity`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::config::CleanupRules;
+use crate::update::activity::{Activity, UPDATER_DIRS};
 
-/// Update staging inside `paths.state_dir`.
-pub const UPDATES_DIR: &str = "updates";
 /// Backups inside `paths.state_dir`.
 pub const BACKUPS_DIR: &str = "backups";
 
@@ -39,12 +39,13 @@ pub fn is_rotated_log(name: &str) -> bool {
 }
 
 /// Deletes what `rules` allows under `log_dir` and `state_dir` as of `now`;
-/// `update_in_progress` is the updater's answer (`UpdateActivity`).
+/// `update` is what the updater published: of its directories only what it
+/// calls stale, and only when that is older than `staging_max_age`.
 pub fn clean_files(
     log_dir: &Path,
     state_dir: &Path,
     rules: &CleanupRules,
-    update_in_progress: Option<&str>,
+    update: &Activity,
     now: SystemTime,
 ) -> FileCleanup {
     let mut out = FileCleanup::default();
@@ -61,16 +62,18 @@ pub fn clean_files(
             }
         }
     }
-    if let Some(state) = update_in_progress {
+    if let Some(state) = &update.in_progress {
         out.skipped.push(format!(
             "update staging and backups: an update is in progress ({state})"
         ));
         return out;
     }
-    for e in entries(&state_dir.join(UPDATES_DIR), &mut out) {
-        let age = now.duration_since(e.modified).unwrap_or(Duration::ZERO);
-        if age >= rules.staging_max_age {
-            remove(&e, &mut out);
+    for dir in UPDATER_DIRS {
+        for e in entries(&state_dir.join(dir), &mut out) {
+            let age = now.duration_since(e.modified).unwrap_or(Duration::ZERO);
+            if age >= rules.staging_max_age && update.is_stale(&e.path) {
+                remove(&e, &mut out);
+            }
         }
     }
     let mut backups = entries(&state_dir.join(BACKUPS_DIR), &mut out);

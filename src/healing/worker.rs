@@ -631,10 +631,10 @@ impl Loop {
     async fn disk_cleanup(&self, ctx: &WorkerCtx) -> Outcome {
         let rules = self.deps.config.cleanup.clone();
         let (log_dir, state_dir) = (self.deps.log_dir.clone(), self.deps.state_dir.clone());
-        let update = self.deps.update.in_progress();
+        let update = self.deps.update.current();
         let files = tokio::task::spawn_blocking(move || {
             let now = std::time::SystemTime::now();
-            super::cleanup::clean_files(&log_dir, &state_dir, &rules, update.as_deref(), now)
+            super::cleanup::clean_files(&log_dir, &state_dir, &rules, &update, now)
         })
         .await
         .unwrap_or_else(|e| super::cleanup::FileCleanup {

@@ -77,19 +77,9 @@ pub(crate) async fn run_worker(ctx: WorkerCtx, mgr: UpdateManager) -> anyhow::Re
 /// any more (a crash mid-upload, a pending bundle never applied) are removed.
 fn clean_leftovers(mgr: &UpdateManager) {
     let p = mgr.inner.persisted.lock().unwrap().clone();
-    let root = mgr.inner.deps.state_dir.join("updates");
-    let mut keep: Vec<std::path::PathBuf> = p.previous_backup.iter().cloned().collect();
-    if let Some(run) = &p.run {
-        if !run.state.is_final() {
-            keep.push(run.plan.staging_dir.clone());
-        }
-        // Done: the previous version's backup; failed: what a person needs.
-        if run.state != UpdateState::RolledBack {
-            keep.extend(run.backup.as_ref().map(|b| b.dir.clone()));
-        }
-    }
-    for sub in ["incoming", "staging", "backup"] {
-        let Ok(entries) = std::fs::read_dir(root.join(sub)) else {
+    let keep = super::manager::kept_paths(&p, None);
+    for sub in super::activity::UPDATER_DIRS {
+        let Ok(entries) = std::fs::read_dir(mgr.inner.deps.state_dir.join(sub)) else {
             continue;
         };
         for e in entries.flatten() {

@@ -6,7 +6,7 @@
 //! client: the database through `db::update`, containers through the
 //! supervisor.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -179,6 +179,24 @@ pub(crate) struct Inner {
     /// The interrupted run (if any) was looked at by this daemon.
     pub recovered: std::sync::atomic::AtomicBool,
     wake_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+/// What of the updater's directories is still needed: the previous
+/// version's backup, the staging of a run not yet over, the backup of a run
+/// that was not rolled back (done: the version before; failed: what a person
+/// needs), and the pending bundle's staging.
+pub(crate) fn kept_paths(p: &Persisted, pending: Option<&Plan>) -> BTreeSet<PathBuf> {
+    let mut keep: BTreeSet<PathBuf> = p.previous_backup.iter().cloned().collect();
+    if let Some(run) = &p.run {
+        if !run.state.is_final() {
+            keep.insert(run.plan.staging_dir.clone());
+        }
+        if run.state != UpdateState::RolledBack {
+            keep.extend(run.backup.as_ref().map(|b| b.dir.clone()));
+        }
+    }
+    keep.extend(pending.map(|plan| plan.staging_dir.clone()));
+    keep
 }
 
 /// Cheap to clone; one per daemon.
@@ -536,12 +554,22 @@ impl UpdateManager {
     pub(crate) fn publish(&self) {
         self.publish_status();
         let status = self.inner.status.borrow().clone();
-        let busy = match *self.inner.phase.lock().unwrap() {
-            Phase::Receiving { .. } => Some(UpdateState::Uploading.as_str().to_owned()),
-            Phase::Applying => Some(status.state.as_str().to_owned()),
-            Phase::Idle | Phase::Pending(_) => None,
+        let persisted = self.inner.persisted.lock().unwrap().clone();
+        let (busy, keep) = match &*self.inner.phase.lock().unwrap() {
+            Phase::Receiving { .. } => (
+                Some(UpdateState::Uploading.as_str().to_owned()),
+                kept_paths(&persisted, None),
+            ),
+            Phase::Applying => (
+                Some(status.state.as_str().to_owned()),
+                kept_paths(&persisted, None),
+            ),
+            Phase::Pending(plan) => (None, kept_paths(&persisted, Some(plan))),
+            Phase::Idle => (None, kept_paths(&persisted, None)),
         };
-        self.inner.deps.activity.set_in_progress(busy);
+        let activity = &self.inner.deps.activity;
+        activity.set_keep(keep);
+        activity.set_in_progress(busy);
     }
 
     fn publish_status(&self) {
