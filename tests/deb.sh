@@ -35,8 +35,10 @@ work="$(mktemp -d)"
 daemon_pid=""
 net_existed=no
 docker network inspect arasul-net >/dev/null 2>&1 && net_existed=yes
+polkit_pids=""
 cleanup() {
   local rc=$?
+  for pid in $polkit_pids; do kill "$pid" 2>/dev/null || true; done
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
     kill "$daemon_pid" 2>/dev/null || true
     wait "$daemon_pid" 2>/dev/null || true
@@ -236,6 +238,54 @@ expect_stat /etc/arasul/secrets/password-history "arasul:arasul 600"
 [ ! -e /etc/arasul/secrets/initial-admin-password ] || fail "set-password left the initial password"
 runuser -u arasul -- test -r /etc/arasul/secrets/admin.hash || fail "the daemon's user cannot read admin.hash after set-password"
 ok "admin set-password as root leaves the secrets readable by the daemon"
+
+# --- polkit: the installed rule lets user arasul reboot and mount, nothing else
+# The real polkitd on a private system bus, asked with pkcheck about a process
+# running as arasul (no session, like the daemon under systemd).
+[ -f /usr/share/polkit-1/rules.d/50-arasuld.rules ] || fail "the package ships no polkit rule"
+cat >"$work/system-bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$work/system-bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/><allow own="*"/><allow send_destination="*"/><allow receive_sender="*"/>
+  </policy>
+</busconfig>
+EOF
+dbus-daemon --config-file="$work/system-bus.conf" --nofork --nopidfile &
+polkit_pids="$!"
+export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/system-bus"
+for _ in $(seq 1 50); do [ -S "$work/system-bus" ] && break; sleep 0.1; done
+/usr/lib/polkit-1/polkitd --no-debug >"$work/polkitd.log" 2>&1 &
+polkit_pids="$polkit_pids $!"
+setpriv --reuid="$(id -u arasul)" --regid="$(id -g arasul)" --init-groups sleep 300 &
+subject=$!
+polkit_pids="$polkit_pids $subject"
+allowed() { pkcheck --action-id "$1" --process "$subject" >/dev/null 2>&1; }
+for _ in $(seq 1 100); do allowed org.freedesktop.login1.reboot && break; sleep 0.1; done
+for action in org.freedesktop.login1.reboot org.freedesktop.login1.reboot-multiple-sessions \
+              org.freedesktop.udisks2.filesystem-mount org.freedesktop.udisks2.filesystem-mount-other-seat; do
+  allowed "$action" || { cat "$work/polkitd.log" >&2; fail "polkit refuses $action to user arasul"; }
+done
+for action in org.freedesktop.login1.power-off org.freedesktop.login1.reboot-ignore-inhibit \
+              org.freedesktop.systemd1.manage-units org.freedesktop.udisks2.filesystem-mount-system \
+              org.freedesktop.udisks2.modify-device; do
+  rc=0; pkcheck --action-id "$action" --process "$subject" >/dev/null 2>&1 || rc=$?
+  # 1: not authorized, 2: would need authentication; anything else is an error.
+  { [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ]; } || fail "polkit answered $action with exit $rc (want a refusal)"
+done
+setpriv --reuid="$(id -u nobody)" --regid="$(id -g nobody)" --clear-groups sleep 300 &
+other=$!
+polkit_pids="$polkit_pids $other"
+rc=0; pkcheck --action-id org.freedesktop.login1.reboot --process "$other" >/dev/null 2>&1 || rc=$?
+{ [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ]; } || fail "polkit lets another user reboot (exit $rc)"
+for pid in $polkit_pids; do kill "$pid" 2>/dev/null || true; done
+polkit_pids=""
+unset DBUS_SYSTEM_BUS_ADDRESS
+ok "polkit (real polkitd + pkcheck): arasul may reboot and mount; not power off, ignore inhibitors, manage units or modify devices; nobody else may reboot"
 before="$(sum_secrets)"
 
 # --- remove keeps data, purge removes it --------------------------------------
