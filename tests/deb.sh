@@ -3,7 +3,8 @@
 # .deb, lintian clean, dpkg -i, user/dirs/modes/secrets/database, check-config,
 # systemd-analyze verify, the installed daemon answers /api/health as user
 # arasul, log rotation with the installed logrotate config, upgrade keeps
-# secrets/config edits/data, dpkg -r keeps data, dpkg -P removes it all.
+# secrets/config edits/data, the installed polkit rule with the real polkitd
+# (private bus), dpkg -r keeps data, dpkg -P removes it all.
 # Purges at the end, also on failure. Uses the real /etc/arasul,
 # /var/lib/arasul, /var/log/arasul and the PostgreSQL role/database `arasul`
 # (the dev/test role is arasul_dev; nothing else uses these).
@@ -20,6 +21,8 @@ ensure_cmd lintian lintian
 ensure_cmd logrotate logrotate
 ensure_cmd systemd-analyze systemd
 ensure_cmd curl curl
+ensure_cmd pkcheck polkitd
+[ -f /usr/share/polkit-1/actions/org.freedesktop.UDisks2.policy ] || apt_install udisks2   # its mount actions
 
 fail() { log "FAIL: $*"; exit 1; }
 ok() { log "ok: $*"; }
@@ -35,8 +38,11 @@ work="$(mktemp -d)"
 daemon_pid=""
 net_existed=no
 docker network inspect arasul-net >/dev/null 2>&1 && net_existed=yes
+polkit_pids=""
 cleanup() {
   local rc=$?
+  for pid in $polkit_pids; do kill "$pid" 2>/dev/null || true; done
+  for pid in $polkit_pids; do wait "$pid" 2>/dev/null || true; done
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
     kill "$daemon_pid" 2>/dev/null || true
     wait "$daemon_pid" 2>/dev/null || true
@@ -236,11 +242,117 @@ expect_stat /etc/arasul/secrets/password-history "arasul:arasul 600"
 [ ! -e /etc/arasul/secrets/initial-admin-password ] || fail "set-password left the initial password"
 runuser -u arasul -- test -r /etc/arasul/secrets/admin.hash || fail "the daemon's user cannot read admin.hash after set-password"
 ok "admin set-password as root leaves the secrets readable by the daemon"
+
+# --- polkit: the installed rule lets user arasul reboot and mount, nothing else
+# The real polkitd on a private system bus, asked with pkcheck about processes
+# running as arasul and as nobody without a login session (like the daemon
+# under systemd). polkitd drops to user polkitd before it connects, so the
+# socket's directory must be searchable by it; it runs without --no-debug
+# (that sends its log to /dev/null). pkcheck is asked only once the subject
+# has exec'd `sleep` as its user: before that setpriv still runs as root, and
+# polkit authorizes root for everything. Every wait is bounded; the processes
+# are killed and reaped here and by cleanup.
+rule=/usr/share/polkit-1/rules.d/50-arasuld.rules
+expect_stat "$rule" "root:root 644"
+pk_dir="$work/polkit"
+mkdir -m 0755 "$pk_dir"
+chmod 0755 "$work"
+pk_bus="unix:path=$pk_dir/system-bus"
+polkit_fail() {
+  log "polkitd's log:"; cat "$pk_dir/polkitd.log" >&2
+  log "pkaction's and pkcheck's output:"; cat "$pk_dir/pkcheck.log" >&2
+  fail "$@"
+}
+cat >"$pk_dir/system-bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>$pk_bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/><allow own="*"/><allow send_destination="*"/><allow receive_sender="*"/>
+  </policy>
+</busconfig>
+EOF
+dbus-daemon --config-file="$pk_dir/system-bus.conf" --nofork --nopidfile </dev/null >"$pk_dir/dbus.log" 2>&1 &
+polkit_pids="$!"
+for _ in $(seq 1 100); do [ -S "$pk_dir/system-bus" ] && break; sleep 0.1; done
+[ -S "$pk_dir/system-bus" ] || { cat "$pk_dir/dbus.log" >&2; fail "the private system bus did not come up"; }
+DBUS_SYSTEM_BUS_ADDRESS="$pk_bus" /usr/lib/polkit-1/polkitd </dev/null >"$pk_dir/polkitd.log" 2>&1 &
+polkitd_pid=$!
+polkit_pids="$polkit_pids $polkitd_pid"
+: >"$pk_dir/pkcheck.log"
+# pkaction answers once polkitd owns its name on the bus.
+pk_ready=no
+for _ in $(seq 1 100); do
+  DBUS_SYSTEM_BUS_ADDRESS="$pk_bus" timeout 5 pkaction >/dev/null 2>&1 && { pk_ready=yes; break; }
+  kill -0 "$polkitd_pid" 2>/dev/null || polkit_fail "polkitd exited"
+  sleep 0.2
+done
+[ "$pk_ready" = yes ] || polkit_fail "polkitd did not answer on the private bus within 20 s"
+allowed_actions="org.freedesktop.login1.reboot org.freedesktop.login1.reboot-multiple-sessions
+  org.freedesktop.udisks2.filesystem-mount org.freedesktop.udisks2.filesystem-mount-other-seat"
+refused_actions="org.freedesktop.login1.power-off org.freedesktop.login1.reboot-ignore-inhibit
+  org.freedesktop.systemd1.manage-units
+  org.freedesktop.udisks2.filesystem-mount-system org.freedesktop.udisks2.modify-device
+  org.freedesktop.udisks2.filesystem-unmount-others"
+for action in $allowed_actions $refused_actions; do
+  DBUS_SYSTEM_BUS_ADDRESS="$pk_bus" timeout 20 pkaction --action-id "$action" >/dev/null 2>>"$pk_dir/pkcheck.log" ||
+    polkit_fail "polkitd does not know $action (no answer, or its policy file is missing: systemd, udisks2)"
+done
+# subject_as USER: sets $subject to a `sleep` that runs as USER.
+subject_as() {
+  local uid
+  uid="$(id -u "$1")"
+  setpriv --reuid="$uid" --regid="$(id -g "$1")" --init-groups sleep 300 </dev/null >/dev/null 2>&1 &
+  subject=$!
+  polkit_pids="$polkit_pids $subject"
+  for _ in $(seq 1 100); do
+    [ "$(cat "/proc/$subject/comm" 2>/dev/null)" = sleep ] &&
+      [ "$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$subject/status")" = "$uid $uid $uid $uid" ] && return 0
+    sleep 0.05
+  done
+  fail "setpriv did not start sleep as $1"
+}
+# pk_rc ACTION PID: pkcheck's exit status (0 authorized, 1 not authorized,
+# 2 needs authentication, 124 no answer within 20 s, anything else an error).
+pk_rc() {
+  local rc=0
+  echo "pkcheck $1 pid $2:" >>"$pk_dir/pkcheck.log"
+  DBUS_SYSTEM_BUS_ADDRESS="$pk_bus" timeout 20 pkcheck --action-id "$1" --process "$2" >>"$pk_dir/pkcheck.log" 2>&1 || rc=$?
+  echo "$rc"
+}
+subject_as arasul
+for action in $allowed_actions; do
+  rc="$(pk_rc "$action" "$subject")"
+  [ "$rc" -eq 0 ] || polkit_fail "polkit refuses $action to user arasul (pkcheck exit $rc)"
+done
+for action in $refused_actions; do
+  rc="$(pk_rc "$action" "$subject")"
+  [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || polkit_fail "pkcheck $action for user arasul: exit $rc, expected a refusal (1 or 2)"
+done
+subject_as nobody
+for action in org.freedesktop.login1.reboot org.freedesktop.udisks2.filesystem-mount; do
+  rc="$(pk_rc "$action" "$subject")"
+  [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || polkit_fail "pkcheck $action for user nobody: exit $rc, expected a refusal (1 or 2)"
+done
+# A rule that does not compile is skipped ("Error compiling script …"), one
+# that throws is logged at each check ("Error evaluating …").
+kill -0 "$polkitd_pid" 2>/dev/null || polkit_fail "polkitd exited during the checks"
+! grep -qiE '50-arasuld|error|warning|critical|runaway' "$pk_dir/polkitd.log" ||
+  polkit_fail "polkitd logged a problem with the rules"
+grep -q 'Finished loading, compiling and executing' "$pk_dir/polkitd.log" || polkit_fail "polkitd's log does not show the rules loaded"
+for pid in $polkit_pids; do kill "$pid" 2>/dev/null || true; done
+for pid in $polkit_pids; do wait "$pid" 2>/dev/null || true; done
+polkit_pids=""
+ok "polkit (real polkitd + pkcheck, rule loaded without errors): arasul may reboot and mount; not power off, ignore inhibitors, manage units, mount system devices, modify devices or unmount others'; nobody may not reboot or mount"
 before="$(sum_secrets)"
 
 # --- remove keeps data, purge removes it --------------------------------------
 dpkg -r arasuld >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "dpkg -r"; }
 [ ! -e /usr/bin/arasuld ] || fail "dpkg -r left the binary"
+[ ! -e /usr/share/polkit-1/rules.d/50-arasuld.rules ] || fail "dpkg -r left the polkit rule"
 [ "$(sum_secrets)" = "$before" ] || fail "dpkg -r touched the secrets"
 [ -f /var/lib/arasul/deb-test-marker ] || fail "dpkg -r removed /var/lib/arasul"
 [ -f /etc/arasul/arasuld.yaml ] || fail "dpkg -r removed the config"
