@@ -844,7 +844,9 @@ fn a_critical_self_healing_event_while_verifying_rolls_the_update_back() {
     psql(
         &env.db_url,
         "INSERT INTO self_healing_events (at, event_type, severity, description, result)
-         VALUES (now(), 'disk_critical', 'CRITICAL', 'disk 99 % full', 'recorded')",
+         VALUES (now(), 'disk_critical', 'CRITICAL', 'disk 99 % full', 'recorded');
+         INSERT INTO audit_log (at, actor, action, ip, detail)
+         VALUES (now(), 'admin', 'logout_all', '192.0.2.1', '{\"detail\": \"while verifying\"}')",
     );
     let s = env.wait_final();
     assert_eq!(s["state"], "rolled_back", "{s}");
@@ -854,4 +856,27 @@ fn a_critical_self_healing_event_while_verifying_rolls_the_update_back() {
     );
     env.wait_app(&env.v1.clone());
     assert!(!env.table_exists("notes"));
+    // What the box wrote while verifying is its history: the rollback puts
+    // the schema and the bundle's data back, not the history (it used to
+    // erase every row written since the backup).
+    assert_eq!(
+        psql(
+            &env.db_url,
+            "SELECT count(*) FROM self_healing_events WHERE description = 'disk 99 % full'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        psql(
+            &env.db_url,
+            "SELECT count(*) FROM audit_log WHERE detail->>'detail' = 'while verifying'"
+        ),
+        "1"
+    );
+    // The sequences moved past the carried rows: new rows still go in.
+    psql(
+        &env.db_url,
+        "INSERT INTO self_healing_events (at, event_type, severity, description, result)
+         VALUES (now(), 'note', 'INFO', 'after the rollback', 'recorded')",
+    );
 }

@@ -188,14 +188,122 @@ END
 $arasul$;
 "#;
 
+/// The box's history: what the daemon appends or upserts while it runs,
+/// which no bundle migration is there to change. A rollback carries these
+/// rows across the restore (rows written during the update would otherwise
+/// be lost: samples already marked persisted, healing events, the audit
+/// trail, session revocations, workflow runs, the update's own events).
+pub const CARRIED_TABLES: [&str; 10] = [
+    "daemon_starts",
+    "audit_log",
+    "metrics",
+    "metric_gaps",
+    "sessions",
+    "self_healing_events",
+    "reboot_events",
+    "update_runs",
+    "update_events",
+    "workflow_executions",
+];
+
+/// Before the restore: a copy of each carried table in `pg_temp` (which
+/// the restore does not touch; same session, same transaction).
+fn carry_out_sql() -> String {
+    format!(
+        r#"
+DO $arasul$
+DECLARE t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY[{tables}] LOOP
+    IF to_regclass('public.' || quote_ident(t)) IS NOT NULL THEN
+      EXECUTE format('CREATE TEMP TABLE %I AS SELECT * FROM public.%I', 'carry_' || t, t);
+    END IF;
+  END LOOP;
+END
+$arasul$;
+"#,
+        tables = sql_list()
+    )
+}
+
+/// After the restore: the carried rows back into the restored tables, in the
+/// columns both have; on the primary key the carried row (the newer) wins;
+/// each serial's sequence moved past the highest id. A table whose rows do
+/// not fit the restored schema is left as restored, with a warning.
+fn carry_in_sql() -> String {
+    format!(
+        r#"
+DO $arasul$
+DECLARE
+  t text; cols text; pk text; sets text; conflict text; seqcol text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY[{tables}] LOOP
+    CONTINUE WHEN to_regclass('pg_temp.' || quote_ident('carry_' || t)) IS NULL
+               OR to_regclass('public.' || quote_ident(t)) IS NULL;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a
+     WHERE a.attrelid = ('public.' || quote_ident(t))::regclass AND a.attnum > 0
+       AND NOT a.attisdropped
+       AND a.attname IN (SELECT c.attname FROM pg_attribute c
+                          WHERE c.attrelid = ('pg_temp.' || quote_ident('carry_' || t))::regclass
+                            AND c.attnum > 0 AND NOT c.attisdropped);
+    SELECT string_agg(quote_ident(a.attname), ', ') INTO pk
+      FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = ('public.' || quote_ident(t))::regclass AND i.indisprimary;
+    SELECT string_agg(format('%1$I = EXCLUDED.%1$I', a.attname), ', ') INTO sets
+      FROM pg_attribute a
+     WHERE a.attrelid = ('public.' || quote_ident(t))::regclass AND a.attnum > 0
+       AND NOT a.attisdropped AND quote_ident(a.attname) = ANY (string_to_array(cols, ', '))
+       AND NOT quote_ident(a.attname) = ANY (string_to_array(coalesce(pk, ''), ', '));
+    conflict := CASE
+      WHEN pk IS NULL THEN ''
+      WHEN sets IS NULL THEN format(' ON CONFLICT (%s) DO NOTHING', pk)
+      ELSE format(' ON CONFLICT (%s) DO UPDATE SET %s', pk, sets) END;
+    BEGIN
+      IF pk IS NULL THEN
+        EXECUTE format('INSERT INTO public.%I (%s) SELECT %s FROM pg_temp.%I EXCEPT SELECT %s FROM public.%I',
+                       t, cols, cols, 'carry_' || t, cols, t);
+      ELSE
+        EXECUTE format('INSERT INTO public.%I (%s) SELECT %s FROM pg_temp.%I%s',
+                       t, cols, cols, 'carry_' || t, conflict);
+      END IF;
+      FOR seqcol IN SELECT a.attname FROM pg_attribute a
+                     WHERE a.attrelid = ('public.' || quote_ident(t))::regclass AND a.attnum > 0
+                       AND pg_get_serial_sequence('public.' || quote_ident(t), a.attname) IS NOT NULL LOOP
+        EXECUTE format('SELECT setval(pg_get_serial_sequence(%L, %L), GREATEST((SELECT max(%I) FROM public.%I), 1))',
+                       'public.' || quote_ident(t), seqcol, seqcol, t);
+      END LOOP;
+    EXCEPTION WHEN others THEN
+      RAISE WARNING 'arasuld: rows of % written during the update were not carried across the rollback: %', t, SQLERRM;
+    END;
+    EXECUTE format('DROP TABLE pg_temp.%I', 'carry_' || t);
+  END LOOP;
+END
+$arasul$;
+"#,
+        tables = sql_list()
+    )
+}
+
+fn sql_list() -> String {
+    CARRIED_TABLES
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Puts the database back to the dump: `pg_restore --clean --if-exists`
 /// turned into SQL, run by `psql --single-transaction` after dropping every
-/// object, so either all of it happens or nothing does.
+/// object, so either all of it happens or nothing does. The box's history
+/// ([`CARRIED_TABLES`]) written since the dump is carried across.
 pub async fn restore_database(pg: &PgTarget, dump: &Path, work: &Path) -> anyhow::Result<()> {
     tokio::fs::create_dir_all(work).await?;
     let sql = work.join("restore.sql");
     let prelude = work.join("drop-everything.sql");
-    tokio::fs::write(&prelude, DROP_EVERYTHING).await?;
+    tokio::fs::write(&prelude, format!("{}{DROP_EVERYTHING}", carry_out_sql())).await?;
+    let postlude = work.join("carry-in.sql");
+    tokio::fs::write(&postlude, carry_in_sql()).await?;
     let mut c = Command::new("pg_restore");
     c.args(["--clean", "--if-exists", "--file"])
         .arg(&sql)
@@ -214,10 +322,13 @@ pub async fn restore_database(pg: &PgTarget, dump: &Path, work: &Path) -> anyhow
     ])
     .arg(&prelude)
     .arg("--file")
-    .arg(&sql);
+    .arg(&sql)
+    .arg("--file")
+    .arg(&postlude);
     let r = run(c, "psql (restore)").await;
-    let _ = tokio::fs::remove_file(&sql).await;
-    let _ = tokio::fs::remove_file(&prelude).await;
+    for f in [&sql, &prelude, &postlude] {
+        let _ = tokio::fs::remove_file(f).await;
+    }
     r.map(|_| ())
 }
 
