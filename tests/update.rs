@@ -77,6 +77,11 @@ fn db_image(url: &str) -> String {
 
 impl Env {
     fn new(tag: &str, pg: &PrivatePostgres) -> Env {
+        Self::new_with(tag, pg, |_| {})
+    }
+
+    /// `before_start` sees the test dir before the daemon first starts.
+    fn new_with(tag: &str, pg: &PrivatePostgres, before_start: impl FnOnce(&Path)) -> Env {
         let project = Project::new(tag);
         let db = format!("upd_{}", project.name.replace('-', "_"));
         psql(&pg.url(), &format!("CREATE DATABASE {db}"));
@@ -123,6 +128,7 @@ impl Env {
             v3,
             _project: project,
         };
+        before_start(env.dir());
         env.start(&[]);
         env.token = admin_token(&env.cfg);
         env.wait_app(&env.v1.clone());
@@ -680,6 +686,66 @@ fn disk_full_during_the_backup_aborts_before_anything_live_changes() {
     assert!(!env.table_exists("notes"));
     assert_eq!(env.config_file("app.conf"), None);
     assert_eq!(env.history()[0]["result"], "rolled_back");
+}
+
+#[test]
+fn a_full_disk_during_the_rollback_does_not_wedge_the_updater() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test mounts a small tmpfs as the state dir and needs root"
+    );
+    let pg = private_pg();
+    let mut mount = None;
+    let env = Env::new_with("upd-wedge", &pg, |d| {
+        let state = d.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+            .arg(&state));
+        mount = Some(Mount(state));
+    });
+    let state = env.dir().join("state");
+    let bundle = env.v2_bundle();
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    wait_until("verifying", Duration::from_secs(60), || {
+        (env.status()["state"] == "verifying").then_some(())
+    });
+    // The state dir's disk fills up, then something critical happens: the
+    // rollback cannot record a single state on disk.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M"])
+        .arg(format!("of={}", state.join("filler").display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    psql(
+        &env.db_url,
+        "INSERT INTO self_healing_events (at, event_type, severity, description, result)
+         VALUES (now(), 'disk_critical', 'CRITICAL', 'disk 100 % full', 'recorded')",
+    );
+    // The run still ends (it used to stay in `verifying` for good, the
+    // updater claimed, every upload 409 until a restart).
+    let s = wait_until("the run to end", Duration::from_secs(60), || {
+        let s = env.status();
+        ["rolled_back", "failed"]
+            .contains(&s["state"].as_str()?)
+            .then_some(s)
+    });
+    let log = std::fs::read_to_string(env.dir().join("log/update.log")).unwrap_or_default();
+    assert!(
+        s["log"].to_string().contains("not recorded on disk")
+            || log.contains("not recorded on disk"),
+        "{s}"
+    );
+    // Space again: the updater takes the next bundle.
+    std::fs::remove_file(state.join("filler")).unwrap();
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "the updater was given back: {check}");
+    drop(env);
+    drop(mount);
 }
 
 #[test]

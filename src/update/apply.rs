@@ -110,6 +110,10 @@ struct Applier {
 /// One step of the run; an error sends the run into the rollback.
 type StepResult = anyhow::Result<()>;
 
+/// The longest an update waits for the database or the Docker engine to
+/// come (back) before it gives up on the step (a rollback then, or `failed`).
+const WAIT_DEADLINE: Duration = Duration::from_secs(300);
+
 impl Applier {
     fn deps(&self) -> &super::manager::UpdateDeps {
         &self.mgr.inner.deps
@@ -171,6 +175,31 @@ impl Applier {
         Ok(())
     }
 
+    /// A transition of the rollback: the disk refusing to record it (full)
+    /// must not stop the undo. The state is kept in memory and published;
+    /// a restart before it reaches the disk resolves the run again from the
+    /// last state that did.
+    async fn rollback_transition(&self, run: &mut Run, state: UpdateState, step: &str) {
+        if let Err(e) = self.transition(run, state, step).await {
+            let msg = format!("{e:#}");
+            tracing::error!(error = %msg, state = state.as_str(), "update state not recorded on disk; the rollback goes on");
+            self.log(
+                "ERROR",
+                run,
+                &format!("{}: {step} (not recorded on disk: {msg})", state.as_str()),
+            );
+            let mut p = self.mgr.inner.persisted.lock().unwrap();
+            p.run = Some(run.clone());
+            drop(p);
+            if state.is_final() {
+                self.deps().activity.set_switched(BTreeSet::new());
+                self.settle();
+            } else {
+                self.mgr.publish();
+            }
+        }
+    }
+
     async fn mirror(&self, run: &Run) {
         let db = &self.deps().db;
         let result = run.state.is_final().then(|| run.state.as_str().to_string());
@@ -216,7 +245,16 @@ impl Applier {
     }
 
     /// validated → … → done, or into the rollback on the first failure.
-    async fn execute(&self, mut run: Run) -> anyhow::Result<()> {
+    /// Whatever happens, the updater and the switched services are given
+    /// back at the end (an error here used to leave the phase `Applying`:
+    /// every later upload was 409 until a restart).
+    async fn execute(&self, run: Run) -> anyhow::Result<()> {
+        let outcome = self.carry_out(run).await;
+        self.release();
+        outcome
+    }
+
+    async fn carry_out(&self, mut run: Run) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let result = self.forward(&mut run).await;
         match result {
@@ -237,7 +275,6 @@ impl Applier {
                 self.rollback(&mut run).await?;
             }
         }
-        self.release();
         Ok(())
     }
 
@@ -593,20 +630,20 @@ impl Applier {
     /// `rolled_back`, or `failed` (one critical event, no retry).
     async fn rollback(&self, run: &mut Run) -> anyhow::Result<()> {
         self.deps().activity.set_switched(run.plan.services());
-        self.transition(
+        self.rollback_transition(
             run,
             UpdateState::RollingBack,
             "restoring the previous version",
         )
-        .await?;
+        .await;
         match self.undo(run).await {
             Ok(()) => {
-                self.transition(
+                self.rollback_transition(
                     run,
                     UpdateState::RolledBack,
                     "the previous version runs again",
                 )
-                .await?;
+                .await;
                 let _ = tokio::fs::remove_dir_all(&run.plan.staging_dir).await;
                 if let Some(b) = &run.backup {
                     let _ = tokio::fs::remove_dir_all(&b.dir).await;
@@ -618,12 +655,12 @@ impl Applier {
                     Some(first) => format!("{first}; {msg}"),
                     None => msg.clone(),
                 });
-                self.transition(
+                self.rollback_transition(
                     run,
                     UpdateState::Failed,
                     &format!("{msg}; the box needs a person (nothing is retried)"),
                 )
-                .await?;
+                .await;
             }
         }
         self.deps().activity.set_switched(BTreeSet::new());
@@ -710,11 +747,15 @@ impl Applier {
 
     async fn wait_db(&self) -> StepResult {
         let mut logged = false;
+        let deadline = Instant::now() + WAIT_DEADLINE;
         loop {
             self.ctx.beat();
             let s = self.deps().db.status();
             if s.up && s.migrated {
                 return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the database did not come back within {WAIT_DEADLINE:?}");
             }
             if !logged {
                 tracing::warn!("update: waiting for the database");
@@ -730,11 +771,15 @@ impl Applier {
     async fn wait_supervisor(&self) -> StepResult {
         let h = &self.deps().services;
         let mut rx = h.subscribe();
+        let deadline = Instant::now() + WAIT_DEADLINE;
         loop {
             self.ctx.beat();
             let s = h.services();
             if s.is_empty() || s.iter().any(|s| s.state != ServiceState::Unknown) {
                 return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the Docker engine did not answer within {WAIT_DEADLINE:?}");
             }
             tokio::select! {
                 _ = self.ctx.cancel.cancelled() => bail!("the daemon is shutting down"),
