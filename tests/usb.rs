@@ -624,6 +624,25 @@ fn v1_to_v2_from_a_usb_stick_through_the_daemon_in_auto_mode() {
 }
 
 #[test]
+fn an_updates_dir_that_is_a_link_on_the_stick_is_not_followed() {
+    let s = setup();
+    // A real stick's bundles, reached from another stick through a link.
+    let real = s.stick("real-stick");
+    let evil = s.root.join("evil-stick");
+    std::fs::create_dir_all(&evil).unwrap();
+    std::os::unix::fs::symlink(real.join("updates"), evil.join("updates")).unwrap();
+    let keys = TrustedKeys::load(&s.root.join("keys")).unwrap();
+    let installed = Version::new(0, 1, 0);
+    let scan = arasuld::usb::stick::scan(&evil, &keys, &installed, &VerifyLimits::default());
+    assert!(scan.candidates.is_empty(), "{:?}", scan.candidates);
+    assert_eq!(scan.refused.len(), 1, "{:?}", scan.refused);
+    assert!(scan.refused[0].1.contains("links are not followed"));
+    // The same bundles on the stick itself are found.
+    let scan = arasuld::usb::stick::scan(&real, &keys, &installed, &VerifyLimits::default());
+    assert!(!scan.candidates.is_empty());
+}
+
+#[test]
 fn copy_off_the_stick_refuses_links_fifos_and_oversized_files_and_leaves_nothing() {
     use arasuld::usb::stick::copy;
     let d = tempfile::tempdir().unwrap();

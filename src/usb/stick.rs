@@ -44,6 +44,19 @@ pub struct Scan {
 pub fn scan(mount: &Path, keys: &TrustedKeys, installed: &Version, limits: &VerifyLimits) -> Scan {
     let mut out = Scan::default();
     let dir = mount.join(UPDATES_DIR);
+    // `updates` itself must be a directory on the stick, not a link that
+    // leads the scan anywhere else on the box.
+    match fs::symlink_metadata(&dir) {
+        Ok(m) if m.file_type().is_dir() => {}
+        Ok(_) => {
+            out.refused.push((
+                dir,
+                "not a directory on the stick (links are not followed)".into(),
+            ));
+            return out;
+        }
+        Err(_) => return out,
+    }
     let Ok(entries) = fs::read_dir(&dir) else {
         return out;
     };
