@@ -119,34 +119,12 @@ pub async fn init_secrets(secrets_dir: &Path) -> anyhow::Result<()> {
 
 /// Root running `admin set-password` on an installed box writes new files
 /// owned by root into the daemon's secrets dir, which the daemon (user
-/// `arasul`) could then not read. Hand the files the dir's owner, as the
-/// package set them up. Nothing to do when not root.
+/// `arasul`) could then not read: each goes to the dir's owner, as the
+/// package set them up (never through a link).
 fn keep_dir_owner(secrets_dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(());
-    }
-    let dir = std::fs::metadata(secrets_dir)
-        .with_context(|| format!("reading {}", secrets_dir.display()))?;
-    if dir.uid() == 0 {
-        return Ok(());
-    }
     use crate::auth::secrets::{ADMIN_HASH_FILE, JWT_KEY_FILE, PASSWORD_HISTORY_FILE};
     for name in [ADMIN_HASH_FILE, PASSWORD_HISTORY_FILE, JWT_KEY_FILE] {
-        let path = secrets_dir.join(name);
-        // The dir is the daemon user's: a link planted there must not make
-        // root hand that user whatever it points to.
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => anyhow::bail!(
-                "{} is a symbolic link; refusing to change its owner (remove it and run again)",
-                path.display()
-            ),
-            Ok(_) => std::os::unix::fs::lchown(&path, Some(dir.uid()), Some(dir.gid()))
-                .with_context(|| format!("giving {} to the secrets dir's owner", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        crate::auth::secrets::give_to_dir_owner(secrets_dir, &secrets_dir.join(name))?;
     }
     Ok(())
 }

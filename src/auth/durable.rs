@@ -1,7 +1,7 @@
 //! What outlives a restart while the DB cannot take it: the revocation mark
 //! (secrets dir) and the session spool (state dir). Small files written
-//! atomically, all of it blocking: async callers use `spawn_blocking`, a
-//! logout writes inline (one small fsync before it answers). A broken file
+//! atomically, all of it blocking: async callers use `spawn_blocking` (the
+//! logout handlers too: one small fsync before they answer). A broken file
 //! never stops the daemon: it is logged, and auth fails closed (every
 //! session issued before now is revoked) rather than bring back a session
 //! someone logged out.

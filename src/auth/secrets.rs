@@ -258,21 +258,8 @@ impl SecretsDir {
         Ok(union)
     }
 
-    /// Root writing here (`admin set-password` on an installed box) would
-    /// leave a file the daemon's user cannot read: give it the dir's owner.
     fn give_to_dir_owner(&self, path: &Path) -> anyhow::Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Ok(());
-        }
-        let dir =
-            fs::metadata(&self.dir).with_context(|| format!("reading {}", self.dir.display()))?;
-        if dir.uid() != 0 {
-            std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()))
-                .with_context(|| format!("giving {} to the secrets dir's owner", path.display()))?;
-        }
-        Ok(())
+        give_to_dir_owner(&self.dir, path)
     }
 
     /// Removes the initial password file; returns its path if it existed.
@@ -296,6 +283,34 @@ fn read_optional_trimmed(path: &Path) -> anyhow::Result<Option<String>> {
             Ok((!t.is_empty()).then(|| t.to_owned()))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Root writing into the secrets dir (`admin set-password` on an installed
+/// box) would leave files the daemon's user cannot read: `path` is given to
+/// the owner of `dir`. Never through a link: the dir is that user's, and a
+/// link planted there must not make root hand over what it points to.
+/// Nothing to do when not root, when the dir is root's, or when `path` does
+/// not exist.
+pub fn give_to_dir_owner(dir: &Path, path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let owner = fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if owner.uid() == 0 {
+        return Ok(());
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => anyhow::bail!(
+            "{} is a symbolic link; refusing to change its owner (remove it and run again)",
+            path.display()
+        ),
+        Ok(_) => std::os::unix::fs::lchown(path, Some(owner.uid()), Some(owner.gid()))
+            .with_context(|| format!("giving {} to the secrets dir's owner", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
