@@ -689,6 +689,41 @@ fn disk_full_during_the_backup_aborts_before_anything_live_changes() {
 }
 
 #[test]
+fn a_failure_after_the_images_loaded_puts_the_old_tag_back() {
+    let pg = private_pg();
+    let env = Env::new("upd-retag", &pg);
+    let image_id = |r: &str| docker(&["image", "inspect", "--format", "{{.Id}}", r]);
+    let old_id = image_id(&env.v1);
+    // A bundle whose image carries the running tag with other content (a
+    // fixed build of the same tag), and a migration that fails: the run
+    // fails in `migrating`, after `docker load` moved the tag, before any
+    // container was switched.
+    docker(&["tag", &env.v2, &env.v1]);
+    let bundle = env.bundle(
+        "0.2.0",
+        Some(&env.v1.clone()),
+        &[("001_bad.sql", "SELECT * FROM no_such_table;\n")],
+        &[],
+    );
+    docker(&["tag", &old_id, &env.v1]);
+    assert_eq!(image_id(&env.v1), old_id);
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    assert!(s["error"].as_str().unwrap().contains("001_bad.sql"), "{s}");
+    // The tag is the old image's again: the next recreate runs what ran.
+    assert_eq!(
+        image_id(&env.v1),
+        old_id,
+        "the tag stayed on the bundle's image"
+    );
+    env.wait_app(&env.v1.clone());
+}
+
+#[test]
 fn a_full_disk_during_the_rollback_does_not_wedge_the_updater() {
     assert_eq!(
         unsafe { libc::geteuid() },

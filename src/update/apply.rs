@@ -678,7 +678,12 @@ impl Applier {
             reached,
             UpdateState::Switching | UpdateState::Verifying | UpdateState::Done
         );
-        if touched_live {
+        // Loading a bundle's image moves its tag at once: from the first
+        // load on, every rollback puts the old tags back, switched or not
+        // (a tag left on the new image would be what the next recreate runs).
+        let tags_moved =
+            touched_live || matches!(reached, UpdateState::LoadingImages | UpdateState::Migrating);
+        if tags_moved {
             for s in &backup.services {
                 self.ctx.beat();
                 if let Some(id) = &s.image_id {
@@ -691,6 +696,11 @@ impl Applier {
                         self.log("INFO", run, &format!("{} points at {} again", s.image, id));
                     }
                 }
+            }
+        }
+        if touched_live {
+            for s in &backup.services {
+                self.ctx.beat();
                 deps.services
                     .set_image(&s.service, s.override_image.as_deref())
                     .await
