@@ -651,6 +651,22 @@ fn killed_at_every_state_the_restart_leaves_the_box_old_or_new() {
 /// Unmounts on drop (even when the test fails).
 struct Mount(PathBuf);
 
+impl Mount {
+    /// A tmpfs of `size` (e.g. `12k`, `48m`) at `dir` (created); needs root.
+    fn tmpfs(dir: &Path, size: &str) -> Mount {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test mounts a small tmpfs and needs root"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir));
+        Mount(dir.to_owned())
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -659,19 +675,9 @@ impl Drop for Mount {
 
 #[test]
 fn disk_full_during_the_backup_aborts_before_anything_live_changes() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test mounts a tiny tmpfs as the backup dir and needs root"
-    );
     let pg = private_pg();
     let env = Env::new("upd-full", &pg);
-    let backups = env.dir().join("state/updates/backup");
-    std::fs::create_dir_all(&backups).unwrap();
-    run(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=12k", "tmpfs"])
-        .arg(&backups));
-    let _mount = Mount(backups.clone());
+    let _mount = Mount::tmpfs(&env.dir().join("state/updates/backup"), "12k");
     let bundle = env.v2_bundle();
     let (code, check) = env.upload(&bundle);
     assert_eq!(code, 200, "{check}");
@@ -725,20 +731,10 @@ fn a_failure_after_the_images_loaded_puts_the_old_tag_back() {
 
 #[test]
 fn a_full_disk_during_the_rollback_does_not_wedge_the_updater() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test mounts a small tmpfs as the state dir and needs root"
-    );
     let pg = private_pg();
     let mut mount = None;
     let env = Env::new_with("upd-wedge", &pg, |d| {
-        let state = d.join("state");
-        std::fs::create_dir_all(&state).unwrap();
-        run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
-            .arg(&state));
-        mount = Some(Mount(state));
+        mount = Some(Mount::tmpfs(&d.join("state"), "48m"));
     });
     let state = env.dir().join("state");
     let bundle = env.v2_bundle();
