@@ -695,6 +695,77 @@ fn disk_full_during_the_backup_aborts_before_anything_live_changes() {
 }
 
 #[test]
+fn an_upload_abandoned_during_its_verification_leaves_no_staged_bundle() {
+    use std::io::{Read, Write};
+    let pg = private_pg();
+    let env = Env::new("upd-gone", &pg);
+    // A bundle big enough that verifying it (hash + copy into staging)
+    // takes a while: a 512 MiB package.
+    let big = env.dir().join("big.deb");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    let bundle = env.dir().join("big.araupdate");
+    run(Command::new(bin())
+        .args(["bundle", "create", "--key"])
+        .arg(env.dir().join("vendor/update-signing.key"))
+        .args(["--version", "0.2.0", "--min-version", "0.1.0", "--out"])
+        .arg(&bundle)
+        .arg("--package")
+        .arg(&big));
+    std::fs::remove_file(&big).unwrap();
+
+    // The whole upload, by hand, then the client goes away while the
+    // daemon verifies what it received.
+    let boundary = "arasul-test-boundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.araupdate\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let size = std::fs::metadata(&bundle).unwrap().len();
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", env.cfg.port)).unwrap();
+    write!(
+        sock,
+        "POST /api/update/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{head}",
+        env.token,
+        head.len() as u64 + size + tail.len() as u64
+    )
+    .unwrap();
+    let mut f = std::fs::File::open(&bundle).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        sock.write_all(&buf[..n]).unwrap();
+    }
+    sock.write_all(tail.as_bytes()).unwrap();
+    wait_until("the whole bundle received", Duration::from_secs(60), || {
+        (env.status()["percent"] == 100).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(sock);
+
+    // Nothing staged is left behind (it used to stay, verified, for good),
+    // and the updater takes the next bundle.
+    let staging = env.dir().join("state/updates/staging");
+    wait_until(
+        "the staging dir to be empty",
+        Duration::from_secs(60),
+        || {
+            let left: Vec<_> = std::fs::read_dir(&staging)
+                .map(|r| r.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            left.is_empty().then_some(())
+        },
+    );
+    let (code, check) = env.upload(&env.v2_bundle());
+    assert_eq!(code, 200, "{check}");
+}
+
+#[test]
 fn a_failure_after_the_images_loaded_puts_the_old_tag_back() {
     let pg = private_pg();
     let env = Env::new("upd-retag", &pg);

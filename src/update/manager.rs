@@ -199,6 +199,39 @@ pub(crate) fn kept_paths(p: &Persisted, pending: Option<&Plan>) -> BTreeSet<Path
     keep
 }
 
+/// A verification's staging dir until its plan is handed over: dropped
+/// before that (the caller went away), it is removed, now and by the
+/// verification thread when it ends (whichever comes last finds it).
+struct OrphanStaging {
+    dir: PathBuf,
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
+    kept: bool,
+}
+
+impl OrphanStaging {
+    fn new(dir: PathBuf) -> Self {
+        OrphanStaging {
+            dir,
+            abandoned: Arc::default(),
+            kept: false,
+        }
+    }
+
+    fn keep(&mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for OrphanStaging {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.abandoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// Cheap to clone; one per daemon.
 #[derive(Clone)]
 pub struct UpdateManager {
@@ -414,11 +447,21 @@ impl UpdateManager {
         };
         let (bundle, staging2) = (bundle.to_path_buf(), staging.clone());
         let installed2 = installed.clone();
+        // The verification runs on a blocking thread that outlives this
+        // future: a client that goes away mid-verification must not leave a
+        // staged bundle nobody will ever apply.
+        let mut orphan = OrphanStaging::new(staging);
+        let abandoned = orphan.abandoned.clone();
         let verified = tokio::task::spawn_blocking(move || {
-            super::verify_bundle(&bundle, &keys, &installed2, &staging2, &limits)
+            let r = super::verify_bundle(&bundle, &keys, &installed2, &staging2, &limits);
+            if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = std::fs::remove_dir_all(&staging2);
+            }
+            r
         })
         .await
         .map_err(|e| anyhow::anyhow!("verification task failed: {e}"))??;
+        orphan.keep();
         Ok(plan_of(&verified, &installed.to_string()))
     }
 
