@@ -423,14 +423,26 @@ impl Applier {
             run.step = format!("loading image {}/{n}: {}", i + 1, img.image);
             self.persist(run)?;
             self.mgr.publish();
+            // What the tarball itself says the tag will point at: a tag that
+            // merely exists afterwards may have been on the box before.
+            let (tarball, reference) = (img.tarball.clone(), img.image.clone());
+            let expected = tokio::task::spawn_blocking(move || {
+                super::image_tar::image_ids_for(&tarball, &reference)
+            })
+            .await
+            .context("image tarball reader")?
+            .with_context(|| format!("the image tarball for {}", img.image))?;
             let loaded = h
                 .load_image(&img.tarball)
                 .await
                 .with_context(|| format!("docker load of {}", img.image))?;
-            if h.image_id(&img.image).await?.is_none() {
+            let now = h.image_id(&img.image).await?;
+            if !now.as_ref().is_some_and(|id| expected.contains(id)) {
                 bail!(
-                    "the tarball for {} loaded {:?}, not the image the manifest names",
+                    "after loading its tarball {} is {}, not the image the tarball carries ({}); loaded {:?}",
                     img.image,
+                    now.as_deref().unwrap_or("missing"),
+                    expected.join(", "),
                     loaded
                 );
             }

@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod fuzz;
+pub mod image_tar;
 pub mod keys;
 pub mod manifest;
 pub mod verify;
