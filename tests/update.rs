@@ -798,6 +798,32 @@ fn a_failure_after_the_images_loaded_puts_the_old_tag_back() {
         "the tag stayed on the bundle's image"
     );
     env.wait_app(&env.v1.clone());
+
+    // A bundle that names v2 (a tag this box already has) but whose
+    // tarball carries v3: the tag existing after the load proves nothing;
+    // the run stops in loading_images and app stays on v1.
+    let tar = env.dir().join("v3.tar");
+    run(Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&tar)
+        .arg(&env.v3));
+    let bundle = env.dir().join("v2-lie.araupdate");
+    run(Command::new(bin())
+        .args(["bundle", "create", "--key"])
+        .arg(env.dir().join("vendor/update-signing.key"))
+        .args(["--version", "0.2.0", "--min-version", "0.1.0", "--out"])
+        .arg(&bundle)
+        .arg("--image-tar")
+        .arg(format!("app={}={}", env.v2, tar.display())));
+    let (code, check) = env.upload(&bundle);
+    assert_eq!(code, 200, "{check}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains(&format!("does not carry {}", env.v2)), "{err}");
+    env.wait_app(&env.v1.clone());
 }
 
 #[test]
