@@ -87,8 +87,15 @@ impl Daemon {
             });
         }
         let metrics = spawn_metrics(&workers, &config, &db);
-        let services = spawn_supervisor(&workers, &config)?;
-        let updates = spawn_updater(&workers, &config, &db, &services);
+        let (services, catalog) = spawn_supervisor(&workers, &config)?;
+        let updates = {
+            let mut deps = crate::update::manager::UpdateDeps::from_config(&config, &db, &services);
+            deps.config_path = config_path.clone();
+            deps.control = Some(control_tx.clone());
+            let mgr = crate::update::UpdateManager::new(deps);
+            mgr.spawn_worker(&workers);
+            mgr
+        };
         crate::healing::worker::spawn(
             &workers,
             crate::healing::worker::HealingDeps {
@@ -151,7 +158,7 @@ impl Daemon {
             workers: workers.clone(),
             auth: auth.clone(),
             metrics,
-            services,
+            services: services.clone(),
             started_at,
             control: control_tx,
             updates,
@@ -169,12 +176,13 @@ impl Daemon {
         notifier.send(&format!("READY=1\nSTATUS=serving on {local}"));
 
         let mut current = config;
+        let mut current_catalog = catalog;
         loop {
             tokio::select! {
                 msg = control_rx.recv() => match msg {
                     Some(Control::Reload(reply)) => {
                         reload_auth(&auth);
-                        let outcome = reload(&config_path, config_required, &mut current, &config_tx, log_reload.as_ref());
+                        let outcome = reload(&config_path, config_required, (&mut current, &mut current_catalog), &config_tx, log_reload.as_ref(), &services).await;
                         if let Some(reply) = reply {
                             let _ = reply.send(outcome);
                         }
@@ -303,7 +311,10 @@ fn reload_auth(auth: &crate::auth::Auth) {
 /// command queue and state outlive restarts of the worker.
 /// An invalid catalog does not keep the daemon down (the dashboard must stay
 /// reachable to say what is wrong): it runs no services and logs each error.
-fn spawn_supervisor(workers: &Workers, config: &Config) -> anyhow::Result<SupervisorHandle> {
+fn spawn_supervisor(
+    workers: &Workers,
+    config: &Config,
+) -> anyhow::Result<(SupervisorHandle, crate::docker::Catalog)> {
     let catalog = crate::docker::load_catalog(&config.paths.services_file).unwrap_or_else(|errs| {
         for e in &errs {
             tracing::error!("service catalog: {e}");
@@ -322,22 +333,10 @@ fn spawn_supervisor(workers: &Workers, config: &Config) -> anyhow::Result<Superv
             .nvidia_runtime
             .unwrap_or_else(|| config.paths.etc_root.join("nv_tegra_release").exists()),
     };
-    Ok(crate::docker::spawn(workers, sup_cfg, catalog))
-}
-
-/// The updater and its `update-applier` worker (which first resolves a run
-/// a crash interrupted).
-fn spawn_updater(
-    workers: &Workers,
-    config: &Config,
-    db: &Db,
-    services: &SupervisorHandle,
-) -> crate::update::UpdateManager {
-    let mgr = crate::update::UpdateManager::new(crate::update::manager::UpdateDeps::from_config(
-        config, db, services,
-    ));
-    mgr.spawn_worker(workers);
-    mgr
+    Ok((
+        crate::docker::spawn(workers, sup_cfg, catalog.clone()),
+        catalog,
+    ))
 }
 
 /// The connection cap is sized from the open-file limit `main` raised.
@@ -391,15 +390,26 @@ async fn feed_watchdog(
     }
 }
 
-fn reload(
+/// How long a reload waits for the supervisor to recreate what changed.
+const CATALOG_APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Re-reads the config and the service catalog (each with its drop-ins).
+/// Either one invalid changes nothing; otherwise the config is applied and
+/// the catalog handed to the supervisor, which recreates what changed.
+async fn reload(
     path: &std::path::Path,
     required: bool,
-    current: &mut Config,
+    (current, current_catalog): (&mut Config, &mut crate::docker::Catalog),
     tx: &watch::Sender<Arc<Config>>,
     log_reload: Option<&LogFilterReload>,
+    services: &SupervisorHandle,
 ) -> Result<Vec<String>, Vec<String>> {
-    match config::load(path, required, std::env::vars()) {
-        Ok(new) => {
+    let loaded = config::load(path, required, std::env::vars()).and_then(|new| {
+        let catalog = crate::docker::load_catalog(&new.paths.services_file)?;
+        Ok((new, catalog))
+    });
+    match loaded {
+        Ok((new, catalog)) => {
             let changed = config::diff(current, &new);
             if changed.is_empty() {
                 tracing::info!(path = %path.display(), "config reloaded: nothing changed");
@@ -419,6 +429,30 @@ fn reload(
             }
             *current = new.clone();
             tx.send_replace(Arc::new(new));
+            let mut changed = changed;
+            if catalog == *current_catalog {
+                return Ok(changed);
+            }
+            let applied =
+                tokio::time::timeout(CATALOG_APPLY_TIMEOUT, services.set_catalog(catalog.clone()));
+            match applied.await {
+                Ok(Ok(lines)) => {
+                    *current_catalog = catalog;
+                    changed.extend(lines.into_iter().map(|l| format!("services: {l}")));
+                }
+                Ok(Err(e)) => {
+                    let msg = format!("the service catalog was not applied: {e}");
+                    tracing::error!("{msg}");
+                    return Err(vec![msg]);
+                }
+                Err(_) => {
+                    let msg = format!(
+                        "the service catalog was not applied within {CATALOG_APPLY_TIMEOUT:?}"
+                    );
+                    tracing::error!("{msg}");
+                    return Err(vec![msg]);
+                }
+            }
             Ok(changed)
         }
         Err(errors) => {

@@ -323,27 +323,37 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Loads the config from `path`. When `required` is false a missing file means
-/// "all defaults" (the daemon runs without a file); otherwise it is an error.
+/// Loads the config from `path` and its drop-ins (`<path>.d/*.yaml`, see
+/// [`crate::dropin`]). When `required` is false a missing file means "all
+/// defaults" (the daemon runs without a file); otherwise it is an error.
 pub fn load(
     path: &Path,
     required: bool,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, Vec<ConfigError>> {
-    let source = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
-        Err(e) => {
-            return Err(vec![ConfigError {
-                source,
-                line: None,
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }]);
-        }
-    };
-    parse(&source, &text, env)
+    load_with_update(path, required, env, None)
+}
+
+/// [`load`] with `update` in place of the update's drop-in: what the config
+/// will be once a bundle's `arasuld.yaml` is installed (checked before).
+pub fn load_with_update(
+    path: &Path,
+    required: bool,
+    env: impl IntoIterator<Item = (String, String)>,
+    update: Option<&Path>,
+) -> Result<Config, Vec<ConfigError>> {
+    let layers = crate::dropin::read(path, required, update)?;
+    // Each drop-in alone first: its errors keep its own line numbers.
+    let errors: Vec<ConfigError> = layers[1..]
+        .iter()
+        .filter_map(|l| parse(&l.source, &l.text, std::iter::empty()).err())
+        .flatten()
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let merged = crate::dropin::merge(&layers)?;
+    parse(&merged.source, &merged.text, env)
 }
 
 /// Parses config text; `source` names it in errors.

@@ -11,6 +11,7 @@ pub mod cli_bundle;
 pub mod config;
 pub mod db;
 pub mod docker;
+pub mod dropin;
 pub mod healing;
 pub mod logs;
 pub mod metrics;

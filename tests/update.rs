@@ -1074,3 +1074,145 @@ fn a_critical_self_healing_event_while_verifying_rolls_the_update_back() {
          VALUES (now(), 'note', 'INFO', 'after the rollback', 'recorded')",
     );
 }
+
+#[test]
+fn a_bundled_config_that_would_not_load_is_refused_at_upload_and_changes_nothing() {
+    let pg = private_pg();
+    let env = Env::new("upd-badcfg", &pg);
+    let main_before = std::fs::read_to_string(env.cfg.path()).unwrap();
+    // What `check-config` refuses: a listen address that is none, and a
+    // service with a key the catalog does not know.
+    let bad_daemon = env.bundle(
+        "0.2.0",
+        None,
+        &[],
+        &[(
+            "arasuld.yaml",
+            "logging:\n  level: debug\nhttp:\n  listen: not-an-address\n",
+        )],
+    );
+    let (code, v) = env.upload(&bad_daemon);
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_config", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("50-update.yaml (from the update bundle)"),
+        "{msg}"
+    );
+    assert!(msg.contains("http.listen"), "{msg}");
+    let bad_catalog = env.dir().join("bad-catalog.araupdate");
+    std::fs::rename(
+        env.bundle(
+            "0.2.1",
+            None,
+            &[],
+            &[(
+                "services.yaml",
+                "services:\n- name: app\n  restart_policy: always\n",
+            )],
+        ),
+        &bad_catalog,
+    )
+    .unwrap();
+    let (code, v) = env.upload(&bad_catalog);
+    assert_eq!(code, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restart_policy"),
+        "{v}"
+    );
+    // Nothing was staged, installed or changed.
+    assert_eq!(env.status()["state"], "idle", "{}", env.status());
+    assert_eq!(
+        std::fs::read_to_string(env.cfg.path()).unwrap(),
+        main_before
+    );
+    assert!(!env.dir().join("arasuld.yaml.d").exists());
+    assert!(!env.dir().join("services.yaml.d").exists());
+    let staged = std::fs::read_dir(env.dir().join("state/updates/staging"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(staged, 0, "a refused bundle left a staging dir");
+}
+
+#[test]
+fn bundled_configs_go_to_drop_ins_take_effect_by_reload_and_a_bad_one_is_rolled_back() {
+    let pg = private_pg();
+    let mut env = Env::new("upd-dropin", &pg);
+    let main_before = std::fs::read_to_string(env.cfg.path()).unwrap();
+    let catalog_before = std::fs::read_to_string(env.dir().join("services.yaml")).unwrap();
+    // v2: the daemon logs at debug, and app gets an env var its /api/version
+    // answers with, by drop-ins; no image, no restart of the daemon.
+    let v2 = env.bundle(
+        "0.2.0",
+        None,
+        &[],
+        &[
+            ("arasuld.yaml", "logging:\n  level: debug\n"),
+            (
+                "services.yaml",
+                "services:\n- name: app\n  env:\n    TESTRT_VERSION: 2.0.0-env\n",
+            ),
+        ],
+    );
+    let (code, v) = env.upload(&v2);
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "done", "{s}");
+    let log = s["log"].to_string();
+    assert!(log.contains("logging.level"), "{log}");
+    assert!(log.contains("services: app: changed"), "{log}");
+    assert_eq!(env.app_version(), "2.0.0-env");
+    // The conffiles are as they were; the drop-ins hold the bundle's files.
+    assert_eq!(
+        std::fs::read_to_string(env.cfg.path()).unwrap(),
+        main_before
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.dir().join("services.yaml")).unwrap(),
+        catalog_before
+    );
+    let dropin = env.dir().join("services.yaml.d/50-update.yaml");
+    assert!(
+        std::fs::read_to_string(&dropin)
+            .unwrap()
+            .contains("2.0.0-env")
+    );
+    assert!(env.dir().join("arasuld.yaml.d/50-update.yaml").exists());
+
+    // v3: a catalog change that crashes app: verified, rolled back, and
+    // the v2 drop-in and app on it are back.
+    let v3 = env.bundle(
+        "0.3.0",
+        None,
+        &[],
+        &[(
+            "services.yaml",
+            "services:\n- name: app\n  env:\n    TESTRT_MODE: exit-now\n",
+        )],
+    );
+    let (code, v) = env.upload(&v3);
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    assert!(s["error"].as_str().unwrap().contains("app is down"), "{s}");
+    assert!(
+        std::fs::read_to_string(&dropin)
+            .unwrap()
+            .contains("2.0.0-env")
+    );
+    assert_eq!(env.app_version(), "2.0.0-env");
+
+    // A restart reads the same: main file plus drop-ins.
+    env.daemon.take();
+    env.start(&[]);
+    assert_eq!(env.app_version(), "2.0.0-env");
+    let (_, check) = get_json_auth(&env.cfg.url("/api/update/status"), &env.token).unwrap();
+    assert_eq!(check["installed_version"], "0.2.0", "{check}");
+}

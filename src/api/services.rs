@@ -27,6 +27,9 @@ impl From<SupervisorError> for ApiError {
             SupervisorError::DockerUnavailable(_) | SupervisorError::Gone => {
                 ApiError::unavailable("docker_unavailable", msg)
             }
+            SupervisorError::NeedsRestart(_) => {
+                ApiError::new(StatusCode::CONFLICT, "needs_restart", msg)
+            }
             SupervisorError::ImageMissing(_) => {
                 ApiError::new(StatusCode::CONFLICT, "image_missing", msg)
             }

@@ -59,6 +59,7 @@ impl From<UpdateError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "bundle_too_large", msg)
             }
             UpdateError::BadUpload(_) => ApiError::bad_request("invalid_bundle", msg),
+            UpdateError::InvalidConfig(_) => ApiError::unprocessable(e.code(), msg),
             UpdateError::Internal(e) => ApiError::internal(format!("{e:#}")),
         }
     }

@@ -79,6 +79,8 @@ pub enum SupervisorError {
     Docker(String),
     #[error("the supervisor is not running")]
     Gone,
+    #[error("{0} takes effect only after a restart of the daemon")]
+    NeedsRestart(String),
 }
 
 pub type LogLines = BoxStream<'static, Result<String, String>>;
@@ -129,6 +131,13 @@ pub enum Command {
     },
     /// The images the updater set, by service.
     ImageOverrides(oneshot::Sender<Result<BTreeMap<String, String>, SupervisorError>>),
+    /// A reloaded catalog (SIGHUP, or an update's `services.yaml`): changed
+    /// services are recreated, new ones started, removed ones removed.
+    /// Replies with one line per service that changed.
+    SetCatalog(
+        Box<Catalog>,
+        oneshot::Sender<Result<Vec<String>, SupervisorError>>,
+    ),
 }
 
 /// The cloneable way to reach the supervisor.
@@ -230,6 +239,10 @@ impl SupervisorHandle {
     pub async fn image_overrides(&self) -> Result<BTreeMap<String, String>, SupervisorError> {
         self.ask(Command::ImageOverrides).await
     }
+    pub async fn set_catalog(&self, catalog: Catalog) -> Result<Vec<String>, SupervisorError> {
+        self.ask(|r| Command::SetCatalog(Box::new(catalog), r))
+            .await
+    }
 
     pub async fn logs(
         &self,
@@ -275,16 +288,29 @@ pub fn spawn(
     SupervisorHandle::new(cmd_tx, state_rx)
 }
 
-/// Reads and validates the catalog file; a missing file is an empty catalog.
+/// Reads and validates the catalog file and its drop-ins
+/// (`<file>.d/*.yaml`, see [`crate::dropin`]); a missing file is an empty
+/// catalog.
 pub fn load_catalog(path: &std::path::Path) -> Result<Catalog, Vec<crate::config::ConfigError>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => catalog::parse(&path.display().to_string(), &text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog::default()),
-        Err(e) => Err(vec![crate::config::ConfigError {
-            source: path.display().to_string(),
-            line: None,
-            key: String::new(),
-            message: format!("cannot read: {e}"),
-        }]),
-    }
+    load_catalog_with_update(path, None)
+}
+
+/// [`load_catalog`] with `update` in place of the update's drop-in (a
+/// bundle's `services.yaml`, checked before it is installed).
+pub fn load_catalog_with_update(
+    path: &std::path::Path,
+    update: Option<&std::path::Path>,
+) -> Result<Catalog, Vec<crate::config::ConfigError>> {
+    let layers = crate::dropin::read(path, false, update)?;
+    let merged = crate::dropin::merge(&layers)?;
+    catalog::parse(&merged.source, &merged.text).map_err(|errors| {
+        if layers.len() == 1 {
+            return errors;
+        }
+        // Line numbers of the merged text would point nowhere real.
+        errors
+            .into_iter()
+            .map(|e| crate::config::ConfigError { line: None, ..e })
+            .collect()
+    })
 }

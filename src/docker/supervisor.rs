@@ -92,6 +92,45 @@ struct ImageOverride {
 
 type ProbeResult = (String, Result<(), String>);
 
+/// The runtime record of a service not seen in Docker yet.
+fn new_runtime(
+    spec: ServiceSpec,
+    network: &str,
+    stopped_on_purpose: bool,
+    now: Instant,
+) -> Runtime {
+    let s = &spec;
+    Runtime {
+        hash: s.spec_hash(network),
+        status: ServiceStatus {
+            name: s.name.clone(),
+            role: s.role,
+            critical: s.critical,
+            state: ServiceState::Unknown,
+            stopped_on_purpose,
+            image: s.image.clone(),
+            image_id: None,
+            container_id: None,
+            address: None,
+            api_port: s.api_port(),
+            started_at: None,
+            restart_count: 0,
+            last_restart_at: None,
+            last_exit_code: None,
+            oom_killed: false,
+            health_failures: 0,
+            last_error: None,
+            since: Utc::now(),
+        },
+        spec,
+        next_probe: now,
+        start_deadline: now,
+        ever_healthy: false,
+        probing: false,
+        settled_ns: 0,
+    }
+}
+
 impl Supervisor {
     pub fn new(
         cfg: SupervisorConfig,
@@ -124,37 +163,9 @@ impl Supervisor {
                 if let Some(o) = overrides.get(&s.name) {
                     s.image = o.image.clone();
                 }
-                let s = &s;
-                let rt = Runtime {
-                    hash: s.spec_hash(&catalog.network),
-                    status: ServiceStatus {
-                        name: s.name.clone(),
-                        role: s.role,
-                        critical: s.critical,
-                        state: ServiceState::Unknown,
-                        stopped_on_purpose: stopped.contains(&s.name),
-                        image: s.image.clone(),
-                        image_id: None,
-                        container_id: None,
-                        address: None,
-                        api_port: s.api_port(),
-                        started_at: None,
-                        restart_count: 0,
-                        last_restart_at: None,
-                        last_exit_code: None,
-                        oom_killed: false,
-                        health_failures: 0,
-                        last_error: None,
-                        since: Utc::now(),
-                    },
-                    spec: s.clone(),
-                    next_probe: now,
-                    start_deadline: now,
-                    ever_healthy: false,
-                    probing: false,
-                    settled_ns: 0,
-                };
-                (s.name.clone(), rt)
+                let on_purpose = stopped.contains(&s.name);
+                let rt = new_runtime(s, &catalog.network, on_purpose, now);
+                (rt.spec.name.clone(), rt)
             })
             .collect();
         let sup = Supervisor {
@@ -675,8 +686,114 @@ impl Supervisor {
                     .collect();
                 let _ = reply.send(Ok(map));
             }
+            Command::SetCatalog(catalog, reply) => {
+                let r = self.cmd_set_catalog(docker, *catalog).await;
+                self.publish();
+                let _ = reply.send(r);
+            }
         }
         self.publish();
+    }
+
+    /// Takes a reloaded catalog: services whose spec changed are recreated,
+    /// new ones start, removed ones go; the rest keep running untouched.
+    /// The project and network name the box's containers: changing them
+    /// needs a restart. Replies with what changed.
+    async fn cmd_set_catalog(
+        &mut self,
+        docker: &Docker,
+        catalog: Catalog,
+    ) -> Result<Vec<String>, SupervisorError> {
+        if catalog.project != self.project || catalog.network != self.network {
+            return Err(SupervisorError::NeedsRestart(
+                "a new project or network name".into(),
+            ));
+        }
+        let order: Vec<String> = start_order(&catalog)
+            .map_err(SupervisorError::Docker)?
+            .into_iter()
+            .map(|s| s.name.clone())
+            .collect();
+        self.catalog_images = catalog
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.image.clone()))
+            .collect();
+        let before = self.overrides.len();
+        let images = &self.catalog_images;
+        self.overrides.retain(|name, o| {
+            let keep = images.get(name) == Some(&o.catalog);
+            if !keep {
+                tracing::warn!(service = %name, image = %o.image, "the catalog changed this service's image: the image an update set is dropped");
+            }
+            keep
+        });
+        if self.overrides.len() != before
+            && let Err(e) = save_overrides(&self.cfg.state_dir, &self.overrides)
+        {
+            tracing::warn!(error = %e, "cannot persist the image overrides");
+        }
+        let now = Instant::now();
+        let mut changed = Vec::new();
+        let mut recreate = HashSet::new();
+        let mut services = HashMap::new();
+        for spec in &catalog.services {
+            let mut spec = spec.clone();
+            if let Some(o) = self.overrides.get(&spec.name) {
+                spec.image = o.image.clone();
+            }
+            let name = spec.name.clone();
+            let hash = spec.spec_hash(&self.network);
+            let rt = match self.services.remove(&name) {
+                Some(rt) if rt.hash == hash => rt,
+                Some(mut rt) => {
+                    changed.push(format!("{name}: changed"));
+                    recreate.insert(name.clone());
+                    rt.status.role = spec.role;
+                    rt.status.critical = spec.critical;
+                    rt.status.image = spec.image.clone();
+                    rt.status.api_port = spec.api_port();
+                    rt.spec = spec;
+                    rt.hash = hash;
+                    rt.ever_healthy = false;
+                    self.failed.remove(&name);
+                    rt
+                }
+                None => {
+                    changed.push(format!("{name}: added"));
+                    recreate.insert(name.clone());
+                    new_runtime(spec, &self.network, self.stopped.contains(&name), now)
+                }
+            };
+            services.insert(name, rt);
+        }
+        for name in self.services.keys() {
+            changed.push(format!("{name}: removed"));
+            self.failed.remove(name);
+            self.pending_start.retain(|n| n != name);
+        }
+        self.services = services;
+        self.order = order;
+        for c in &changed {
+            tracing::info!("service catalog reloaded: {c}");
+        }
+        // Removes the containers of what changed or went; what changed or
+        // is new starts now, in dependency order (as a switched image does),
+        // so whoever reloaded sees it starting when the reply comes.
+        self.reconcile(docker)
+            .await
+            .map_err(|e| SupervisorError::Docker(format!("{e:#}")))?;
+        for name in self.order.clone() {
+            if !recreate.contains(&name) || self.stopped.contains(&name) {
+                continue;
+            }
+            self.pending_start.retain(|n| n != &name);
+            if let Some(rt) = self.services.get_mut(&name) {
+                rt.status.last_exit_code = None;
+            }
+            self.create_and_start(docker, &name).await?;
+        }
+        Ok(changed)
     }
 
     /// Switches a service to `image` (None: the catalog's): persisted first,
@@ -1095,6 +1212,9 @@ fn reject(cmd: Command, why: &str) {
             let _ = r.send(Err(err()));
         }
         Command::ImageOverrides(r) => {
+            let _ = r.send(Err(err()));
+        }
+        Command::SetCatalog(_, r) => {
             let _ = r.send(Err(err()));
         }
     }

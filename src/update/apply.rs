@@ -388,9 +388,20 @@ impl Applier {
                 ),
             });
         }
+        // Checked again now: the files on the box may have changed since the
+        // upload. What the bundled catalog changes is verified like a switch.
+        let mut catalog_services = Vec::new();
+        if let Some(next) = deps.check_bundled_configs(&run.plan.configs)? {
+            let now = crate::docker::load_catalog(&deps.services_file).unwrap_or_default();
+            for s in &next.services {
+                if now.services.iter().all(|o| o != s) {
+                    catalog_services.push(s.name.clone());
+                }
+            }
+        }
         let mut configs = Vec::new();
         for c in &run.plan.configs {
-            let target = backup::config_target(&deps.config.config_dir, &c.name)?;
+            let target = deps.config_target(&c.name)?;
             let saved = if target.exists() {
                 let copy = dir.join("configs").join(&c.name);
                 backup::copy_atomic(&target, &copy)
@@ -411,6 +422,7 @@ impl Applier {
             db_dump: dump,
             services,
             configs,
+            catalog_services,
         });
         Ok(())
     }
@@ -480,7 +492,13 @@ impl Applier {
     async fn switch(&self, run: &mut Run) -> StepResult {
         let deps = self.deps();
         let backup = run.backup.clone().context("no backup recorded")?;
+        deps.activity.set_switched(run.touched_services());
         for (c, b) in run.plan.configs.iter().zip(&backup.configs) {
+            if let Some(dir) = b.target.parent() {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
             backup::copy_atomic(&c.path, &b.target)
                 .await
                 .with_context(|| format!("cannot install config {}", b.target.display()))?;
@@ -490,7 +508,9 @@ impl Applier {
                 &format!("config {} installed", b.target.display()),
             );
         }
-        deps.activity.set_switched(run.plan.services());
+        if run.reloads() {
+            self.reload(run).await?;
+        }
         for img in &run.plan.images {
             self.ctx.beat();
             deps.services
@@ -511,12 +531,17 @@ impl Applier {
     /// container that exits fails at once (nothing restarts it meanwhile).
     async fn verify(&self, run: &Run) -> StepResult {
         let backup = run.backup.as_ref().context("no backup recorded")?;
-        let required: Vec<String> = backup
+        let mut required: Vec<String> = backup
             .services
             .iter()
             .filter(|s| s.counts)
             .map(|s| s.service.clone())
             .collect();
+        for name in &backup.catalog_services {
+            if !required.contains(name) && backup.services.iter().all(|s| &s.service != name) {
+                required.push(name.clone());
+            }
+        }
         for s in backup.services.iter().filter(|s| !s.counts) {
             self.log(
                 "WARN",
@@ -641,7 +666,7 @@ impl Applier {
     /// images and containers, configs, then the database. Ends in
     /// `rolled_back`, or `failed` (one critical event, no retry).
     async fn rollback(&self, run: &mut Run) -> anyhow::Result<()> {
-        self.deps().activity.set_switched(run.plan.services());
+        self.deps().activity.set_switched(run.touched_services());
         self.rollback_transition(
             run,
             UpdateState::RollingBack,
@@ -735,6 +760,9 @@ impl Applier {
                     },
                 }
             }
+            if run.reloads() {
+                self.reload(run).await?;
+            }
         }
         if matches!(
             reached,
@@ -753,18 +781,52 @@ impl Applier {
             self.log("INFO", run, "database restored from the backup");
         }
         if touched_live {
-            let required: Vec<String> = backup
+            // The catalog's services as they were: back on their old spec
+            // (one the bundle added is gone again).
+            let mut required: Vec<String> = backup
                 .services
                 .iter()
                 .filter(|s| s.counts)
                 .map(|s| s.service.clone())
                 .collect();
+            for name in &backup.catalog_services {
+                if !required.contains(name) && deps.services.service(name).is_some() {
+                    required.push(name.clone());
+                }
+            }
             let cfg = &deps.config;
             self.wait_healthy(&required, cfg.verify_timeout, Duration::ZERO)
                 .await
                 .context("the previous version did not come back healthy")?;
         }
         Ok(())
+    }
+
+    /// Asks the daemon to reload its config and catalog (as SIGHUP does)
+    /// and waits for the answer: a refusal fails the step.
+    async fn reload(&self, run: &Run) -> StepResult {
+        let Some(control) = &self.deps().control else {
+            return Ok(());
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        control
+            .send(crate::state::Control::Reload(Some(tx)))
+            .await
+            .map_err(|_| anyhow!("the daemon is shutting down"))?;
+        match tokio::time::timeout(WAIT_DEADLINE, rx).await {
+            Ok(Ok(Ok(changed))) => {
+                let what = if changed.is_empty() {
+                    "nothing changed".to_string()
+                } else {
+                    changed.join("; ")
+                };
+                self.log("INFO", run, &format!("config reloaded: {what}"));
+                Ok(())
+            }
+            Ok(Ok(Err(errors))) => bail!("the config reload was refused: {}", errors.join("; ")),
+            Ok(Err(_)) => bail!("the daemon is shutting down"),
+            Err(_) => bail!("the config reload did not answer within {WAIT_DEADLINE:?}"),
+        }
     }
 
     async fn wait_db(&self) -> StepResult {
@@ -840,7 +902,7 @@ impl Applier {
             UpdateState::Verifying => {
                 self.wait_db().await?;
                 self.wait_supervisor().await?;
-                self.deps().activity.set_switched(run.plan.services());
+                self.deps().activity.set_switched(run.touched_services());
                 match self.verify(&run).await {
                     Ok(()) => {
                         self.transition(&mut run, UpdateState::Done, "verified after the restart")

@@ -45,7 +45,9 @@ pub struct UpdateConfig {
     /// ... and stay healthy this long before the update counts as done.
     #[serde(with = "humantime_serde")]
     pub stability_window: Duration,
-    /// Where a bundle's config files are installed (`<config_dir>/<name>`).
+    /// Where a bundle's config files are installed (`<config_dir>/<name>`);
+    /// `arasuld.yaml` and `services.yaml` become the update drop-ins of the
+    /// daemon's own config and catalog instead.
     pub config_dir: PathBuf,
 }
 
@@ -102,6 +104,10 @@ pub enum UpdateError {
     TooLarge { limit: u64 },
     #[error("{0}")]
     BadUpload(String),
+    /// A bundled `arasuld.yaml` or `services.yaml` that `check-config`
+    /// would refuse (each error with file, line and key).
+    #[error("the bundle's config would not load: {0}")]
+    InvalidConfig(String),
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -114,6 +120,7 @@ impl UpdateError {
             UpdateError::Bundle(b) => b.code(),
             UpdateError::TooLarge { .. } => "bundle_too_large",
             UpdateError::BadUpload(_) => "invalid_bundle",
+            UpdateError::InvalidConfig(_) => "invalid_config",
             UpdateError::Internal(_) => "internal",
         }
     }
@@ -132,6 +139,64 @@ pub struct UpdateDeps {
     pub services: SupervisorHandle,
     /// Published here as the run goes; read by healing and the reboot checks.
     pub activity: super::UpdateActivity,
+    /// The daemon's own config file and service catalog: a bundled
+    /// `arasuld.yaml` / `services.yaml` becomes their update drop-in
+    /// ([`crate::dropin::update_path`]), never the dpkg conffile itself.
+    pub config_path: PathBuf,
+    pub services_file: PathBuf,
+    /// Where a config reload is asked for once a bundled config is in place
+    /// (None in tests of the updater alone: nothing reloads).
+    pub control: Option<tokio::sync::mpsc::Sender<crate::state::Control>>,
+}
+
+/// The daemon's config and its catalog, by the names a bundle gives them.
+pub const DAEMON_CONFIG: &str = "arasuld.yaml";
+pub const CATALOG: &str = "services.yaml";
+
+impl UpdateDeps {
+    /// Where a bundled config named `name` is installed: the update drop-in
+    /// of the daemon's config or catalog, else `<config_dir>/<name>`.
+    pub fn config_target(&self, name: &str) -> anyhow::Result<PathBuf> {
+        Ok(match name {
+            DAEMON_CONFIG => crate::dropin::update_path(&self.config_path),
+            CATALOG => crate::dropin::update_path(&self.services_file),
+            _ => super::backup::config_target(&self.config.config_dir, name)?,
+        })
+    }
+
+    /// The bundled daemon config and catalog loaded as `check-config` loads
+    /// them, with the bundle's files in place of the update drop-ins:
+    /// refused here, a broken file never reaches the box. Returns the
+    /// catalog the box will run.
+    pub fn check_bundled_configs(
+        &self,
+        configs: &[PlanConfig],
+    ) -> Result<Option<crate::docker::Catalog>, UpdateError> {
+        let staged = |name: &str| {
+            configs
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| c.path.as_path())
+        };
+        let (daemon, catalog) = (staged(DAEMON_CONFIG), staged(CATALOG));
+        let refuse = |errors: Vec<crate::config::ConfigError>| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            UpdateError::InvalidConfig(lines.join("; "))
+        };
+        let mut services_file = self.services_file.clone();
+        if daemon.is_some() {
+            let c =
+                crate::config::load_with_update(&self.config_path, false, std::env::vars(), daemon)
+                    .map_err(refuse)?;
+            services_file = c.paths.services_file;
+        }
+        if catalog.is_some() || daemon.is_some() {
+            let cat =
+                crate::docker::load_catalog_with_update(&services_file, catalog).map_err(refuse)?;
+            return Ok(Some(cat));
+        }
+        Ok(None)
+    }
 }
 
 impl UpdateDeps {
@@ -150,6 +215,9 @@ impl UpdateDeps {
             db: db.clone(),
             services: services.clone(),
             activity: super::UpdateActivity::new(),
+            config_path: crate::config::DEFAULT_PATH.into(),
+            services_file: config.paths.services_file.clone(),
+            control: None,
         }
     }
 }
@@ -461,8 +529,11 @@ impl UpdateManager {
         })
         .await
         .map_err(|e| anyhow::anyhow!("verification task failed: {e}"))??;
+        let plan = plan_of(&verified, &installed.to_string());
+        // Refused here, the staging dir goes with `orphan` (never kept).
+        deps.check_bundled_configs(&plan.configs)?;
         orphan.keep();
-        Ok(plan_of(&verified, &installed.to_string()))
+        Ok(plan)
     }
 
     /// Starts the pending update (the worker carries it out).

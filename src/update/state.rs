@@ -236,6 +236,30 @@ pub struct Backup {
     pub db_dump: PathBuf,
     pub services: Vec<ServiceBackup>,
     pub configs: Vec<ConfigBackup>,
+    /// Services a bundled `services.yaml` changes or adds: verified like
+    /// the switched ones, and left alone by self-healing meanwhile.
+    #[serde(default)]
+    pub catalog_services: Vec<String>,
+}
+
+impl Run {
+    /// Every service the run switches or whose catalog entry it changes.
+    pub fn touched_services(&self) -> std::collections::BTreeSet<String> {
+        let mut s = self.plan.services();
+        if let Some(b) = &self.backup {
+            s.extend(b.catalog_services.iter().cloned());
+        }
+        s
+    }
+
+    /// Whether the run installs the daemon's own config or catalog (a
+    /// reload applies them).
+    pub fn reloads(&self) -> bool {
+        self.plan
+            .configs
+            .iter()
+            .any(|c| c.name == super::manager::DAEMON_CONFIG || c.name == super::manager::CATALOG)
+    }
 }
 
 /// One run of the state machine, as persisted.
