@@ -1216,3 +1216,48 @@ fn bundled_configs_go_to_drop_ins_take_effect_by_reload_and_a_bad_one_is_rolled_
     let (_, check) = get_json_auth(&env.cfg.url("/api/update/status"), &env.token).unwrap();
     assert_eq!(check["installed_version"], "0.2.0", "{check}");
 }
+
+#[test]
+fn a_bundled_package_is_refused_not_ignored_and_the_recorded_version_follows_the_binary() {
+    let pg = private_pg();
+    let mut env = Env::new("upd-pkg", &pg);
+    // A package the box would verify, stage and then not install, while
+    // recording its version as installed: refused at upload instead.
+    let deb = env.dir().join("arasuld_0.2.0_amd64.deb");
+    std::fs::write(&deb, b"!<arch>\n").unwrap();
+    let bundle = env.dir().join("pkg.araupdate");
+    run(Command::new(bin())
+        .args(["bundle", "create", "--key"])
+        .arg(env.dir().join("vendor/update-signing.key"))
+        .args(["--version", "0.2.0", "--min-version", "0.1.0", "--out"])
+        .arg(&bundle)
+        .arg("--image")
+        .arg(format!("app={}", env.v2))
+        .arg("--package")
+        .arg(&deb));
+    let (code, v) = env.upload(&bundle);
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(v["error"]["code"], "package_not_installable", "{v}");
+    let s = env.status();
+    assert_eq!(s["state"], "idle", "{s}");
+    assert_eq!(s["installed_version"], "0.1.0", "{s}");
+    env.wait_app(&env.v1.clone());
+
+    // A record older than the running binary (the .deb upgraded with apt)
+    // is corrected at start; one newer (a bundle without a package) stays.
+    let state = env.dir().join("state/update_state.json");
+    for (recorded, shown) in [("0.0.9", "0.1.0"), ("0.3.0", "0.3.0")] {
+        env.daemon.take();
+        std::fs::write(
+            &state,
+            format!(r#"{{"installed_version":"{recorded}","run":null,"previous_backup":null}}"#),
+        )
+        .unwrap();
+        env.start(&[]);
+        assert_eq!(
+            env.status()["installed_version"],
+            shown,
+            "recorded {recorded}"
+        );
+    }
+}

@@ -108,6 +108,12 @@ pub enum UpdateError {
     /// would refuse (each error with file, line and key).
     #[error("the bundle's config would not load: {0}")]
     InvalidConfig(String),
+    /// Installing a bundled `arasuld` package needs a root helper this
+    /// build does not have yet: refused rather than marked done without it.
+    #[error(
+        "the bundle carries an arasuld package, which this version cannot install from a bundle; install the .deb with apt, or use a bundle without a package"
+    )]
+    PackageNotInstallable,
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -121,6 +127,7 @@ impl UpdateError {
             UpdateError::TooLarge { .. } => "bundle_too_large",
             UpdateError::BadUpload(_) => "invalid_bundle",
             UpdateError::InvalidConfig(_) => "invalid_config",
+            UpdateError::PackageNotInstallable => "package_not_installable",
             UpdateError::Internal(_) => "internal",
         }
     }
@@ -350,7 +357,7 @@ impl UpdateManager {
     /// updater starts from the built-in version, loudly).
     pub fn new(deps: UpdateDeps) -> UpdateManager {
         let persisted = match state::load(&deps.state_dir) {
-            Ok(Some(p)) => p,
+            Ok(Some(p)) => reconcile_installed(&deps.state_dir, p),
             Ok(None) => Persisted {
                 installed_version: crate::build_info::VERSION.to_string(),
                 run: None,
@@ -531,6 +538,9 @@ impl UpdateManager {
         .map_err(|e| anyhow::anyhow!("verification task failed: {e}"))??;
         let plan = plan_of(&verified, &installed.to_string());
         // Refused here, the staging dir goes with `orphan` (never kept).
+        if plan.check.components.package {
+            return Err(UpdateError::PackageNotInstallable);
+        }
         deps.check_bundled_configs(&plan.configs)?;
         orphan.keep();
         Ok(plan)
@@ -748,6 +758,35 @@ impl UpdateManager {
     pub(crate) async fn wait_for_work(&self) -> Option<()> {
         self.inner.wake_rx.lock().await.recv().await
     }
+}
+
+/// A package newer than the recorded version (installed with apt, outside
+/// an update) is what the box runs: the record follows the binary. Never
+/// lowered: a bundle without a package raises the version above the
+/// binary's. Left alone while a run is unresolved.
+fn reconcile_installed(state_dir: &Path, mut p: Persisted) -> Persisted {
+    let binary = crate::build_info::VERSION;
+    let newer = match (
+        semver::Version::parse(binary),
+        semver::Version::parse(&p.installed_version),
+    ) {
+        (Ok(b), Ok(i)) => b.cmp_precedence(&i).is_gt(),
+        (Ok(_), Err(_)) => true,
+        _ => false,
+    };
+    let settled = p.run.as_ref().is_none_or(|r| r.state.is_final());
+    if newer && settled {
+        tracing::info!(
+            recorded = %p.installed_version,
+            binary,
+            "the running arasuld is newer than the recorded version: recording it as installed"
+        );
+        p.installed_version = binary.to_string();
+        if let Err(e) = state::save(state_dir, &p) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot record the installed version");
+        }
+    }
+    p
 }
 
 fn idle_status(installed: String) -> UpdateStatus {
