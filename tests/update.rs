@@ -186,6 +186,17 @@ impl Env {
         })
     }
 
+    /// `arasuld bundle create` signed with the vendor key, for
+    /// `version` (min 0.1.0) into `out`; the caller adds the payload.
+    fn bundle_create(&self, version: &str, out: &Path) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(["bundle", "create", "--key"])
+            .arg(self.dir().join("vendor/update-signing.key"))
+            .args(["--version", version, "--min-version", "0.1.0", "--out"])
+            .arg(out);
+        cmd
+    }
+
     /// Writes the migration and config files, then `arasuld bundle create`.
     fn bundle(
         &self,
@@ -197,11 +208,7 @@ impl Env {
         let src = self.dir().join(format!("src-{version}"));
         std::fs::create_dir_all(&src).unwrap();
         let out = self.dir().join(format!("v{version}.araupdate"));
-        let mut cmd = Command::new(bin());
-        cmd.args(["bundle", "create", "--key"])
-            .arg(self.dir().join("vendor/update-signing.key"))
-            .args(["--version", version, "--min-version", "0.1.0", "--out"])
-            .arg(&out);
+        let mut cmd = self.bundle_create(version, &out);
         if let Some(i) = image {
             cmd.args(["--image", &format!("app={i}")]);
         }
@@ -235,6 +242,15 @@ impl Env {
             code.trim().parse().unwrap_or(0),
             serde_json::from_str(body).unwrap_or(Value::Null),
         )
+    }
+
+    /// Upload (verified, 200), apply (202), then the run's final status.
+    fn apply(&self, bundle: &Path) -> Value {
+        let (code, check) = self.upload(bundle);
+        assert_eq!(code, 200, "{check}");
+        let (code, _) = self.post("/api/update/apply");
+        assert_eq!(code, 202);
+        self.wait_final()
     }
 
     fn post(&self, path: &str) -> (u16, Value) {
@@ -470,11 +486,7 @@ fn migration_three_of_five_failing_rolls_everything_back() {
         ],
         &[("app.conf", "mode=v2\n")],
     );
-    let (code, check) = env.upload(&bundle);
-    assert_eq!(code, 200, "{check}");
-    let (code, _) = env.post("/api/update/apply");
-    assert_eq!(code, 202);
-    let s = env.wait_final();
+    let s = env.apply(&bundle);
     assert_eq!(s["state"], "rolled_back", "{s}");
     let err = s["error"].as_str().unwrap();
     assert!(err.contains("migration 3/5 003_bad.sql"), "{err}");
@@ -679,11 +691,7 @@ fn disk_full_during_the_backup_aborts_before_anything_live_changes() {
     let env = Env::new("upd-full", &pg);
     let _mount = Mount::tmpfs(&env.dir().join("state/updates/backup"), "12k");
     let bundle = env.v2_bundle();
-    let (code, check) = env.upload(&bundle);
-    assert_eq!(code, 200, "{check}");
-    let (code, _) = env.post("/api/update/apply");
-    assert_eq!(code, 202);
-    let s = env.wait_final();
+    let s = env.apply(&bundle);
     assert_eq!(s["state"], "rolled_back", "{s}");
     let err = s["error"].as_str().unwrap();
     assert!(err.contains("database backup failed"), "{err}");
@@ -707,11 +715,8 @@ fn an_upload_abandoned_during_its_verification_leaves_no_staged_bundle() {
         .set_len(512 << 20)
         .unwrap();
     let bundle = env.dir().join("big.araupdate");
-    run(Command::new(bin())
-        .args(["bundle", "create", "--key"])
-        .arg(env.dir().join("vendor/update-signing.key"))
-        .args(["--version", "0.2.0", "--min-version", "0.1.0", "--out"])
-        .arg(&bundle)
+    run(env
+        .bundle_create("0.2.0", &bundle)
         .arg("--package")
         .arg(&big));
     std::fs::remove_file(&big).unwrap();
@@ -784,11 +789,7 @@ fn a_failure_after_the_images_loaded_puts_the_old_tag_back() {
     );
     docker(&["tag", &old_id, &env.v1]);
     assert_eq!(image_id(&env.v1), old_id);
-    let (code, check) = env.upload(&bundle);
-    assert_eq!(code, 200, "{check}");
-    let (code, _) = env.post("/api/update/apply");
-    assert_eq!(code, 202);
-    let s = env.wait_final();
+    let s = env.apply(&bundle);
     assert_eq!(s["state"], "rolled_back", "{s}");
     assert!(s["error"].as_str().unwrap().contains("001_bad.sql"), "{s}");
     // The tag is the old image's again: the next recreate runs what ran.
@@ -808,18 +809,11 @@ fn a_failure_after_the_images_loaded_puts_the_old_tag_back() {
         .arg(&tar)
         .arg(&env.v3));
     let bundle = env.dir().join("v2-lie.araupdate");
-    run(Command::new(bin())
-        .args(["bundle", "create", "--key"])
-        .arg(env.dir().join("vendor/update-signing.key"))
-        .args(["--version", "0.2.0", "--min-version", "0.1.0", "--out"])
-        .arg(&bundle)
+    run(env
+        .bundle_create("0.2.0", &bundle)
         .arg("--image-tar")
         .arg(format!("app={}={}", env.v2, tar.display())));
-    let (code, check) = env.upload(&bundle);
-    assert_eq!(code, 200, "{check}");
-    let (code, _) = env.post("/api/update/apply");
-    assert_eq!(code, 202);
-    let s = env.wait_final();
+    let s = env.apply(&bundle);
     assert_eq!(s["state"], "rolled_back", "{s}");
     let err = s["error"].as_str().unwrap();
     assert!(err.contains(&format!("does not carry {}", env.v2)), "{err}");
@@ -1157,11 +1151,7 @@ fn bundled_configs_go_to_drop_ins_take_effect_by_reload_and_a_bad_one_is_rolled_
             ),
         ],
     );
-    let (code, v) = env.upload(&v2);
-    assert_eq!(code, 200, "{v}");
-    let (code, _) = env.post("/api/update/apply");
-    assert_eq!(code, 202);
-    let s = env.wait_final();
+    let s = env.apply(&v2);
     assert_eq!(s["state"], "done", "{s}");
     let log = s["log"].to_string();
     assert!(log.contains("logging.level"), "{log}");
@@ -1195,11 +1185,7 @@ fn bundled_configs_go_to_drop_ins_take_effect_by_reload_and_a_bad_one_is_rolled_
             "services:\n- name: app\n  env:\n    TESTRT_MODE: exit-now\n",
         )],
     );
-    let (code, v) = env.upload(&v3);
-    assert_eq!(code, 200, "{v}");
-    let (code, _) = env.post("/api/update/apply");
-    assert_eq!(code, 202);
-    let s = env.wait_final();
+    let s = env.apply(&v3);
     assert_eq!(s["state"], "rolled_back", "{s}");
     assert!(s["error"].as_str().unwrap().contains("app is down"), "{s}");
     assert!(
@@ -1226,11 +1212,8 @@ fn a_bundled_package_is_refused_not_ignored_and_the_recorded_version_follows_the
     let deb = env.dir().join("arasuld_0.2.0_amd64.deb");
     std::fs::write(&deb, b"!<arch>\n").unwrap();
     let bundle = env.dir().join("pkg.araupdate");
-    run(Command::new(bin())
-        .args(["bundle", "create", "--key"])
-        .arg(env.dir().join("vendor/update-signing.key"))
-        .args(["--version", "0.2.0", "--min-version", "0.1.0", "--out"])
-        .arg(&bundle)
+    run(env
+        .bundle_create("0.2.0", &bundle)
         .arg("--image")
         .arg(format!("app={}", env.v2))
         .arg("--package")
