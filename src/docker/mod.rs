@@ -271,6 +271,9 @@ pub fn spawn(
     let (state_tx, state_rx) = watch::channel(Arc::new(Vec::new()));
     let cmd_rx = Arc::new(tokio::sync::Mutex::new(cmd_rx));
     let state_tx = Arc::new(state_tx);
+    // A restarted worker starts from the catalog last applied (a reload's),
+    // not the one read at daemon start.
+    let catalog = Arc::new(std::sync::Mutex::new(catalog));
     workers.spawn("supervisor", crate::tasks::WorkerKind::Core, move |ctx| {
         let (cfg, catalog, cmd_rx, state_tx) = (
             cfg.clone(),
@@ -280,7 +283,9 @@ pub fn spawn(
         );
         async move {
             let mut rx = cmd_rx.lock().await;
-            supervisor::Supervisor::new(cfg, &catalog, state_tx)
+            let current = catalog.lock().unwrap().clone();
+            supervisor::Supervisor::new(cfg, &current, state_tx)
+                .remember_catalog_in(catalog)
                 .run(ctx, &mut rx)
                 .await
         }

@@ -79,6 +79,8 @@ pub struct Supervisor {
     /// Images an update put in place of the catalog's (see [`Command::SetImage`]).
     overrides: BTreeMap<String, ImageOverride>,
     catalog_images: HashMap<String, String>,
+    /// Where an applied catalog is kept for the next start of this worker.
+    applied_catalog: Option<Arc<std::sync::Mutex<Catalog>>>,
 }
 
 /// One service's image as the updater set it, with the catalog image it
@@ -182,9 +184,17 @@ impl Supervisor {
             docker_down_logged: false,
             overrides,
             catalog_images,
+            applied_catalog: None,
         };
         sup.publish();
         sup
+    }
+
+    /// Each catalog applied later ([`Command::SetCatalog`]) is written to
+    /// `cell`, so a restart of the worker starts from it.
+    pub fn remember_catalog_in(mut self, cell: Arc<std::sync::Mutex<Catalog>>) -> Self {
+        self.applied_catalog = Some(cell);
+        self
     }
 
     fn publish(&self) {
@@ -774,6 +784,9 @@ impl Supervisor {
         }
         self.services = services;
         self.order = order;
+        if let Some(cell) = &self.applied_catalog {
+            *cell.lock().unwrap() = catalog;
+        }
         for c in &changed {
             tracing::info!("service catalog reloaded: {c}");
         }
