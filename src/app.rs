@@ -332,6 +332,8 @@ fn spawn_supervisor(
             .docker
             .nvidia_runtime
             .unwrap_or_else(|| config.paths.etc_root.join("nv_tegra_release").exists()),
+        log_max_size: config.docker.log_max_size.clone(),
+        log_max_files: config.docker.log_max_files,
     };
     Ok((
         crate::docker::spawn(workers, sup_cfg, catalog.clone()),

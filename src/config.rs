@@ -73,6 +73,11 @@ pub struct DockerConfig {
     /// GPU services use `runtime: nvidia` (Jetson) instead of a device
     /// request. Unset: decided by whether `<etc_root>/nv_tegra_release` exists.
     pub nvidia_runtime: Option<bool>,
+    /// Every container logs to Docker's json-file driver, rotated at this
+    /// size (`50m`) ...
+    pub log_max_size: String,
+    /// ... keeping this many files: a chatty container cannot fill the disk.
+    pub log_max_files: u32,
 }
 
 impl Default for DockerConfig {
@@ -81,6 +86,8 @@ impl Default for DockerConfig {
             socket: "/var/run/docker.sock".into(),
             stop_timeout: Duration::from_secs(10),
             nvidia_runtime: None,
+            log_max_size: "50m".into(),
+            log_max_files: 5,
         }
     }
 }
@@ -586,6 +593,12 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.logging.level) {
         bad("logging.level", format!("not a valid log filter: {e}"));
+    }
+    if let Err(e) = crate::docker::catalog::parse_bytes(&c.docker.log_max_size) {
+        bad("docker.log_max_size", e);
+    }
+    if c.docker.log_max_files == 0 {
+        bad("docker.log_max_files", "must be at least 1".into());
     }
     out.extend(c.http.rate_limits.validate());
     out.extend(c.healing.validate());

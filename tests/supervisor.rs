@@ -319,3 +319,62 @@ fn an_out_of_memory_kill_is_flagged() {
     assert_eq!(h.service("hog").unwrap().last_exit_code, Some(137));
     env.stop(workers);
 }
+
+/// What the host's engine reports as its CPU count.
+fn engine_cpus() -> f64 {
+    docker(&["info", "--format", "{{.NCPU}}"]).parse().unwrap()
+}
+
+#[test]
+fn a_service_the_engine_refuses_fails_alone_and_limits_fit_the_host() {
+    let env = Env::new("refused");
+    // `tiny`: a memory limit Docker refuses at create (400, under 6 MB);
+    // `big`: more cores than the host has, clamped instead of refused.
+    let text = format!(
+        "project: {p}\nnetwork: {n}\nservices:\n\
+         - name: tiny\n  image: {IMAGE}\n  memory_limit: 1m\n\
+         - name: big\n  image: {IMAGE}\n  cpu_limit: 512\n  health: {{http: {{port: 11434, path: /api/version}}, interval: 300ms, timeout: 1s, retries: 2, start_period: 5s}}\n",
+        p = env.project.name,
+        n = env.network()
+    );
+    let catalog = arasuld::docker::catalog::parse("t", &text).unwrap();
+    let (workers, h) = env.start(catalog, SOCKET);
+    env.wait_state(&h, "big", ServiceState::Healthy, Duration::from_secs(30));
+    env.wait_state(&h, "tiny", ServiceState::Failed, Duration::from_secs(15));
+    let tiny = h.service("tiny").unwrap();
+    let err = tiny.last_error.unwrap_or_default();
+    assert!(
+        err.contains("refused") && err.to_lowercase().contains("memory"),
+        "{err}"
+    );
+    // The engine answered: nothing is "unknown", the worker did not fail.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(h.service("big").unwrap().state, ServiceState::Healthy);
+    let sup = workers
+        .statuses()
+        .into_iter()
+        .find(|w| w.name == "supervisor")
+        .unwrap();
+    assert_eq!(sup.errors, 0, "an engine's refusal is not an outage");
+    let container = env.project.container("big");
+    let nano: f64 = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NanoCpus}}",
+        &container,
+    ])
+    .parse()
+    .unwrap();
+    assert_eq!(nano, engine_cpus() * 1e9, "cpu_limit clamped to the host");
+    // Every container's log is capped (json-file, 50 MB x 5 by default).
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "--format",
+            "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} {{index .HostConfig.LogConfig.Config \"max-file\"}}",
+            &container
+        ]),
+        "json-file 50m 5"
+    );
+    env.stop(workers);
+}

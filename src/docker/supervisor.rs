@@ -13,7 +13,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, DeviceRequest, EndpointSettings, EventMessage, HostConfig,
-    NetworkCreateRequest, NetworkingConfig, PortBinding,
+    HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
@@ -41,6 +41,9 @@ pub struct SupervisorConfig {
     pub stop_timeout: Duration,
     /// Use `runtime: nvidia` (Jetson) instead of a device request for GPUs.
     pub nvidia_runtime: bool,
+    /// The json-file log driver's `max-size` and `max-file` for every container.
+    pub log_max_size: String,
+    pub log_max_files: u32,
 }
 
 /// Per-service bookkeeping the status does not show.
@@ -81,6 +84,9 @@ pub struct Supervisor {
     catalog_images: HashMap<String, String>,
     /// Where an applied catalog is kept for the next start of this worker.
     applied_catalog: Option<Arc<std::sync::Mutex<Catalog>>>,
+    /// The engine's CPU count (`docker info`): a `cpu_limit` above it is
+    /// clamped, not sent (the engine refuses it).
+    host_cpus: Option<f64>,
 }
 
 /// One service's image as the updater set it, with the catalog image it
@@ -185,6 +191,7 @@ impl Supervisor {
             overrides,
             catalog_images,
             applied_catalog: None,
+            host_cpus: None,
         };
         sup.publish();
         sup
@@ -291,6 +298,12 @@ impl Supervisor {
             ])),
             ..Default::default()
         }));
+        self.host_cpus = docker
+            .info()
+            .await?
+            .ncpu
+            .filter(|n| *n > 0)
+            .map(|n| n as f64);
         self.ensure_network(docker).await?;
         self.reconcile(docker).await?;
         let mut probes: JoinSet<ProbeResult> = JoinSet::new();
@@ -559,12 +572,23 @@ impl Supervisor {
                         self.services[name].spec.image.clone(),
                     ));
                 }
+                if let (Some(want), Some(host)) = (rt.spec.cpu_limit, self.host_cpus)
+                    && want > host
+                {
+                    tracing::warn!(
+                        service = name,
+                        cpu_limit = want,
+                        host_cpus = host,
+                        "cpu_limit exceeds the host's cores: clamped to the host"
+                    );
+                }
                 let body = container_body(
                     &rt.spec,
                     &rt.hash,
                     &self.project,
                     &self.network,
-                    self.cfg.nvidia_runtime,
+                    &self.cfg,
+                    self.host_cpus,
                 );
                 let created = docker
                     .create_container(
@@ -575,15 +599,19 @@ impl Supervisor {
                         body,
                     )
                     .await
-                    .map_err(docker_err)?;
+                    .map_err(|e| self.engine_refused(name, e))?;
                 tracing::info!(service = name, container = %created.id, "created container");
+                // Recorded now: a start that fails is retried on this container.
+                if let Some(rt) = self.services.get_mut(name) {
+                    rt.status.container_id = Some(created.id.clone());
+                }
                 created.id
             }
         };
         docker
             .start_container(&id, None)
             .await
-            .map_err(docker_err)?;
+            .map_err(|e| self.engine_refused(name, e))?;
         if let Some(rt) = self.services.get_mut(name) {
             rt.settled_ns = now_ns();
             rt.status.container_id = Some(id.clone());
@@ -596,6 +624,42 @@ impl Supervisor {
         self.set_state(name, ServiceState::Starting);
         self.adopt(docker, name, &id).await;
         Ok(())
+    }
+
+    /// A create or start the engine answered with an error is that
+    /// service's failure, with the engine's words, not an outage: a 400
+    /// (the request itself is wrong: a limit the host cannot give) marks it
+    /// `failed` until the catalog or the admin changes something; any other
+    /// answer leaves it `unhealthy` for the healing policy. Only an engine
+    /// that does not answer is "Docker unreachable".
+    fn engine_refused(&mut self, name: &str, e: bollard::errors::Error) -> SupervisorError {
+        let bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } = &e
+        else {
+            return docker_err(e);
+        };
+        let (why, state) = if *status_code == 400 {
+            (
+                format!("the Docker engine refused it: {message}"),
+                ServiceState::Failed,
+            )
+        } else {
+            (
+                format!("the Docker engine could not start it ({status_code}): {message}"),
+                ServiceState::Unhealthy,
+            )
+        };
+        tracing::error!(service = name, error = %why, "container not started");
+        if state == ServiceState::Failed {
+            self.failed.insert(name.to_string());
+        }
+        self.set_state(name, state);
+        if let Some(rt) = self.services.get_mut(name) {
+            rt.status.last_error = Some(why.clone());
+        }
+        SupervisorError::Docker(why)
     }
 
     async fn on_command(&mut self, docker: &Docker, cmd: Command, jobs: &mut JoinSet<()>) {
@@ -1351,8 +1415,13 @@ fn container_body(
     hash: &str,
     project: &str,
     network: &str,
-    nvidia_runtime: bool,
+    cfg: &SupervisorConfig,
+    host_cpus: Option<f64>,
 ) -> ContainerCreateBody {
+    let nvidia_runtime = cfg.nvidia_runtime;
+    let cpus = spec
+        .cpu_limit
+        .map(|c| host_cpus.map_or(c, |host| c.min(host)));
     let labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_PROJECT.to_string(), project.to_string()),
@@ -1395,7 +1464,14 @@ fn container_body(
         host_config: Some(HostConfig {
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-            nano_cpus: spec.cpu_limit.map(|c| (c * 1e9) as i64),
+            nano_cpus: cpus.map(|c| (c * 1e9) as i64),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), cfg.log_max_size.clone()),
+                    ("max-file".to_string(), cfg.log_max_files.to_string()),
+                ])),
+            }),
             memory: spec
                 .memory_limit
                 .as_deref()

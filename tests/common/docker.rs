@@ -96,6 +96,8 @@ pub fn spawn_supervisor(
         socket: socket.to_string(),
         state_dir: state_dir.to_path_buf(),
         stop_timeout: Duration::from_secs(2),
+        log_max_size: "50m".into(),
+        log_max_files: 5,
         nvidia_runtime: false,
     };
     let handle = arasuld::docker::spawn(&workers, cfg, catalog);
