@@ -21,5 +21,11 @@ fn main() {
             println!("cargo:rerun-if-changed={p}");
         }
     }
+    // The version the binary reports; CARGO_PKG_VERSION unless a test
+    // package of another version is built (tests/deb.sh).
+    let version = std::env::var("ARASUL_VERSION")
+        .unwrap_or_else(|_| std::env::var("CARGO_PKG_VERSION").expect("set by cargo"));
+    println!("cargo:rustc-env=ARASUL_VERSION={version}");
+    println!("cargo:rerun-if-env-changed=ARASUL_VERSION");
     println!("cargo:rerun-if-changed=migrations");
 }

@@ -37,6 +37,14 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Root helper of signed updates (run by `arasuld-package.service`):
+    /// installs the package of the bundle the daemon asked for, after
+    /// checking it again, or reinstalls the package an update replaced.
+    InstallPackage {
+        /// Where verified copies and kept packages live (root only).
+        #[arg(long, default_value = arasuld::update::package::STORE)]
+        store: PathBuf,
+    },
     /// Update bundles (.araupdate): keygen, create, verify, inspect.
     Bundle {
         #[command(subcommand)]
@@ -89,6 +97,18 @@ fn main() -> ExitCode {
                     }
                     eprintln!("{}: {} error(s)", services.display(), errors.len());
                     ExitCode::from(2)
+                }
+            };
+        }
+        (Ok(c), Some(Command::InstallPackage { store })) => {
+            let done =
+                arasuld::update::package::run_helper(&c.paths.state_dir, &c.paths.keys_dir, store);
+            return match done {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("arasuld install-package: {e:#}");
+                    ExitCode::FAILURE
                 }
             };
         }

@@ -132,8 +132,9 @@ ok "PostgreSQL role and database arasul"
 arasuld --config /etc/arasul/arasuld.yaml check-config >&2 || fail "arasuld check-config on the installed config"
 ok "arasuld check-config passes on the installed config"
 
-systemd-analyze verify /lib/systemd/system/arasuld.service || fail "systemd-analyze verify"
-ok "systemd-analyze verify accepts the unit"
+systemd-analyze verify /lib/systemd/system/arasuld.service /lib/systemd/system/arasuld-package.path \
+  /lib/systemd/system/arasuld-package.service || fail "systemd-analyze verify"
+ok "systemd-analyze verify accepts the units (daemon, update helper's path and service)"
 
 # Reinstalling the same version keeps everything and shows no new password.
 sum_secrets() { (cd /etc/arasul/secrets && find . -type f | sort | xargs sha256sum); }
@@ -347,12 +348,115 @@ for pid in $polkit_pids; do kill "$pid" 2>/dev/null || true; done
 for pid in $polkit_pids; do wait "$pid" 2>/dev/null || true; done
 polkit_pids=""
 ok "polkit (real polkitd + pkcheck, rule loaded without errors): arasul may reboot and mount; not power off, ignore inhibitors, manage units, mount system devices, modify devices or unmount others'; nobody may not reboot or mount"
+
+# --- a signed bundle carrying a newer package -------------------------------
+# The installed daemon asks for the package; the helper runs exactly as
+# arasuld-package.service runs it (this machine has no systemd to start it
+# from the path unit, nor to restart the daemon: the test does both, as
+# systemd would: the path unit on the request, Restart=always on the exit).
+next_version=0.1.1
+log "building arasuld $next_version (ARASUL_VERSION) for a test bundle"
+next_bin="$(ARASUL_VERSION=$next_version build_release)"
+next_deb="$(ARASULD_BIN="$next_bin" DEB_VERSION=$next_version scripts/deb)"
+[ "$(dpkg-deb -f "$next_deb" Version)" = "$next_version" ] || fail "the test package's version"
+arasuld bundle keygen --out "$work/vendor" >/dev/null
+install -m 0644 "$work/vendor/update-signing.pem" /etc/arasul/keys/deb-test.pem
+arasuld bundle create --key "$work/vendor/update-signing.key" --version "$next_version" \
+  --min-version 0.1.0 --package "$next_deb" --out "$work/next.araupdate" >/dev/null ||
+  fail "bundle create"
+start_daemon() {
+  setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$port" \
+    ARASUL_METRICS__INTERNET_CHECK='""' ARASUL_UPDATE__STABILITY_WINDOW=1s \
+    /usr/bin/arasuld --config /etc/arasul/arasuld.yaml serve >>"$work/daemon.log" 2>&1 &
+  daemon_pid=$!
+  for _ in $(seq 1 120); do
+    curl -fsS "http://127.0.0.1:$port/api/health" >/dev/null 2>&1 && return 0
+    kill -0 "$daemon_pid" 2>/dev/null || { cat "$work/daemon.log" >&2; fail "the daemon exited"; }
+    sleep 0.5
+  done
+  cat "$work/daemon.log" >&2; fail "the daemon did not answer"
+}
+stop_daemon() { kill "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=""; }
+start_daemon
+token="$(curl -sS -H 'content-type: application/json' \
+  -d '{"username":"admin","password":"Box-Admin-Passw0rd!"}' "http://127.0.0.1:$port/api/auth/login" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')" || fail "login"
+auth=(-H "Authorization: Bearer $token")
+upload="$(curl -sS "${auth[@]}" -F "file=@$work/next.araupdate" "http://127.0.0.1:$port/api/update/upload")"
+echo "$upload" | grep -q '"package":true' || fail "upload: $upload"
+curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/api/update/apply" >/dev/null || fail "apply"
+request=/var/lib/arasul/updates/package/request.json
+for _ in $(seq 1 240); do [ -f "$request" ] && break; sleep 0.5; done
+[ -f "$request" ] || { cat "$work/daemon.log" >&2; fail "the daemon did not ask for the package"; }
+/usr/bin/arasuld --config /etc/arasul/arasuld.yaml install-package >"$work/helper.txt" 2>&1 ||
+  { cat "$work/helper.txt" >&2; fail "the helper did not install the package"; }
+[ "$(dpkg-query -W -f '${Version}' arasuld)" = "$next_version" ] || fail "dpkg says $(dpkg-query -W -f '${Version}' arasuld)"
+arasuld --version | grep -q "arasuld $next_version " || fail "arasuld --version: $(arasuld --version)"
+[ -f /var/lib/arasuld-packages/previous.deb ] || fail "the replaced package was not kept"
+expect_stat /var/lib/arasuld-packages "root:root 700"
+stop_daemon
+start_daemon
+state=""
+for _ in $(seq 1 240); do
+  state="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("state"))' 2>/dev/null || true)"
+  case "$state" in done|rolled_back|failed) break ;; esac
+  sleep 0.5
+done
+status="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status")"
+[ "$state" = done ] || { cat "$work/daemon.log" >&2; fail "the update ended $state: $status"; }
+echo "$status" | grep -q "\"installed_version\":\"$next_version\"" || fail "installed_version: $status"
+info="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/system/info")"
+echo "$info" | grep -q "\"version\":\"$next_version\"" || fail "/api/system/info: $info"
+ok "a signed bundle carrying arasuld $next_version: the root helper checked and installed it, the restarted daemon verified it: arasuld --version, dpkg and /api/system/info say $next_version"
+
+# A bundle whose package is not what it claims (0.1.2 on the label, the
+# 0.1.1 binary inside): the restarted daemon is not the bundle's version,
+# rolls back, has the helper reinstall the kept 0.1.1 package, and the
+# daemon that brings back finishes the rollback.
+bad_version=0.1.2
+mkdir -p "$work/bad"
+dpkg-deb -R "$next_deb" "$work/bad/root"
+sed -i "s/^Version: .*/Version: $bad_version/" "$work/bad/root/DEBIAN/control"
+dpkg-deb --root-owner-group -Zxz -b "$work/bad/root" "$work/bad/arasuld_${bad_version}.deb" >/dev/null
+arasuld bundle create --key "$work/vendor/update-signing.key" --version "$bad_version" \
+  --min-version 0.1.0 --package "$work/bad/arasuld_${bad_version}.deb" --out "$work/bad.araupdate" >/dev/null ||
+  fail "bundle create ($bad_version)"
+upload="$(curl -sS "${auth[@]}" -F "file=@$work/bad.araupdate" "http://127.0.0.1:$port/api/update/upload")"
+echo "$upload" | grep -q '"package":true' || fail "upload: $upload"
+curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/api/update/apply" >/dev/null || fail "apply"
+# run_helper ACTION: waits for the daemon's request for ACTION, runs the
+# helper as the unit does, then restarts the daemon as systemd would.
+run_helper() {
+  for _ in $(seq 1 240); do grep -qs "\"$1\"" "$request" && break; sleep 0.5; done
+  grep -qs "\"$1\"" "$request" || { cat "$work/daemon.log" >&2; fail "the daemon did not ask to $1 the package"; }
+  /usr/bin/arasuld --config /etc/arasul/arasuld.yaml install-package >"$work/helper.txt" 2>&1 ||
+    { cat "$work/helper.txt" >&2; fail "the helper did not $1 the package"; }
+  stop_daemon
+  start_daemon
+}
+run_helper install
+[ "$(dpkg-query -W -f '${Version}' arasuld)" = "$bad_version" ] || fail "the mislabelled package was not installed"
+run_helper restore
+for _ in $(seq 1 240); do
+  state="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("state"))' 2>/dev/null || true)"
+  case "$state" in done|rolled_back|failed) break ;; esac
+  sleep 0.5
+done
+status="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status")"
+[ "$state" = rolled_back ] || { cat "$work/daemon.log" >&2; fail "the bad package's update ended $state: $status"; }
+echo "$status" | grep -q "0.1.1 runs, not the bundle's $bad_version: the package helper said: installed arasuld $bad_version" || fail "the rollback's reason: $status"
+echo "$status" | grep -q "\"installed_version\":\"$next_version\"" || fail "installed_version after the rollback: $status"
+[ "$(dpkg-query -W -f '${Version}' arasuld)" = "$next_version" ] || fail "dpkg says $(dpkg-query -W -f '${Version}' arasuld) after the rollback"
+arasuld --version | grep -q "arasuld $next_version " || fail "arasuld --version after the rollback: $(arasuld --version)"
+stop_daemon
+ok "a bundle whose package is not the version it claims: rolled back, the kept $next_version package (repacked from dpkg's database) reinstalled by the helper"
 before="$(sum_secrets)"
 
 # --- remove keeps data, purge removes it --------------------------------------
 dpkg -r arasuld >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "dpkg -r"; }
 [ ! -e /usr/bin/arasuld ] || fail "dpkg -r left the binary"
 [ ! -e /usr/share/polkit-1/rules.d/50-arasuld.rules ] || fail "dpkg -r left the polkit rule"
+[ ! -e /lib/systemd/system/arasuld-package.path ] || fail "dpkg -r left the helper's path unit"
 [ "$(sum_secrets)" = "$before" ] || fail "dpkg -r touched the secrets"
 [ -f /var/lib/arasul/deb-test-marker ] || fail "dpkg -r removed /var/lib/arasul"
 [ -f /etc/arasul/arasuld.yaml ] || fail "dpkg -r removed the config"
@@ -361,7 +465,7 @@ getent passwd arasul >/dev/null || fail "dpkg -r removed the user"
 ok "dpkg -r keeps config, secrets, state, database and user"
 
 dpkg -P arasuld >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "dpkg -P"; }
-for p in /etc/arasul /var/lib/arasul /var/log/arasul; do
+for p in /etc/arasul /var/lib/arasul /var/log/arasul /var/lib/arasuld-packages; do
   [ ! -e "$p" ] || fail "dpkg -P left $p"
 done
 ! getent passwd arasul >/dev/null || fail "dpkg -P left the user"

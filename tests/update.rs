@@ -1204,11 +1204,21 @@ fn bundled_configs_go_to_drop_ins_take_effect_by_reload_and_a_bad_one_is_rolled_
 }
 
 #[test]
-fn a_bundled_package_is_refused_not_ignored_and_the_recorded_version_follows_the_binary() {
+fn a_bundled_package_goes_to_the_root_helper_which_checks_it_again() {
+    use std::io::Write as _;
     let pg = private_pg();
-    let mut env = Env::new("upd-pkg", &pg);
-    // A package the box would verify, stage and then not install, while
-    // recording its version as installed: refused at upload instead.
+    let mut env = Env::new_with("upd-pkg", &pg, |d| {
+        let cfg = d.join("arasuld.yaml");
+        let yaml = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(
+            &cfg,
+            yaml.replace("update:\n", "update:\n  package_timeout: 20s\n"),
+        )
+        .unwrap();
+    });
+    // A signed bundle with an image and a package. The daemon switches the
+    // image, then asks the root helper (here: `arasuld install-package`
+    // run by the test, as the path unit runs it) for the package.
     let deb = env.dir().join("arasuld_0.2.0_amd64.deb");
     std::fs::write(&deb, b"!<arch>\n").unwrap();
     let bundle = env.dir().join("pkg.araupdate");
@@ -1219,12 +1229,47 @@ fn a_bundled_package_is_refused_not_ignored_and_the_recorded_version_follows_the
         .arg("--package")
         .arg(&deb));
     let (code, v) = env.upload(&bundle);
-    assert_eq!(code, 422, "{v}");
-    assert_eq!(v["error"]["code"], "package_not_installable", "{v}");
-    let s = env.status();
-    assert_eq!(s["state"], "idle", "{s}");
-    assert_eq!(s["installed_version"], "0.1.0", "{s}");
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    let request = env.dir().join("state/updates/package/request.json");
+    let req: Value = wait_until("the package request", Duration::from_secs(60), || {
+        serde_json::from_slice(&std::fs::read(&request).ok()?).ok()
+    });
+    assert_eq!(req["action"], "install", "{req}");
+    assert_eq!(req["version"], "0.2.0", "{req}");
+    // The daemon's user could have changed the staged package since it was
+    // verified: the helper hashes its own copy against the signed manifest.
+    let staged = Path::new(req["staging_dir"].as_str().unwrap())
+        .join("payload/package-arasuld_0.2.0_amd64.deb");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&staged)
+        .unwrap_or_else(|e| panic!("{}: {e}", staged.display()))
+        .write_all(b"tampered")
+        .unwrap();
+    let store = env.dir().join("helper-store");
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(env.cfg.path())
+        .args(["install-package", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("does not match the signed manifest"),
+        "{said}"
+    );
+    assert!(!request.exists(), "the helper leaves the request taken");
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains("the package was not installed"), "{err}");
+    assert!(err.contains("does not match the signed manifest"), "{err}");
     env.wait_app(&env.v1.clone());
+    assert_eq!(s["installed_version"], "0.1.0", "{s}");
 
     // A record older than the running binary (the .deb upgraded with apt)
     // is corrected at start; one newer (a bundle without a package) stays.

@@ -59,9 +59,7 @@ impl From<UpdateError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "bundle_too_large", msg)
             }
             UpdateError::BadUpload(_) => ApiError::bad_request("invalid_bundle", msg),
-            UpdateError::InvalidConfig(_) | UpdateError::PackageNotInstallable => {
-                ApiError::unprocessable(e.code(), msg)
-            }
+            UpdateError::InvalidConfig(_) => ApiError::unprocessable(e.code(), msg),
             UpdateError::Internal(e) => ApiError::internal(format!("{e:#}")),
         }
     }
@@ -96,7 +94,7 @@ impl Drop for Incoming {
         (status = 400, description = "`invalid_bundle` (also a truncated upload or no `file` field), `payload_mismatch`", body = super::error::ErrorBody),
         (status = 409, description = "`update_in_progress`", body = super::error::ErrorBody),
         (status = 413, description = "`bundle_too_large`", body = super::error::ErrorBody),
-        (status = 422, description = "`signature_invalid`, `version_not_newer`, `min_version_not_met`, `no_trusted_key`, `invalid_config` (a bundled arasuld.yaml or services.yaml that would not load), `package_not_installable`", body = super::error::ErrorBody)))]
+        (status = 422, description = "`signature_invalid`, `version_not_newer`, `min_version_not_met`, `no_trusted_key`, `invalid_config` (a bundled arasuld.yaml or services.yaml that would not load)", body = super::error::ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use super::backup::{self, PgTarget};
 use super::manager::{Phase, UpdateManager};
+use super::package;
 use super::state::{self, Backup, ConfigBackup, Run, ServiceBackup, UpdateState};
 use crate::docker::ServiceState;
 use crate::tasks::WorkerCtx;
@@ -264,6 +265,18 @@ impl Applier {
                 self.finish_done(&run).await;
                 tracing::info!(total_ms = t0.elapsed().as_millis() as u64, "update done");
             }
+            Err(_) if self.ctx.cancel.is_cancelled() => {
+                // A shutdown (the package's restart among them) is not a
+                // failure: the state on disk says what the next start does.
+                self.log(
+                    "INFO",
+                    &run,
+                    &format!(
+                        "the daemon is stopping during {}; the next start resumes the run",
+                        run.state.as_str()
+                    ),
+                );
+            }
             Err(e) => {
                 let msg = format!("{e:#}");
                 self.log(
@@ -334,6 +347,11 @@ impl Applier {
             "waiting for the switched services to be healthy",
         )
         .await?;
+        if run.has_package() {
+            // Returns only if the package is not installed: the install
+            // restarts the daemon, whose new binary resumes `verifying`.
+            self.install_package(run).await?;
+        }
         self.verify(run).await?;
         let verify_ms = t.elapsed().as_millis();
         Ok(format!(
@@ -423,6 +441,9 @@ impl Applier {
             services,
             configs,
             catalog_services,
+            previous_binary: run
+                .has_package()
+                .then(|| crate::build_info::VERSION.to_string()),
         });
         Ok(())
     }
@@ -660,6 +681,7 @@ impl Applier {
             let _ = tokio::fs::remove_dir_all(old).await;
         }
         let _ = tokio::fs::remove_dir_all(&run.plan.staging_dir).await;
+        let _ = tokio::fs::remove_file(package::outcome_path(&self.deps().state_dir)).await;
     }
 
     /// Undoes what `run.reached` says may have changed, newest first:
@@ -674,6 +696,15 @@ impl Applier {
         )
         .await;
         match self.undo(run).await {
+            Err(_) if self.ctx.cancel.is_cancelled() => {
+                // Stopped (the reinstalled package's restart among the
+                // reasons): `rolling_back` on disk, the next start resumes.
+                self.log(
+                    "INFO",
+                    run,
+                    "the daemon is stopping during the rollback; the next start resumes it",
+                );
+            }
             Ok(()) => {
                 self.rollback_transition(
                     run,
@@ -711,6 +742,16 @@ impl Applier {
             self.log("INFO", run, "nothing was changed yet: nothing to undo");
             return Ok(());
         };
+        if run.has_package() && package::installed_version().as_deref() == Some(&run.version) {
+            // The bundle's package is installed: the kept one goes back
+            // first, and the binary it brings back does the rest (the run
+            // is `rolling_back` on disk).
+            let previous = backup
+                .previous_binary
+                .clone()
+                .unwrap_or_else(|| run.from_version.clone());
+            self.restore_package(run, &previous).await?;
+        }
         let touched_live = matches!(
             reached,
             UpdateState::Switching | UpdateState::Verifying | UpdateState::Done
@@ -829,6 +870,94 @@ impl Applier {
         }
     }
 
+    /// Asks the root helper to install the bundle's package, and waits for
+    /// the restart into it (the package's postinst restarts the daemon).
+    async fn install_package(&self, run: &Run) -> StepResult {
+        if crate::build_info::VERSION == run.version {
+            return Ok(()); // resumed by the new binary
+        }
+        let req = package::Request {
+            run: run.id.clone(),
+            action: package::Action::Install,
+            version: run.version.clone(),
+            staging_dir: Some(run.plan.staging_dir.clone()),
+        };
+        package::ask(&self.deps().state_dir, &req)?;
+        self.log(
+            "INFO",
+            run,
+            "package: asked the root helper (arasuld-package.path) to install it",
+        );
+        let outcome = self.wait_package(run, package::Action::Install).await?;
+        if !outcome.ok {
+            bail!("the package was not installed: {}", outcome.message);
+        }
+        self.log("INFO", run, &format!("package: {}", outcome.message));
+        self.wait_for_restart(run).await
+    }
+
+    /// Asks the root helper to reinstall the package the run replaced.
+    async fn restore_package(&self, run: &Run, version: &str) -> StepResult {
+        let req = package::Request {
+            run: run.id.clone(),
+            action: package::Action::Restore,
+            version: version.to_string(),
+            staging_dir: None,
+        };
+        package::ask(&self.deps().state_dir, &req)?;
+        self.log(
+            "INFO",
+            run,
+            &format!("package: asked the root helper to reinstall {version}"),
+        );
+        let outcome = self.wait_package(run, package::Action::Restore).await?;
+        if !outcome.ok {
+            bail!(
+                "the previous package was not reinstalled: {}",
+                outcome.message
+            );
+        }
+        self.log("INFO", run, &format!("package: {}", outcome.message));
+        self.wait_for_restart(run).await
+    }
+
+    async fn wait_package(
+        &self,
+        run: &Run,
+        action: package::Action,
+    ) -> anyhow::Result<package::Outcome> {
+        let timeout = self.deps().config.package_timeout;
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.ctx.beat();
+            if let Some(o) = package::outcome_for(&self.deps().state_dir, &run.id, action) {
+                return Ok(o);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the package helper did not answer within {timeout:?} (is arasuld-package.path active?)"
+                );
+            }
+            if !self.ctx.sleep(Duration::from_millis(500)).await {
+                bail!("the daemon is shutting down");
+            }
+        }
+    }
+
+    /// The package is in place: the restart into it ends this binary's part.
+    async fn wait_for_restart(&self, run: &Run) -> StepResult {
+        let timeout = self.deps().config.package_timeout;
+        self.log(
+            "INFO",
+            run,
+            "package: waiting for the daemon to be restarted into it",
+        );
+        if !self.ctx.sleep(timeout).await {
+            bail!("the daemon is shutting down");
+        }
+        bail!("the package is installed but the daemon was not restarted within {timeout:?}")
+    }
+
     async fn wait_db(&self) -> StepResult {
         let mut logged = false;
         let deadline = Instant::now() + WAIT_DEADLINE;
@@ -903,7 +1032,23 @@ impl Applier {
                 self.wait_db().await?;
                 self.wait_supervisor().await?;
                 self.deps().activity.set_switched(run.touched_services());
-                match self.verify(&run).await {
+                let verified = if run.has_package() && crate::build_info::VERSION != run.version {
+                    let why = package::outcome_for(
+                        &self.deps().state_dir,
+                        &run.id,
+                        package::Action::Install,
+                    )
+                    .map(|o| format!("the package helper said: {}", o.message))
+                    .unwrap_or_else(|| "the daemon restarted without it".into());
+                    Err(anyhow!(
+                        "arasuld {} runs, not the bundle's {}: {why}",
+                        crate::build_info::VERSION,
+                        run.version
+                    ))
+                } else {
+                    self.verify(&run).await
+                };
+                match verified {
                     Ok(()) => {
                         self.transition(&mut run, UpdateState::Done, "verified after the restart")
                             .await?;

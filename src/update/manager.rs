@@ -49,6 +49,10 @@ pub struct UpdateConfig {
     /// `arasuld.yaml` and `services.yaml` become the update drop-ins of the
     /// daemon's own config and catalog instead.
     pub config_dir: PathBuf,
+    /// How long a bundle's package install (or a rollback's reinstall) by
+    /// the root helper (`arasuld-package.path`) may take to answer.
+    #[serde(with = "humantime_serde")]
+    pub package_timeout: Duration,
 }
 
 impl Default for UpdateConfig {
@@ -58,6 +62,7 @@ impl Default for UpdateConfig {
             verify_timeout: Duration::from_secs(120),
             stability_window: Duration::from_secs(60),
             config_dir: "/etc/arasul".into(),
+            package_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -75,6 +80,12 @@ impl UpdateConfig {
         if self.verify_timeout.is_zero() {
             out.push((
                 "update.verify_timeout".into(),
+                "must be longer than 0s".into(),
+            ));
+        }
+        if self.package_timeout.is_zero() {
+            out.push((
+                "update.package_timeout".into(),
                 "must be longer than 0s".into(),
             ));
         }
@@ -108,12 +119,6 @@ pub enum UpdateError {
     /// would refuse (each error with file, line and key).
     #[error("the bundle's config would not load: {0}")]
     InvalidConfig(String),
-    /// Installing a bundled `arasuld` package needs a root helper this
-    /// build does not have yet: refused rather than marked done without it.
-    #[error(
-        "the bundle carries an arasuld package, which this version cannot install from a bundle; install the .deb with apt, or use a bundle without a package"
-    )]
-    PackageNotInstallable,
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -127,7 +132,6 @@ impl UpdateError {
             UpdateError::TooLarge { .. } => "bundle_too_large",
             UpdateError::BadUpload(_) => "invalid_bundle",
             UpdateError::InvalidConfig(_) => "invalid_config",
-            UpdateError::PackageNotInstallable => "package_not_installable",
             UpdateError::Internal(_) => "internal",
         }
     }
@@ -538,9 +542,6 @@ impl UpdateManager {
         .map_err(|e| anyhow::anyhow!("verification task failed: {e}"))??;
         let plan = plan_of(&verified, &installed.to_string());
         // Refused here, the staging dir goes with `orphan` (never kept).
-        if plan.check.components.package {
-            return Err(UpdateError::PackageNotInstallable);
-        }
         deps.check_bundled_configs(&plan.configs)?;
         orphan.keep();
         Ok(plan)
@@ -908,6 +909,7 @@ mod tests {
             verify_timeout: Duration::ZERO,
             stability_window: Duration::ZERO,
             config_dir: "etc".into(),
+            package_timeout: Duration::from_secs(1),
         };
         let keys: Vec<String> = bad.validate().into_iter().map(|(k, _)| k).collect();
         assert_eq!(

@@ -240,6 +240,10 @@ pub struct Backup {
     /// the switched ones, and left alone by self-healing meanwhile.
     #[serde(default)]
     pub catalog_services: Vec<String>,
+    /// The version of the arasuld binary that ran when a bundle with a
+    /// package started: the package a rollback reinstalls.
+    #[serde(default)]
+    pub previous_binary: Option<String>,
 }
 
 impl Run {
@@ -250,6 +254,11 @@ impl Run {
             s.extend(b.catalog_services.iter().cloned());
         }
         s
+    }
+
+    /// Whether the bundle carries an arasuld package.
+    pub fn has_package(&self) -> bool {
+        self.plan.check.components.package
     }
 
     /// Whether the run installs the daemon's own config or catalog (a
