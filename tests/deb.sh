@@ -4,7 +4,9 @@
 # systemd-analyze verify, the installed daemon answers /api/health as user
 # arasul, log rotation with the installed logrotate config, upgrade keeps
 # secrets/config edits/data, the installed polkit rule with the real polkitd
-# (private bus), dpkg -r keeps data, dpkg -P removes it all.
+# (private bus), a signed bundle's package installed by the root helper (and
+# a bad one rolled back to the kept package), dpkg -r keeps data, dpkg -P
+# removes it all.
 # Purges at the end, also on failure. Uses the real /etc/arasul,
 # /var/lib/arasul, /var/log/arasul and the PostgreSQL role/database `arasul`
 # (the dev/test role is arasul_dev; nothing else uses these).
@@ -377,6 +379,17 @@ start_daemon() {
   cat "$work/daemon.log" >&2; fail "the daemon did not answer"
 }
 stop_daemon() { kill "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=""; }
+# Sets $state (done, rolled_back or failed, or what it was after 2 min) and
+# $status (the whole /api/update/status answer).
+wait_update_final() {
+  state=""
+  for _ in $(seq 1 240); do
+    state="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("state"))' 2>/dev/null || true)"
+    case "$state" in done|rolled_back|failed) break ;; esac
+    sleep 0.5
+  done
+  status="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status")"
+}
 start_daemon
 token="$(curl -sS -H 'content-type: application/json' \
   -d '{"username":"admin","password":"Box-Admin-Passw0rd!"}' "http://127.0.0.1:$port/api/auth/login" |
@@ -396,13 +409,7 @@ arasuld --version | grep -q "arasuld $next_version " || fail "arasuld --version:
 expect_stat /var/lib/arasuld-packages "root:root 700"
 stop_daemon
 start_daemon
-state=""
-for _ in $(seq 1 240); do
-  state="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("state"))' 2>/dev/null || true)"
-  case "$state" in done|rolled_back|failed) break ;; esac
-  sleep 0.5
-done
-status="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status")"
+wait_update_final
 [ "$state" = done ] || { cat "$work/daemon.log" >&2; fail "the update ended $state: $status"; }
 echo "$status" | grep -q "\"installed_version\":\"$next_version\"" || fail "installed_version: $status"
 info="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/system/info")"
@@ -437,12 +444,7 @@ run_helper() {
 run_helper install
 [ "$(dpkg-query -W -f '${Version}' arasuld)" = "$bad_version" ] || fail "the mislabelled package was not installed"
 run_helper restore
-for _ in $(seq 1 240); do
-  state="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("state"))' 2>/dev/null || true)"
-  case "$state" in done|rolled_back|failed) break ;; esac
-  sleep 0.5
-done
-status="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/update/status")"
+wait_update_final
 [ "$state" = rolled_back ] || { cat "$work/daemon.log" >&2; fail "the bad package's update ended $state: $status"; }
 echo "$status" | grep -q "0.1.1 runs, not the bundle's $bad_version: the package helper said: installed arasuld $bad_version" || fail "the rollback's reason: $status"
 echo "$status" | grep -q "\"installed_version\":\"$next_version\"" || fail "installed_version after the rollback: $status"
