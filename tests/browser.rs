@@ -222,9 +222,11 @@ fn dashboard_end_to_end_in_chromium() {
 
     // ---- login page: clear error for a wrong password, labelled controls.
     b.goto(&format!("{base}/"));
+    // The first load parses every module: once, beside the other Chromium
+    // test on two busy cores, it took over 20 s.
     b.wait_js(
         "the login form",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "location.hash.startsWith('#/login') && document.querySelector('#login-pass')",
     );
     assert_labelled(&b, "login");
