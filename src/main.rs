@@ -40,7 +40,16 @@ enum Command {
     /// Root helper of signed updates (run by `arasuld-package.service`):
     /// installs the package of the bundle the daemon asked for, after
     /// checking it again, or reinstalls the package an update replaced.
+    ///
+    /// Runs as root, so it reads no config file (the config dir is the
+    /// daemon's to write): its paths are these options, fixed in the unit.
     InstallPackage {
+        /// The daemon's state dir, where the request and outcome are.
+        #[arg(long, default_value = "/var/lib/arasul")]
+        state_dir: PathBuf,
+        /// The trusted update keys (root-owned; anything else is refused).
+        #[arg(long, default_value = "/etc/arasul/keys")]
+        keys_dir: PathBuf,
         /// Where verified copies and kept packages live (root only).
         #[arg(long, default_value = arasuld::update::package::STORE)]
         store: PathBuf,
@@ -68,6 +77,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Bundle { command }) = cli.command {
         return bundle_main(command, cli.config);
+    }
+    if let Some(Command::InstallPackage {
+        state_dir,
+        keys_dir,
+        store,
+    }) = &cli.command
+    {
+        return match arasuld::update::package::run_helper(state_dir, keys_dir, store) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("arasuld install-package: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let (path, required) = match &cli.config {
         Some(p) => (p.clone(), true),
@@ -97,18 +121,6 @@ fn main() -> ExitCode {
                     }
                     eprintln!("{}: {} error(s)", services.display(), errors.len());
                     ExitCode::from(2)
-                }
-            };
-        }
-        (Ok(c), Some(Command::InstallPackage { store })) => {
-            let done =
-                arasuld::update::package::run_helper(&c.paths.state_dir, &c.paths.keys_dir, store);
-            return match done {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
-                Err(e) => {
-                    eprintln!("arasuld install-package: {e:#}");
-                    ExitCode::FAILURE
                 }
             };
         }

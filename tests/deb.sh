@@ -401,7 +401,7 @@ curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/api/update/apply" >/dev/n
 request=/var/lib/arasul/updates/package/request.json
 for _ in $(seq 1 240); do [ -f "$request" ] && break; sleep 0.5; done
 [ -f "$request" ] || { cat "$work/daemon.log" >&2; fail "the daemon did not ask for the package"; }
-/usr/bin/arasuld --config /etc/arasul/arasuld.yaml install-package >"$work/helper.txt" 2>&1 ||
+/usr/bin/arasuld install-package --state-dir /var/lib/arasul --keys-dir /etc/arasul/keys >"$work/helper.txt" 2>&1 ||
   { cat "$work/helper.txt" >&2; fail "the helper did not install the package"; }
 [ "$(dpkg-query -W -f '${Version}' arasuld)" = "$next_version" ] || fail "dpkg says $(dpkg-query -W -f '${Version}' arasuld)"
 arasuld --version | grep -q "arasuld $next_version " || fail "arasuld --version: $(arasuld --version)"
@@ -436,7 +436,7 @@ curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/api/update/apply" >/dev/n
 run_helper() {
   for _ in $(seq 1 240); do grep -qs "\"$1\"" "$request" && break; sleep 0.5; done
   grep -qs "\"$1\"" "$request" || { cat "$work/daemon.log" >&2; fail "the daemon did not ask to $1 the package"; }
-  /usr/bin/arasuld --config /etc/arasul/arasuld.yaml install-package >"$work/helper.txt" 2>&1 ||
+  /usr/bin/arasuld install-package --state-dir /var/lib/arasul --keys-dir /etc/arasul/keys >"$work/helper.txt" 2>&1 ||
     { cat "$work/helper.txt" >&2; fail "the helper did not $1 the package"; }
   stop_daemon
   start_daemon

@@ -1249,13 +1249,19 @@ fn a_bundled_package_goes_to_the_root_helper_which_checks_it_again() {
         .write_all(b"tampered")
         .unwrap();
     let store = env.dir().join("helper-store");
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(env.cfg.path())
-        .args(["install-package", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
+    let helper = |keys: &Path| {
+        Command::new(bin())
+            .args(["install-package", "--state-dir"])
+            .arg(env.dir().join("state"))
+            .arg("--keys-dir")
+            .arg(keys)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+    let keys = env.dir().join("keys");
+    let out = helper(&keys);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
@@ -1270,6 +1276,32 @@ fn a_bundled_package_goes_to_the_root_helper_which_checks_it_again() {
     assert!(err.contains("does not match the signed manifest"), "{err}");
     env.wait_app(&env.v1.clone());
     assert_eq!(s["installed_version"], "0.1.0", "{s}");
+
+    // Keys another user could have written (the daemon's config dir is
+    // its own) are not trusted for an install as root.
+    let (code, v) = env.upload(&bundle);
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = env.post("/api/update/apply");
+    assert_eq!(code, 202);
+    wait_until("the package request", Duration::from_secs(60), || {
+        request.exists().then_some(())
+    });
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let out = helper(&keys);
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("may be changed by another user"), "{said}");
+    let s = env.wait_final();
+    assert_eq!(s["state"], "rolled_back", "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .contains("may be changed by another user"),
+        "{s}"
+    );
 
     // A record older than the running binary (the .deb upgraded with apt)
     // is corrected at start; one newer (a bundle without a package) stays.

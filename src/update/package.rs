@@ -222,6 +222,7 @@ fn verified_copy(
     };
     let manifest_bytes = read_small(MANIFEST_NAME)?;
     let sig = read_small(SIGNATURE_NAME)?;
+    only_root_can_write(keys_dir)?;
     let keys = super::TrustedKeys::load(keys_dir)
         .map_err(|e| anyhow!("trusted keys: {}: {}", e.path.display(), e.reason))?;
     let signer = keys
@@ -289,6 +290,32 @@ fn deb_fields(deb: &Path) -> anyhow::Result<(String, String)> {
         );
     }
     Ok((field("Package"), field("Version")))
+}
+
+/// The keys that let a package be installed as root must be root's: the
+/// dir and each key file owned by this user (root), written by no one else.
+fn only_root_can_write(keys_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = unsafe { libc::geteuid() };
+    let check = |p: &Path| -> anyhow::Result<()> {
+        let m = std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
+        if m.uid() != me || m.mode() & 0o022 != 0 || m.file_type().is_symlink() {
+            bail!(
+                "{} may be changed by another user (owner {}, mode {:o}): its keys are not trusted for installing a package",
+                p.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            );
+        }
+        Ok(())
+    };
+    check(keys_dir)?;
+    for e in std::fs::read_dir(keys_dir)?.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".pem") {
+            check(&e.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn open_no_follow(path: &Path) -> anyhow::Result<std::fs::File> {
