@@ -1305,14 +1305,15 @@ fn a_bundled_package_goes_to_the_root_helper_which_checks_it_again() {
 
     // A record older than the running binary (the .deb upgraded with apt)
     // is corrected at start; one newer (a bundle without a package) stays.
+    // The state file is the one the updater wrote for the runs above, with
+    // only its recorded version changed.
     let state = env.dir().join("state/update_state.json");
     for (recorded, shown) in [("0.0.9", "0.1.0"), ("0.3.0", "0.3.0")] {
         env.daemon.take();
-        std::fs::write(
-            &state,
-            format!(r#"{{"installed_version":"{recorded}","run":null,"previous_backup":null}}"#),
-        )
-        .unwrap();
+        let mut written: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        assert_eq!(written["run"]["state"], "rolled_back", "{written}");
+        written["installed_version"] = recorded.into();
+        std::fs::write(&state, serde_json::to_vec_pretty(&written).unwrap()).unwrap();
         env.start(&[]);
         assert_eq!(
             env.status()["installed_version"],
