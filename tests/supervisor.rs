@@ -378,3 +378,56 @@ fn a_service_the_engine_refuses_fails_alone_and_limits_fit_the_host() {
     );
     env.stop(workers);
 }
+
+#[test]
+fn a_daemon_removes_only_the_containers_it_created() {
+    let env = Env::new("owner");
+    let (workers, h) = env.start(env.catalog(""), SOCKET);
+    env.wait_state(&h, "llm", ServiceState::Healthy, Duration::from_secs(30));
+    env.stop(workers);
+    let llm = env.container("llm");
+    let llm_id = docker(&["inspect", "-f", "{{.Id}}", &llm]);
+
+    // A second daemon (its own state dir: another install, or a development
+    // daemon) on the same engine and project, with none of those services.
+    let other = tempfile::tempdir().unwrap();
+    let parse = |services: &str| {
+        arasuld::docker::catalog::parse(
+            "t",
+            &format!(
+                "project: {}\nnetwork: {}\nservices: {services}\n",
+                env.project.name,
+                env.network()
+            ),
+        )
+        .unwrap()
+    };
+    let (workers, h2) = {
+        let _guard = env.rt.enter();
+        spawn_supervisor(other.path(), parse("[]"), SOCKET)
+    };
+    // A command is answered only after the first reconcile.
+    env.rt.block_on(h2.image_overrides()).unwrap();
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Id}}", &llm]),
+        llm_id,
+        "another daemon's container must survive"
+    );
+
+    // What this daemon created itself and dropped from its catalog goes.
+    let own = parse(&format!("[{{name: own, image: {IMAGE}}}]"));
+    env.rt.block_on(h2.set_catalog(own)).unwrap();
+    env.wait_state(&h2, "own", ServiceState::Healthy, Duration::from_secs(30));
+    env.rt.block_on(h2.set_catalog(parse("[]"))).unwrap();
+    assert_eq!(
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name=^{}$", env.container("own"))
+        ]),
+        ""
+    );
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &llm]), llm_id);
+    env.stop(workers);
+}

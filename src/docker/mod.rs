@@ -21,6 +21,10 @@ pub const LABEL_MANAGED: &str = "io.arasul.managed";
 pub const LABEL_SERVICE: &str = "io.arasul.service";
 pub const LABEL_SPEC_HASH: &str = "io.arasul.spec-hash";
 pub const LABEL_PROJECT: &str = "io.arasul.project";
+/// The id of the daemon install that created the container
+/// (`state_dir/instance-id`): a container of the project is removed as "no
+/// longer in the catalog" only by the daemon that created it.
+pub const LABEL_OWNER: &str = "io.arasul.owner";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

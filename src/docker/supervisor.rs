@@ -27,8 +27,8 @@ use tokio::time::Instant;
 
 use super::catalog::{Catalog, HealthSpec, ServiceSpec, parse_bytes, start_order};
 use super::{
-    Command, LABEL_MANAGED, LABEL_PROJECT, LABEL_SERVICE, LABEL_SPEC_HASH, ServiceState,
-    ServiceStatus, SupervisorError,
+    Command, LABEL_MANAGED, LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, LABEL_SPEC_HASH,
+    ServiceState, ServiceStatus, SupervisorError,
 };
 use crate::tasks::WorkerCtx;
 
@@ -87,6 +87,11 @@ pub struct Supervisor {
     /// The engine's CPU count (`docker info`): a `cpu_limit` above it is
     /// clamped, not sent (the engine refuses it).
     host_cpus: Option<f64>,
+    /// This install's id, on every container it creates ([`LABEL_OWNER`]).
+    owner: String,
+    /// Containers of the project that are not in the catalog and that
+    /// another daemon created: left alone, logged once each.
+    foreign_logged: HashSet<String>,
 }
 
 /// One service's image as the updater set it, with the catalog image it
@@ -162,6 +167,7 @@ impl Supervisor {
             }
             keep
         });
+        let owner = instance_id(&cfg.state_dir);
         let now = Instant::now();
         let services = catalog
             .services
@@ -192,6 +198,8 @@ impl Supervisor {
             catalog_images,
             applied_catalog: None,
             host_cpus: None,
+            owner,
+            foreign_logged: HashSet::new(),
         };
         sup.publish();
         sup
@@ -404,6 +412,7 @@ impl Supervisor {
             }))
             .await?;
         let mut by_service: HashMap<String, (String, String, bool)> = HashMap::new();
+        let mut owners: HashMap<String, String> = HashMap::new();
         for c in existing {
             let labels = c.labels.unwrap_or_default();
             let (Some(svc), Some(id)) = (labels.get(LABEL_SERVICE), c.id) else {
@@ -411,6 +420,10 @@ impl Supervisor {
             };
             let hash = labels.get(LABEL_SPEC_HASH).cloned().unwrap_or_default();
             let running = c.state.map(|s| s.to_string() == "running").unwrap_or(false);
+            owners.insert(
+                id.clone(),
+                labels.get(LABEL_OWNER).cloned().unwrap_or_default(),
+            );
             by_service.insert(svc.clone(), (id, hash, running));
         }
         for name in self.order.clone() {
@@ -466,10 +479,24 @@ impl Supervisor {
                 }
             }
         }
-        // Managed containers of services no longer in the catalog.
+        // Containers of the project whose service is no longer in the
+        // catalog: only those this daemon created go. Another daemon's
+        // (a second install, a development daemon on the same engine and
+        // project) are left running, logged once.
         for (svc, (id, _, _)) in by_service {
-            tracing::info!(service = %svc, "removing container of a service no longer in the catalog");
-            remove(docker, &id).await?;
+            let owner = owners.get(&id).map(String::as_str).unwrap_or_default();
+            if owner == self.owner {
+                tracing::info!(service = %svc, container = %id, "removing container of a service no longer in the catalog");
+                remove(docker, &id).await?;
+            } else if self.foreign_logged.insert(id.clone()) {
+                tracing::warn!(
+                    service = %svc,
+                    container = %id,
+                    project = %self.project,
+                    owner = if owner.is_empty() { "unknown" } else { owner },
+                    "a container of this project that is not in the catalog was created by another daemon: left alone"
+                );
+            }
         }
         self.publish();
         Ok(())
@@ -585,6 +612,7 @@ impl Supervisor {
                 let body = container_body(
                     &rt.spec,
                     &rt.hash,
+                    &self.owner,
                     &self.project,
                     &self.network,
                     &self.cfg,
@@ -1354,19 +1382,19 @@ fn load_overrides(dir: &std::path::Path) -> BTreeMap<String, ImageOverride> {
         .unwrap_or_default()
 }
 
-/// Atomic: temp file, fsync, rename, fsync the dir.
 fn save_overrides(
     dir: &std::path::Path,
     map: &BTreeMap<String, ImageOverride>,
 ) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".image-overrides.json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(map)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, overrides_file(dir))?;
-    std::fs::File::open(dir)?.sync_all()
+    save(&overrides_file(dir), &serde_json::to_vec_pretty(map)?)
+}
+
+/// Atomic (temp file, fsync, rename, fsync the dir), creating the state dir.
+fn save(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::auth::secrets::write_atomic(path, bytes)
 }
 
 async fn connect(socket: &str) -> Result<Docker, String> {
@@ -1413,6 +1441,7 @@ fn start_budget(h: Option<&HealthSpec>) -> Duration {
 fn container_body(
     spec: &ServiceSpec,
     hash: &str,
+    owner: &str,
     project: &str,
     network: &str,
     cfg: &SupervisorConfig,
@@ -1427,6 +1456,7 @@ fn container_body(
         (LABEL_PROJECT.to_string(), project.to_string()),
         (LABEL_SERVICE.to_string(), spec.name.clone()),
         (LABEL_SPEC_HASH.to_string(), hash.to_string()),
+        (LABEL_OWNER.to_string(), owner.to_string()),
     ]);
     let mut port_bindings = HashMap::new();
     let mut exposed = Vec::new();
@@ -1547,6 +1577,24 @@ async fn probe(ip: &str, h: &HealthSpec) -> Result<(), String> {
         .unwrap_or_else(|_| Err(format!("no answer within {:?}", h.timeout)))
 }
 
+/// This install's id (`state_dir/instance-id`, 16 random bytes in hex),
+/// made at first start. Unreadable and unwritable (a read-only state dir):
+/// an id for this run only, so nothing it did not create is ever removed.
+fn instance_id(dir: &std::path::Path) -> String {
+    let path = dir.join("instance-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim();
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return s.to_string();
+        }
+    }
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    if let Err(e) = save(&path, format!("{id}\n").as_bytes()) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot keep this install's id: containers are owned by this run only");
+    }
+    id
+}
+
 fn stopped_file(dir: &std::path::Path) -> PathBuf {
     dir.join("services-stopped.json")
 }
@@ -1558,16 +1606,11 @@ fn load_stopped(dir: &std::path::Path) -> HashSet<String> {
         .unwrap_or_default()
 }
 
-/// Atomic: temp file, fsync, rename, fsync the dir.
 fn save_stopped(dir: &std::path::Path, set: &HashSet<String>) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
     let mut names: Vec<&String> = set.iter().collect();
     names.sort();
-    let tmp = dir.join(".services-stopped.json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(serde_json::to_string(&names)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, stopped_file(dir))?;
-    std::fs::File::open(dir)?.sync_all()
+    save(
+        &stopped_file(dir),
+        serde_json::to_string(&names)?.as_bytes(),
+    )
 }
