@@ -334,6 +334,15 @@ fn spawn_supervisor(
             .unwrap_or_else(|| config.paths.etc_root.join("nv_tegra_release").exists()),
         log_max_size: config.docker.log_max_size.clone(),
         log_max_files: config.docker.log_max_files,
+        pull: crate::docker::pull::PullSettings {
+            policy: config.docker.pull,
+            stall_timeout: config.docker.pull_stall_timeout,
+            min_free: crate::docker::catalog::parse_bytes(&config.docker.pull_min_free)
+                .unwrap_or(0) as u64,
+            retry_max: config.docker.pull_retry_max,
+            secrets_dir: config.paths.secrets_dir.clone(),
+        },
+        secrets_dir: config.paths.secrets_dir.clone(),
     };
     Ok((
         crate::docker::spawn(workers, sup_cfg, catalog.clone()),

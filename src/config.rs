@@ -78,6 +78,19 @@ pub struct DockerConfig {
     pub log_max_size: String,
     /// ... keeping this many files: a chatty container cannot fill the disk.
     pub log_max_files: u32,
+    /// A service's missing image is pulled (`auto`) or waited for (`never`:
+    /// an offline box, provisioned from a bundle or a USB stick).
+    pub pull: crate::docker::pull::PullPolicy,
+    /// A pull with no progress this long is cancelled and tried again.
+    #[serde(with = "humantime_serde")]
+    pub pull_stall_timeout: Duration,
+    /// A pull must leave this much free in Docker's data root (`2g`), or it
+    /// is refused before it starts.
+    pub pull_min_free: String,
+    /// The longest wait between two pull attempts (and before a pull refused
+    /// for space is tried again).
+    #[serde(with = "humantime_serde")]
+    pub pull_retry_max: Duration,
 }
 
 impl Default for DockerConfig {
@@ -88,6 +101,10 @@ impl Default for DockerConfig {
             nvidia_runtime: None,
             log_max_size: "50m".into(),
             log_max_files: 5,
+            pull: Default::default(),
+            pull_stall_timeout: Duration::from_secs(60),
+            pull_min_free: "2g".into(),
+            pull_retry_max: Duration::from_secs(300),
         }
     }
 }
@@ -596,6 +613,15 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     }
     if let Err(e) = crate::docker::catalog::parse_bytes(&c.docker.log_max_size) {
         bad("docker.log_max_size", e);
+    }
+    if let Err(e) = crate::docker::catalog::parse_bytes(&c.docker.pull_min_free) {
+        bad("docker.pull_min_free", e);
+    }
+    if c.docker.pull_stall_timeout.is_zero() || c.docker.pull_retry_max.is_zero() {
+        bad(
+            "docker.pull_stall_timeout",
+            "pull_stall_timeout and pull_retry_max must be greater than zero".into(),
+        );
     }
     if c.docker.log_max_files == 0 {
         bad("docker.log_max_files", "must be at least 1".into());

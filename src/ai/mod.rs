@@ -824,6 +824,8 @@ mod tests {
             oom_killed: false,
             health_failures: 0,
             last_error: None,
+            pull: None,
+            gpu: None,
             since: Utc::now(),
         }
     }

@@ -69,6 +69,9 @@ fn public_view(s: &mut ServiceStatus) {
     s.address = None;
     s.api_port = None;
     s.last_error = None;
+    if let Some(p) = s.pull.as_mut() {
+        p.last_error = None;
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

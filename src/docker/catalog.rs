@@ -67,15 +67,24 @@ pub struct ServiceSpec {
     pub critical: bool,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Environment variables read from files in the secrets dir
+    /// (`VAR: file-name`); a missing file is generated at first start
+    /// (24 random letters and digits, mode 0600), so no service runs with a
+    /// vendor's default credential.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// `host_path:container_path[:ro]`
     #[serde(default)]
     pub volumes: Vec<String>,
     /// `[ip:]host_port:container_port`; without an IP the port binds to 127.0.0.1.
     #[serde(default)]
     pub ports: Vec<String>,
-    /// Request the NVIDIA GPU (device request; `runtime: nvidia` on a Jetson).
+    /// The NVIDIA GPU: `auto` (used when the engine has the NVIDIA runtime,
+    /// else the service runs on the CPU), `required` (always asked for; the
+    /// engine refuses the container without one) or `off`. `true`/`false`
+    /// mean `required`/`off`.
     #[serde(default)]
-    pub gpu: bool,
+    pub gpu: GpuMode,
     /// Cores (e.g. 2.5), becomes NanoCpus.
     #[serde(default)]
     pub cpu_limit: Option<f64>,
@@ -89,6 +98,49 @@ pub struct ServiceSpec {
     pub health: Option<HealthSpec>,
     #[serde(default)]
     pub depends_on: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GpuMode {
+    Auto,
+    Required,
+    #[default]
+    Off,
+}
+
+/// Written as the booleans of old for `required`/`off`, so the spec hash of
+/// a container created before `auto` existed does not change.
+impl Serialize for GpuMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            GpuMode::Auto => s.serialize_str("auto"),
+            GpuMode::Required => s.serialize_bool(true),
+            GpuMode::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GpuMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(GpuMode::Required),
+            Raw::Bool(false) => Ok(GpuMode::Off),
+            Raw::Word(w) => match w.as_str() {
+                "auto" => Ok(GpuMode::Auto),
+                "required" => Ok(GpuMode::Required),
+                "off" => Ok(GpuMode::Off),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected auto, required or off, got {other:?}"
+                ))),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -372,6 +424,22 @@ fn validate(c: &Catalog) -> Vec<(Option<usize>, String, String)> {
                 );
             }
         }
+        for (var, file) in &s.secrets {
+            if var.is_empty() || var.contains('=') {
+                bad("secrets", format!("{var:?} is not an environment variable name"));
+            }
+            if file.is_empty()
+                || file.starts_with('.')
+                || !file
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                bad(
+                    "secrets",
+                    format!("{file:?} must be a plain file name in the secrets dir"),
+                );
+            }
+        }
         for d in &s.depends_on {
             if !names.contains(d.as_str()) {
                 bad("depends_on", format!("depends on unknown service {d:?}"));
@@ -473,7 +541,7 @@ mod tests {
             .collect();
         assert_eq!(order, vec!["llm", "embeddings", "minio", "n8n"]);
         let llm = &by_name(&c)["llm"];
-        assert!(llm.gpu);
+        assert_eq!(llm.gpu, GpuMode::Auto);
         assert_eq!(
             parse_bytes(llm.memory_limit.as_deref().unwrap()).unwrap(),
             32 << 30

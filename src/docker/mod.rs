@@ -4,6 +4,8 @@
 //! reply, state through a watch channel. No bollard type leaves this module.
 
 pub mod catalog;
+pub mod pull;
+pub mod registry;
 pub mod supervisor;
 
 use std::collections::BTreeMap;
@@ -67,6 +69,11 @@ pub struct ServiceStatus {
     /// Consecutive failed health probes.
     pub health_failures: u32,
     pub last_error: Option<String>,
+    /// Its image being pulled: bytes and layers so far (None: no pull).
+    pub pull: Option<pull::PullProgress>,
+    /// How the GPU is given to it: `nvidia-runtime`, `device-request` or
+    /// `cpu` (`gpu: auto` on an engine without the NVIDIA runtime).
+    pub gpu: Option<String>,
     /// When `state` last changed.
     pub since: DateTime<Utc>,
 }

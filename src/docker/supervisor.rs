@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::catalog::{Catalog, HealthSpec, ServiceSpec, parse_bytes, start_order};
+use super::catalog::{Catalog, GpuMode, HealthSpec, ServiceSpec, parse_bytes, start_order};
+use super::pull::{self, PullEvent, PullPolicy, PullSettings};
 use super::{
     Command, LABEL_MANAGED, LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, LABEL_SPEC_HASH,
     ServiceState, ServiceStatus, SupervisorError,
@@ -44,6 +45,10 @@ pub struct SupervisorConfig {
     /// The json-file log driver's `max-size` and `max-file` for every container.
     pub log_max_size: String,
     pub log_max_files: u32,
+    /// Missing images: pulled (with these limits) or waited for.
+    pub pull: PullSettings,
+    /// Where the catalog's `secrets` files are (generated when missing).
+    pub secrets_dir: PathBuf,
 }
 
 /// Per-service bookkeeping the status does not show.
@@ -92,6 +97,22 @@ pub struct Supervisor {
     /// Containers of the project that are not in the catalog and that
     /// another daemon created: left alone, logged once each.
     foreign_logged: HashSet<String>,
+    /// The engine lists the `nvidia` runtime (`docker info`): `gpu: auto`
+    /// services get the GPU.
+    engine_nvidia: bool,
+    /// Pulls of missing images, by image; their progress comes back on
+    /// `pull_tx`'s channel. Aborted when the engine goes away.
+    pulls: HashMap<String, PullSlot>,
+    pull_jobs: JoinSet<()>,
+    pull_tx: Option<mpsc::Sender<PullEvent>>,
+}
+
+/// One image's pull: running, or refused (for space) until `retry_at`.
+#[derive(Default)]
+struct PullSlot {
+    running: bool,
+    retry_at: Option<Instant>,
+    refused: Option<String>,
 }
 
 /// One service's image as the updater set it, with the catalog image it
@@ -106,15 +127,10 @@ struct ImageOverride {
 type ProbeResult = (String, Result<(), String>);
 
 /// The runtime record of a service not seen in Docker yet.
-fn new_runtime(
-    spec: ServiceSpec,
-    network: &str,
-    stopped_on_purpose: bool,
-    now: Instant,
-) -> Runtime {
+fn new_runtime(spec: ServiceSpec, hash: String, stopped_on_purpose: bool, now: Instant) -> Runtime {
     let s = &spec;
     Runtime {
-        hash: s.spec_hash(network),
+        hash,
         status: ServiceStatus {
             name: s.name.clone(),
             role: s.role,
@@ -133,6 +149,8 @@ fn new_runtime(
             oom_killed: false,
             health_failures: 0,
             last_error: None,
+            pull: None,
+            gpu: None,
             since: Utc::now(),
         },
         spec,
@@ -178,7 +196,8 @@ impl Supervisor {
                     s.image = o.image.clone();
                 }
                 let on_purpose = stopped.contains(&s.name);
-                let rt = new_runtime(s, &catalog.network, on_purpose, now);
+                let hash = service_hash(&s, &catalog.network, &cfg.secrets_dir);
+                let rt = new_runtime(s, hash, on_purpose, now);
                 (rt.spec.name.clone(), rt)
             })
             .collect();
@@ -200,6 +219,10 @@ impl Supervisor {
             host_cpus: None,
             owner,
             foreign_logged: HashSet::new(),
+            engine_nvidia: false,
+            pulls: HashMap::new(),
+            pull_jobs: JoinSet::new(),
+            pull_tx: None,
         };
         sup.publish();
         sup
@@ -217,7 +240,10 @@ impl Supervisor {
             .order
             .iter()
             .filter_map(|n| self.services.get(n))
-            .map(|r| r.status.clone())
+            .map(|r| ServiceStatus {
+                gpu: self.gpu_choice(&r.spec).map(str::to_string),
+                ..r.status.clone()
+            })
             .collect();
         self.state_tx.send_replace(Arc::new(list));
     }
@@ -306,12 +332,20 @@ impl Supervisor {
             ])),
             ..Default::default()
         }));
-        self.host_cpus = docker
-            .info()
-            .await?
-            .ncpu
-            .filter(|n| *n > 0)
-            .map(|n| n as f64);
+        let info = docker.info().await?;
+        self.host_cpus = info.ncpu.filter(|n| *n > 0).map(|n| n as f64);
+        self.engine_nvidia = info
+            .runtimes
+            .as_ref()
+            .is_some_and(|r| r.contains_key("nvidia"));
+        // Pulls of an earlier connection are gone with it.
+        self.pull_jobs.abort_all();
+        self.pulls.clear();
+        for rt in self.services.values_mut() {
+            rt.status.pull = None;
+        }
+        let (pull_tx, mut pull_rx) = mpsc::channel(64);
+        self.pull_tx = Some(pull_tx);
         self.ensure_network(docker).await?;
         self.reconcile(docker).await?;
         let mut probes: JoinSet<ProbeResult> = JoinSet::new();
@@ -332,8 +366,10 @@ impl Supervisor {
                 _ = ctx.cancel.cancelled() => {
                     probes.abort_all();
                     jobs.abort_all();
+                    self.pull_jobs.abort_all();
                     return Ok(());
                 }
+                Some(ev) = pull_rx.recv() => self.on_pull(ev),
                 ev = events.next() => match ev {
                     Some(Ok(ev)) => self.on_event(docker, ev).await,
                     Some(Err(e)) => anyhow::bail!("events stream failed: {e}"),
@@ -470,7 +506,7 @@ impl Supervisor {
                         if current != ServiceState::ImageMissing {
                             tracing::warn!(service = %name, image = %image, "image missing; not starting");
                         }
-                        self.set_state(&name, ServiceState::ImageMissing);
+                        self.image_missing(docker, &name);
                     } else if !self.pending_start.contains(&name)
                         && !matches!(current, ServiceState::Starting | ServiceState::Restarting)
                     {
@@ -500,6 +536,96 @@ impl Supervisor {
         }
         self.publish();
         Ok(())
+    }
+
+    /// The service's image is not on the engine: `image_missing`, and a pull
+    /// starts (`docker.pull: auto`) unless one runs or was refused a moment ago.
+    fn image_missing(&mut self, docker: &Docker, name: &str) {
+        self.set_state(name, ServiceState::ImageMissing);
+        let image = self.services[name].spec.image.clone();
+        if self.cfg.pull.policy == PullPolicy::Never {
+            if let Some(rt) = self.services.get_mut(name) {
+                rt.status.last_error = Some(format!(
+                    "image {image} is not on this box and docker.pull is never: load it from an update bundle or a USB stick"
+                ));
+            }
+            return;
+        }
+        let Some(tx) = self.pull_tx.clone() else {
+            return;
+        };
+        let slot = self.pulls.entry(image.clone()).or_default();
+        if slot.running || slot.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        slot.running = true;
+        slot.retry_at = None;
+        while self.pull_jobs.try_join_next().is_some() {}
+        self.pull_jobs
+            .spawn(pull::run(docker.clone(), image, self.cfg.pull.clone(), tx));
+    }
+
+    /// Progress or the end of a pull, for every service on that image.
+    fn on_pull(&mut self, ev: PullEvent) {
+        match ev {
+            PullEvent::Progress(p) => {
+                for rt in self.services.values_mut() {
+                    if rt.spec.image == p.image {
+                        rt.status.last_error = Some(match &p.last_error {
+                            Some(e) => format!("pulling {} (attempt {}; {e})", p.image, p.attempt),
+                            None => format!("pulling {}", p.image),
+                        });
+                        rt.status.pull = Some(p.clone());
+                    }
+                }
+            }
+            PullEvent::Done { image, result } => {
+                let slot = self.pulls.entry(image.clone()).or_default();
+                slot.running = false;
+                if let Err(why) = &result {
+                    if slot.refused.as_ref() != Some(why) {
+                        tracing::error!(critical = true, image = %image, error = %why, "image pull refused");
+                    }
+                    slot.refused = Some(why.clone());
+                    slot.retry_at = Some(Instant::now() + self.cfg.pull.retry_max);
+                } else {
+                    self.pulls.remove(&image);
+                }
+                let names: Vec<String> = self
+                    .order
+                    .iter()
+                    .filter(|n| self.services[*n].spec.image == image)
+                    .cloned()
+                    .collect();
+                for name in names {
+                    let waiting = !self.stopped.contains(&name)
+                        && self.services[&name].status.state == ServiceState::ImageMissing;
+                    if let Some(rt) = self.services.get_mut(&name) {
+                        rt.status.pull = None;
+                        rt.status.last_error = result.clone().err();
+                    }
+                    if result.is_ok() && waiting && !self.pending_start.contains(&name) {
+                        self.pending_start.push(name);
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// How the service gets the GPU on this engine; None: it does not ask.
+    fn gpu_choice(&self, spec: &ServiceSpec) -> Option<&'static str> {
+        let gpu = if self.cfg.nvidia_runtime {
+            "nvidia-runtime"
+        } else {
+            "device-request"
+        };
+        match spec.gpu {
+            GpuMode::Off => None,
+            GpuMode::Required => Some(gpu),
+            GpuMode::Auto if self.engine_nvidia => Some(gpu),
+            GpuMode::Auto => Some("cpu"),
+        }
     }
 
     fn clear_container(&mut self, name: &str) {
@@ -594,11 +720,23 @@ impl Supervisor {
             Some(id) => id,
             None => {
                 if docker.inspect_image(&rt.spec.image).await.is_err() {
-                    self.set_state(name, ServiceState::ImageMissing);
-                    return Err(SupervisorError::ImageMissing(
-                        self.services[name].spec.image.clone(),
-                    ));
+                    let image = rt.spec.image.clone();
+                    self.image_missing(docker, name);
+                    return Err(SupervisorError::ImageMissing(image));
                 }
+                let secret_env = match secret_env(&rt.spec, &self.cfg.secrets_dir) {
+                    Ok(env) => env,
+                    Err(e) => {
+                        let why = format!("its secrets cannot be read or made: {e}");
+                        tracing::error!(service = name, error = %why, "container not started");
+                        self.failed.insert(name.to_string());
+                        self.set_state(name, ServiceState::Failed);
+                        if let Some(rt) = self.services.get_mut(name) {
+                            rt.status.last_error = Some(why.clone());
+                        }
+                        return Err(SupervisorError::Docker(why));
+                    }
+                };
                 if let (Some(want), Some(host)) = (rt.spec.cpu_limit, self.host_cpus)
                     && want > host
                 {
@@ -611,12 +749,16 @@ impl Supervisor {
                 }
                 let body = container_body(
                     &rt.spec,
-                    &rt.hash,
-                    &self.owner,
-                    &self.project,
-                    &self.network,
                     &self.cfg,
-                    self.host_cpus,
+                    Placement {
+                        hash: &rt.hash,
+                        owner: &self.owner,
+                        project: &self.project,
+                        network: &self.network,
+                        host_cpus: self.host_cpus,
+                        gpu: self.gpu_choice(&rt.spec),
+                        secret_env,
+                    },
                 );
                 let created = docker
                     .create_container(
@@ -845,7 +987,7 @@ impl Supervisor {
                 spec.image = o.image.clone();
             }
             let name = spec.name.clone();
-            let hash = spec.spec_hash(&self.network);
+            let hash = service_hash(&spec, &self.network, &self.cfg.secrets_dir);
             let rt = match self.services.remove(&name) {
                 Some(rt) if rt.hash == hash => rt,
                 Some(mut rt) => {
@@ -864,7 +1006,7 @@ impl Supervisor {
                 None => {
                     changed.push(format!("{name}: added"));
                     recreate.insert(name.clone());
-                    new_runtime(spec, &self.network, self.stopped.contains(&name), now)
+                    new_runtime(spec, hash, self.stopped.contains(&name), now)
                 }
             };
             services.insert(name, rt);
@@ -928,11 +1070,11 @@ impl Supervisor {
         save_overrides(&self.cfg.state_dir, &self.overrides).map_err(|e| {
             SupervisorError::Docker(format!("cannot persist the image switch: {e}"))
         })?;
-        let network = self.network.clone();
+        let (network, secrets) = (self.network.clone(), self.cfg.secrets_dir.clone());
         let old = {
             let rt = self.services.get_mut(name).expect("known");
             rt.spec.image = target.clone();
-            rt.hash = rt.spec.spec_hash(&network);
+            rt.hash = service_hash(&rt.spec, &network, &secrets);
             rt.status.image = target.clone();
             rt.status.container_id.clone()
         };
@@ -1430,6 +1572,52 @@ async fn remove(docker: &Docker, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The spec hash, plus a digest of the service's secret values when it has
+/// any: a secret changed in its file (and a reload) recreates the container.
+/// Missing secret files are made here, at first start.
+fn service_hash(spec: &ServiceSpec, network: &str, secrets_dir: &std::path::Path) -> String {
+    let hash = spec.spec_hash(network);
+    if spec.secrets.is_empty() {
+        return hash;
+    }
+    match secret_env(spec, secrets_dir) {
+        Ok(env) => {
+            let d = ring::digest::digest(&ring::digest::SHA256, env.join("\n").as_bytes());
+            format!("{hash}-{}", hex::encode(&d.as_ref()[..4]))
+        }
+        Err(e) => {
+            tracing::error!(service = %spec.name, error = %e, "the service's secrets cannot be read or made");
+            hash
+        }
+    }
+}
+
+/// `VAR=value` for each of the service's secrets, read from its file in the
+/// secrets dir; a missing file is generated (24 letters and digits, 0600).
+fn secret_env(spec: &ServiceSpec, secrets_dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+    use rand::Rng;
+    let mut env = Vec::new();
+    for (var, file) in &spec.secrets {
+        let path = secrets_dir.join(file);
+        let value = match std::fs::read_to_string(&path) {
+            Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let v: String = rand::rng()
+                    .sample_iter(rand::distr::Alphanumeric)
+                    .take(24)
+                    .map(char::from)
+                    .collect();
+                save(&path, format!("{v}\n").as_bytes())?;
+                tracing::info!(service = %spec.name, file = %path.display(), "generated a secret");
+                v
+            }
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        };
+        env.push(format!("{var}={value}"));
+    }
+    Ok(env)
+}
+
 /// How long a fresh container may fail its probes before it is unhealthy.
 fn start_budget(h: Option<&HealthSpec>) -> Duration {
     h.map_or(Duration::from_secs(10), |h| {
@@ -1437,17 +1625,29 @@ fn start_budget(h: Option<&HealthSpec>) -> Duration {
     })
 }
 
-/// The container as Docker should create it from the spec.
-fn container_body(
-    spec: &ServiceSpec,
-    hash: &str,
-    owner: &str,
-    project: &str,
-    network: &str,
-    cfg: &SupervisorConfig,
+/// What a container gets beside its spec: labels, limits of this host,
+/// the GPU choice and the secrets' values.
+struct Placement<'a> {
+    hash: &'a str,
+    owner: &'a str,
+    project: &'a str,
+    network: &'a str,
     host_cpus: Option<f64>,
-) -> ContainerCreateBody {
-    let nvidia_runtime = cfg.nvidia_runtime;
+    gpu: Option<&'static str>,
+    secret_env: Vec<String>,
+}
+
+/// The container as Docker should create it from the spec.
+fn container_body(spec: &ServiceSpec, cfg: &SupervisorConfig, p: Placement) -> ContainerCreateBody {
+    let Placement {
+        hash,
+        owner,
+        project,
+        network,
+        host_cpus,
+        gpu,
+        secret_env,
+    } = p;
     let cpus = spec
         .cpu_limit
         .map(|c| host_cpus.map_or(c, |host| c.min(host)));
@@ -1472,9 +1672,9 @@ fn container_body(
                 host_port: Some(p.host_port.to_string()),
             });
     }
-    let (runtime, device_requests) = match (spec.gpu, nvidia_runtime) {
-        (true, true) => (Some("nvidia".to_string()), None),
-        (true, false) => (
+    let (runtime, device_requests) = match gpu {
+        Some("nvidia-runtime") => (Some("nvidia".to_string()), None),
+        Some("device-request") => (
             None,
             Some(vec![DeviceRequest {
                 driver: Some("nvidia".into()),
@@ -1487,7 +1687,13 @@ fn container_body(
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(
+            spec.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(secret_env)
+                .collect(),
+        ),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         labels: Some(labels),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),

@@ -242,6 +242,8 @@ mod tests {
             oom_killed: false,
             health_failures: 0,
             last_error: None,
+            pull: None,
+            gpu: None,
             since: Utc::now(),
         };
         let ok = [svc("llm", true, ServiceState::Healthy, false)];
@@ -280,6 +282,8 @@ mod tests {
             oom_killed: false,
             health_failures: 0,
             last_error: None,
+            pull: None,
+            gpu: None,
             since: now,
         };
         let list = [

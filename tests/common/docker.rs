@@ -99,6 +99,14 @@ pub fn spawn_supervisor(
         log_max_size: "50m".into(),
         log_max_files: 5,
         nvidia_runtime: false,
+        pull: arasuld::docker::pull::PullSettings {
+            policy: arasuld::docker::pull::PullPolicy::Auto,
+            stall_timeout: Duration::from_secs(3),
+            min_free: 0,
+            retry_max: Duration::from_secs(2),
+            secrets_dir: state_dir.join("secrets"),
+        },
+        secrets_dir: state_dir.join("secrets"),
     };
     let handle = arasuld::docker::spawn(&workers, cfg, catalog);
     (workers, handle)

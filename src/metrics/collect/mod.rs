@@ -4,7 +4,7 @@
 //! sampler around it decides when to call [`Probe::sample`].
 
 mod cpu;
-mod disk;
+pub(crate) mod disk;
 mod memory;
 mod net;
 mod nvml;
