@@ -337,8 +337,8 @@ fn spawn_supervisor(
         pull: crate::docker::pull::PullSettings {
             policy: config.docker.pull,
             stall_timeout: config.docker.pull_stall_timeout,
-            min_free: crate::docker::catalog::parse_bytes(&config.docker.pull_min_free)
-                .unwrap_or(0) as u64,
+            min_free: crate::docker::catalog::parse_bytes(&config.docker.pull_min_free).unwrap_or(0)
+                as u64,
             retry_max: config.docker.pull_retry_max,
             secrets_dir: config.paths.secrets_dir.clone(),
         },

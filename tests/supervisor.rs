@@ -431,3 +431,112 @@ fn a_daemon_removes_only_the_containers_it_created() {
     assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &llm]), llm_id);
     env.stop(workers);
 }
+
+#[test]
+fn a_missing_image_is_pulled_through_a_stall_and_an_outage_and_refused_when_it_cannot_fit() {
+    use common::docker::{spawn_supervisor_with, supervisor_config};
+    use common::registry::{Flow, Images, Proxy, Registry, unique_image};
+
+    let env = Env::new("pull");
+    let registry = Registry::start();
+    let p = &env.project.name;
+    // Built here, pushed, and removed from the engine again: only the
+    // registry has their noise layer.
+    for tag in ["slow", "fast", "big"] {
+        let local = unique_image(&format!("arasul-pulltest:{p}-{tag}"), 1_500_000);
+        registry.push(&local, &format!("{p}/rt:{tag}"));
+        docker(&["rmi", &local]);
+    }
+    let proxy = Proxy::start(registry.port, Flow::Slow);
+    let catalog = |service: &str, image: &str| {
+        arasuld::docker::catalog::parse(
+            "t",
+            &format!(
+                "project: {p}\nnetwork: {n}\nservices:\n- name: {service}\n  image: {image}\n  health: {{http: {{port: 11434, path: /api/version}}, interval: 300ms, timeout: 1s, retries: 2, start_period: 5s}}\n",
+                n = env.network()
+            ),
+        )
+        .unwrap()
+    };
+    let slow = format!("127.0.0.1:{}/{p}/rt:slow", proxy.port);
+    let fast = format!("127.0.0.1:{}/{p}/rt:fast", registry.port);
+    let _pulled = Images(vec![slow.clone(), fast.clone()]);
+    let (workers, h) = env.start(catalog("llm", &slow), SOCKET);
+
+    // Progress moves, in bytes of the size the registry's manifest gave.
+    let first = wait_until("pull progress", Duration::from_secs(30), || {
+        h.service("llm")?.pull.filter(|p| p.bytes_done > 0)
+    });
+    assert!(first.bytes_total >= 1_500_000, "{first:?}");
+    assert!(first.bytes_done < first.bytes_total, "{first:?}");
+    assert!(first.layers_total >= 1, "{first:?}");
+    assert_eq!(h.service("llm").unwrap().state, ServiceState::ImageMissing);
+
+    // The registry stops answering: the stall is seen and the pull retried.
+    proxy.set(Flow::Freeze);
+    wait_until("the stall to be seen", Duration::from_secs(15), || {
+        let p = h.service("llm")?.pull?;
+        p.last_error.filter(|e| e.contains("no progress"))
+    });
+    // It is gone altogether: the pull keeps retrying, nothing runs.
+    proxy.set(Flow::Cut);
+    wait_until(
+        "a retry while the registry is away",
+        Duration::from_secs(20),
+        || h.service("llm")?.pull.filter(|p| p.attempt >= 3),
+    );
+    assert_eq!(h.service("llm").unwrap().state, ServiceState::ImageMissing);
+    assert_eq!(
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name=^{}$", env.container("llm"))
+        ]),
+        ""
+    );
+    // Back: the pull completes and the service comes up.
+    proxy.set(Flow::Fast);
+    env.wait_state(&h, "llm", ServiceState::Healthy, Duration::from_secs(60));
+    let s = h.service("llm").unwrap();
+    assert!(s.pull.is_none() && s.last_error.is_none(), "{s:?}");
+    env.stop(workers);
+
+    // From an empty store to healthy, with nothing in the way (the figure
+    // the README gives).
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let (workers, h) = {
+        let _guard = env.rt.enter();
+        spawn_supervisor_with(
+            supervisor_config(dir.path(), SOCKET),
+            catalog("fast", &fast),
+        )
+    };
+    env.wait_state(&h, "fast", ServiceState::Healthy, Duration::from_secs(60));
+    eprintln!(
+        "pull: empty image store to healthy in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    env.stop(workers);
+
+    // A pull that would leave less than the free-space floor is refused
+    // before a byte is written, with the numbers; nothing is left behind.
+    let never = format!("127.0.0.1:{}/{p}/rt:big", registry.port);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = supervisor_config(dir.path(), SOCKET);
+    cfg.pull.min_free = 1 << 60;
+    let (workers, h) = {
+        let _guard = env.rt.enter();
+        spawn_supervisor_with(cfg, catalog("big", &never))
+    };
+    let why = wait_until("the refusal", Duration::from_secs(20), || {
+        h.service("big")?
+            .last_error
+            .filter(|e| e.contains("not enough space"))
+    });
+    assert!(why.contains("MB") && why.contains("must keep"), "{why}");
+    assert_eq!(h.service("big").unwrap().state, ServiceState::ImageMissing);
+    assert_eq!(docker(&["images", "-q", &never]), "", "nothing pulled");
+    env.stop(workers);
+}

@@ -426,7 +426,10 @@ fn validate(c: &Catalog) -> Vec<(Option<usize>, String, String)> {
         }
         for (var, file) in &s.secrets {
             if var.is_empty() || var.contains('=') {
-                bad("secrets", format!("{var:?} is not an environment variable name"));
+                bad(
+                    "secrets",
+                    format!("{var:?} is not an environment variable name"),
+                );
             }
             if file.is_empty()
                 || file.starts_with('.')

@@ -134,7 +134,8 @@ pub async fn run(
         progress.layers_done = 0;
         progress.layers_total = 0;
         // The size is asked each attempt: the registry may have been down.
-        match registry::compressed_size(&image, login).await {
+        let ask = settings.stall_timeout.min(Duration::from_secs(30));
+        match registry::compressed_size(&image, login, ask).await {
             Ok(size) => progress.bytes_total = size,
             Err(e) => {
                 tracing::warn!(image = %image, error = %e, "the registry did not give the image's size: checking the free-space floor only");
@@ -144,15 +145,34 @@ pub async fn run(
             .map(|d| d.free_bytes)
             .unwrap_or(u64::MAX);
         if let Err(why) = admit(&image, progress.bytes_total, free, settings.min_free) {
-            let _ = tx.send(PullEvent::Done { image, result: Err(why) }).await;
+            let _ = tx
+                .send(PullEvent::Done {
+                    image,
+                    result: Err(why),
+                })
+                .await;
             return;
         }
         let _ = tx.send(PullEvent::Progress(progress.clone())).await;
         tracing::info!(image = %image, attempt = progress.attempt, bytes = progress.bytes_total, "pulling image");
-        match pull_once(&docker, &image, credentials.clone(), &settings, &mut progress, &tx).await {
+        match pull_once(
+            &docker,
+            &image,
+            credentials.clone(),
+            &settings,
+            &mut progress,
+            &tx,
+        )
+        .await
+        {
             Ok(()) => {
                 tracing::info!(image = %image, attempt = progress.attempt, "image pulled");
-                let _ = tx.send(PullEvent::Done { image, result: Ok(()) }).await;
+                let _ = tx
+                    .send(PullEvent::Done {
+                        image,
+                        result: Ok(()),
+                    })
+                    .await;
                 return;
             }
             Err(e) => {
@@ -176,9 +196,14 @@ async fn pull_once(
     tx: &mpsc::Sender<PullEvent>,
 ) -> Result<(), String> {
     let r = registry::Reference::parse(image);
-    let name = image
-        .split_once('@')
-        .map_or_else(|| image.strip_suffix(&format!(":{}", r.reference)).unwrap_or(image), |(n, _)| n);
+    let name = image.split_once('@').map_or_else(
+        || {
+            image
+                .strip_suffix(&format!(":{}", r.reference))
+                .unwrap_or(image)
+        },
+        |(n, _)| n,
+    );
     let mut stream = docker.create_image(
         Some(CreateImageOptions {
             from_image: Some(name.to_string()),
@@ -225,11 +250,20 @@ async fn pull_once(
             "Pull complete" | "Already exists" => entry.1 = true,
             _ => {}
         }
-        let before = (progress.bytes_done, progress.layers_done, progress.layers_total);
+        let before = (
+            progress.bytes_done,
+            progress.layers_done,
+            progress.layers_total,
+        );
         progress.layers_total = layers.len() as u32;
         progress.layers_done = layers.values().filter(|l| l.1).count() as u32;
         progress.bytes_done = layers.values().map(|l| l.0).sum();
-        if before != (progress.bytes_done, progress.layers_done, progress.layers_total)
+        if before
+            != (
+                progress.bytes_done,
+                progress.layers_done,
+                progress.layers_total,
+            )
             || status == "Extracting"
         {
             last_progress = tokio::time::Instant::now();
@@ -249,8 +283,13 @@ mod tests {
     #[test]
     fn a_pull_is_admitted_only_when_the_floor_stays_free() {
         assert!(admit("x", 100, 1_000, 900).is_ok());
-        let e = admit("ollama/ollama:0.5.7", 2_500_000_000, 10_000_000_000, 8_000_000_000)
-            .unwrap_err();
+        let e = admit(
+            "ollama/ollama:0.5.7",
+            2_500_000_000,
+            10_000_000_000,
+            8_000_000_000,
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             "not enough space to pull ollama/ollama:0.5.7: it needs 2.5 GB and 10.0 GB is free in Docker's data root, which must keep 8.0 GB free (docker.pull_min_free)"

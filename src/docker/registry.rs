@@ -124,10 +124,14 @@ fn arch() -> &'static str {
 
 /// The compressed size of `image` for this platform: what a pull downloads
 /// at most (layers already present are skipped by the engine).
-pub async fn compressed_size(image: &str, login: Option<&Login>) -> Result<u64, String> {
+pub async fn compressed_size(
+    image: &str,
+    login: Option<&Login>,
+    timeout: Duration,
+) -> Result<u64, String> {
     let r = Reference::parse(image);
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
+        .timeout(timeout)
         .build()
         .map_err(|e| e.to_string())?;
     let mut token = None;
@@ -250,7 +254,11 @@ mod tests {
     fn references_split_as_the_engine_does() {
         let r = Reference::parse("ollama/ollama:0.5.7");
         assert_eq!(
-            (r.domain.as_str(), r.repository.as_str(), r.reference.as_str()),
+            (
+                r.domain.as_str(),
+                r.repository.as_str(),
+                r.reference.as_str()
+            ),
             ("docker.io", "ollama/ollama", "0.5.7")
         );
         assert_eq!(r.base_url(), "https://registry-1.docker.io");
@@ -258,7 +266,11 @@ mod tests {
         assert_eq!(Reference::parse("busybox").reference, "latest");
         let r = Reference::parse("127.0.0.1:5000/arasul/rt:1");
         assert_eq!(
-            (r.domain.as_str(), r.repository.as_str(), r.reference.as_str()),
+            (
+                r.domain.as_str(),
+                r.repository.as_str(),
+                r.reference.as_str()
+            ),
             ("127.0.0.1:5000", "arasul/rt", "1")
         );
         assert_eq!(r.base_url(), "http://127.0.0.1:5000");

@@ -1611,7 +1611,12 @@ fn secret_env(spec: &ServiceSpec, secrets_dir: &std::path::Path) -> std::io::Res
                 tracing::info!(service = %spec.name, file = %path.display(), "generated a secret");
                 v
             }
-            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ));
+            }
         };
         env.push(format!("{var}={value}"));
     }

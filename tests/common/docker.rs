@@ -80,19 +80,10 @@ impl Drop for Project {
     }
 }
 
-/// Spawns the supervisor worker on the current runtime (call inside
-/// `Runtime::enter`), with fast restarts and the real socket unless told.
-pub fn spawn_supervisor(
-    state_dir: &Path,
-    catalog: Catalog,
-    socket: &str,
-) -> (Workers, SupervisorHandle) {
-    let workers = Workers::new(RestartPolicy {
-        initial: Duration::from_millis(200),
-        max: Duration::from_secs(2),
-        reset_after: Duration::from_secs(60),
-    });
-    let cfg = SupervisorConfig {
+/// The supervisor's config in tests: the real socket unless told, fast stop
+/// and pull timeouts, no free-space floor, secrets under `state_dir`.
+pub fn supervisor_config(state_dir: &Path, socket: &str) -> SupervisorConfig {
+    SupervisorConfig {
         socket: socket.to_string(),
         state_dir: state_dir.to_path_buf(),
         stop_timeout: Duration::from_secs(2),
@@ -107,7 +98,29 @@ pub fn spawn_supervisor(
             secrets_dir: state_dir.join("secrets"),
         },
         secrets_dir: state_dir.join("secrets"),
-    };
+    }
+}
+
+/// Spawns the supervisor worker on the current runtime (call inside
+/// `Runtime::enter`), with fast restarts and the real socket unless told.
+pub fn spawn_supervisor(
+    state_dir: &Path,
+    catalog: Catalog,
+    socket: &str,
+) -> (Workers, SupervisorHandle) {
+    spawn_supervisor_with(supervisor_config(state_dir, socket), catalog)
+}
+
+/// [`spawn_supervisor`] with a config of the test's making.
+pub fn spawn_supervisor_with(
+    cfg: SupervisorConfig,
+    catalog: Catalog,
+) -> (Workers, SupervisorHandle) {
+    let workers = Workers::new(RestartPolicy {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+        reset_after: Duration::from_secs(60),
+    });
     let handle = arasuld::docker::spawn(&workers, cfg, catalog);
     (workers, handle)
 }

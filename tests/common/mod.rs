@@ -5,6 +5,7 @@
 
 pub mod dbus;
 pub mod docker;
+pub mod registry;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
