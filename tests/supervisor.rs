@@ -540,3 +540,111 @@ fn a_missing_image_is_pulled_through_a_stall_and_an_outage_and_refused_when_it_c
     assert_eq!(docker(&["images", "-q", &never]), "", "nothing pulled");
     env.stop(workers);
 }
+
+#[test]
+fn the_shipped_catalog_comes_up_healthy_on_a_small_box_without_a_gpu() {
+    use common::registry::Images;
+    let env = Env::new("shipped");
+    let shipped = include_str!("../assets/services.yaml");
+    let catalog = arasuld::docker::catalog::parse("assets/services.yaml", shipped).unwrap();
+    // Stand-ins under the shipped names: the test runtime speaks Ollama's
+    // API; for MinIO and n8n it answers their health paths on their ports.
+    let mut tags = Images(vec![]);
+    for s in &catalog.services {
+        let port = match s.name.as_str() {
+            "minio" => Some("9000"),
+            "n8n" => Some("5678"),
+            _ => None,
+        };
+        match port {
+            None => {
+                docker(&["tag", IMAGE, &s.image]);
+            }
+            Some(port) => {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(
+                    dir.path().join("Dockerfile"),
+                    format!("FROM {IMAGE}\nENV PORT={port}\n"),
+                )
+                .unwrap();
+                let out = std::process::Command::new("docker")
+                    .args(["build", "-q", "-t", &s.image, dir.path().to_str().unwrap()])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        tags.0.push(s.image.clone());
+    }
+    // As shipped but for the names that keep this test apart from the rest
+    // of the engine: its project, network and host data directory.
+    let data = env.dir.path().join("data");
+    let text = shipped
+        .replace(
+            "project: arasul\n",
+            &format!("project: {}\n", env.project.name),
+        )
+        .replace(
+            "network: arasul-net\n",
+            &format!("network: {}\n", env.network()),
+        )
+        .replace("/var/lib/arasul/", &format!("{}/", data.display()));
+    let catalog = arasuld::docker::catalog::parse("t", &text).unwrap();
+    let t0 = Instant::now();
+    let (workers, h) = env.start(catalog, SOCKET);
+    for name in ["llm", "embeddings", "minio", "n8n"] {
+        env.wait_state(&h, name, ServiceState::Healthy, Duration::from_secs(60));
+    }
+    eprintln!(
+        "shipped catalog: all four healthy in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // No GPU runtime on this engine: the LLM runs on the CPU, and says so;
+    // its 6-core limit is clamped to the host.
+    assert_eq!(h.service("llm").unwrap().gpu.as_deref(), Some("cpu"));
+    let nano: f64 = env
+        .inspect("llm", "{{.HostConfig.NanoCpus}}")
+        .parse()
+        .unwrap();
+    assert!(nano <= engine_cpus() * 1e9, "{nano}");
+    // MinIO runs with generated credentials, kept 0600 in the secrets dir.
+    let secrets = env.dir.path().join("secrets");
+    let user = std::fs::read_to_string(secrets.join("minio-root-user")).unwrap();
+    let password = std::fs::read_to_string(secrets.join("minio-root-password")).unwrap();
+    let minio_env = env.inspect("minio", "{{json .Config.Env}}");
+    assert!(
+        minio_env.contains(&format!("MINIO_ROOT_USER={}", user.trim())),
+        "{minio_env}"
+    );
+    assert!(
+        minio_env.contains(&format!("MINIO_ROOT_PASSWORD={}", password.trim())),
+        "{minio_env}"
+    );
+    assert!(password.trim().len() >= 20 && !minio_env.contains("minioadmin"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(secrets.join("minio-root-password"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        env.inspect("n8n", "{{json .Config.Env}}")
+            .contains("N8N_ENCRYPTION_KEY=")
+    );
+    // Every container's log is capped.
+    for name in ["llm", "embeddings", "minio", "n8n"] {
+        assert_eq!(
+            env.inspect(
+                name,
+                "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}}"
+            ),
+            "json-file 50m",
+            "{name}"
+        );
+    }
+    env.stop(workers);
+}

@@ -1385,7 +1385,15 @@ impl Supervisor {
             if h.docker {
                 continue; // health_status events drive these
             }
-            rt.next_probe = now + h.interval;
+            // Until it has been healthy once, every second (at most): a
+            // service that came up is seen within a second, not an interval
+            // (Docker's `start_interval`).
+            rt.next_probe = now
+                + if rt.ever_healthy {
+                    h.interval
+                } else {
+                    h.interval.min(Duration::from_secs(1))
+                };
             let Some(ip) = rt.status.address.clone() else {
                 continue;
             };
