@@ -149,9 +149,10 @@ ok "reinstall keeps the secrets and shows no password"
 # --- the installed daemon, by hand, as user arasul ------------------------
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 # internet_check off: the shipped config probes 1.1.1.1, this machine may
-# reach loopback only.
+# reach loopback only; for the same reason docker.pull is never (the shipped
+# catalog's images would be pulled from Docker Hub).
 # setpriv execs (runuser would stay the parent and eat the exit status).
-setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$port" ARASUL_METRICS__INTERNET_CHECK='""' \
+setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$port" ARASUL_DOCKER__PULL=never ARASUL_METRICS__INTERNET_CHECK='""' \
   arasuld --config /etc/arasul/arasuld.yaml serve >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 health=""
@@ -367,7 +368,7 @@ arasuld bundle create --key "$work/vendor/update-signing.key" --version "$next_v
   --min-version 0.1.0 --package "$next_deb" --out "$work/next.araupdate" >/dev/null ||
   fail "bundle create"
 start_daemon() {
-  setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$port" \
+  setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$port" ARASUL_DOCKER__PULL=never \
     ARASUL_METRICS__INTERNET_CHECK='""' ARASUL_UPDATE__STABILITY_WINDOW=1s \
     /usr/bin/arasuld --config /etc/arasul/arasuld.yaml serve >>"$work/daemon.log" 2>&1 &
   daemon_pid=$!

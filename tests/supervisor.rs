@@ -193,7 +193,9 @@ fn docker_kill_is_seen_through_events_within_a_second() {
 fn a_missing_image_is_reported_without_a_crash_loop() {
     let env = Env::new("noimg");
     let text = format!(
-        "project: {}\nnetwork: {}\nservices:\n- name: ghost\n  image: arasul-no-such-image:1\n",
+        "project: {}\nnetwork: {}\nservices:\n- name: ghost\n  image: arasul-no-such-image:1\n\
+         - name: dependent\n  image: {IMAGE}\n  depends_on: [ghost]\n\
+         - name: unrelated\n  image: {IMAGE}\n",
         env.project.name,
         env.network()
     );
@@ -224,9 +226,33 @@ fn a_missing_image_is_reported_without_a_crash_loop() {
             "ps",
             "-aq",
             "--filter",
-            &format!("label=io.arasul.project={}", env.project.name)
+            &format!("label=io.arasul.project={}", env.project.name),
+            "--filter",
+            "label=io.arasul.service=ghost",
         ]),
         ""
+    );
+    // Offline (docker.pull: never): the reason says how to get it.
+    let ghost = h.service("ghost").unwrap();
+    assert!(
+        ghost
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("docker.pull is never"),
+        "{ghost:?}"
+    );
+    // What needs it waits and says so; what does not, runs.
+    env.wait_state(
+        &h,
+        "unrelated",
+        ServiceState::Healthy,
+        Duration::from_secs(15),
+    );
+    let dependent = h.service("dependent").unwrap();
+    assert_eq!(
+        dependent.last_error.as_deref(),
+        Some("waiting for ghost (image_missing)")
     );
     // Asking for it gives a clear error, not a crash.
     let err = env.rt.block_on(h.start("ghost")).unwrap_err();
@@ -461,7 +487,15 @@ fn a_missing_image_is_pulled_through_a_stall_and_an_outage_and_refused_when_it_c
     let slow = format!("127.0.0.1:{}/{p}/rt:slow", proxy.port);
     let fast = format!("127.0.0.1:{}/{p}/rt:fast", registry.port);
     let _pulled = Images(vec![slow.clone(), fast.clone()]);
-    let (workers, h) = env.start(catalog("llm", &slow), SOCKET);
+    let pulling = |dir: &std::path::Path| {
+        let mut cfg = supervisor_config(dir, SOCKET);
+        cfg.pull.policy = arasuld::docker::pull::PullPolicy::Auto;
+        cfg
+    };
+    let (workers, h) = {
+        let _guard = env.rt.enter();
+        spawn_supervisor_with(pulling(env.dir.path()), catalog("llm", &slow))
+    };
 
     // Progress moves, in bytes of the size the registry's manifest gave.
     let first = wait_until("pull progress", Duration::from_secs(30), || {
@@ -508,10 +542,7 @@ fn a_missing_image_is_pulled_through_a_stall_and_an_outage_and_refused_when_it_c
     let t0 = Instant::now();
     let (workers, h) = {
         let _guard = env.rt.enter();
-        spawn_supervisor_with(
-            supervisor_config(dir.path(), SOCKET),
-            catalog("fast", &fast),
-        )
+        spawn_supervisor_with(pulling(dir.path()), catalog("fast", &fast))
     };
     env.wait_state(&h, "fast", ServiceState::Healthy, Duration::from_secs(60));
     eprintln!(
@@ -524,7 +555,7 @@ fn a_missing_image_is_pulled_through_a_stall_and_an_outage_and_refused_when_it_c
     // before a byte is written, with the numbers; nothing is left behind.
     let never = format!("127.0.0.1:{}/{p}/rt:big", registry.port);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = supervisor_config(dir.path(), SOCKET);
+    let mut cfg = pulling(dir.path());
     cfg.pull.min_free = 1 << 60;
     let (workers, h) = {
         let _guard = env.rt.enter();

@@ -689,13 +689,26 @@ impl Supervisor {
                 self.pending_start.remove(i);
                 continue;
             }
-            let deps_ready = self.services[&name].spec.depends_on.iter().all(|d| {
-                let dep = &self.services[d];
-                dep.status.state == ServiceState::Healthy
+            let waiting_for = self.services[&name].spec.depends_on.iter().find(|d| {
+                let dep = &self.services[*d];
+                !(dep.status.state == ServiceState::Healthy
                     || (dep.status.state == ServiceState::Starting && now >= dep.start_deadline)
-                    || dep.status.stopped_on_purpose
+                    || dep.status.stopped_on_purpose)
             });
-            if deps_ready {
+            if let Some(dep) = waiting_for {
+                // Shown, so the owner sees what holds it back.
+                let why = format!(
+                    "waiting for {dep} ({})",
+                    serde_json::to_value(self.services[dep].status.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                );
+                if let Some(rt) = self.services.get_mut(&name) {
+                    rt.status.last_error = Some(why);
+                }
+                i += 1;
+            } else {
                 self.pending_start.remove(i);
                 if let Err(e) = self.create_and_start(docker, &name).await {
                     tracing::warn!(service = %name, error = %e, "start failed");
@@ -704,8 +717,6 @@ impl Supervisor {
                     }
                 }
                 self.publish();
-            } else {
-                i += 1;
             }
         }
     }

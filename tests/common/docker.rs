@@ -81,7 +81,9 @@ impl Drop for Project {
 }
 
 /// The supervisor's config in tests: the real socket unless told, fast stop
-/// and pull timeouts, no free-space floor, secrets under `state_dir`.
+/// and pull timeouts, no free-space floor, secrets under `state_dir`. Pulls
+/// are off (nothing here may reach Docker Hub); the pull tests turn them on
+/// for their registry on 127.0.0.1.
 pub fn supervisor_config(state_dir: &Path, socket: &str) -> SupervisorConfig {
     SupervisorConfig {
         socket: socket.to_string(),
@@ -91,7 +93,7 @@ pub fn supervisor_config(state_dir: &Path, socket: &str) -> SupervisorConfig {
         log_max_files: 5,
         nvidia_runtime: false,
         pull: arasuld::docker::pull::PullSettings {
-            policy: arasuld::docker::pull::PullPolicy::Auto,
+            policy: arasuld::docker::pull::PullPolicy::Never,
             stall_timeout: Duration::from_secs(3),
             min_free: 0,
             retry_max: Duration::from_secs(2),

@@ -62,6 +62,7 @@ impl TestConfig {
         let text = format!(
             "http:\n  listen: 127.0.0.1:{port}\n  shutdown_grace: 2s\n{http}\
              database:\n  url: {database_url}\n  retry_max: 1s\n  check_interval: 1s\n  connect_timeout: 2s\n\
+             docker:\n  pull: never\n\
              paths:\n  state_dir: {d}/state\n  log_dir: {d}/log\n  secrets_dir: {d}/secrets\n  keys_dir: {d}/keys\n  services_file: {d}/services.yaml\n  data_path: {d}\n\
              {extra}"
         );
