@@ -574,56 +574,9 @@ fn a_missing_image_is_pulled_through_a_stall_and_an_outage_and_refused_when_it_c
 
 #[test]
 fn the_shipped_catalog_comes_up_healthy_on_a_small_box_without_a_gpu() {
-    use common::registry::Images;
     let env = Env::new("shipped");
-    let shipped = include_str!("../assets/services.yaml");
-    let catalog = arasuld::docker::catalog::parse("assets/services.yaml", shipped).unwrap();
-    // Stand-ins under the shipped names: the test runtime speaks Ollama's
-    // API; for MinIO and n8n it answers their health paths on their ports.
-    let mut tags = Images(vec![]);
-    for s in &catalog.services {
-        let port = match s.name.as_str() {
-            "minio" => Some("9000"),
-            "n8n" => Some("5678"),
-            _ => None,
-        };
-        match port {
-            None => {
-                docker(&["tag", IMAGE, &s.image]);
-            }
-            Some(port) => {
-                let dir = tempfile::tempdir().unwrap();
-                std::fs::write(
-                    dir.path().join("Dockerfile"),
-                    format!("FROM {IMAGE}\nENV PORT={port}\n"),
-                )
-                .unwrap();
-                let out = std::process::Command::new("docker")
-                    .args(["build", "-q", "-t", &s.image, dir.path().to_str().unwrap()])
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-        tags.0.push(s.image.clone());
-    }
-    // As shipped but for the names that keep this test apart from the rest
-    // of the engine: its project, network and host data directory.
-    let data = env.dir.path().join("data");
-    let text = shipped
-        .replace(
-            "project: arasul\n",
-            &format!("project: {}\n", env.project.name),
-        )
-        .replace(
-            "network: arasul-net\n",
-            &format!("network: {}\n", env.network()),
-        )
-        .replace("/var/lib/arasul/", &format!("{}/", data.display()));
+    let (text, _standins) =
+        common::docker::shipped_with_standins(&env.project, &env.dir.path().join("data"));
     let catalog = arasuld::docker::catalog::parse("t", &text).unwrap();
     let t0 = Instant::now();
     let (workers, h) = env.start(catalog, SOCKET);

@@ -729,3 +729,166 @@ fn a_stick_pulled_mid_copy_leaves_nothing_behind() {
     }
     assert!(refused > 0, "the pull never landed mid-copy in 5 tries");
 }
+
+/// A box that never sees a registry: the shipped stack (stand-in images
+/// under names of the test's own) comes up from one signed provisioning
+/// bundle on a stick: only images, at the installed version.
+#[test]
+fn the_shipped_stack_comes_up_offline_from_a_provisioning_stick() {
+    use common::docker::{Project, docker, shipped_with_standins};
+    use common::{
+        Daemon, PrivatePostgres, TestConfig, admin_token, bin, free_port, get_json, get_json_auth,
+        wait_until,
+    };
+    use std::process::Command;
+
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("run command");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let project = Project::new("provision");
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    run(Command::new("psql").args([&pg.url(), "-XAtq", "-c", "CREATE DATABASE usb_provision"]));
+    let db_url = format!("postgres://postgres@127.0.0.1:{}/usb_provision", pg.port);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bus = PrivateBus::start();
+    let service = rt.block_on(async {
+        let c = bus.connect().await;
+        c.object_server()
+            .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
+            .await
+            .unwrap();
+        c.request_name("org.freedesktop.UDisks2").await.unwrap();
+        c
+    });
+    let sticks = tempfile::tempdir().unwrap();
+    let stick = sticks.path().join("STICK");
+    std::fs::create_dir_all(stick.join("updates")).unwrap();
+    // The test config pulls nothing (docker.pull: never).
+    let cfg = TestConfig::new(
+        &db_url,
+        &format!(
+            "update:\n  stability_window: 0s\n  config_dir: {d}/etc\nusb:\n  mode: auto\n  dbus_address: \"{a}\"\n  mount_roots: []\n",
+            d = sticks.path().display(),
+            a = bus.address()
+        ),
+    );
+    let d = cfg.dir.path().to_owned();
+    let (catalog, standins) = shipped_with_standins(&project, &d.join("data"));
+    std::fs::write(d.join("services.yaml"), &catalog).unwrap();
+
+    // The vendor's stick: every image of the catalog, at the box's version.
+    run(Command::new(bin())
+        .args(["bundle", "keygen", "--out"])
+        .arg(d.join("vendor")));
+    std::fs::create_dir_all(d.join("keys")).unwrap();
+    std::fs::copy(
+        d.join("vendor/update-signing.pem"),
+        d.join("keys/vendor.pem"),
+    )
+    .unwrap();
+    let version = run(Command::new(bin()).arg("--version"));
+    let version = version.split_whitespace().nth(1).unwrap().to_string();
+    let parsed = arasuld::docker::catalog::parse("t", &catalog).unwrap();
+    let mut create = Command::new(bin());
+    create
+        .args(["bundle", "create", "--key"])
+        .arg(d.join("vendor/update-signing.key"))
+        .args(["--version", &version, "--min-version", &version]);
+    for s in &parsed.services {
+        create.args(["--image", &format!("{}={}", s.name, s.image)]);
+    }
+    run(create
+        .arg("--out")
+        .arg(stick.join("updates/provision.araupdate")));
+    // The engine has none of them now.
+    for i in &standins.0 {
+        docker(&["rmi", "-f", i]);
+    }
+
+    let _daemon = Daemon::start(&cfg.path(), &[]);
+    wait_until("the daemon to serve", Duration::from_secs(60), || {
+        get_json(&cfg.url("/api/health")).filter(|(s, _)| *s == 200)
+    });
+    let token = admin_token(&cfg);
+    let services = || get_json_auth(&cfg.url("/api/services"), &token).map(|(_, v)| v);
+    let state = |v: &serde_json::Value, name: &str| {
+        v["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .map(|s| s["state"].as_str().unwrap_or_default().to_string())
+    };
+    wait_until("the images to be missing", Duration::from_secs(30), || {
+        let v = services()?;
+        ["llm", "embeddings", "minio", "n8n"]
+            .iter()
+            .all(|n| state(&v, n).as_deref() == Some("image_missing"))
+            .then_some(())
+    });
+    let usb_log = || std::fs::read_to_string(d.join("log/update_usb.log")).unwrap_or_default();
+    wait_until(
+        "the USB worker to watch UDisks2",
+        Duration::from_secs(30),
+        || usb_log().contains("watching UDisks2").then_some(()),
+    );
+
+    let t0 = Instant::now();
+    let mounts = Arc::new(Mutex::new(Vec::new()));
+    rt.block_on(async {
+        let os = service.object_server();
+        os.at(
+            "/org/freedesktop/UDisks2/block_devices/sdc1",
+            FakeBlock { system: false },
+        )
+        .await
+        .unwrap();
+        os.at(
+            "/org/freedesktop/UDisks2/block_devices/sdc1",
+            FakeFs {
+                points: vec![],
+                target: stick.clone(),
+                mounts: mounts.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let status = wait_until(
+        "the provisioning to finish",
+        Duration::from_secs(180),
+        || {
+            let s = get_json_auth(&cfg.url("/api/update/status"), &token)?.1;
+            ["done", "rolled_back", "failed"]
+                .contains(&s["state"].as_str()?)
+                .then_some(s)
+        },
+    );
+    assert_eq!(status["state"], "done", "{status}\n{}", usb_log());
+    wait_until("every service healthy", Duration::from_secs(60), || {
+        let v = services()?;
+        ["llm", "embeddings", "minio", "n8n"]
+            .iter()
+            .all(|n| state(&v, n).as_deref() == Some("healthy"))
+            .then_some(())
+    });
+    eprintln!(
+        "provisioning stick: inserted to all four healthy in {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // The box's version did not change.
+    let v = get_json_auth(&cfg.url("/api/update/history"), &token)
+        .unwrap()
+        .1;
+    assert_eq!(v["updates"][0]["version"], version.as_str(), "{v}");
+    // Every image came from the stick: the engine has them again.
+    for i in &standins.0 {
+        assert!(!docker(&["images", "-q", i]).is_empty(), "{i}");
+    }
+}

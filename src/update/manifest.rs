@@ -125,6 +125,17 @@ impl Manifest {
         v
     }
 
+    /// Only images: such a bundle may also be applied at the version it
+    /// was made for, to provision a box (an offline first start from a USB
+    /// stick) without changing its version.
+    pub fn is_provisioning(&self) -> bool {
+        let c = &self.components;
+        !c.images.is_empty()
+            && c.migrations.is_empty()
+            && c.configs.is_empty()
+            && c.package.is_none()
+    }
+
     /// The payload members in the order they must appear in the bundle:
     /// images, migrations, configs, package, each in manifest order.
     pub fn payload(&self) -> Vec<PayloadEntry> {

@@ -641,8 +641,9 @@ fn verify_members<R: Read>(
             })?;
     // 3. Parse.
     let manifest = Manifest::parse(&manifest_bytes).map_err(BundleError::Invalid)?;
-    // 4. Versions.
-    if cmp_version(&manifest.version, installed).is_le() {
+    // 4. Versions. Only images at the installed version: provisioning.
+    let order = cmp_version(&manifest.version, installed);
+    if order.is_lt() || (order.is_eq() && !manifest.is_provisioning()) {
         return Err(BundleError::VersionNotNewer {
             bundle: manifest.version.clone(),
             installed: installed.clone(),

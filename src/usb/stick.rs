@@ -104,7 +104,9 @@ fn check_head(
         );
     }
     let m = Manifest::parse(&head.manifest_bytes).map_err(|e| format!("{e} (invalid_bundle)"))?;
-    if cmp_version(&m.version, installed).is_le() {
+    // Only images at the installed version: a provisioning stick.
+    let order = cmp_version(&m.version, installed);
+    if order.is_lt() || (order.is_eq() && !m.is_provisioning()) {
         return Err(format!(
             "version {} is not newer than the installed {installed} (version_not_newer)",
             m.version

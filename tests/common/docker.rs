@@ -126,3 +126,62 @@ pub fn spawn_supervisor_with(
     let handle = arasuld::docker::spawn(&workers, cfg, catalog);
     (workers, handle)
 }
+
+/// The shipped catalog (`assets/services.yaml`) made runnable beside the
+/// other tests: the project, network and host data directory are the
+/// test's own, and each image is a stand-in built here under a name of the
+/// test's own (`arasul-standin-<project>/<name>:<tag>`): the test runtime
+/// speaks Ollama's API, and on MinIO's and n8n's ports it answers their
+/// health paths. Everything else is as shipped. Returns the catalog text
+/// and the stand-in images (removed when the guard drops).
+pub fn shipped_with_standins(project: &Project, data: &Path) -> (String, super::registry::Images) {
+    let shipped = include_str!("../../assets/services.yaml");
+    let catalog = arasuld::docker::catalog::parse("assets/services.yaml", shipped).unwrap();
+    let mut text = shipped
+        .replace("project: arasul\n", &format!("project: {}\n", project.name))
+        .replace(
+            "network: arasul-net\n",
+            &format!("network: {}\n", project.network()),
+        )
+        .replace("/var/lib/arasul/", &format!("{}/", data.display()));
+    let mut images = super::registry::Images(vec![]);
+    for s in &catalog.services {
+        let short = s.image.rsplit('/').next().unwrap();
+        let standin = format!("arasul-standin-{}/{short}", project.name);
+        let port = match s.name.as_str() {
+            "minio" => Some("9000"),
+            "n8n" => Some("5678"),
+            _ => None,
+        };
+        if !images.0.contains(&standin) {
+            match port {
+                None => {
+                    docker(&["tag", IMAGE, &standin]);
+                }
+                Some(port) => {
+                    let dir = tempfile::tempdir().unwrap();
+                    std::fs::write(
+                        dir.path().join("Dockerfile"),
+                        format!("FROM {IMAGE}\nENV PORT={port}\n"),
+                    )
+                    .unwrap();
+                    let out = Command::new("docker")
+                        .args(["build", "-q", "-t", &standin, dir.path().to_str().unwrap()])
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+            images.0.push(standin.clone());
+        }
+        text = text.replace(
+            &format!("image: {}\n", s.image),
+            &format!("image: {standin}\n"),
+        );
+    }
+    (text, images)
+}
