@@ -202,6 +202,9 @@ pub struct SystemInfo {
     /// JetPack/L4T on a Jetson, else the OS name from os-release.
     pub platform: PlatformInfo,
     pub gpu_backend: &'static str,
+    /// How each service that may use the GPU gets it (`gpu: auto|required`
+    /// in the catalog): `nvidia-runtime`, `device-request` or `cpu`.
+    pub service_gpu: std::collections::BTreeMap<String, String>,
     pub daemon_uptime_seconds: i64,
     pub system_uptime_seconds: Option<f64>,
     pub started_at: DateTime<Utc>,
@@ -223,6 +226,12 @@ pub async fn system_info(State(state): State<AppState>) -> Json<SystemInfo> {
         hostname: hostname(),
         platform: state.metrics.platform().clone(),
         gpu_backend: state.metrics.gpu_backend(),
+        service_gpu: state
+            .services
+            .services()
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.gpu.clone()?)))
+            .collect(),
         daemon_uptime_seconds: (now - state.started_at).num_seconds(),
         system_uptime_seconds: system_uptime,
         started_at: state.started_at,

@@ -7,6 +7,16 @@ import { h, card, badge, confirmDialog, notify, errText, fmtTime, fmtBytes, fmtN
 
 const MAX_LOG_LINES = 500;
 
+// An image being pulled: a bar and the numbers (bytes of the registry's
+// size, layers), or nothing.
+function pullProgress(p) {
+  if (!p) return null;
+  const pct = p.bytes_total ? Math.min(100, Math.round((p.bytes_done * 100) / p.bytes_total)) : null;
+  const text = t('svc.image_pull', { d: fmtBytes(p.bytes_done), t: p.bytes_total ? fmtBytes(p.bytes_total) : '?', l: p.layers_done, n: p.layers_total, a: p.attempt });
+  return h('div', { class: 'pull small', 'data-pull': p.image },
+    h('progress', { max: 100, value: pct ?? 0, 'aria-label': text }), h('span', { class: 'muted' }, ` ${pct === null ? '' : `${pct} % · `}${text}`));
+}
+
 export function mount(root, params) {
   const timers = [];
   let stopLogs = null;
@@ -43,7 +53,8 @@ export function mount(root, params) {
           'aria-label': `${t(`svc.${action}`)} ${s.name}`, onclick: () => act(s.name, action) }, t(`svc.${action}`));
         return h('tr', { 'data-service': s.name, 'data-state': s.state },
           h('th', { scope: 'row' }, s.name, h('div', { class: 'muted small' }, `${t(`role.${s.role}`)}${s.critical ? ` · ${t('svc.critical')}` : ''}`)),
-          h('td', { class: 'state' }, badge(stateLevel(s.state), t(`state.${s.state}`)), s.last_error ? h('div', { class: 'muted small' }, s.last_error) : null),
+          h('td', { class: 'state' }, badge(stateLevel(s.state), t(`state.${s.state}`)), s.last_error ? h('div', { class: 'muted small' }, s.last_error) : null,
+            pullProgress(s.pull), s.gpu ? h('div', { class: 'muted small', 'data-gpu': s.gpu }, t(s.gpu === 'cpu' ? 'svc.gpu_cpu' : 'svc.gpu_on')) : null),
           h('td', { class: 'restarts' }, String(s.restart_count)),
           h('td', {}, exit),
           h('td', {}, fmtTime(s.since)),
