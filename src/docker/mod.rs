@@ -4,6 +4,7 @@
 //! reply, state through a watch channel. No bollard type leaves this module.
 
 pub mod catalog;
+pub mod core;
 pub mod pull;
 pub mod registry;
 pub mod supervisor;

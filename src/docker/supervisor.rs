@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::catalog::{Catalog, GpuMode, HealthSpec, ServiceSpec, parse_bytes, start_order};
+use super::core::{Core, Event, Intent};
 use super::pull::{self, PullEvent, PullPolicy, PullSettings};
 use super::{
     Command, LABEL_MANAGED, LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, LABEL_SPEC_HASH,
@@ -56,14 +57,8 @@ struct Runtime {
     spec: ServiceSpec,
     hash: String,
     status: ServiceStatus,
-    next_probe: Instant,
-    /// Until then a failing probe means `starting`, not `unhealthy`.
-    start_deadline: Instant,
-    ever_healthy: bool,
-    probing: bool,
-    /// When (ns since the epoch) our last start/restart of it completed:
-    /// `die`/`stop` events from before then are the exits we caused.
-    settled_ns: i64,
+    /// Its state machine (pure): state, intent, probe bookkeeping.
+    core: Core,
 }
 
 pub struct Supervisor {
@@ -72,14 +67,9 @@ pub struct Supervisor {
     network: String,
     order: Vec<String>,
     services: HashMap<String, Runtime>,
-    stopped: HashSet<String>,
-    /// The part of `stopped` that is not persisted: stopped by self-healing
-    /// for a while (stop + start, the LLM held for heat or a GPU reset). A
-    /// daemon crash in between must not leave them stopped after the restart.
-    transient: HashSet<String>,
-    /// Marked failed by the healing policy: kept `failed` (events, probes and
-    /// reconcile leave them alone) until the API starts, stops or restarts them.
-    failed: HashSet<String>,
+    /// Services the admin stopped (`services-stopped.json`), kept across
+    /// daemon restarts; the in-memory truth is each core's [`Intent`].
+    kept_stopped: HashSet<String>,
     /// Services waiting for their dependencies before the first start.
     pending_start: Vec<String>,
     state_tx: Arc<watch::Sender<Arc<Vec<ServiceStatus>>>>,
@@ -127,8 +117,9 @@ struct ImageOverride {
 type ProbeResult = (String, Result<(), String>);
 
 /// The runtime record of a service not seen in Docker yet.
-fn new_runtime(spec: ServiceSpec, hash: String, stopped_on_purpose: bool, now: Instant) -> Runtime {
+fn new_runtime(spec: ServiceSpec, hash: String, intent: Intent, now: Instant) -> Runtime {
     let s = &spec;
+    let core = Core::new(s.health.clone(), intent, now);
     Runtime {
         hash,
         status: ServiceStatus {
@@ -136,7 +127,7 @@ fn new_runtime(spec: ServiceSpec, hash: String, stopped_on_purpose: bool, now: I
             role: s.role,
             critical: s.critical,
             state: ServiceState::Unknown,
-            stopped_on_purpose,
+            stopped_on_purpose: core.stopped_on_purpose(),
             image: s.image.clone(),
             image_id: None,
             container_id: None,
@@ -154,11 +145,7 @@ fn new_runtime(spec: ServiceSpec, hash: String, stopped_on_purpose: bool, now: I
             since: Utc::now(),
         },
         spec,
-        next_probe: now,
-        start_deadline: now,
-        ever_healthy: false,
-        probing: false,
-        settled_ns: 0,
+        core,
     }
 }
 
@@ -171,7 +158,7 @@ impl Supervisor {
         let order: Vec<String> = start_order(catalog)
             .map(|o| o.into_iter().map(|s| s.name.clone()).collect())
             .unwrap_or_else(|_| catalog.services.iter().map(|s| s.name.clone()).collect());
-        let stopped = load_stopped(&cfg.state_dir);
+        let kept_stopped = load_stopped(&cfg.state_dir);
         let catalog_images: HashMap<String, String> = catalog
             .services
             .iter()
@@ -195,9 +182,9 @@ impl Supervisor {
                 if let Some(o) = overrides.get(&s.name) {
                     s.image = o.image.clone();
                 }
-                let on_purpose = stopped.contains(&s.name);
+                let intent = intent_at_start(&kept_stopped, &s.name);
                 let hash = service_hash(&s, &catalog.network, &cfg.secrets_dir);
-                let rt = new_runtime(s, hash, on_purpose, now);
+                let rt = new_runtime(s, hash, intent, now);
                 (rt.spec.name.clone(), rt)
             })
             .collect();
@@ -207,9 +194,7 @@ impl Supervisor {
             network: catalog.network.clone(),
             order,
             services,
-            stopped,
-            transient: HashSet::new(),
-            failed: HashSet::new(),
+            kept_stopped,
             pending_start: Vec::new(),
             state_tx,
             docker_down_logged: false,
@@ -248,17 +233,37 @@ impl Supervisor {
         self.state_tx.send_replace(Arc::new(list));
     }
 
-    fn set_state(&mut self, name: &str, state: ServiceState) {
-        if self.failed.contains(name) && state != ServiceState::Failed {
-            return;
-        }
-        if let Some(rt) = self.services.get_mut(name)
-            && rt.status.state != state
-        {
-            tracing::info!(service = name, from = ?rt.status.state, to = ?state, "service state");
-            rt.status.state = state;
+    /// Runs `f` on the service's state machine, then mirrors it into the
+    /// status (a state change is logged and dated).
+    fn with_core<R>(&mut self, name: &str, f: impl FnOnce(&mut Core) -> R) -> Option<R> {
+        let rt = self.services.get_mut(name)?;
+        let before = rt.core.state;
+        let r = f(&mut rt.core);
+        if rt.core.state != before {
+            tracing::info!(service = name, from = ?before, to = ?rt.core.state, "service state");
             rt.status.since = Utc::now();
         }
+        rt.status.state = rt.core.state;
+        rt.status.health_failures = rt.core.health_failures;
+        rt.status.last_exit_code = rt.core.last_exit_code;
+        rt.status.stopped_on_purpose = rt.core.stopped_on_purpose();
+        Some(r)
+    }
+
+    fn set_state(&mut self, name: &str, state: ServiceState) {
+        self.with_core(name, |c| c.set_state(state));
+    }
+
+    fn intent(&self, name: &str) -> Intent {
+        self.services
+            .get(name)
+            .map_or(Intent::Run, |rt| rt.core.intent)
+    }
+
+    fn stopped_on_purpose(&self, name: &str) -> bool {
+        self.services
+            .get(name)
+            .is_some_and(|rt| rt.core.stopped_on_purpose())
     }
 
     /// The worker body: connect, reconcile, then follow events, probes and
@@ -467,7 +472,7 @@ impl Supervisor {
                 let rt = &self.services[&name];
                 (rt.hash.clone(), rt.spec.image.clone(), rt.status.state)
             };
-            let on_purpose = self.stopped.contains(&name);
+            let on_purpose = self.stopped_on_purpose(&name);
             match by_service.remove(&name) {
                 Some((id, h, running)) if h == hash => {
                     self.adopt(docker, &name, &id).await;
@@ -598,8 +603,8 @@ impl Supervisor {
                     .cloned()
                     .collect();
                 for name in names {
-                    let waiting = !self.stopped.contains(&name)
-                        && self.services[&name].status.state == ServiceState::ImageMissing;
+                    let waiting = !self.stopped_on_purpose(&name)
+                        && self.services[&name].core.state == ServiceState::ImageMissing;
                     if let Some(rt) = self.services.get_mut(&name) {
                         rt.status.pull = None;
                         rt.status.last_error = result.clone().err();
@@ -656,26 +661,22 @@ impl Supervisor {
             .and_then(|n| n.get(&network))
             .and_then(|e| e.ip_address.clone())
             .filter(|ip| !ip.is_empty());
-        if let Some(st) = info.state {
-            rt.status.last_exit_code = st.exit_code.filter(|_| st.running != Some(true));
-            rt.status.oom_killed = st.oom_killed.unwrap_or(false);
-            rt.status.started_at = st
-                .started_at
-                .as_deref()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|d| d.with_timezone(&Utc));
-            if st.running == Some(true)
-                && matches!(
-                    rt.status.state,
-                    ServiceState::Unknown | ServiceState::Stopped | ServiceState::Unhealthy
-                )
-                && !rt.ever_healthy
-            {
-                rt.status.state = ServiceState::Starting;
-                rt.status.since = Utc::now();
-                rt.start_deadline = Instant::now() + start_budget(rt.spec.health.as_ref());
+        let Some(st) = info.state else {
+            return;
+        };
+        rt.status.oom_killed = st.oom_killed.unwrap_or(false);
+        rt.status.started_at = st
+            .started_at
+            .as_deref()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&Utc));
+        let running = st.running == Some(true);
+        self.with_core(name, |c| {
+            c.last_exit_code = st.exit_code.filter(|_| !running);
+            if running {
+                c.adopted_running(Instant::now());
             }
-        }
+        });
     }
 
     /// Starts queued services whose dependencies are healthy (or have had
@@ -685,21 +686,20 @@ impl Supervisor {
         let mut i = 0;
         while i < self.pending_start.len() {
             let name = self.pending_start[i].clone();
-            if self.failed.contains(&name) {
+            if self.intent(&name) == Intent::Failed {
                 self.pending_start.remove(i);
                 continue;
             }
-            let waiting_for = self.services[&name].spec.depends_on.iter().find(|d| {
-                let dep = &self.services[*d];
-                !(dep.status.state == ServiceState::Healthy
-                    || (dep.status.state == ServiceState::Starting && now >= dep.start_deadline)
-                    || dep.status.stopped_on_purpose)
-            });
+            let waiting_for = self.services[&name]
+                .spec
+                .depends_on
+                .iter()
+                .find(|d| !self.services[*d].core.ready_for_dependents(now));
             if let Some(dep) = waiting_for {
                 // Shown, so the owner sees what holds it back.
                 let why = format!(
                     "waiting for {dep} ({})",
-                    serde_json::to_value(self.services[dep].status.state)
+                    serde_json::to_value(self.services[dep].core.state)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
                         .unwrap_or_default()
@@ -740,8 +740,7 @@ impl Supervisor {
                     Err(e) => {
                         let why = format!("its secrets cannot be read or made: {e}");
                         tracing::error!(service = name, error = %why, "container not started");
-                        self.failed.insert(name.to_string());
-                        self.set_state(name, ServiceState::Failed);
+                        self.with_core(name, |c| c.want(Intent::Failed));
                         if let Some(rt) = self.services.get_mut(name) {
                             rt.status.last_error = Some(why.clone());
                         }
@@ -794,15 +793,10 @@ impl Supervisor {
             .await
             .map_err(|e| self.engine_refused(name, e))?;
         if let Some(rt) = self.services.get_mut(name) {
-            rt.settled_ns = now_ns();
             rt.status.container_id = Some(id.clone());
-            rt.ever_healthy = false;
-            rt.status.health_failures = 0;
             rt.status.last_error = None;
-            rt.start_deadline = Instant::now() + start_budget(rt.spec.health.as_ref());
-            rt.next_probe = Instant::now() + Duration::from_millis(200);
         }
-        self.set_state(name, ServiceState::Starting);
+        self.with_core(name, |c| c.started(Instant::now(), now_ns()));
         self.adopt(docker, name, &id).await;
         Ok(())
     }
@@ -834,9 +828,10 @@ impl Supervisor {
         };
         tracing::error!(service = name, error = %why, "container not started");
         if state == ServiceState::Failed {
-            self.failed.insert(name.to_string());
+            self.with_core(name, |c| c.want(Intent::Failed));
+        } else {
+            self.set_state(name, state);
         }
-        self.set_state(name, state);
         if let Some(rt) = self.services.get_mut(name) {
             rt.status.last_error = Some(why.clone());
         }
@@ -869,9 +864,8 @@ impl Supervisor {
             }
             Command::MarkFailed(name, reply) => {
                 let r = self.known(&name).map(|()| {
-                    self.failed.insert(name.clone());
                     self.pending_start.retain(|n| n != &name);
-                    self.set_state(&name, ServiceState::Failed);
+                    self.with_core(&name, |c| c.want(Intent::Failed));
                 });
                 self.publish();
                 let _ = reply.send(r);
@@ -1008,23 +1002,22 @@ impl Supervisor {
                     rt.status.critical = spec.critical;
                     rt.status.image = spec.image.clone();
                     rt.status.api_port = spec.api_port();
+                    rt.core.respec(spec.health.clone());
                     rt.spec = spec;
                     rt.hash = hash;
-                    rt.ever_healthy = false;
-                    self.failed.remove(&name);
                     rt
                 }
                 None => {
                     changed.push(format!("{name}: added"));
                     recreate.insert(name.clone());
-                    new_runtime(spec, hash, self.stopped.contains(&name), now)
+                    let intent = intent_at_start(&self.kept_stopped, &name);
+                    new_runtime(spec, hash, intent, now)
                 }
             };
             services.insert(name, rt);
         }
         for name in self.services.keys() {
             changed.push(format!("{name}: removed"));
-            self.failed.remove(name);
             self.pending_start.retain(|n| n != name);
         }
         self.services = services;
@@ -1042,13 +1035,11 @@ impl Supervisor {
             .await
             .map_err(|e| SupervisorError::Docker(format!("{e:#}")))?;
         for name in self.order.clone() {
-            if !recreate.contains(&name) || self.stopped.contains(&name) {
+            if !recreate.contains(&name) || self.stopped_on_purpose(&name) {
                 continue;
             }
             self.pending_start.retain(|n| n != &name);
-            if let Some(rt) = self.services.get_mut(&name) {
-                rt.status.last_exit_code = None;
-            }
+            self.with_core(&name, |c| c.last_exit_code = None);
             self.create_and_start(docker, &name).await?;
         }
         Ok(changed)
@@ -1090,7 +1081,9 @@ impl Supervisor {
             rt.status.container_id.clone()
         };
         tracing::info!(service = name, image = %target, "switching the service's image");
-        self.failed.remove(name);
+        if self.intent(name) == Intent::Failed {
+            self.with_core(name, |c| c.want(Intent::Run));
+        }
         self.pending_start.retain(|n| n != name);
         if let Some(id) = old {
             remove(docker, &id)
@@ -1098,7 +1091,7 @@ impl Supervisor {
                 .map_err(|e| SupervisorError::Docker(format!("{e:#}")))?;
             self.clear_container(name);
         }
-        if self.stopped.contains(name) {
+        if self.stopped_on_purpose(name) {
             self.set_state(name, ServiceState::Stopped);
             return Ok(());
         }
@@ -1113,28 +1106,18 @@ impl Supervisor {
         }
     }
 
-    /// `persist`: written to the stopped-services file (an admin's stop,
-    /// kept across daemon restarts); otherwise only held in memory.
-    fn set_stopped_on_purpose(&mut self, name: &str, on: bool, persist: bool) {
-        let was_persisted = self.stopped.contains(name) && !self.transient.contains(name);
-        if on {
-            self.stopped.insert(name.to_string());
-            if persist {
-                self.transient.remove(name);
-            } else if !was_persisted {
-                self.transient.insert(name.to_string());
+    /// A new intent for the service; an admin's stop (or its end) is
+    /// written to the stopped-services file.
+    fn want(&mut self, name: &str, intent: Intent) {
+        self.with_core(name, |c| c.want(intent));
+        let kept = self.intent(name) == Intent::Stopped;
+        if kept != self.kept_stopped.contains(name) {
+            if kept {
+                self.kept_stopped.insert(name.to_string());
+            } else {
+                self.kept_stopped.remove(name);
             }
-        } else {
-            self.stopped.remove(name);
-            self.transient.remove(name);
-        }
-        if let Some(rt) = self.services.get_mut(name) {
-            rt.status.stopped_on_purpose = on;
-        }
-        let is_persisted = self.stopped.contains(name) && !self.transient.contains(name);
-        if was_persisted != is_persisted {
-            let keep: HashSet<String> = self.stopped.difference(&self.transient).cloned().collect();
-            if let Err(e) = save_stopped(&self.cfg.state_dir, &keep) {
+            if let Err(e) = save_stopped(&self.cfg.state_dir, &self.kept_stopped) {
                 tracing::warn!(error = %e, "could not persist the stopped-services list");
             }
         }
@@ -1142,10 +1125,9 @@ impl Supervisor {
 
     async fn cmd_start(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
         self.known(name)?;
-        self.failed.remove(name);
         // Started again after self-healing stopped it: that pair is a restart.
-        let restart = self.transient.contains(name);
-        self.set_stopped_on_purpose(name, false, true);
+        let restart = self.intent(name) == Intent::Paused;
+        self.want(name, Intent::Run);
         self.pending_start.retain(|n| n != name);
         self.create_and_start(docker, name).await?;
         if restart && let Some(rt) = self.services.get_mut(name) {
@@ -1161,9 +1143,15 @@ impl Supervisor {
         persist: bool,
     ) -> Result<(), SupervisorError> {
         self.known(name)?;
-        self.failed.remove(name);
         // Recorded first, so the "die" event that follows is read as intended.
-        self.set_stopped_on_purpose(name, true, persist);
+        self.want(
+            name,
+            if persist {
+                Intent::Stopped
+            } else {
+                Intent::Paused
+            },
+        );
         self.pending_start.retain(|n| n != name);
         if let Some(id) = self.services[name].status.container_id.clone() {
             let t = self.cfg.stop_timeout.as_secs() as i32;
@@ -1191,8 +1179,7 @@ impl Supervisor {
 
     async fn cmd_restart(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
         self.known(name)?;
-        self.failed.remove(name);
-        self.set_stopped_on_purpose(name, false, true);
+        self.want(name, Intent::Run);
         let Some(id) = self.services[name].status.container_id.clone() else {
             return self.create_and_start(docker, name).await;
         };
@@ -1210,15 +1197,10 @@ impl Supervisor {
             .await
             .map_err(docker_err)?;
         if let Some(rt) = self.services.get_mut(name) {
-            rt.settled_ns = now_ns();
             rt.status.restart_count += 1;
             rt.status.last_restart_at = Some(Utc::now());
-            rt.ever_healthy = false;
-            rt.status.health_failures = 0;
-            rt.start_deadline = Instant::now() + start_budget(rt.spec.health.as_ref());
-            rt.next_probe = Instant::now() + Duration::from_millis(200);
         }
-        self.set_state(name, ServiceState::Starting);
+        self.with_core(name, |c| c.started(Instant::now(), now_ns()));
         self.adopt(docker, name, &id).await;
         Ok(())
     }
@@ -1296,74 +1278,47 @@ impl Supervisor {
         }
         let id = ev.actor.as_ref().and_then(|a| a.id.clone());
         let ours = id.is_some() && id == self.services[&name].status.container_id;
-        // Events queue while a start/restart command runs; the exit that
-        // command caused must not read as a crash afterwards.
-        let stale = ev
-            .time_nano
-            .is_some_and(|t| t <= self.services[&name].settled_ns);
-        if stale && matches!(action.as_str(), "die" | "stop" | "kill") {
+        if action == "oom" {
+            if let Some(rt) = self.services.get_mut(&name) {
+                rt.status.oom_killed = true;
+            }
+            tracing::warn!(service = %name, "container ran out of memory");
+        }
+        if !ours {
+            self.publish();
             return;
         }
-        match action.as_str() {
-            "oom" => {
-                if let Some(rt) = self.services.get_mut(&name) {
-                    rt.status.oom_killed = true;
-                }
-                tracing::warn!(service = %name, "container ran out of memory");
+        let event = match action.as_str() {
+            "die" => Event::Died {
+                exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
+            },
+            "stop" => Event::Stopped,
+            "start" => Event::Started,
+            "destroy" => Event::Destroyed,
+            a if a.starts_with("health_status") => {
+                Event::Health(a.ends_with("healthy") && !a.ends_with("unhealthy"))
             }
-            "die" if ours => {
-                let code = attrs.get("exitCode").and_then(|c| c.parse().ok());
-                let on_purpose = self.stopped.contains(&name);
+            _ => return,
+        };
+        let moved = self.with_core(&name, |c| c.on_event(event, ev.time_nano, Instant::now()));
+        match event {
+            Event::Died { exit_code } => {
                 if let Some(rt) = self.services.get_mut(&name) {
-                    rt.status.last_exit_code = code;
                     rt.status.address = None;
                 }
-                if on_purpose {
-                    self.set_state(&name, ServiceState::Stopped);
-                } else if self.services[&name].status.state != ServiceState::Restarting {
-                    tracing::warn!(service = %name, exit_code = ?code, "container died");
-                    self.set_state(&name, ServiceState::Unhealthy);
+                if moved == Some(Some(ServiceState::Unhealthy)) {
+                    tracing::warn!(service = %name, exit_code = ?exit_code, "container died");
                 }
             }
-            "stop" if ours && self.stopped.contains(&name) => {
-                self.set_state(&name, ServiceState::Stopped)
-            }
-            "start" if ours => {
+            Event::Started => {
                 if let Some(id) = id {
-                    if self.services[&name].status.state != ServiceState::Restarting {
-                        if let Some(rt) = self.services.get_mut(&name) {
-                            rt.ever_healthy = false;
-                            rt.start_deadline =
-                                Instant::now() + start_budget(rt.spec.health.as_ref());
-                            rt.next_probe = Instant::now() + Duration::from_millis(200);
-                        }
-                        self.set_state(&name, ServiceState::Starting);
-                    }
                     self.adopt(docker, &name, &id).await;
                 }
             }
-            a if ours && a.starts_with("health_status") => {
-                let uses_docker = self.services[&name]
-                    .spec
-                    .health
-                    .as_ref()
-                    .is_some_and(|h| h.docker);
-                if uses_docker {
-                    let healthy = a.ends_with("healthy") && !a.ends_with("unhealthy");
-                    self.on_probe(
-                        &name,
-                        if healthy {
-                            Ok(())
-                        } else {
-                            Err("docker healthcheck failing".into())
-                        },
-                    );
-                }
-            }
-            "destroy" if ours => {
-                self.clear_container(&name);
-                if !self.stopped.contains(&name) {
-                    self.set_state(&name, ServiceState::Unhealthy);
+            Event::Destroyed => self.clear_container(&name),
+            Event::Health(false) if moved.is_some() => {
+                if let Some(rt) = self.services.get_mut(&name) {
+                    rt.status.last_error = Some("docker healthcheck failing".into());
                 }
             }
             _ => {}
@@ -1373,43 +1328,19 @@ impl Supervisor {
 
     async fn schedule_probes(&mut self, _docker: &Docker, probes: &mut JoinSet<ProbeResult>) {
         let now = Instant::now();
-        for rt in self.services.values_mut() {
-            if rt.probing
-                || now < rt.next_probe
-                || !matches!(
-                    rt.status.state,
-                    ServiceState::Starting | ServiceState::Healthy | ServiceState::Unhealthy
-                )
-                || rt.status.container_id.is_none()
-            {
-                continue;
-            }
-            let Some(h) = rt.spec.health.clone() else {
-                // No check configured: running counts as healthy.
-                if rt.status.state == ServiceState::Starting {
-                    rt.status.state = ServiceState::Healthy;
-                    rt.status.since = Utc::now();
-                    rt.ever_healthy = true;
-                }
+        let names: Vec<String> = self.order.clone();
+        for name in names {
+            let has_container = self.services[&name].status.container_id.is_some();
+            let Some(Some(h)) = self.with_core(&name, |c| c.probe_due(now, has_container)) else {
                 continue;
             };
-            if h.docker {
-                continue; // health_status events drive these
-            }
-            // Until it has been healthy once, every second (at most): a
-            // service that came up is seen within a second, not an interval
-            // (Docker's `start_interval`).
-            rt.next_probe = now
-                + if rt.ever_healthy {
-                    h.interval
-                } else {
-                    h.interval.min(Duration::from_secs(1))
-                };
+            let Some(rt) = self.services.get_mut(&name) else {
+                continue;
+            };
             let Some(ip) = rt.status.address.clone() else {
                 continue;
             };
-            rt.probing = true;
-            let name = rt.status.name.clone();
+            rt.core.probe_started();
             probes.spawn(async move { (name, probe(&ip, &h).await) });
         }
         self.publish();
@@ -1417,37 +1348,11 @@ impl Supervisor {
 
     fn on_probe(&mut self, name: &str, result: Result<(), String>) {
         let now = Instant::now();
-        let Some(rt) = self.services.get_mut(name) else {
-            return;
-        };
-        rt.probing = false;
-        if !matches!(
-            rt.status.state,
-            ServiceState::Starting | ServiceState::Healthy | ServiceState::Unhealthy
-        ) {
-            return;
+        if let Some(Some(shown)) = self.with_core(name, |c| c.on_probe(result, now))
+            && let Some(rt) = self.services.get_mut(name)
+        {
+            rt.status.last_error = shown.err();
         }
-        let retries = rt.spec.health.as_ref().map_or(3, |h| h.retries);
-        let next = match result {
-            Ok(()) => {
-                rt.status.health_failures = 0;
-                rt.ever_healthy = true;
-                rt.status.last_error = None;
-                ServiceState::Healthy
-            }
-            Err(e) => {
-                rt.status.health_failures += 1;
-                rt.status.last_error = Some(e);
-                if !rt.ever_healthy && now < rt.start_deadline {
-                    ServiceState::Starting
-                } else if rt.status.health_failures >= retries {
-                    ServiceState::Unhealthy
-                } else {
-                    rt.status.state
-                }
-            }
-        };
-        self.set_state(name, next);
         self.publish();
     }
 }
@@ -1642,13 +1547,6 @@ fn secret_env(spec: &ServiceSpec, secrets_dir: &std::path::Path) -> std::io::Res
     Ok(env)
 }
 
-/// How long a fresh container may fail its probes before it is unhealthy.
-fn start_budget(h: Option<&HealthSpec>) -> Duration {
-    h.map_or(Duration::from_secs(10), |h| {
-        h.start_period + h.interval * h.retries
-    })
-}
-
 /// What a container gets beside its spec: labels, limits of this host,
 /// the GPU choice and the secrets' values.
 struct Placement<'a> {
@@ -1823,6 +1721,15 @@ fn instance_id(dir: &std::path::Path) -> String {
         tracing::warn!(path = %path.display(), error = %e, "cannot keep this install's id: containers are owned by this run only");
     }
     id
+}
+
+/// A service the admin stopped stays stopped after a daemon restart.
+fn intent_at_start(kept_stopped: &HashSet<String>, name: &str) -> Intent {
+    if kept_stopped.contains(name) {
+        Intent::Stopped
+    } else {
+        Intent::Run
+    }
 }
 
 fn stopped_file(dir: &std::path::Path) -> PathBuf {
