@@ -632,3 +632,58 @@ fn the_shipped_catalog_comes_up_healthy_on_a_small_box_without_a_gpu() {
     }
     env.stop(workers);
 }
+
+#[test]
+fn a_slow_stop_runs_beside_the_loop_and_later_commands_wait_their_turn() {
+    use common::docker::{spawn_supervisor_with, supervisor_config};
+    let env = Env::new("slowstop");
+    let health = "health: {http: {port: 11434, path: /api/version}, interval: 300ms, timeout: 1s, retries: 2, start_period: 5s}";
+    let text = format!(
+        "project: {p}\nnetwork: {n}\nservices:\n\
+         - name: slow\n  image: {IMAGE}\n  env: {{TESTRT_IGNORE_TERM: \"1\"}}\n  {health}\n\
+         - name: other\n  image: {IMAGE}\n  {health}\n",
+        p = env.project.name,
+        n = env.network()
+    );
+    let catalog = arasuld::docker::catalog::parse("t", &text).unwrap();
+    let mut cfg = supervisor_config(env.dir.path(), SOCKET);
+    cfg.stop_timeout = Duration::from_secs(5);
+    let (workers, h) = {
+        let _guard = env.rt.enter();
+        spawn_supervisor_with(cfg, catalog)
+    };
+    env.wait_state(&h, "slow", ServiceState::Healthy, Duration::from_secs(30));
+    env.wait_state(&h, "other", ServiceState::Healthy, Duration::from_secs(30));
+
+    // `slow` ignores SIGTERM: its stop takes the whole 5 s timeout.
+    let t0 = Instant::now();
+    let stop = {
+        let h = h.clone();
+        env.rt.spawn(async move { h.stop("slow").await })
+    };
+    // A start asked meanwhile waits for the stop, then runs.
+    let start = {
+        let h = h.clone();
+        env.rt.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            h.start("slow").await
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // Meanwhile the loop goes on: a kill of another service is seen at once.
+    docker(&["kill", &env.container("other")]);
+    env.wait_state(&h, "other", ServiceState::Unhealthy, Duration::from_secs(2));
+    assert!(
+        !stop.is_finished(),
+        "the kill must be seen while the stop still runs"
+    );
+    env.rt.block_on(stop).unwrap().unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_secs(4),
+        "the stop took its timeout"
+    );
+    env.rt.block_on(start).unwrap().unwrap();
+    env.wait_state(&h, "slow", ServiceState::Healthy, Duration::from_secs(30));
+    assert!(!h.service("slow").unwrap().stopped_on_purpose);
+    env.stop(workers);
+}

@@ -152,6 +152,22 @@ pub enum Command {
     ),
 }
 
+impl Command {
+    /// The service a command acts on; one still in flight for the same
+    /// service (a stop or restart) makes it wait its turn.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Command::Start(n, _)
+            | Command::Stop(n, _)
+            | Command::StopTransient(n, _)
+            | Command::Restart(n, _)
+            | Command::MarkFailed(n, _) => Some(n),
+            Command::SetImage { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+}
+
 /// The cloneable way to reach the supervisor.
 #[derive(Clone)]
 pub struct SupervisorHandle {

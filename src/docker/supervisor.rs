@@ -21,7 +21,7 @@ use bollard::query_parameters::{
 };
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -95,6 +95,29 @@ pub struct Supervisor {
     pulls: HashMap<String, PullSlot>,
     pull_jobs: JoinSet<()>,
     pull_tx: Option<mpsc::Sender<PullEvent>>,
+    /// Services with a stop or restart in flight, and the commands for them
+    /// that wait their turn (in order).
+    busy: HashSet<String>,
+    deferred: std::collections::VecDeque<Command>,
+    done_tx: Option<mpsc::Sender<Finished>>,
+}
+
+type Reply = oneshot::Sender<Result<(), SupervisorError>>;
+
+/// The end of a stop or restart that ran as a job beside the loop (up to
+/// `docker.stop_timeout`: events, probes and the heartbeat go on meanwhile).
+enum Finished {
+    Stop {
+        name: String,
+        result: Result<(), SupervisorError>,
+        reply: Reply,
+    },
+    Restart {
+        name: String,
+        id: String,
+        result: Result<(), SupervisorError>,
+        reply: Reply,
+    },
 }
 
 /// One image's pull: running, or refused (for space) until `retry_at`.
@@ -208,6 +231,9 @@ impl Supervisor {
             pulls: HashMap::new(),
             pull_jobs: JoinSet::new(),
             pull_tx: None,
+            busy: HashSet::new(),
+            deferred: Default::default(),
+            done_tx: None,
         };
         sup.publish();
         sup
@@ -351,6 +377,13 @@ impl Supervisor {
         }
         let (pull_tx, mut pull_rx) = mpsc::channel(64);
         self.pull_tx = Some(pull_tx);
+        // Stops and restarts of an earlier connection went with it.
+        self.busy.clear();
+        for cmd in std::mem::take(&mut self.deferred) {
+            reject(cmd, "the connection to the Docker engine was reset");
+        }
+        let (done_tx, mut done_rx) = mpsc::channel(16);
+        self.done_tx = Some(done_tx);
         self.ensure_network(docker).await?;
         self.reconcile(docker).await?;
         let mut probes: JoinSet<ProbeResult> = JoinSet::new();
@@ -375,6 +408,7 @@ impl Supervisor {
                     return Ok(());
                 }
                 Some(ev) = pull_rx.recv() => self.on_pull(ev),
+                Some(f) = done_rx.recv() => self.on_finished(docker, f, &mut jobs).await,
                 ev = events.next() => match ev {
                     Some(Ok(ev)) => self.on_event(docker, ev).await,
                     Some(Err(e)) => anyhow::bail!("events stream failed: {e}"),
@@ -839,6 +873,10 @@ impl Supervisor {
     }
 
     async fn on_command(&mut self, docker: &Docker, cmd: Command, jobs: &mut JoinSet<()>) {
+        if cmd.service().is_some_and(|n| self.busy.contains(n)) {
+            self.deferred.push_back(cmd);
+            return;
+        }
         match cmd {
             // Published before the reply, so whoever asked sees the new
             // state as soon as the command returns.
@@ -847,21 +885,11 @@ impl Supervisor {
                 self.publish();
                 let _ = reply.send(r);
             }
-            Command::Stop(name, reply) => {
-                let r = self.cmd_stop(docker, &name, true).await;
-                self.publish();
-                let _ = reply.send(r);
-            }
+            Command::Stop(name, reply) => self.begin_stop(docker, name, true, reply, jobs),
             Command::StopTransient(name, reply) => {
-                let r = self.cmd_stop(docker, &name, false).await;
-                self.publish();
-                let _ = reply.send(r);
+                self.begin_stop(docker, name, false, reply, jobs)
             }
-            Command::Restart(name, reply) => {
-                let r = self.cmd_restart(docker, &name).await;
-                self.publish();
-                let _ = reply.send(r);
-            }
+            Command::Restart(name, reply) => self.begin_restart(docker, name, reply, jobs).await,
             Command::MarkFailed(name, reply) => {
                 let r = self.known(&name).map(|()| {
                     self.pending_start.retain(|n| n != &name);
@@ -1136,73 +1164,151 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn cmd_stop(
+    /// Records the stop (so the exit that follows reads as intended) and
+    /// runs `docker stop` as a job; [`Self::on_finished`] replies.
+    fn begin_stop(
         &mut self,
         docker: &Docker,
-        name: &str,
+        name: String,
         persist: bool,
-    ) -> Result<(), SupervisorError> {
-        self.known(name)?;
-        // Recorded first, so the "die" event that follows is read as intended.
+        reply: Reply,
+        jobs: &mut JoinSet<()>,
+    ) {
+        if let Err(e) = self.known(&name) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         self.want(
-            name,
+            &name,
             if persist {
                 Intent::Stopped
             } else {
                 Intent::Paused
             },
         );
-        self.pending_start.retain(|n| n != name);
-        if let Some(id) = self.services[name].status.container_id.clone() {
-            let t = self.cfg.stop_timeout.as_secs() as i32;
-            match docker
-                .stop_container(
-                    &id,
-                    Some(StopContainerOptions {
-                        t: Some(t),
-                        ..Default::default()
-                    }),
-                )
-                .await
-            {
-                Ok(()) => {}
+        self.pending_start.retain(|n| n != &name);
+        let id = self.services[&name].status.container_id.clone();
+        let (Some(id), Some(done)) = (id, self.done_tx.clone()) else {
+            self.set_state(&name, ServiceState::Stopped);
+            self.publish();
+            let _ = reply.send(Ok(()));
+            return;
+        };
+        self.publish();
+        self.busy.insert(name.clone());
+        let docker = docker.clone();
+        let t = self.cfg.stop_timeout.as_secs() as i32;
+        jobs.spawn(async move {
+            let options = StopContainerOptions {
+                t: Some(t),
+                ..Default::default()
+            };
+            let result = match docker.stop_container(&id, Some(options)).await {
+                Ok(()) => Ok(()),
                 // 304: already stopped.
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 304, ..
-                }) => {}
-                Err(e) => return Err(docker_err(e)),
-            }
-        }
-        self.set_state(name, ServiceState::Stopped);
-        Ok(())
+                }) => Ok(()),
+                Err(e) => Err(docker_err(e)),
+            };
+            let _ = done
+                .send(Finished::Stop {
+                    name,
+                    result,
+                    reply,
+                })
+                .await;
+        });
     }
 
-    async fn cmd_restart(&mut self, docker: &Docker, name: &str) -> Result<(), SupervisorError> {
-        self.known(name)?;
-        self.want(name, Intent::Run);
-        let Some(id) = self.services[name].status.container_id.clone() else {
-            return self.create_and_start(docker, name).await;
-        };
-        self.set_state(name, ServiceState::Restarting);
-        self.publish();
-        let t = self.cfg.stop_timeout.as_secs() as i32;
-        docker
-            .restart_container(
-                &id,
-                Some(RestartContainerOptions {
-                    t: Some(t),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(docker_err)?;
-        if let Some(rt) = self.services.get_mut(name) {
-            rt.status.restart_count += 1;
-            rt.status.last_restart_at = Some(Utc::now());
+    /// `restarting` at once; `docker restart` runs as a job.
+    async fn begin_restart(
+        &mut self,
+        docker: &Docker,
+        name: String,
+        reply: Reply,
+        jobs: &mut JoinSet<()>,
+    ) {
+        if let Err(e) = self.known(&name) {
+            let _ = reply.send(Err(e));
+            return;
         }
-        self.with_core(name, |c| c.started(Instant::now(), now_ns()));
-        self.adopt(docker, name, &id).await;
-        Ok(())
+        self.want(&name, Intent::Run);
+        let id = self.services[&name].status.container_id.clone();
+        let (Some(id), Some(done)) = (id, self.done_tx.clone()) else {
+            let r = self.create_and_start(docker, &name).await;
+            self.publish();
+            let _ = reply.send(r);
+            return;
+        };
+        self.set_state(&name, ServiceState::Restarting);
+        self.publish();
+        self.busy.insert(name.clone());
+        let docker = docker.clone();
+        let t = self.cfg.stop_timeout.as_secs() as i32;
+        jobs.spawn(async move {
+            let options = RestartContainerOptions {
+                t: Some(t),
+                ..Default::default()
+            };
+            let result = docker
+                .restart_container(&id, Some(options))
+                .await
+                .map_err(docker_err);
+            let _ = done
+                .send(Finished::Restart {
+                    name,
+                    id,
+                    result,
+                    reply,
+                })
+                .await;
+        });
+    }
+
+    /// A stop or restart job ended: its bookkeeping, the reply, then the
+    /// commands that waited for it.
+    async fn on_finished(&mut self, docker: &Docker, f: Finished, jobs: &mut JoinSet<()>) {
+        let name = match f {
+            Finished::Stop {
+                name,
+                result,
+                reply,
+            } => {
+                if result.is_ok() && self.stopped_on_purpose(&name) {
+                    self.set_state(&name, ServiceState::Stopped);
+                }
+                self.publish();
+                let _ = reply.send(result);
+                name
+            }
+            Finished::Restart {
+                name,
+                id,
+                result,
+                reply,
+            } => {
+                if result.is_ok() {
+                    if let Some(rt) = self.services.get_mut(&name) {
+                        rt.status.restart_count += 1;
+                        rt.status.last_restart_at = Some(Utc::now());
+                    }
+                    self.with_core(&name, |c| c.started(Instant::now(), now_ns()));
+                    self.adopt(docker, &name, &id).await;
+                }
+                self.publish();
+                let _ = reply.send(result);
+                name
+            }
+        };
+        self.busy.remove(&name);
+        let (mine, others): (Vec<Command>, Vec<Command>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|c| c.service() == Some(name.as_str()));
+        self.deferred = others.into();
+        for cmd in mine {
+            self.on_command(docker, cmd, jobs).await;
+        }
     }
 
     /// Only dangling images that carry this project's label: never an image

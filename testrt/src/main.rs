@@ -9,6 +9,7 @@
 //! - `TESTRT_EXIT_AFTER=N`: exit with code 4 after N seconds
 //! - `TESTRT_HANG_AFTER=N`: after N seconds accept connections, never answer
 //! - `TESTRT_OOM=1`: allocate and touch memory until killed
+//! - `TESTRT_IGNORE_TERM=1`: ignore SIGTERM (a stop takes its whole timeout)
 //! - `TESTRT_MODELS=a,b`: installed models (default `llama3.2:1b,nomic-embed-text`)
 //! - `TESTRT_PULL_DELAY_MS` (default 50), `TESTRT_TOKEN_DELAY_MS` (default 5)
 //! - `TESTRT_VERSION`: the `/api/version` answer (else the file `/version`, else
@@ -38,7 +39,7 @@ const EXIT_NOW: i32 = 3;
 const EXIT_AFTER: i32 = 4;
 
 fn main() {
-    signals::install();
+    signals::install(std::env::var("TESTRT_IGNORE_TERM").is_ok_and(|v| v == "1"));
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let fail = |msg: String| -> ! {
         eprintln!("testrt: {msg}");
@@ -305,10 +306,13 @@ mod signals {
         }
     }
 
-    pub fn install() {
+    /// `ignore_term`: SIGTERM is ignored (`docker stop` then waits its
+    /// whole timeout before the SIGKILL: a slow stop).
+    pub fn install(ignore_term: bool) {
+        const SIG_IGN: usize = 1;
         let handler = on_signal as extern "C" fn(i32) as usize;
         unsafe {
-            signal(SIGTERM, handler);
+            signal(SIGTERM, if ignore_term { SIG_IGN } else { handler });
             signal(SIGINT, handler);
         }
     }
