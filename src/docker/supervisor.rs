@@ -654,17 +654,7 @@ impl Supervisor {
 
     /// How the service gets the GPU on this engine; None: it does not ask.
     fn gpu_choice(&self, spec: &ServiceSpec) -> Option<&'static str> {
-        let gpu = if self.cfg.nvidia_runtime {
-            "nvidia-runtime"
-        } else {
-            "device-request"
-        };
-        match spec.gpu {
-            GpuMode::Off => None,
-            GpuMode::Required => Some(gpu),
-            GpuMode::Auto if self.engine_nvidia => Some(gpu),
-            GpuMode::Auto => Some("cpu"),
-        }
+        gpu_choice(spec.gpu, self.cfg.nvidia_runtime, self.engine_nvidia)
     }
 
     fn clear_container(&mut self, name: &str) {
@@ -1829,6 +1819,24 @@ fn instance_id(dir: &std::path::Path) -> String {
     id
 }
 
+/// `gpu: auto` takes the GPU only where the engine lists the NVIDIA
+/// runtime; `required` always asks (the engine refuses the container on a
+/// box without one). A Jetson (`docker.nvidia_runtime`) uses the runtime,
+/// anything else a device request.
+fn gpu_choice(mode: GpuMode, jetson: bool, engine_nvidia: bool) -> Option<&'static str> {
+    let gpu = if jetson {
+        "nvidia-runtime"
+    } else {
+        "device-request"
+    };
+    match mode {
+        GpuMode::Off => None,
+        GpuMode::Required => Some(gpu),
+        GpuMode::Auto if engine_nvidia => Some(gpu),
+        GpuMode::Auto => Some("cpu"),
+    }
+}
+
 /// A service the admin stopped stays stopped after a daemon restart.
 fn intent_at_start(kept_stopped: &HashSet<String>, name: &str) -> Intent {
     if kept_stopped.contains(name) {
@@ -1856,4 +1864,78 @@ fn save_stopped(dir: &std::path::Path, set: &HashSet<String>) -> std::io::Result
         &stopped_file(dir),
         serde_json::to_string(&names)?.as_bytes(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_auto_falls_back_to_the_cpu_without_the_nvidia_runtime() {
+        assert_eq!(gpu_choice(GpuMode::Auto, false, false), Some("cpu"));
+        assert_eq!(
+            gpu_choice(GpuMode::Auto, false, true),
+            Some("device-request")
+        );
+        assert_eq!(
+            gpu_choice(GpuMode::Auto, true, true),
+            Some("nvidia-runtime")
+        );
+        assert_eq!(gpu_choice(GpuMode::Auto, true, false), Some("cpu"));
+        assert_eq!(
+            gpu_choice(GpuMode::Required, false, false),
+            Some("device-request")
+        );
+        assert_eq!(gpu_choice(GpuMode::Off, true, true), None);
+    }
+
+    #[test]
+    fn the_container_asks_for_the_gpu_only_as_chosen() {
+        let spec: ServiceSpec =
+            serde_yaml::from_str("{name: llm, image: x, gpu: auto, cpu_limit: 6}").unwrap();
+        let cfg = SupervisorConfig {
+            socket: String::new(),
+            state_dir: PathBuf::new(),
+            stop_timeout: Duration::from_secs(1),
+            nvidia_runtime: false,
+            log_max_size: "50m".into(),
+            log_max_files: 5,
+            pull: PullSettings {
+                policy: PullPolicy::Never,
+                stall_timeout: Duration::from_secs(1),
+                min_free: 0,
+                retry_max: Duration::from_secs(1),
+                secrets_dir: PathBuf::new(),
+            },
+            secrets_dir: PathBuf::new(),
+        };
+        let body = |gpu| {
+            container_body(
+                &spec,
+                &cfg,
+                Placement {
+                    hash: "h",
+                    owner: "o",
+                    project: "p",
+                    network: "n",
+                    host_cpus: Some(2.0),
+                    gpu,
+                    secret_env: vec!["S=1".into()],
+                },
+            )
+            .host_config
+            .unwrap()
+        };
+        let cpu = body(Some("cpu"));
+        assert!(cpu.device_requests.is_none() && cpu.runtime.is_none());
+        assert_eq!(cpu.nano_cpus, Some(2_000_000_000), "clamped to the host");
+        assert_eq!(
+            body(Some("device-request")).device_requests.unwrap().len(),
+            1
+        );
+        assert_eq!(
+            body(Some("nvidia-runtime")).runtime.as_deref(),
+            Some("nvidia")
+        );
+    }
 }
