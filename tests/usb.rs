@@ -488,119 +488,176 @@ async fn stick_without_acceptable_bundles_changes_nothing() {
 /// v1 → v2 by USB through the real daemon: its `usb-updates` worker on the
 /// private bus, the real `UpdateManager` (Postgres backup, config install),
 /// mode auto. A config-only bundle: the container path is the update tests'.
-#[test]
-fn v1_to_v2_from_a_usb_stick_through_the_daemon_in_auto_mode() {
-    use common::{
-        Daemon, PrivatePostgres, TestConfig, admin_token, bin, free_port, get_json, get_json_auth,
-        wait_until,
-    };
-    use std::process::Command;
+/// A daemon in USB `auto` mode with its own PostgreSQL, a private bus with
+/// the UDisks2 stand-in (no stick yet) and an empty stick dir, plus the
+/// vendor's signing key trusted by the box.
+struct UsbDaemonSetup {
+    _pg: common::PrivatePostgres,
+    rt: tokio::runtime::Runtime,
+    _bus: PrivateBus,
+    service: zbus::Connection,
+    sticks: tempfile::TempDir,
+    stick: PathBuf,
+    cfg: common::TestConfig,
+}
 
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().expect("run command");
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+/// Runs a command that must succeed; its stdout.
+fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+impl UsbDaemonSetup {
+    fn new(db: &str) -> UsbDaemonSetup {
+        use common::{PrivatePostgres, TestConfig, bin, free_port};
+        use std::process::Command;
+        let mut pg = PrivatePostgres::init(free_port());
+        pg.start();
+        run_ok(Command::new("psql").args([
+            &pg.url(),
+            "-XAtq",
+            "-c",
+            &format!("CREATE DATABASE {db}"),
+        ]));
+        let db_url = format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let bus = PrivateBus::start();
+        let service = rt.block_on(async {
+            let c = bus.connect().await;
+            c.object_server()
+                .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
+                .await
+                .unwrap();
+            c.request_name("org.freedesktop.UDisks2").await.unwrap();
+            c
+        });
+        let sticks = tempfile::tempdir().unwrap();
+        let stick = sticks.path().join("STICK");
+        std::fs::create_dir_all(stick.join("updates")).unwrap();
+        let cfg = TestConfig::new(
+            &db_url,
+            &format!(
+                "update:\n  stability_window: 0s\n  config_dir: {d}/etc\nusb:\n  mode: auto\n  dbus_address: \"{a}\"\n  mount_roots: []\n",
+                d = sticks.path().display(),
+                a = bus.address()
+            ),
         );
-    };
-    let mut pg = PrivatePostgres::init(free_port());
-    pg.start();
-    run(Command::new("psql").args([&pg.url(), "-XAtq", "-c", "CREATE DATABASE usb_e2e"]));
-    let db_url = format!("postgres://postgres@127.0.0.1:{}/usb_e2e", pg.port);
+        let d = cfg.dir.path().to_owned();
+        run_ok(
+            Command::new(bin())
+                .args(["bundle", "keygen", "--out"])
+                .arg(d.join("vendor")),
+        );
+        std::fs::create_dir_all(d.join("keys")).unwrap();
+        std::fs::copy(
+            d.join("vendor/update-signing.pem"),
+            d.join("keys/vendor.pem"),
+        )
+        .unwrap();
+        UsbDaemonSetup {
+            _pg: pg,
+            rt,
+            _bus: bus,
+            service,
+            sticks,
+            stick,
+            cfg,
+        }
+    }
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let bus = PrivateBus::start();
-    let service = rt.block_on(async {
-        let c = bus.connect().await;
-        c.object_server()
-            .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
+    fn dir(&self) -> PathBuf {
+        self.cfg.dir.path().to_owned()
+    }
+
+    fn usb_log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("log/update_usb.log")).unwrap_or_default()
+    }
+
+    fn wait_for_watch(&self) {
+        common::wait_until(
+            "the USB worker to watch UDisks2",
+            Duration::from_secs(30),
+            || self.usb_log().contains("watching UDisks2").then_some(()),
+        );
+    }
+
+    /// Plugs the stick in as block device `dev`; returns its mount calls.
+    fn insert(&self, dev: &str) -> Arc<Mutex<Vec<String>>> {
+        let mounts = Arc::new(Mutex::new(Vec::new()));
+        let path = format!("/org/freedesktop/UDisks2/block_devices/{dev}");
+        self.rt.block_on(async {
+            let os = self.service.object_server();
+            os.at(path.as_str(), FakeBlock { system: false })
+                .await
+                .unwrap();
+            os.at(
+                path.as_str(),
+                FakeFs {
+                    points: vec![],
+                    target: self.stick.clone(),
+                    mounts: mounts.clone(),
+                },
+            )
             .await
             .unwrap();
-        c.request_name("org.freedesktop.UDisks2").await.unwrap();
-        c
-    });
+        });
+        mounts
+    }
 
-    let sticks = tempfile::tempdir().unwrap();
-    let stick = sticks.path().join("STICK");
-    std::fs::create_dir_all(stick.join("updates")).unwrap();
-    let cfg = TestConfig::new(
-        &db_url,
-        &format!(
-            "update:\n  stability_window: 0s\n  config_dir: {d}/etc\nusb:\n  mode: auto\n  dbus_address: \"{a}\"\n  mount_roots: []\n",
-            d = sticks.path().display(),
-            a = bus.address()
-        ),
-    );
-    let d = cfg.dir.path().to_owned();
-    run(Command::new(bin())
-        .args(["bundle", "keygen", "--out"])
-        .arg(d.join("vendor")));
-    std::fs::create_dir_all(d.join("keys")).unwrap();
-    std::fs::copy(
-        d.join("vendor/update-signing.pem"),
-        d.join("keys/vendor.pem"),
-    )
-    .unwrap();
+    /// Waits for the update the stick started to end; its status.
+    fn wait_update(&self, token: &str) -> serde_json::Value {
+        common::wait_until("the USB update to finish", Duration::from_secs(180), || {
+            let s = common::get_json_auth(&self.cfg.url("/api/update/status"), token)?.1;
+            ["done", "rolled_back", "failed"]
+                .contains(&s["state"].as_str()?)
+                .then_some(s)
+        })
+    }
+}
+
+#[test]
+fn v1_to_v2_from_a_usb_stick_through_the_daemon_in_auto_mode() {
+    use common::{Daemon, admin_token, bin, get_json, get_json_auth, wait_until};
+    use std::process::Command;
+
+    let setup = UsbDaemonSetup::new("usb_e2e");
+    let (cfg, stick, d) = (&setup.cfg, &setup.stick, setup.dir());
     std::fs::write(d.join("app.conf"), "mode=v2\n").unwrap();
-    run(Command::new(bin())
-        .args(["bundle", "create", "--key"])
-        .arg(d.join("vendor/update-signing.key"))
-        .args([
-            "--version",
-            "0.2.0",
-            "--min-version",
-            "0.1.0",
-            "--config-file",
-        ])
-        .arg(d.join("app.conf"))
-        .arg("--out")
-        .arg(stick.join("updates/arasul-0.2.0.araupdate")));
-    let before = snapshot(&stick);
+    run_ok(
+        Command::new(bin())
+            .args(["bundle", "create", "--key"])
+            .arg(d.join("vendor/update-signing.key"))
+            .args([
+                "--version",
+                "0.2.0",
+                "--min-version",
+                "0.1.0",
+                "--config-file",
+            ])
+            .arg(d.join("app.conf"))
+            .arg("--out")
+            .arg(stick.join("updates/arasul-0.2.0.araupdate")),
+    );
+    let before = snapshot(stick);
 
     let _daemon = Daemon::start(&cfg.path(), &[]);
     wait_until("the daemon to serve", Duration::from_secs(60), || {
         get_json(&cfg.url("/api/health")).filter(|(s, _)| *s == 200)
     });
-    let token = admin_token(&cfg);
-    let usb_log = || std::fs::read_to_string(d.join("log/update_usb.log")).unwrap_or_default();
-    wait_until(
-        "the USB worker to watch UDisks2",
-        Duration::from_secs(30),
-        || usb_log().contains("watching UDisks2").then_some(()),
-    );
+    let token = admin_token(cfg);
+    setup.wait_for_watch();
+    let mounts = setup.insert("sdb1");
 
-    let mounts = Arc::new(Mutex::new(Vec::new()));
-    rt.block_on(async {
-        let os = service.object_server();
-        os.at(
-            "/org/freedesktop/UDisks2/block_devices/sdb1",
-            FakeBlock { system: false },
-        )
-        .await
-        .unwrap();
-        os.at(
-            "/org/freedesktop/UDisks2/block_devices/sdb1",
-            FakeFs {
-                points: vec![],
-                target: stick.clone(),
-                mounts: mounts.clone(),
-            },
-        )
-        .await
-        .unwrap();
-    });
-
-    let status = wait_until("the USB update to finish", Duration::from_secs(180), || {
-        let s = get_json_auth(&cfg.url("/api/update/status"), &token)?.1;
-        ["done", "rolled_back", "failed"]
-            .contains(&s["state"].as_str()?)
-            .then_some(s)
-    });
-    assert_eq!(status["state"], "done", "{status}\n{}", usb_log());
+    let status = setup.wait_update(&token);
+    assert_eq!(status["state"], "done", "{status}\n{}", setup.usb_log());
     assert_eq!(status["source"], "usb", "{status}");
     assert_eq!(
-        std::fs::read_to_string(sticks.path().join("etc/app.conf"))
+        std::fs::read_to_string(setup.sticks.path().join("etc/app.conf"))
             .ok()
             .as_deref(),
         Some("mode=v2\n")
@@ -617,10 +674,10 @@ fn v1_to_v2_from_a_usb_stick_through_the_daemon_in_auto_mode() {
         ),
         (Some("usb"), Some("done"), Some("0.2.0"))
     );
-    let log = usb_log();
+    let log = setup.usb_log();
     assert!(log.contains("apply started"), "{log}");
     assert_eq!(mounts.lock().unwrap().len(), 1);
-    assert_eq!(snapshot(&stick), before, "the stick was written to");
+    assert_eq!(snapshot(stick), before, "the stick was written to");
 }
 
 #[test]
@@ -736,65 +793,18 @@ fn a_stick_pulled_mid_copy_leaves_nothing_behind() {
 #[test]
 fn the_shipped_stack_comes_up_offline_from_a_provisioning_stick() {
     use common::docker::{Project, docker, shipped_with_standins};
-    use common::{
-        Daemon, PrivatePostgres, TestConfig, admin_token, bin, free_port, get_json, get_json_auth,
-        wait_until,
-    };
+    use common::{Daemon, admin_token, bin, get_json, get_json_auth, wait_until};
     use std::process::Command;
 
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().expect("run command");
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
     let project = Project::new("provision");
-    let mut pg = PrivatePostgres::init(free_port());
-    pg.start();
-    run(Command::new("psql").args([&pg.url(), "-XAtq", "-c", "CREATE DATABASE usb_provision"]));
-    let db_url = format!("postgres://postgres@127.0.0.1:{}/usb_provision", pg.port);
-
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let bus = PrivateBus::start();
-    let service = rt.block_on(async {
-        let c = bus.connect().await;
-        c.object_server()
-            .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
-            .await
-            .unwrap();
-        c.request_name("org.freedesktop.UDisks2").await.unwrap();
-        c
-    });
-    let sticks = tempfile::tempdir().unwrap();
-    let stick = sticks.path().join("STICK");
-    std::fs::create_dir_all(stick.join("updates")).unwrap();
     // The test config pulls nothing (docker.pull: never).
-    let cfg = TestConfig::new(
-        &db_url,
-        &format!(
-            "update:\n  stability_window: 0s\n  config_dir: {d}/etc\nusb:\n  mode: auto\n  dbus_address: \"{a}\"\n  mount_roots: []\n",
-            d = sticks.path().display(),
-            a = bus.address()
-        ),
-    );
-    let d = cfg.dir.path().to_owned();
+    let setup = UsbDaemonSetup::new("usb_provision");
+    let (cfg, stick, d) = (&setup.cfg, &setup.stick, setup.dir());
     let (catalog, standins) = shipped_with_standins(&project, &d.join("data"));
     std::fs::write(d.join("services.yaml"), &catalog).unwrap();
 
     // The vendor's stick: every image of the catalog, at the box's version.
-    run(Command::new(bin())
-        .args(["bundle", "keygen", "--out"])
-        .arg(d.join("vendor")));
-    std::fs::create_dir_all(d.join("keys")).unwrap();
-    std::fs::copy(
-        d.join("vendor/update-signing.pem"),
-        d.join("keys/vendor.pem"),
-    )
-    .unwrap();
-    let version = run(Command::new(bin()).arg("--version"));
+    let version = run_ok(Command::new(bin()).arg("--version"));
     let version = version.split_whitespace().nth(1).unwrap().to_string();
     let parsed = arasuld::docker::catalog::parse("t", &catalog).unwrap();
     let mut create = Command::new(bin());
@@ -805,9 +815,11 @@ fn the_shipped_stack_comes_up_offline_from_a_provisioning_stick() {
     for s in &parsed.services {
         create.args(["--image", &format!("{}={}", s.name, s.image)]);
     }
-    run(create
-        .arg("--out")
-        .arg(stick.join("updates/provision.araupdate")));
+    run_ok(
+        create
+            .arg("--out")
+            .arg(stick.join("updates/provision.araupdate")),
+    );
     // The engine has none of them now.
     for i in &standins.0 {
         docker(&["rmi", "-f", i]);
@@ -817,66 +829,24 @@ fn the_shipped_stack_comes_up_offline_from_a_provisioning_stick() {
     wait_until("the daemon to serve", Duration::from_secs(60), || {
         get_json(&cfg.url("/api/health")).filter(|(s, _)| *s == 200)
     });
-    let token = admin_token(&cfg);
+    let token = admin_token(cfg);
     let services = || get_json_auth(&cfg.url("/api/services"), &token).map(|(_, v)| v);
-    let state = |v: &serde_json::Value, name: &str| {
-        v["services"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == name))
-            .map(|s| s["state"].as_str().unwrap_or_default().to_string())
+    let all_are = |state: &str| {
+        let v = services()?;
+        let list = v["services"].as_array()?;
+        (list.len() == 4 && list.iter().all(|s| s["state"] == state)).then_some(())
     };
     wait_until("the images to be missing", Duration::from_secs(30), || {
-        let v = services()?;
-        ["llm", "embeddings", "minio", "n8n"]
-            .iter()
-            .all(|n| state(&v, n).as_deref() == Some("image_missing"))
-            .then_some(())
+        all_are("image_missing")
     });
-    let usb_log = || std::fs::read_to_string(d.join("log/update_usb.log")).unwrap_or_default();
-    wait_until(
-        "the USB worker to watch UDisks2",
-        Duration::from_secs(30),
-        || usb_log().contains("watching UDisks2").then_some(()),
-    );
+    setup.wait_for_watch();
 
     let t0 = Instant::now();
-    let mounts = Arc::new(Mutex::new(Vec::new()));
-    rt.block_on(async {
-        let os = service.object_server();
-        os.at(
-            "/org/freedesktop/UDisks2/block_devices/sdc1",
-            FakeBlock { system: false },
-        )
-        .await
-        .unwrap();
-        os.at(
-            "/org/freedesktop/UDisks2/block_devices/sdc1",
-            FakeFs {
-                points: vec![],
-                target: stick.clone(),
-                mounts: mounts.clone(),
-            },
-        )
-        .await
-        .unwrap();
-    });
-    let status = wait_until(
-        "the provisioning to finish",
-        Duration::from_secs(180),
-        || {
-            let s = get_json_auth(&cfg.url("/api/update/status"), &token)?.1;
-            ["done", "rolled_back", "failed"]
-                .contains(&s["state"].as_str()?)
-                .then_some(s)
-        },
-    );
-    assert_eq!(status["state"], "done", "{status}\n{}", usb_log());
+    setup.insert("sdc1");
+    let status = setup.wait_update(&token);
+    assert_eq!(status["state"], "done", "{status}\n{}", setup.usb_log());
     wait_until("every service healthy", Duration::from_secs(60), || {
-        let v = services()?;
-        ["llm", "embeddings", "minio", "n8n"]
-            .iter()
-            .all(|n| state(&v, n).as_deref() == Some("healthy"))
-            .then_some(())
+        all_are("healthy")
     });
     eprintln!(
         "provisioning stick: inserted to all four healthy in {:.2} s",
