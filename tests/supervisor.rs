@@ -687,3 +687,50 @@ fn a_slow_stop_runs_beside_the_loop_and_later_commands_wait_their_turn() {
     assert!(!h.service("slow").unwrap().stopped_on_purpose);
     env.stop(workers);
 }
+
+#[test]
+fn a_registry_that_needs_a_login_is_pulled_from_with_the_boxs_credentials() {
+    use common::docker::{spawn_supervisor_with, supervisor_config};
+    use common::registry::{Images, Registry, unique_image};
+
+    let env = Env::new("login");
+    let registry = Registry::with_login("box", "s3cret-pull");
+    let p = &env.project.name;
+    let local = unique_image(&format!("arasul-pulltest:{p}-login"), 100_000);
+    let image = registry.push(&local, &format!("{p}/rt:login"));
+    docker(&["rmi", &local]);
+    let _pulled = Images(vec![image.clone()]);
+    let catalog = arasuld::docker::catalog::parse(
+        "t",
+        &format!(
+            "project: {p}\nnetwork: {n}\nservices:\n- name: app\n  image: {image}\n",
+            n = env.network()
+        ),
+    )
+    .unwrap();
+    let mut cfg = supervisor_config(env.dir.path(), SOCKET);
+    cfg.pull.policy = arasuld::docker::pull::PullPolicy::Auto;
+    let secrets = cfg.pull.secrets_dir.clone();
+    let (workers, h) = {
+        let _guard = env.rt.enter();
+        spawn_supervisor_with(cfg, catalog)
+    };
+    // No login yet: the registry refuses, the pull keeps trying.
+    let refused = wait_until("a refused pull", Duration::from_secs(20), || {
+        h.service("app")?.pull?.last_error
+    });
+    assert_eq!(h.service("app").unwrap().state, ServiceState::ImageMissing);
+    // The owner adds the box's login: the next attempt uses it.
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(
+        secrets.join("registry-auth.json"),
+        format!(
+            "{{\"127.0.0.1:{}\": {{\"username\": \"box\", \"password\": \"s3cret-pull\"}}}}",
+            registry.port
+        ),
+    )
+    .unwrap();
+    env.wait_state(&h, "app", ServiceState::Healthy, Duration::from_secs(30));
+    assert!(!refused.is_empty());
+    env.stop(workers);
+}

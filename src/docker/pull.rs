@@ -107,15 +107,7 @@ pub async fn run(
     settings: PullSettings,
     tx: mpsc::Sender<PullEvent>,
 ) {
-    let logins = registry::load_logins(&settings.secrets_dir);
     let reference = registry::Reference::parse(&image);
-    let login = logins.get(&reference.domain);
-    let credentials = login.map(|l| DockerCredentials {
-        username: Some(l.username.clone()),
-        password: Some(l.password.clone()),
-        serveraddress: Some(reference.domain.clone()),
-        ..Default::default()
-    });
     let root = docker
         .info()
         .await
@@ -133,6 +125,15 @@ pub async fn run(
         progress.bytes_done = 0;
         progress.layers_done = 0;
         progress.layers_total = 0;
+        // Read each attempt: a login the owner adds is used by the next one.
+        let logins = registry::load_logins(&settings.secrets_dir);
+        let login = logins.get(&reference.domain);
+        let credentials = login.map(|l| DockerCredentials {
+            username: Some(l.username.clone()),
+            password: Some(l.password.clone()),
+            serveraddress: Some(reference.domain.clone()),
+            ..Default::default()
+        });
         // The size is asked each attempt: the registry may have been down.
         let ask = settings.stall_timeout.min(Duration::from_secs(30));
         match registry::compressed_size(&image, login, ask).await {

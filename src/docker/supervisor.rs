@@ -863,7 +863,13 @@ impl Supervisor {
     }
 
     async fn on_command(&mut self, docker: &Docker, cmd: Command, jobs: &mut JoinSet<()>) {
-        if cmd.service().is_some_and(|n| self.busy.contains(n)) {
+        // A stop or restart in flight: commands for that service, and a new
+        // catalog (it may recreate any container), wait their turn.
+        let waits = match &cmd {
+            Command::SetCatalog(..) => !self.busy.is_empty(),
+            c => c.service().is_some_and(|n| self.busy.contains(n)),
+        };
+        if waits {
             self.deferred.push_back(cmd);
             return;
         }
@@ -1292,9 +1298,13 @@ impl Supervisor {
             }
         };
         self.busy.remove(&name);
+        let idle = self.busy.is_empty();
         let (mine, others): (Vec<Command>, Vec<Command>) = std::mem::take(&mut self.deferred)
             .into_iter()
-            .partition(|c| c.service() == Some(name.as_str()));
+            .partition(|c| match c {
+                Command::SetCatalog(..) => idle,
+                c => c.service() == Some(name.as_str()),
+            });
         self.deferred = others.into();
         for cmd in mine {
             self.on_command(docker, cmd, jobs).await;

@@ -16,17 +16,45 @@ pub struct Registry {
     pub port: u16,
     child: Child,
     _dir: tempfile::TempDir,
+    /// With a login: the docker CLI's own config dir (its `docker login`),
+    /// so the machine's is never touched.
+    cli_config: Option<std::path::PathBuf>,
 }
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that answers only `user`/`password` (htpasswd, bcrypt).
+    pub fn with_login(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
+        let auth = match login {
+            None => String::new(),
+            Some((user, password)) => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("htpasswd (Debian package apache2-utils; scripts/test installs it)");
+                assert!(out.status.success());
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, out.stdout).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: arasul-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
@@ -40,10 +68,34 @@ impl Registry {
         wait_until("the registry to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
+        let cli_config = login.map(|(user, password)| {
+            let cli = dir.path().join("docker-cli");
+            let out = Command::new("docker")
+                .env("DOCKER_CONFIG", &cli)
+                .args(["login", "-u", user, "--password-stdin"])
+                .arg(format!("127.0.0.1:{port}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(password.as_bytes())?;
+                    c.wait_with_output()
+                })
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "docker login: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            cli
+        });
         Registry {
             port,
             child,
             _dir: dir,
+            cli_config,
         }
     }
 
@@ -52,10 +104,11 @@ impl Registry {
     pub fn push(&self, local: &str, repo: &str) -> String {
         let remote = format!("127.0.0.1:{}/{repo}", self.port);
         docker(&["tag", local, &remote]);
-        let out = Command::new("docker")
-            .args(["push", &remote])
-            .output()
-            .unwrap();
+        let mut push = Command::new("docker");
+        if let Some(cli) = &self.cli_config {
+            push.env("DOCKER_CONFIG", cli);
+        }
+        let out = push.args(["push", &remote]).output().unwrap();
         assert!(
             out.status.success(),
             "docker push {remote}: {}",
