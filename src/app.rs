@@ -122,6 +122,13 @@ impl Daemon {
                 crate::db::auth::run_persister(ctx, db.clone(), auth.clone())
             });
         }
+        let keys = Arc::new(crate::auth::keys::KeyStore::default());
+        {
+            let (db, keys) = (db.clone(), keys.clone());
+            workers.spawn("api-keys", WorkerKind::Auxiliary, move |ctx| {
+                crate::db::keys::run_worker(ctx, db.clone(), keys.clone())
+            });
+        }
         let mdns_published;
         {
             // The announced port is the one really bound (tests bind port 0).
@@ -163,6 +170,7 @@ impl Daemon {
             control: control_tx,
             updates,
             mdns: mdns_published,
+            keys,
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();

@@ -117,6 +117,107 @@ pub async fn init_secrets(secrets_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `arasuld admin key …`
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Make a key and print it (once: only its hash is stored).
+    Create {
+        /// What it is for, e.g. "n8n" or "laptop".
+        name: String,
+        /// llm, embeddings, metrics or admin; repeat or separate by commas.
+        #[arg(long = "scope", required = true, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Refused after this long, e.g. 90d or 12h; never when absent.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// List the live keys (never a key itself).
+    List,
+    /// Revoke a key by its id (from `list`).
+    Revoke { id: i64 },
+}
+
+/// Runs a key command against the configured database.
+pub async fn key(config: &crate::config::Config, cmd: KeyCommand) -> anyhow::Result<()> {
+    use crate::auth::keys::Scope;
+    let db = crate::db::Db::new(&config.database)?;
+    crate::db::migrate(db.pool())
+        .await
+        .context("the database is not reachable")?;
+    let pool = db.pool();
+    let out = match cmd {
+        KeyCommand::Create {
+            name,
+            scopes,
+            expires_in,
+        } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| {
+                    Scope::parse(s.trim()).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "unknown scope {s:?}: use llm, embeddings, metrics or admin"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let expires_at = expires_in
+                .map(|d| chrono::Duration::from_std(d).map(|d| chrono::Utc::now() + d))
+                .transpose()
+                .context("--expires-in is too long")?;
+            let (new, key) =
+                crate::db::keys::create(pool, &name, &scopes, expires_at, None, "cli").await?;
+            eprintln!(
+                "key {} ({:?}) made; it is shown only now, and the daemon accepts it within 5 s:",
+                key.id, key.name
+            );
+            println!("{}", new.secret);
+            Ok(())
+        }
+        KeyCommand::List => {
+            let mut keys: Vec<_> = crate::db::keys::load_live(pool)
+                .await?
+                .into_iter()
+                .map(|(_, k)| k)
+                .collect();
+            keys.sort_by_key(|k| k.id);
+            println!(
+                "{:>4}  {:<20} {:<28} {:<12} {:<20} {:<20}",
+                "id", "name", "scopes", "key", "expires", "last used"
+            );
+            let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or_else(
+                    || "-".to_string(),
+                    |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+                )
+            };
+            for k in keys {
+                let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                println!(
+                    "{:>4}  {:<20} {:<28} {:<12} {:<20} {:<20}",
+                    k.id,
+                    k.name,
+                    scopes.join(","),
+                    format!("{}…", k.hint),
+                    when(k.expires_at),
+                    when(k.last_used_at)
+                );
+            }
+            Ok(())
+        }
+        KeyCommand::Revoke { id } => {
+            if crate::db::keys::revoke(pool, id, None, "cli").await? {
+                println!("key {id} revoked; the daemon refuses it within 5 s");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("no live key with id {id}"))
+            }
+        }
+    };
+    db.close(std::time::Duration::from_secs(2)).await;
+    out
+}
+
 /// Root running `admin set-password` on an installed box writes new files
 /// owned by root into the daemon's secrets dir, which the daemon (user
 /// `arasul`) could then not read: each goes to the dir's owner, as the

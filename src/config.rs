@@ -140,6 +140,36 @@ pub struct HttpConfig {
     pub rate_limit_exempt: Vec<crate::net::Cidr>,
     /// Peers in these ranges are proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<crate::net::Cidr>,
+    /// How long an app behind the front door (`/ollama/`, `/n8n/`, …) may
+    /// take to start its answer (a long, unstreamed generation on a CPU).
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// HTTPS (off when absent): `http.listen` then only redirects to it.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `http.tls`: a certificate and key of the owner's, or one made at first
+/// start for the box's names and addresses (kept in `secrets_dir/tls/`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Where HTTPS is served.
+    #[serde(default = "TlsConfig::default_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first) and PEM private key.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Make (once) and use a self-signed certificate instead.
+    #[serde(default)]
+    pub self_signed: bool,
+}
+
+impl TlsConfig {
+    fn default_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 443))
+    }
 }
 
 impl Default for HttpConfig {
@@ -157,6 +187,8 @@ impl Default for HttpConfig {
             rate_limits: crate::net::RateLimitsConfig::default(),
             rate_limit_exempt: Vec::new(),
             trusted_proxies: Vec::new(),
+            upstream_timeout: Duration::from_secs(600),
+            tls: None,
         }
     }
 }
@@ -494,6 +526,25 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     let mut bad = |key: &str, msg: String| out.push((key.to_string(), msg));
     if c.http.listen.port() == 0 {
         bad("http.listen", "port must be between 1 and 65535".into());
+    }
+    if let Some(tls) = &c.http.tls {
+        match (tls.self_signed, &tls.cert, &tls.key) {
+            (true, None, None) | (false, Some(_), Some(_)) => {}
+            (true, _, _) => bad(
+                "http.tls.self_signed",
+                "either self_signed or cert and key, not both".into(),
+            ),
+            (false, _, _) => bad(
+                "http.tls",
+                "needs cert and key (PEM files), or self_signed: true".into(),
+            ),
+        }
+        if tls.listen.port() == 0 || tls.listen.port() == c.http.listen.port() {
+            bad(
+                "http.tls.listen",
+                "needs a port of its own (1 to 65535, not http.listen's)".into(),
+            );
+        }
     }
     if c.http.body_limit_bytes < 1024 {
         bad("http.body_limit_bytes", "must be at least 1024".into());

@@ -70,6 +70,12 @@ enum AdminCommand {
     /// password on first install) and print the initial password's path if
     /// this call made it. Used by the package's postinst.
     InitSecrets,
+    /// API keys for apps and integrators (stored in the database; the
+    /// running daemon takes a change within 5 s).
+    Key {
+        #[command(subcommand)]
+        command: arasuld::cli_admin::KeyCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -165,6 +171,9 @@ fn main() -> ExitCode {
             Some(Command::Admin {
                 command: AdminCommand::InitSecrets,
             }) => arasuld::cli_admin::init_secrets(&config.paths.secrets_dir).await,
+            Some(Command::Admin {
+                command: AdminCommand::Key { command },
+            }) => arasuld::cli_admin::key(&config, command).await,
             _ => serve(path, required, config, log_reload).await,
         }
     });

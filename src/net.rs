@@ -146,6 +146,8 @@ pub struct RateLimitsConfig {
     pub webhook: RateQuota,
     /// Any other `/api/*`.
     pub api: RateQuota,
+    /// Each API key, whatever address it comes from (on top of the above).
+    pub api_key: RateQuota,
 }
 
 impl Default for RateLimitsConfig {
@@ -157,6 +159,7 @@ impl Default for RateLimitsConfig {
             metrics: RateQuota::new(20, s(1), 20),
             webhook: RateQuota::new(100, s(60), 100),
             api: RateQuota::new(100, s(1), 50),
+            api_key: RateQuota::new(20, s(1), 40),
         }
     }
 }
@@ -170,6 +173,7 @@ impl RateLimitsConfig {
             ("metrics", &self.metrics),
             ("webhook", &self.webhook),
             ("api", &self.api),
+            ("api_key", &self.api_key),
         ]
         .into_iter()
         .filter_map(|(k, q)| {

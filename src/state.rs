@@ -35,6 +35,8 @@ pub struct AppState {
     /// The name the mDNS worker established (`arasul-2.local` after a
     /// collision); `None` until Avahi confirmed one.
     pub mdns: watch::Receiver<crate::os::mdns::Published>,
+    /// The API keys the daemon accepts (`crate::auth::keys`).
+    pub keys: Arc<crate::auth::keys::KeyStore>,
 }
 
 impl AppState {

@@ -806,7 +806,7 @@ async fn state_changing_requests_from_another_origin_are_refused() {
 }
 
 #[tokio::test]
-async fn the_session_cookie_goes_only_to_the_api() {
+async fn the_session_cookie_covers_the_origin_and_logout_clears_the_old_api_scope_too() {
     let app = App::new();
     let ip = "192.168.1.79";
     let (s, h, v) = app.login(&app.initial_password(), ip).await;
@@ -820,14 +820,15 @@ async fn the_session_cookie_goes_only_to_the_api() {
         .iter()
         .find(|c| c.starts_with("arasul_session="))
         .unwrap();
-    assert!(session.contains("; Path=/api;"), "{session}");
+    // The whole origin: the front door's apps (/n8n/, /minio/) are let in by it.
+    assert!(session.contains("; Path=/;"), "{session}");
     let csrf = cookies
         .iter()
         .find(|c| c.starts_with("arasul_csrf="))
         .unwrap();
     assert!(csrf.contains("; Path=/;"), "the dashboard reads it: {csrf}");
 
-    // Logout clears both scopes of the session cookie (older versions set `/`).
+    // Logout clears both scopes of the session cookie (older versions set `/api`).
     let token = v["token"].as_str().unwrap();
     let req = with_bearer(
         Request::post("/api/auth/logout")
@@ -993,7 +994,7 @@ fn the_daemon_edge_over_real_sockets() {
             .map(|c| c.to_str().unwrap().to_owned())
             .find(|c| c.starts_with("arasul_session="))
             .unwrap();
-        assert!(session.contains("; Path=/api;"), "{session}");
+        assert!(session.contains("; Path=/;"), "{session}");
 
         // Another site's page cannot log everyone out.
         let r = local

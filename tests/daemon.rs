@@ -3,6 +3,8 @@
 //! yet, a broken config.
 
 mod common;
+#[path = "daemon/frontdoor.rs"]
+mod frontdoor;
 
 use std::time::Duration;
 

@@ -619,6 +619,14 @@ fn the_shipped_catalog_comes_up_healthy_on_a_small_box_without_a_gpu() {
         env.inspect("n8n", "{{json .Config.Env}}")
             .contains("N8N_ENCRYPTION_KEY=")
     );
+    // No port is published on the host: arasuld's front door reaches each
+    // one on its network address (and MinIO's console on its web port).
+    for name in ["llm", "embeddings", "minio", "n8n"] {
+        let bindings = env.inspect(name, "{{json .HostConfig.PortBindings}}");
+        assert!(bindings == "{}" || bindings == "null", "{name}: {bindings}");
+    }
+    assert_eq!(h.service("minio").unwrap().web_port, Some(9001));
+    assert_eq!(h.service("n8n").unwrap().web_port, Some(5678));
     // Every container's log is capped.
     for name in ["llm", "embeddings", "minio", "n8n"] {
         assert_eq!(

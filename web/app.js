@@ -20,6 +20,20 @@ let cleanup = null;
 let firstRoute = true;
 export const session = { me: null, currentPassword: null };
 
+// Sent here by the front door (`/?next=/n8n/…` when an app behind it needs
+// the login): once logged in, back there. Only the app paths, never another site.
+const appNext = (() => {
+  const n = new URLSearchParams(location.search).get('next');
+  return n && /^\/(n8n|minio)\/[^\\]*$/.test(n) ? n : null;
+})();
+
+/** After a login (or with a session already): the app that sent us, if any. */
+export function leaveForApp() {
+  if (!appNext) return false;
+  location.assign(appNext);
+  return true;
+}
+
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, '');
   const [path, query] = raw.split('?');
@@ -105,6 +119,7 @@ export async function route() {
   }
   if (!me) return toLogin();
   if (me.must_change_password) return toPasswordChange();
+  if (leaveForApp()) return;
   shell(name);
   clear(main);
   if (!firstRoute) main.focus({ preventScroll: true });

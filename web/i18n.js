@@ -91,6 +91,14 @@ const en = {
   'set.password': 'Password', 'set.sessions': 'Sessions', 'set.changed': 'Password changed. Other sessions were logged out.',
   'set.logout_all': 'Log out everywhere', 'set.logout_here': 'Log out here', 'set.confirm_all': 'Log out every session, this one included?',
   'set.ip': 'Address', 'set.agent': 'Browser', 'set.created': 'Logged in', 'set.active': 'Last active', 'set.expires': 'Expires', 'set.this': 'this session',
+  'key.title': 'API keys', 'key.hint': 'For apps and scripts: an OpenAI-compatible client uses {url} with a key that has the “Language model” scope.',
+  'key.name': 'Name', 'key.scopes': 'May use', 'key.expiry': 'Valid for', 'key.never': 'never expires', 'key.days': '{n} days', 'key.create': 'Create key',
+  'key.scope.llm': 'Language model', 'key.scope.embeddings': 'Embeddings', 'key.scope.metrics': 'Metrics', 'key.scope.admin': 'Administration',
+  'key.key': 'Key', 'key.created': 'Created', 'key.used': 'Last used', 'key.expires': 'Expires', 'key.action': 'Action', 'key.unused': 'not yet',
+  'key.revoke': 'Revoke', 'key.revoke_named': 'Revoke the key “{name}”', 'key.confirm_revoke': 'Revoke the key “{name}”? Apps using it stop working at once.',
+  'key.revoked': 'Key “{name}” revoked.', 'key.none': 'No API keys yet.', 'key.need_name': 'Give the key a name.', 'key.need_scope': 'Choose at least one thing the key may use.',
+  'key.once': 'Copy the key now: it is shown only this once.', 'key.new_label': 'The new API key', 'key.copy': 'Copy', 'key.copied': 'Key copied.',
+  'err.too_many_keys': 'There are too many keys; revoke one first.',
 };
 
 const de = {
@@ -189,6 +197,14 @@ const de = {
   'set.password': 'Passwort', 'set.sessions': 'Sitzungen', 'set.changed': 'Passwort geändert. Andere Sitzungen wurden abgemeldet.',
   'set.logout_all': 'Überall abmelden', 'set.logout_here': 'Hier abmelden', 'set.confirm_all': 'Alle Sitzungen abmelden, auch diese?',
   'set.ip': 'Adresse', 'set.agent': 'Browser', 'set.created': 'Angemeldet', 'set.active': 'Zuletzt aktiv', 'set.expires': 'Läuft ab', 'set.this': 'diese Sitzung',
+  'key.title': 'API-Schlüssel', 'key.hint': 'Für Apps und Skripte: ein OpenAI-kompatibler Client nutzt {url} mit einem Schlüssel, der „Sprachmodell“ darf.',
+  'key.name': 'Name', 'key.scopes': 'Darf nutzen', 'key.expiry': 'Gültig für', 'key.never': 'läuft nie ab', 'key.days': '{n} Tage', 'key.create': 'Schlüssel erstellen',
+  'key.scope.llm': 'Sprachmodell', 'key.scope.embeddings': 'Embeddings', 'key.scope.metrics': 'Messwerte', 'key.scope.admin': 'Verwaltung',
+  'key.key': 'Schlüssel', 'key.created': 'Erstellt', 'key.used': 'Zuletzt genutzt', 'key.expires': 'Läuft ab', 'key.action': 'Aktion', 'key.unused': 'noch nie',
+  'key.revoke': 'Widerrufen', 'key.revoke_named': 'Schlüssel „{name}“ widerrufen', 'key.confirm_revoke': 'Schlüssel „{name}“ widerrufen? Apps, die ihn nutzen, funktionieren sofort nicht mehr.',
+  'key.revoked': 'Schlüssel „{name}“ widerrufen.', 'key.none': 'Noch keine API-Schlüssel.', 'key.need_name': 'Gib dem Schlüssel einen Namen.', 'key.need_scope': 'Wähle mindestens eine Sache, die der Schlüssel nutzen darf.',
+  'key.once': 'Kopiere den Schlüssel jetzt: Er wird nur dieses eine Mal gezeigt.', 'key.new_label': 'Der neue API-Schlüssel', 'key.copy': 'Kopieren', 'key.copied': 'Schlüssel kopiert.',
+  'err.too_many_keys': 'Es gibt zu viele Schlüssel; widerrufe zuerst einen.',
 };
 
 const DICTS = { en, de };

@@ -39,9 +39,9 @@ pub const MAX_TEXTS: usize = 64;
 /// Longest text to embed, in bytes.
 pub const MAX_TEXT_BYTES: usize = 8 * 1024;
 
-/// The AI routes, with the Ollama client they share (one per router, so
-/// "last tokens/s" belongs to the serving router). Admin: merged into the
-/// admin group by `api::build`.
+/// The AI routes for the admin (status, model management). They and the
+/// two below share one Ollama client, which `api::router` installs (one per
+/// router, so "last tokens/s" belongs to the serving router).
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(status))
@@ -50,9 +50,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pull))
         .routes(routes!(unload))
         .routes(routes!(embedding_info))
-        .routes(routes!(chat))
-        .routes(routes!(embeddings))
-        .layer(Extension(Ai::new()))
+}
+
+/// `POST /api/llm/chat`: an admin, or an API key with the `llm` scope.
+pub fn llm_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(chat))
+}
+
+/// `POST /api/embeddings`: an admin, or an API key with `embeddings`.
+pub fn embeddings_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(embeddings))
 }
 
 impl From<AiError> for ApiError {

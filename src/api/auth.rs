@@ -71,15 +71,16 @@ fn cookie_header(
     HeaderValue::from_str(&c).expect("cookie values are ASCII")
 }
 
-/// The session cookie goes only where the API is: `Path=/api` over plain
-/// HTTP, so the browser never hands it to the dashboard's files or to
-/// anything else on the host; over TLS the `__Host-` prefix (which demands
-/// `Path=/` and `Secure`) pins it to this origin instead.
+/// The session cookie is sent to the whole origin (`Path=/`): besides the
+/// API, the apps behind the front door (`/n8n/`, `/minio/`) are let in by
+/// it, and the proxy strips it before anything reaches them
+/// (`api::proxy`). Over TLS the `__Host-` prefix (which demands `Path=/`
+/// and `Secure`) pins it to this origin.
 fn session_cookie(token: &str, max_age: i64, tls: bool) -> HeaderValue {
     if tls {
         cookie_header(SESSION_COOKIE_TLS, token, "/", max_age, true, true)
     } else {
-        cookie_header(SESSION_COOKIE, token, "/api", max_age, true, false)
+        cookie_header(SESSION_COOKIE, token, "/", max_age, true, false)
     }
 }
 
@@ -92,10 +93,10 @@ fn csrf_cookie(csrf: &str, max_age: i64, tls: bool) -> HeaderValue {
 fn clear_cookies(resp: &mut Response, tls: bool) {
     let h = resp.headers_mut();
     h.append(header::SET_COOKIE, session_cookie("", 0, tls));
-    // Versions before the path scope set the session cookie at `/`.
+    // Versions before the front door scoped the session cookie to `/api`.
     h.append(
         header::SET_COOKIE,
-        cookie_header(SESSION_COOKIE, "", "/", 0, true, false),
+        cookie_header(SESSION_COOKIE, "", "/api", 0, true, false),
     );
     h.append(header::SET_COOKIE, csrf_cookie("", 0, tls));
 }
@@ -109,7 +110,7 @@ fn user_agent(headers: &HeaderMap) -> Option<&str> {
 /// Logs in the admin. Unknown user and wrong password get the same message;
 /// a locked source gets 429 with `Retry-After`, told it is locked whatever
 /// user name it tried.
-/// Sets `arasul_session` (HttpOnly, SameSite=Strict, Path=/api; under TLS
+/// Sets `arasul_session` (HttpOnly, SameSite=Strict, Path=/; under TLS
 /// `__Host-arasul_session`, Path=/, Secure)
 /// and `arasul_csrf` (readable, for the double submit).
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth",

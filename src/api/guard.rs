@@ -15,6 +15,7 @@
 //! compile); [`describe`] only documents it, for `api::openapi`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -29,11 +30,13 @@ use utoipa::openapi::{
 use utoipa_axum::router::OpenApiRouter;
 
 use super::error::ApiError;
+use super::limits::{RateLimits, rate_limited};
+use crate::auth::keys::{self, Scope};
 use crate::auth::{Now, Verified};
 use crate::state::AppState;
 
-/// HttpOnly cookie carrying the token for the dashboard, over plain HTTP
-/// (`Path=/api`: never sent to the dashboard's files or anything else).
+/// HttpOnly cookie carrying the token for the dashboard and the apps behind
+/// the front door, over plain HTTP (the proxy strips it before forwarding).
 pub const SESSION_COOKIE: &str = "arasul_session";
 /// The same over TLS: the `__Host-` prefix makes the browser insist on
 /// `Secure`, `Path=/` and no `Domain`.
@@ -73,11 +76,18 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<AdminSession>()
-            .cloned()
-            .ok_or_else(unauthorized)
+        if let Some(s) = parts.extensions.get::<AdminSession>() {
+            return Ok(s.clone());
+        }
+        Err(if parts.extensions.get::<KeyCaller>().is_some() {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "session_required",
+                "this route acts on an admin session: log in (an API key has none)",
+            )
+        } else {
+            unauthorized()
+        })
     }
 }
 
@@ -153,31 +163,123 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Checks the token, the CSRF header and (unless `initial_ok`) that the
-/// initial password has been changed; on success the session is added to
-/// the request extensions.
-fn authenticate(state: &AppState, req: &mut Request, initial_ok: bool) -> Result<(), ApiError> {
+/// What a check accepts besides an admin session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accept {
+    /// Usable while the initial password is still in use.
+    pub initial_ok: bool,
+    /// An API key with this scope (or `admin`) is accepted too.
+    pub key: Option<Scope>,
+    /// Cookie requests that change state must carry the CSRF header. Off
+    /// only for the apps behind the front door, whose own pages cannot send
+    /// it (there `SameSite=Strict`, the edge's Origin check and
+    /// `Sec-Fetch-Site` stand in).
+    pub csrf_header: bool,
+}
+
+impl Accept {
+    pub const ADMIN: Accept = Accept {
+        initial_ok: false,
+        key: Some(Scope::Admin),
+        csrf_header: true,
+    };
+}
+
+/// An API key's caller, put in the request extensions by the guard.
+#[derive(Debug, Clone)]
+pub struct KeyCaller {
+    pub key: Arc<keys::ApiKey>,
+    pub ip: IpAddr,
+}
+
+fn key_refused(why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        format!(
+            "{why} (Authorization: Bearer ak_…, made in Settings or with `arasuld admin key create`)"
+        ),
+    )
+}
+
+/// Checks an API key: known, not expired, with the scope, within its rate
+/// limit; on success the caller is added to the request extensions.
+fn authenticate_key(
+    state: &AppState,
+    req: &mut Request,
+    token: &str,
+    scope: Option<Scope>,
+) -> Result<(), ApiError> {
+    let Some(scope) = scope else {
+        return Err(key_refused(
+            "API keys are not accepted on this route; log in",
+        ));
+    };
+    let key = state.keys.check(token, chrono::Utc::now()).map_err(|e| {
+        tracing::debug!(reason = %e, "API key refused");
+        key_refused(&e.to_string())
+    })?;
+    if !key.allows(scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!(
+                "the API key {:?} lacks the `{}` scope this route needs",
+                key.name,
+                scope.as_str()
+            ),
+        ));
+    }
+    if let Some(limits) = req.extensions().get::<Arc<RateLimits>>() {
+        limits.check_key(key.id).map_err(rate_limited)?;
+    }
+    let ip = client_ip(req.extensions());
+    req.extensions_mut().insert(KeyCaller { key, ip });
+    Ok(())
+}
+
+/// Checks the token (an admin session, or an API key where `accept` takes
+/// one), the CSRF header and (unless `initial_ok`) that the initial
+/// password has been changed; on success the caller is added to the request
+/// extensions ([`AdminSession`] or [`KeyCaller`]).
+pub fn authenticate(state: &AppState, req: &mut Request, accept: Accept) -> Result<(), ApiError> {
     let (token, via_cookie) = token_from(req.headers()).ok_or_else(unauthorized)?;
+    if !via_cookie && keys::is_key(token) {
+        let token = token.to_owned();
+        return authenticate_key(state, req, &token, accept.key);
+    }
     let verified = state.auth.verify(token, Now::current()).map_err(|e| {
         tracing::debug!(reason = %e, "admin token refused");
         unauthorized()
     })?;
     if via_cookie && !is_safe(req.method()) {
-        let expected = csrf_token_for(token);
-        let sent = req
+        if accept.csrf_header {
+            let expected = csrf_token_for(token);
+            let sent = req
+                .headers()
+                .get(CSRF_HEADER)
+                .map(HeaderValue::as_bytes)
+                .unwrap_or_default();
+            if !constant_time_eq(sent, expected.as_bytes()) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "state-changing requests with the session cookie need the X-CSRF-Token header",
+                ));
+            }
+        } else if req
             .headers()
-            .get(CSRF_HEADER)
-            .map(HeaderValue::as_bytes)
-            .unwrap_or_default();
-        if !constant_time_eq(sent, expected.as_bytes()) {
+            .get("sec-fetch-site")
+            .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"))
+        {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "csrf_failed",
-                "state-changing requests with the session cookie need the X-CSRF-Token header",
+                "cross_origin",
+                "state-changing requests are accepted only from this box's own pages",
             ));
         }
     }
-    if !initial_ok && state.auth.must_change_password() {
+    if !accept.initial_ok && state.auth.must_change_password() {
         return Err(password_change_required());
     }
     let ip = client_ip(req.extensions());
@@ -197,62 +299,64 @@ pub fn password_change_required() -> ApiError {
     )
 }
 
+/// The error response of a failed check (401 with `WWW-Authenticate`).
+pub fn refusal(e: ApiError) -> Response {
+    let unauth = e.status == StatusCode::UNAUTHORIZED;
+    let mut resp = e.into_response();
+    if unauth {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"arasuld\""),
+        );
+    }
+    resp
+}
+
 async fn guard(
-    state: AppState,
+    State((state, protection)): State<(AppState, Protection)>,
     mut req: Request,
     next: Next,
-    initial_ok: bool,
-    only_if_configured: bool,
 ) -> Response {
-    if only_if_configured && !state.config().http.require_auth_for_status {
-        // Public, but a caller who is logged in still gets the details
-        // (`Option<AdminSession>` in the handler).
-        let _ = authenticate(&state, &mut req, false);
-        return next.run(req).await;
-    }
-    match authenticate(&state, &mut req, initial_ok) {
-        Ok(()) => next.run(req).await,
-        Err(e) => {
-            let unauth = e.status == StatusCode::UNAUTHORIZED;
-            let mut resp = e.into_response();
-            if unauth {
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"arasuld\""),
-                );
+    let accept = match protection {
+        Protection::Admin { initial_ok: false } => Accept::ADMIN,
+        Protection::Admin { initial_ok: true } => Accept {
+            initial_ok: true,
+            key: None,
+            csrf_header: true,
+        },
+        Protection::Key(scope) => Accept {
+            key: Some(scope),
+            ..Accept::ADMIN
+        },
+        Protection::Status => {
+            if !state.config().http.require_auth_for_status {
+                // Public, but a caller who is logged in still gets the
+                // details (`Option<AdminSession>` in the handler).
+                let _ = authenticate(&state, &mut req, Accept::ADMIN);
+                return next.run(req).await;
             }
-            resp
+            Accept {
+                key: Some(Scope::Metrics),
+                ..Accept::ADMIN
+            }
         }
+    };
+    match authenticate(&state, &mut req, accept) {
+        Ok(()) => next.run(req).await,
+        Err(e) => refusal(e),
     }
-}
-
-async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    guard(state, req, next, false, false).await
-}
-
-async fn require_admin_initial_ok(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    guard(state, req, next, true, false).await
-}
-
-async fn require_admin_if_configured(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    guard(state, req, next, false, true).await
 }
 
 /// Who may call a group of routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protection {
-    /// A valid admin session and, unless `initial_ok`, a changed initial password.
+    /// A valid admin session and, unless `initial_ok`, a changed initial
+    /// password. Without `initial_ok`, an API key with the `admin` scope too.
     Admin { initial_ok: bool },
-    /// Public unless `http.require_auth_for_status` is set; a logged-in
-    /// caller is recognised either way.
+    /// An admin session, or an API key with this scope (or `admin`).
+    Key(Scope),
+    /// Public unless `http.require_auth_for_status` is set (then a session
+    /// or a key with `metrics`); a logged-in caller is recognised either way.
     Status,
 }
 
@@ -263,19 +367,10 @@ pub fn protect(
     protection: Protection,
     state: &AppState,
 ) -> OpenApiRouter<AppState> {
-    let state = state.clone();
-    let group = match protection {
-        Protection::Admin { initial_ok: false } => {
-            group.route_layer(middleware::from_fn_with_state(state, require_admin))
-        }
-        Protection::Admin { initial_ok: true } => group.route_layer(
-            middleware::from_fn_with_state(state, require_admin_initial_ok),
-        ),
-        Protection::Status => group.route_layer(middleware::from_fn_with_state(
-            state,
-            require_admin_if_configured,
-        )),
-    };
+    let group = group.route_layer(middleware::from_fn_with_state(
+        (state.clone(), protection),
+        guard,
+    ));
     describe(group, protection)
 }
 
@@ -337,7 +432,10 @@ fn document(doc: &mut OpenApi, protection: Protection) {
             });
             let forbidden = match protection {
                 Protection::Admin { initial_ok: false } => Some(
-                    "`password_change_required` while the initial password is in use, or `csrf_failed`",
+                    "`password_change_required` while the initial password is in use, `csrf_failed`, or `insufficient_scope` (an API key without `admin`)",
+                ),
+                Protection::Key(_) => Some(
+                    "`password_change_required`, `csrf_failed`, or `insufficient_scope` (an API key without the route's scope)",
                 ),
                 Protection::Admin { initial_ok: true } => {
                     Some("`csrf_failed`: a cookie request without the X-CSRF-Token header")
@@ -364,7 +462,11 @@ pub fn document_security(doc: &mut OpenApi) {
                 .scheme(HttpAuthScheme::Bearer)
                 .bearer_format("JWT")
                 .description(Some(
-                    "HS256 JWT from POST /api/auth/login (24 h). For API clients.",
+                    "HS256 JWT from POST /api/auth/login (24 h), or an API key `ak_…` \
+                     (POST /api/keys) where its scope allows: `admin` on the admin \
+                     routes, `llm` on POST /api/llm/chat and /ollama/, `embeddings` on \
+                     POST /api/embeddings, `metrics` on the status routes when they \
+                     need a login.",
                 ))
                 .build(),
         ),
@@ -372,7 +474,7 @@ pub fn document_security(doc: &mut OpenApi) {
     let mut cookie = ApiKeyValue::new(SESSION_COOKIE);
     cookie.description = Some(
         "HttpOnly, SameSite=Strict session cookie set by POST /api/auth/login, scoped to \
-         Path=/api (over TLS it is `__Host-arasul_session`, Secure, Path=/). State-changing \
+         Path=/ (over TLS it is `__Host-arasul_session`, Secure). State-changing \
          requests that \
          authenticate with it must echo the `arasul_csrf` cookie (also returned as \
          `csrf_token` by login) in the X-CSRF-Token header."

@@ -7,10 +7,13 @@
 //! | class | paths | default quota |
 //! |---|---|---|
 //! | login | `POST /api/auth/login` with a well-formed body (counted by the handler) | 5 per 15 min |
-//! | llm | `/api/llm/*`, `/api/embeddings` | 10/s |
+//! | llm | `/api/llm/*`, `/api/embeddings`, `/ollama/*` | 10/s |
 //! | metrics | `/api/metrics/*`, `/metrics` | 20/s |
-//! | webhook | `/api/workflows/execution` | 100/min |
+//! | webhook | `/api/workflows/execution`, `/webhook/*`, `/webhook-test/*` | 100/min |
 //! | api | any other `/api/*` (malformed logins included) | 100/s, burst 50 |
+//!
+//! Each API key also has its own quota (`api_key`, 20/s, burst 40),
+//! checked by the guard once the key is known.
 //!
 //! A client is its full address (IPv4, or IPv6 on our links, link-local or
 //! unique-local); a global IPv6 client off our links also shares a coarse
@@ -69,11 +72,11 @@ pub fn classify(method: &Method, path: &str) -> Option<Class> {
     };
     Some(if path == "/api/auth/login" && method == Method::POST {
         Class::Login
-    } else if under("/api/llm") || under("/api/embeddings") {
+    } else if under("/api/llm") || under("/api/embeddings") || under("/ollama") {
         Class::Llm
     } else if under("/api/metrics") || under("/metrics") {
         Class::Metrics
-    } else if path == "/api/workflows/execution" {
+    } else if path == "/api/workflows/execution" || under("/webhook") || under("/webhook-test") {
         Class::Webhook
     } else if under("/api") {
         Class::Api
@@ -128,6 +131,7 @@ pub struct RateLimits {
     metrics: Limiter,
     webhook: Limiter,
     api: Limiter,
+    keys: DefaultKeyedRateLimiter<i64>,
     exempt: Vec<Cidr>,
     trusted_proxies: Vec<Cidr>,
     /// Our IPv6 links, read at most every [`ON_LINK_REFRESH`].
@@ -150,6 +154,7 @@ impl RateLimits {
             metrics: Limiter::new(&q.metrics),
             webhook: Limiter::new(&q.webhook),
             api: Limiter::new(&q.api),
+            keys: RateLimiter::keyed(governor_quota(&q.api_key, 1)),
             exempt: http.rate_limit_exempt.clone(),
             trusted_proxies: http.trusted_proxies.clone(),
             on_link: RwLock::new((None, Arc::new(Vec::new()))),
@@ -186,6 +191,13 @@ impl RateLimits {
         net::client_address(peer, xff, &self.trusted_proxies)
     }
 
+    /// An API key's own quota: Ok, or how long its caller must wait.
+    pub fn check_key(&self, id: i64) -> Result<(), Duration> {
+        self.keys
+            .check_key(&id)
+            .map_err(|n| n.wait_time_from(DefaultClock::default().now()))
+    }
+
     /// Ok, or how long the caller must wait.
     pub fn check(&self, class: Class, ip: IpAddr) -> Result<(), Duration> {
         if net::any_contains(&self.exempt, ip) {
@@ -197,6 +209,8 @@ impl RateLimits {
             for c in CLASSES {
                 self.limiter(c).shrink();
             }
+            self.keys.retain_recent();
+            self.keys.shrink_to_fit();
         }
         let keys = match ip {
             IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => net::rate_keys(ip, &self.on_link()),
@@ -257,6 +271,7 @@ pub async fn edge(limits: Arc<RateLimits>, mut req: Request, next: Next) -> Resp
     req.extensions_mut().insert(ClientAddr(client));
 
     if !is_safe(req.method())
+        && !super::proxy::is_cross_site_ok(req.uri().path())
         && let Some(origin) = req.headers().get(header::ORIGIN)
     {
         let h = req.headers();

@@ -7,12 +7,15 @@ pub mod auth;
 pub mod error;
 pub mod guard;
 pub mod healing;
+pub mod keys;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod proxy;
 pub mod serve;
 pub mod services;
 pub mod system;
+pub mod tls;
 pub mod update;
 pub mod workflows;
 
@@ -84,6 +87,16 @@ fn build(guard: Guard<'_>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .merge(update::routes()),
             ADMIN,
         ))
+        // An admin, or an API key with the route's scope.
+        .merge(guard(
+            ai::llm_routes(),
+            Protection::Key(crate::auth::keys::Scope::Llm),
+        ))
+        .merge(guard(
+            ai::embeddings_routes(),
+            Protection::Key(crate::auth::keys::Scope::Embeddings),
+        ))
+        .merge(guard(keys::routes(), ADMIN))
         // Admin, but usable while the initial password is still in use.
         .merge(guard(
             OpenApiRouter::new()
@@ -126,41 +139,48 @@ fn build(guard: Guard<'_>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().http.body_limit_bytes;
+    let max_streams = state.config().http.max_streams;
     let rate_limits = Arc::new(limits::RateLimits::new(&state.config().http));
     let protect = |group, protection| guard::protect(group, protection, &state);
     let (api, mut doc) = build(&protect);
     guard::document_security(&mut doc);
     doc.info.version = crate::build_info::VERSION.to_string();
     let doc = Arc::new(doc);
-    api.route(
-        "/api/openapi.json",
-        get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }),
-    )
-    .fallback(fallback)
-    .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not accept that method",
+    let api = api
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
         )
-    })
-    .layer(DefaultBodyLimit::max(body_limit))
-    .layer(TraceLayer::new_for_http())
-    .layer(axum::Extension(rate_limits.clone()))
-    .layer(axum::Extension(serve::StreamSlots::new(
-        state.config().http.max_streams,
-    )))
-    .layer(axum::middleware::from_fn(move |req, next| {
-        limits::edge(rate_limits.clone(), req, next)
-    }))
-    .layer(axum::middleware::from_fn(limits::security_headers))
-    // Outermost, so the CSP hashing above sees the uncompressed HTML; the
-    // default predicate leaves SSE, images and tiny bodies alone.
-    .layer(tower_http::compression::CompressionLayer::new())
-    .with_state(state)
+        .fallback(fallback)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(axum::Extension(crate::ai::Ai::new()))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(limits::security_headers))
+        // Outside the CSP hashing, so it sees the uncompressed HTML; the
+        // default predicate leaves SSE, images and tiny bodies alone.
+        .layer(tower_http::compression::CompressionLayer::new())
+        .with_state(state.clone());
+    // The front door's apps answer with their own headers and bodies (no
+    // dashboard CSP, no recompression of a stream); both halves share the
+    // edge (client address, Origin check, rate limits).
+    proxy::routes()
+        .with_state(state)
+        .fallback_service(api)
+        .layer(TraceLayer::new_for_http())
+        .layer(axum::Extension(rate_limits.clone()))
+        .layer(axum::Extension(serve::StreamSlots::new(max_streams)))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            limits::edge(rate_limits.clone(), req, next)
+        }))
 }
 
 /// Unknown `/api/...` paths get the JSON envelope; everything else is the dashboard.

@@ -68,6 +68,7 @@ fn public_view(s: &mut ServiceStatus) {
     s.container_id = None;
     s.address = None;
     s.api_port = None;
+    s.web_port = None;
     s.last_error = None;
     if let Some(p) = s.pull.as_mut() {
         p.last_error = None;

@@ -19,6 +19,7 @@ use crate::tasks::WorkerCtx;
 
 pub mod auth;
 pub mod healing;
+pub mod keys;
 pub mod metrics;
 pub mod update;
 pub mod workflows;

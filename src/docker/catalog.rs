@@ -98,6 +98,11 @@ pub struct ServiceSpec {
     pub health: Option<HealthSpec>,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// The port the front door (`api::proxy`) forwards the service's web
+    /// app to, on its network address; its API port (the health check's)
+    /// when absent. MinIO's console (9001) is not its S3 API (9000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_port: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -271,6 +276,11 @@ impl ServiceSpec {
             .as_ref()
             .map(|p| p.port)
             .or(h.tcp.as_ref().map(|t| t.port))
+    }
+
+    /// The port the front door forwards to: `web_port`, else the API port.
+    pub fn web_port(&self) -> Option<u16> {
+        self.web_port.or_else(|| self.api_port())
     }
 
     pub fn port_mappings(&self) -> Vec<PortMapping> {

@@ -59,6 +59,9 @@ pub struct ServiceStatus {
     pub address: Option<String>,
     /// The port its API answers on: the health check's HTTP (or TCP) port.
     pub api_port: Option<u16>,
+    /// The port the front door forwards its web app to (catalog `web_port`,
+    /// else `api_port`).
+    pub web_port: Option<u16>,
     pub started_at: Option<DateTime<Utc>>,
     /// Restarts arasuld made (or saw Docker make) since it started.
     pub restart_count: u32,

@@ -156,6 +156,7 @@ fn new_runtime(spec: ServiceSpec, hash: String, intent: Intent, now: Instant) ->
             container_id: None,
             address: None,
             api_port: s.api_port(),
+            web_port: s.web_port(),
             started_at: None,
             restart_count: 0,
             last_restart_at: None,
@@ -1026,6 +1027,7 @@ impl Supervisor {
                     rt.status.critical = spec.critical;
                     rt.status.image = spec.image.clone();
                     rt.status.api_port = spec.api_port();
+                    rt.status.web_port = spec.web_port();
                     rt.core.respec(spec.health.clone());
                     rt.spec = spec;
                     rt.hash = hash;

@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 request reader and response writers: enough for JSON
-//! clients (reqwest/hyper, curl). Every response closes the connection.
+//! clients (reqwest/hyper, curl, the `openai` Python client). Every response
+//! closes the connection (a WebSocket upgrade keeps it: see `ws`).
 
 use std::io::{self, BufRead, Read, Write};
 
@@ -26,6 +27,25 @@ impl Request {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The headers as a JSON object (names lower-cased; a repeated header's
+    /// values joined with ", ", as HTTP allows), so a test can see what a
+    /// proxy forwarded.
+    pub fn header_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &self.headers {
+            match m.get_mut(k) {
+                Some(serde_json::Value::String(prev)) => {
+                    prev.push_str(", ");
+                    prev.push_str(v);
+                }
+                _ => {
+                    m.insert(k.clone(), serde_json::Value::String(v.clone()));
+                }
+            }
+        }
+        m
     }
 }
 
@@ -177,6 +197,7 @@ fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, ParseError> {
 
 pub fn reason(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
@@ -218,33 +239,79 @@ pub fn write_json(w: &mut impl Write, status: u16, v: &serde_json::Value) -> io:
     )
 }
 
-/// A streamed response (`Transfer-Encoding: chunked`), one JSON object per
-/// line (NDJSON), as Ollama streams.
+/// The head of a streamed response: `Transfer-Encoding: chunked`, so each
+/// piece reaches the client as soon as it is written.
+fn write_stream_head(w: &mut impl Write, status: u16, content_type: &str) -> io::Result<()> {
+    write!(
+        w,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        reason(status)
+    )?;
+    w.flush()
+}
+
+/// One chunk, flushed at once (a client waiting for the next token sees it
+/// now, not when a buffer fills).
+fn write_chunk(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    write!(w, "{:x}\r\n", data.len())?;
+    w.write_all(data)?;
+    w.write_all(b"\r\n")?;
+    w.flush()
+}
+
+/// The last chunk of a streamed response.
+fn write_last_chunk(w: &mut impl Write) -> io::Result<()> {
+    w.write_all(b"0\r\n\r\n")?;
+    w.flush()
+}
+
+/// A streamed response, one JSON object per line (NDJSON), as Ollama streams.
 pub struct NdjsonStream<'a, W: Write> {
     w: &'a mut W,
 }
 
 impl<'a, W: Write> NdjsonStream<'a, W> {
     pub fn start(w: &'a mut W, status: u16) -> io::Result<Self> {
-        write!(
-            w,
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-            reason(status)
-        )?;
-        w.flush()?;
+        write_stream_head(w, status, "application/x-ndjson")?;
         Ok(NdjsonStream { w })
     }
 
     pub fn send(&mut self, v: &serde_json::Value) -> io::Result<()> {
         let mut line = v.to_string();
         line.push('\n');
-        write!(self.w, "{:x}\r\n{line}\r\n", line.len())?;
-        self.w.flush()
+        write_chunk(self.w, line.as_bytes())
     }
 
     pub fn finish(self) -> io::Result<()> {
-        self.w.write_all(b"0\r\n\r\n")?;
-        self.w.flush()
+        write_last_chunk(self.w)
+    }
+}
+
+/// A streamed response of server-sent events (`text/event-stream`), one
+/// `data: …` event per chunk, as Ollama's OpenAI-compatible endpoints
+/// stream.
+pub struct SseStream<'a, W: Write> {
+    w: &'a mut W,
+}
+
+impl<'a, W: Write> SseStream<'a, W> {
+    pub fn start(w: &'a mut W, status: u16) -> io::Result<Self> {
+        write_stream_head(w, status, "text/event-stream")?;
+        Ok(SseStream { w })
+    }
+
+    /// One event whose data is `v` as compact JSON (a single line).
+    pub fn send(&mut self, v: &serde_json::Value) -> io::Result<()> {
+        self.data(&v.to_string())
+    }
+
+    /// One event with a raw data line (`[DONE]`).
+    pub fn data(&mut self, data: &str) -> io::Result<()> {
+        write_chunk(self.w, format!("data: {data}\n\n").as_bytes())
+    }
+
+    pub fn finish(self) -> io::Result<()> {
+        write_last_chunk(self.w)
     }
 }
 
@@ -335,5 +402,36 @@ mod tests {
             decode_chunked(body.as_bytes()),
             b"{\"a\":1}\n{\"b\":2}\n".to_vec()
         );
+    }
+
+    #[test]
+    fn sse_stream_is_one_event_per_chunk() {
+        let mut out = Vec::new();
+        let mut s = SseStream::start(&mut out, 200).unwrap();
+        s.send(&serde_json::json!({"a": "x\ny"})).unwrap();
+        s.data("[DONE]").unwrap();
+        s.finish().unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+        assert!(head.contains("Transfer-Encoding: chunked"));
+        // Chunk sizes: each event is a chunk of its own.
+        assert!(
+            body.starts_with("14\r\ndata: {\"a\":\"x\\ny\"}\n\n\r\n"),
+            "{body}"
+        );
+        assert_eq!(
+            decode_chunked(body.as_bytes()),
+            b"data: {\"a\":\"x\\ny\"}\n\ndata: [DONE]\n\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn header_map_joins_repeated_headers() {
+        let r = parse("GET / HTTP/1.1\r\nX-A: 1\r\nCookie: a=1\r\nx-a: 2\r\n\r\n").unwrap();
+        let m = r.header_map();
+        assert_eq!(m["x-a"], "1, 2");
+        assert_eq!(m["cookie"], "a=1");
+        assert_eq!(m.len(), 2);
     }
 }

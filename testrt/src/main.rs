@@ -3,6 +3,22 @@
 //! speaks the Ollama API with realistic shapes, records what it received
 //! (`GET /testrt/requests`) and misbehaves on request.
 //!
+//! Routes:
+//! - Ollama: `GET /`, `/api/version`, `/api/tags`, `/api/ps`; `POST /api/show`,
+//!   `/api/pull`, `/api/generate`, `/api/chat`, `/api/embed`, `/api/embeddings`;
+//!   `DELETE /api/delete`
+//! - Ollama's OpenAI-compatible API: `GET /v1/models`, `GET /v1/models/{name}`,
+//!   `POST /v1/chat/completions` (`stream: true` → server-sent events ending in
+//!   `data: [DONE]`), `POST /v1/embeddings` (`encoding_format` float | base64);
+//!   errors as `{"error":{"message","type","param","code"}}`
+//! - Embedding service: `GET /info`, `POST /embed`; health: `/health`,
+//!   `/healthz`, `/minio/health/live`
+//! - WebSocket echo (a stand-in for n8n's push channel): `GET /testrt/ws` or
+//!   `/rest/push` with `Upgrade: websocket`. The first message is
+//!   `{"type":"hello","path","query","headers":{…}}` (the request as it
+//!   arrived); then every text/binary message is echoed, pings get pongs, a
+//!   close gets a close. Idle connections close after 5 minutes.
+//!
 //! Environment (read at start):
 //! - `PORT` (or `TESTRT_LISTEN=addr:port`, or `OLLAMA_HOST`): default `0.0.0.0:11434`
 //! - `TESTRT_MODE=exit-now` (exit 3 at once) | `hang` | `oom` | `normal`
@@ -17,11 +33,13 @@
 //!
 //! Controls at run time: `POST /testrt/hang`, `POST /testrt/exit {"code":N}`,
 //! `POST /testrt/oom`, `POST /testrt/health {"status":503}`,
-//! `GET|DELETE /testrt/requests`.
+//! `GET|DELETE /testrt/requests` (the last 100 requests: `at`, `method`,
+//! `path`, `query`, `body`, `headers` with lower-cased names).
 
 mod http;
 mod ollama;
 mod util;
+mod ws;
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -257,7 +275,27 @@ fn connection(app: &App, stream: TcpStream) {
         After::Oom => {
             std::thread::spawn(eat_memory);
         }
+        After::WebSocket => websocket(&peer, &req, &mut reader, &mut w),
     }
+}
+
+/// Runs the echo on a connection the handler switched to WebSocket. The
+/// reader keeps any bytes the client sent right behind the handshake.
+fn websocket(peer: &str, req: &http::Request, reader: &mut impl std::io::Read, w: &mut TcpStream) {
+    // A push channel idles between messages: the 30 s read timeout of a
+    // request would cut it.
+    let _ = w.set_read_timeout(Some(ws::IDLE_TIMEOUT));
+    let started = Instant::now();
+    let outcome = match ws::echo(reader, w, &ws::hello(req).to_string()) {
+        Ok(end) => format!("{} messages echoed, {}", end.messages, end.why),
+        Err(e) => format!("error: {e}"),
+    };
+    println!(
+        "{} {peer} websocket {} closed after {:.1}s: {outcome}",
+        util::rfc3339(SystemTime::now()),
+        req.path,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn log(peer: &str, method: &str, path: &str, status: u16, started: Instant) {

@@ -1,10 +1,14 @@
 //! The fake Ollama runtime: installed and loaded models, the Ollama API
-//! endpoints, the embedding-service endpoints and the `/testrt/*` controls.
+//! endpoints, the OpenAI-compatible `/v1/*` endpoints (in `openai`), the
+//! embedding-service endpoints, the WebSocket echo's handshake and the
+//! `/testrt/*` controls.
+
+mod openai;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
@@ -14,6 +18,7 @@ use crate::util::{
     DEFAULT_KEEP_ALIVE, EMBED_DIM, KeepAlive, embed, fake_sha256, fnv1a, normalise,
     parse_keep_alive, rfc3339,
 };
+use crate::ws;
 
 /// How many requests `/testrt/requests` remembers.
 pub const REQUEST_LOG_LEN: usize = 100;
@@ -47,6 +52,8 @@ pub enum After {
     Nothing,
     Exit(i32),
     Oom,
+    /// The 101 was written: run the WebSocket echo on this connection.
+    WebSocket,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +78,8 @@ pub struct App {
     pub hanging: AtomicBool,
     /// Status of `/`, `/health` and `/api/version`.
     health_status: AtomicU16,
+    /// Numbers the OpenAI completion ids (`chatcmpl-N`).
+    next_id: AtomicU64,
 }
 
 /// `llama3.2` → `llama3.2:latest`; a tag or digest is kept.
@@ -203,6 +212,79 @@ pub fn answer_tokens(model: &str, prompt: &str) -> Vec<String> {
         .collect()
 }
 
+/// A generation that passed the checks: the answer's tokens and the
+/// numbers Ollama reports about it.
+struct Answer {
+    tokens: Vec<String>,
+    /// "stop", or "length" when cut by `num_predict` / `max_tokens`.
+    done_reason: &'static str,
+    prompt_eval_count: u64,
+}
+
+impl Answer {
+    /// The answer to `prompt`, cut to `limit` tokens when that is positive
+    /// and shorter.
+    fn new(model: &str, prompt: &str, limit: Option<i64>) -> Answer {
+        let mut tokens = answer_tokens(model, prompt);
+        let mut done_reason = "stop";
+        if let Some(n) = limit.filter(|n| *n > 0)
+            && (n as usize) < tokens.len()
+        {
+            tokens.truncate(n as usize);
+            done_reason = "length";
+        }
+        Answer {
+            tokens,
+            done_reason,
+            prompt_eval_count: prompt.split_whitespace().count() as u64 + 8,
+        }
+    }
+}
+
+/// What a chat answers: the last user message (else the last message).
+fn chat_prompt(msgs: &[Value]) -> String {
+    msgs.iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .or(msgs.last())
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Ollama's message for a model that is not installed.
+fn not_found(model: &str) -> String {
+    format!("model \"{model}\" not found, try pulling it first")
+}
+
+/// A request body that must be a JSON object.
+fn json_body(body: &[u8]) -> Result<Value, String> {
+    if body.is_empty() {
+        return Err("missing request body".into());
+    }
+    match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("request body must be a JSON object".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A GET on a WebSocket path: the 101 (the connection then runs the echo),
+/// or 400 when the handshake is not a valid one.
+fn upgrade<W: Write>(req: &Request, w: &mut W) -> io::Result<(u16, After)> {
+    match ws::handshake(req) {
+        Ok(accept) => {
+            ws::write_upgrade(w, &accept)?;
+            Ok((101, After::WebSocket))
+        }
+        Err(e) => {
+            write_full(w, 400, "text/plain; charset=utf-8", e.as_bytes(), false)?;
+            Ok((400, After::Nothing))
+        }
+    }
+}
+
 fn err(msg: impl Into<String>) -> Value {
     json!({"error": msg.into()})
 }
@@ -245,6 +327,7 @@ impl App {
             }),
             hanging: AtomicBool::new(false),
             health_status: AtomicU16::new(200),
+            next_id: AtomicU64::new(1),
         }
     }
 
@@ -279,6 +362,7 @@ impl App {
             "path": req.path,
             "query": req.query,
             "body": recorded_body(&req.body),
+            "headers": req.header_map(),
         });
         let mut st = self.state();
         if st.requests.len() == REQUEST_LOG_LEN {
@@ -329,6 +413,12 @@ impl App {
                 });
                 self.json(w, 200, &v, head)?
             }
+            ("/v1/models", _) if get => self.json(w, 200, &self.openai_models(), head)?,
+            (path, _) if get && openai::model_path(path).is_some() => {
+                let name = openai::model_path(path).unwrap_or_default();
+                self.openai_model(&name, w, head)?
+            }
+            (path, "GET") if ws::PATHS.contains(&path) => return upgrade(req, w),
             ("/testrt/requests", _) if get => {
                 let v = json!({"requests": self.state().requests.iter().collect::<Vec<_>>()});
                 self.json(w, 200, &v, head)?
@@ -373,20 +463,17 @@ impl App {
                 }
             }
             (path, "POST" | "DELETE") if is_json_route(path, m) => {
-                let body: Value = if req.body.is_empty() {
-                    write_json(w, 400, &err("missing request body"))?;
-                    return Ok((400, After::Nothing));
+                // The OpenAI endpoints answer errors in OpenAI's shape.
+                let error: fn(String) -> Value = if path.starts_with("/v1/") {
+                    |m| openai::error(400, m)
                 } else {
-                    match serde_json::from_slice(&req.body) {
-                        Ok(v @ Value::Object(_)) => v,
-                        Ok(_) => {
-                            write_json(w, 400, &err("request body must be a JSON object"))?;
-                            return Ok((400, After::Nothing));
-                        }
-                        Err(e) => {
-                            write_json(w, 400, &err(e.to_string()))?;
-                            return Ok((400, After::Nothing));
-                        }
+                    |m| err(m)
+                };
+                let body: Value = match json_body(&req.body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        write_json(w, 400, &error(e))?;
+                        return Ok((400, After::Nothing));
                     }
                 };
                 match path {
@@ -397,6 +484,8 @@ impl App {
                     "/api/chat" => self.generate(&body, true, w)?,
                     "/api/embed" => self.embed(&body, w, false)?,
                     "/api/embeddings" => self.embed(&body, w, true)?,
+                    "/v1/chat/completions" => self.openai_chat(&body, w)?,
+                    "/v1/embeddings" => self.openai_embeddings(&body, w)?,
                     _ => self.embed_service(&body, w)?,
                 }
             }
@@ -570,22 +659,38 @@ impl App {
         }
     }
 
-    /// `/api/generate` (chat = false) and `/api/chat` (chat = true).
-    fn generate<W: Write>(&self, body: &Value, chat: bool, w: &mut W) -> io::Result<u16> {
+    /// The checks of every chat/generate request, in Ollama's order: a
+    /// model is named, installed, and not an embedding model. `what` names
+    /// the capability in the error ("chat", "generate").
+    fn generation_model<'a>(&self, body: &'a Value, what: &str) -> Result<&'a str, (u16, String)> {
         let Some(raw) = str_field(body, &["model"]) else {
-            write_json(w, 400, &err("model is required"))?;
-            return Ok(400);
+            return Err((400, "model is required".into()));
         };
         if !self.is_installed(raw) {
-            let e = format!("model \"{raw}\" not found, try pulling it first");
-            write_json(w, 404, &err(e))?;
-            return Ok(404);
+            return Err((404, not_found(raw)));
         }
         if is_embedding_model(raw) {
-            let what = if chat { "chat" } else { "generate" };
-            write_json(w, 400, &err(format!("\"{raw}\" does not support {what}")))?;
-            return Ok(400);
+            return Err((400, format!("\"{raw}\" does not support {what}")));
         }
+        Ok(raw)
+    }
+
+    /// Pauses before the token `i` of a streamed answer (not before the first).
+    fn pace(&self, i: usize) {
+        if i > 0 && !self.cfg.token_delay.is_zero() {
+            std::thread::sleep(self.cfg.token_delay);
+        }
+    }
+
+    /// `/api/generate` (chat = false) and `/api/chat` (chat = true).
+    fn generate<W: Write>(&self, body: &Value, chat: bool, w: &mut W) -> io::Result<u16> {
+        let raw = match self.generation_model(body, if chat { "chat" } else { "generate" }) {
+            Ok(raw) => raw,
+            Err((status, e)) => {
+                write_json(w, status, &err(e))?;
+                return Ok(status);
+            }
+        };
         let ka = match parse_keep_alive(body.get("keep_alive")) {
             Ok(ka) => ka,
             Err(e) => {
@@ -596,15 +701,7 @@ impl App {
         let prompt = if chat {
             match body.get("messages") {
                 None | Some(Value::Null) => String::new(),
-                Some(Value::Array(msgs)) => msgs
-                    .iter()
-                    .rev()
-                    .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-                    .or(msgs.last())
-                    .and_then(|m| m.get("content"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                Some(Value::Array(msgs)) => chat_prompt(msgs),
                 Some(_) => {
                     write_json(w, 400, &err("messages must be an array"))?;
                     return Ok(400);
@@ -656,31 +753,21 @@ impl App {
                 ka
             },
         );
-        let mut tokens = answer_tokens(raw, &prompt);
-        let mut done_reason = "stop";
-        if let Some(n) = body
-            .pointer("/options/num_predict")
-            .and_then(Value::as_i64)
-            .filter(|n| *n > 0)
-            && (n as usize) < tokens.len()
-        {
-            tokens.truncate(n as usize);
-            done_reason = "length";
-        }
-        let prompt_eval_count = prompt.split_whitespace().count() as u64 + 8;
-        let eval_count = tokens.len() as u64;
+        let limit = body.pointer("/options/num_predict").and_then(Value::as_i64);
+        let a = Answer::new(raw, &prompt, limit);
+        let eval_count = a.tokens.len() as u64;
         let load_duration: u64 = 2_000_000;
-        let prompt_eval_duration = prompt_eval_count * 1_000_000;
+        let prompt_eval_duration = a.prompt_eval_count * 1_000_000;
         let eval_duration = eval_count * EVAL_NS_PER_TOKEN;
         let stats = |mut v: Value| {
             v["done"] = json!(true);
-            v["done_reason"] = json!(done_reason);
+            v["done_reason"] = json!(a.done_reason);
             if !chat {
                 v["context"] = json!([1, 2, 3]);
             }
             v["total_duration"] = json!(load_duration + prompt_eval_duration + eval_duration);
             v["load_duration"] = json!(load_duration);
-            v["prompt_eval_count"] = json!(prompt_eval_count);
+            v["prompt_eval_count"] = json!(a.prompt_eval_count);
             v["prompt_eval_duration"] = json!(prompt_eval_duration);
             v["eval_count"] = json!(eval_count);
             v["eval_duration"] = json!(eval_duration);
@@ -689,10 +776,8 @@ impl App {
         let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(true);
         let result = if stream {
             let mut s = NdjsonStream::start(w, 200)?;
-            for (i, t) in tokens.iter().enumerate() {
-                if i > 0 && !self.cfg.token_delay.is_zero() {
-                    std::thread::sleep(self.cfg.token_delay);
-                }
+            for (i, t) in a.tokens.iter().enumerate() {
+                self.pace(i);
                 let mut v = shell(t);
                 v["done"] = json!(false);
                 s.send(&v)?;
@@ -700,7 +785,7 @@ impl App {
             s.send(&stats(shell("")))?;
             s.finish()
         } else {
-            write_json(w, 200, &stats(shell(&tokens.concat())))
+            write_json(w, 200, &stats(shell(&a.tokens.concat())))
         };
         if ka == KeepAlive::Unload {
             self.keep(raw, KeepAlive::Unload);
@@ -715,8 +800,7 @@ impl App {
             return Ok(400);
         };
         if !self.is_installed(raw) {
-            let e = format!("model \"{raw}\" not found, try pulling it first");
-            write_json(w, 404, &err(e))?;
+            write_json(w, 404, &err(not_found(raw)))?;
             return Ok(404);
         }
         let ka = match parse_keep_alive(body.get("keep_alive")) {
@@ -744,26 +828,15 @@ impl App {
                 return Ok(400);
             }
         };
-        let dim = match body.get("dimensions").and_then(Value::as_u64) {
-            None => EMBED_DIM,
-            Some(d) if (1..=EMBED_DIM as u64).contains(&d) => d as usize,
-            Some(_) => {
-                write_json(w, 400, &err("dimensions out of range"))?;
+        let dim = match dimensions(body) {
+            Ok(d) => d,
+            Err(e) => {
+                write_json(w, 400, &err(e))?;
                 return Ok(400);
             }
         };
-        let embeddings: Vec<Vec<f32>> = inputs
-            .iter()
-            .map(|t| {
-                let mut v = embed(t, EMBED_DIM);
-                if dim < EMBED_DIM {
-                    v.truncate(dim);
-                    normalise(&mut v);
-                }
-                v
-            })
-            .collect();
-        let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
+        let embeddings = vectors(&inputs, dim);
+        let tokens = token_count(&inputs);
         let v = json!({
             "model": raw,
             "embeddings": embeddings,
@@ -809,6 +882,38 @@ fn texts(v: Option<&Value>) -> Result<Vec<String>, &'static str> {
     }
 }
 
+/// The request's `dimensions` (absent: the full `EMBED_DIM`).
+fn dimensions(body: &Value) -> Result<usize, &'static str> {
+    match body.get("dimensions") {
+        None | Some(Value::Null) => Ok(EMBED_DIM),
+        Some(d) => match d.as_u64() {
+            Some(d) if (1..=EMBED_DIM as u64).contains(&d) => Ok(d as usize),
+            _ => Err("dimensions out of range"),
+        },
+    }
+}
+
+/// The embeddings of `inputs`, cut to `dim` and normalised again when
+/// shorter (as Ollama truncates).
+fn vectors(inputs: &[String], dim: usize) -> Vec<Vec<f32>> {
+    inputs
+        .iter()
+        .map(|t| {
+            let mut v = embed(t, EMBED_DIM);
+            if dim < EMBED_DIM {
+                v.truncate(dim);
+                normalise(&mut v);
+            }
+            v
+        })
+        .collect()
+}
+
+/// The prompt tokens an embedding request reports (words, roughly).
+fn token_count(inputs: &[String]) -> usize {
+    inputs.iter().map(|t| t.split_whitespace().count()).sum()
+}
+
 fn expire(st: &mut State, now: SystemTime) {
     st.loaded.retain(|_, exp| exp.is_none_or(|t| t > now));
 }
@@ -816,32 +921,44 @@ fn expire(st: &mut State, now: SystemTime) {
 fn is_json_route(path: &str, method: &str) -> bool {
     match path {
         "/api/delete" => method == "DELETE",
-        "/api/show" | "/api/pull" | "/api/generate" | "/api/chat" | "/api/embed"
-        | "/api/embeddings" | "/embed" => method == "POST",
+        "/api/show"
+        | "/api/pull"
+        | "/api/generate"
+        | "/api/chat"
+        | "/api/embed"
+        | "/api/embeddings"
+        | "/embed"
+        | "/v1/chat/completions"
+        | "/v1/embeddings" => method == "POST",
         _ => false,
     }
 }
 
 fn is_known_path(path: &str) -> bool {
-    matches!(
-        path,
-        "/" | "/health"
-            | "/info"
-            | "/api/version"
-            | "/api/tags"
-            | "/api/ps"
-            | "/api/show"
-            | "/api/pull"
-            | "/api/delete"
-            | "/api/generate"
-            | "/api/chat"
-            | "/api/embed"
-            | "/api/embeddings"
-            | "/embed"
-            | "/testrt/requests"
-            | "/testrt/hang"
-            | "/testrt/exit"
-            | "/testrt/oom"
-            | "/testrt/health"
-    )
+    openai::model_path(path).is_some()
+        || ws::PATHS.contains(&path)
+        || matches!(
+            path,
+            "/" | "/health"
+                | "/info"
+                | "/api/version"
+                | "/api/tags"
+                | "/api/ps"
+                | "/api/show"
+                | "/api/pull"
+                | "/api/delete"
+                | "/api/generate"
+                | "/api/chat"
+                | "/api/embed"
+                | "/api/embeddings"
+                | "/embed"
+                | "/v1/models"
+                | "/v1/chat/completions"
+                | "/v1/embeddings"
+                | "/testrt/requests"
+                | "/testrt/hang"
+                | "/testrt/exit"
+                | "/testrt/oom"
+                | "/testrt/health"
+        )
 }

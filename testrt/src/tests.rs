@@ -11,7 +11,8 @@ use crate::http::{self, Request, decode_chunked};
 use crate::ollama::{
     After, App, Config, EVAL_NS_PER_TOKEN, normalise_name, pull_events, pull_fails,
 };
-use crate::util::EMBED_DIM;
+use crate::util::{EMBED_DIM, base64_decode};
+use crate::ws::{self, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 
 fn app() -> App {
     App::new(Config {
@@ -32,6 +33,15 @@ impl Resp {
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
+    /// The `data:` payloads of a server-sent-events body, in order.
+    fn events(&self) -> Vec<String> {
+        assert!(self.head.contains("text/event-stream"), "{}", self.head);
+        let text = String::from_utf8(self.body.clone()).unwrap();
+        assert!(text.ends_with("\n\n"), "{text}");
+        text.split_terminator("\n\n")
+            .map(|e| e.strip_prefix("data: ").expect(e).to_string())
+            .collect()
+    }
     /// The NDJSON lines of a streamed body.
     fn lines(&self) -> Vec<Value> {
         assert!(self.head.contains("application/x-ndjson"), "{}", self.head);
@@ -44,11 +54,24 @@ impl Resp {
 }
 
 fn call(app: &App, method: &str, path: &str, body: Option<Value>) -> Resp {
+    call_with_headers(app, method, path, &[], body)
+}
+
+fn call_with_headers(
+    app: &App,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Resp {
     let req = Request {
         method: method.into(),
         path: path.into(),
         query: String::new(),
-        headers: Vec::new(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect(),
         body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
     };
     let mut out = Vec::new();
@@ -527,8 +550,26 @@ fn request_log_is_bounded_and_clearable() {
     assert_eq!(reqs.len(), 100);
     assert_eq!(reqs[0]["body"]["model"], "m31");
     assert_eq!(reqs[99]["body"], Value::Null);
+    assert!(reqs[99]["headers"].as_object().unwrap().is_empty());
     let r = call(&a, "DELETE", "/testrt/requests", None).json();
     assert_eq!(r["cleared"], 100);
+    call_with_headers(
+        &a,
+        "GET",
+        "/api/tags",
+        &[
+            ("X-Forwarded-Prefix", "/ollama"),
+            ("Accept", "a/b"),
+            ("accept", "c/d"),
+        ],
+        None,
+    );
+    let log = call(&a, "GET", "/testrt/requests", None).json();
+    assert_eq!(
+        log["requests"][0]["headers"],
+        json!({"x-forwarded-prefix": "/ollama", "accept": "a/b, c/d"})
+    );
+    call(&a, "DELETE", "/testrt/requests", None);
     let log = call(&a, "GET", "/testrt/requests", None).json();
     assert!(log["requests"].as_array().unwrap().is_empty());
 }
@@ -632,4 +673,568 @@ fn end_to_end_over_loopback_including_hang() {
         ),
         "{e}"
     );
+}
+
+const CHAT: &str = "/v1/chat/completions";
+
+fn openai_error(r: &Resp, status: u16, kind: &str) -> String {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let e = &v["error"];
+    assert_eq!(e["type"], kind, "{v}");
+    assert_eq!(
+        (e["param"].clone(), e["code"].clone()),
+        (Value::Null, Value::Null)
+    );
+    e["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn openai_chat_completion() {
+    let a = app();
+    let body = json!({"model": "llama3.2:1b",
+                      "messages": [{"role": "system", "content": "be brief"},
+                                   {"role": "user", "content": "hi there"}]});
+    let r = call(&a, "POST", CHAT, Some(body.clone()));
+    assert_eq!(r.status, 200);
+    assert!(r.head.contains("application/json"), "{}", r.head);
+    let v = r.json();
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"), "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "llama3.2:1b");
+    assert_eq!(v["system_fingerprint"], "fp_ollama");
+    assert!(v["created"].as_u64().unwrap() > 1_700_000_000);
+    let choice = &v["choices"][0];
+    assert_eq!(choice["index"], 0);
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["finish_reason"], "stop");
+    // The same answer as /api/chat.
+    let mut native = body.clone();
+    native["stream"] = json!(false);
+    let n = call(&a, "POST", "/api/chat", Some(native)).json();
+    assert_eq!(choice["message"]["content"], n["message"]["content"]);
+    let u = &v["usage"];
+    assert_eq!(u["prompt_tokens"], n["prompt_eval_count"]);
+    assert_eq!(u["completion_tokens"], n["eval_count"]);
+    assert_eq!(
+        u["total_tokens"].as_u64().unwrap(),
+        u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(ps_names(&a), ["llama3.2:1b"], "answering loads the model");
+    // Ids differ between requests.
+    let again = call(&a, "POST", CHAT, Some(body.clone())).json();
+    assert_ne!(again["id"], v["id"]);
+
+    // max_tokens truncates, as num_predict does.
+    let mut short = body.clone();
+    short["max_tokens"] = json!(3);
+    let v = call(&a, "POST", CHAT, Some(short)).json();
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+
+    // Content given as parts.
+    let parts = json!({"model": "llama3.2:1b", "messages": [{"role": "user",
+        "content": [{"type": "text", "text": "hi there"}]}]});
+    let v = call(&a, "POST", CHAT, Some(parts)).json();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        n["message"]["content"]
+    );
+
+    // Errors, in OpenAI's shape.
+    let r = call(
+        &a,
+        "POST",
+        CHAT,
+        Some(json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]})),
+    );
+    assert_eq!(
+        openai_error(&r, 404, "not_found_error"),
+        "model \"nope\" not found, try pulling it first"
+    );
+    let r = call(
+        &a,
+        "POST",
+        CHAT,
+        Some(json!({"model": "nomic-embed-text", "messages": [{"role": "user", "content": "x"}]})),
+    );
+    openai_error(&r, 400, "invalid_request_error");
+    let r = call(
+        &a,
+        "POST",
+        CHAT,
+        Some(json!({"model": "llama3.2:1b", "messages": []})),
+    );
+    assert_eq!(
+        openai_error(&r, 400, "invalid_request_error"),
+        "[] is too short - 'messages'"
+    );
+    let r = call(
+        &a,
+        "POST",
+        CHAT,
+        Some(json!({"messages": [{"role": "user", "content": "x"}]})),
+    );
+    openai_error(&r, 400, "invalid_request_error");
+    let r = call(&a, "POST", CHAT, None);
+    openai_error(&r, 400, "invalid_request_error");
+    let r = call(&a, "POST", CHAT, Some(json!([1])));
+    openai_error(&r, 400, "invalid_request_error");
+    assert_eq!(call(&a, "GET", CHAT, None).status, 405);
+    // Recorded like every request.
+    let log = call(&a, "GET", "/testrt/requests", None).json();
+    let last = log["requests"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["method"].clone(), last["path"].clone()),
+        (json!("GET"), json!(CHAT))
+    );
+}
+
+#[test]
+fn openai_chat_stream_is_sse_ending_in_done() {
+    let a = app();
+    let body = json!({"model": "llama3.2:1b", "stream": true,
+                      "messages": [{"role": "user", "content": "hi there"}]});
+    let whole = {
+        let mut b = body.clone();
+        b["stream"] = json!(false);
+        call(&a, "POST", CHAT, Some(b)).json()
+    };
+    let r = call(&a, "POST", CHAT, Some(body.clone()));
+    assert_eq!(r.status, 200);
+    assert!(r.head.contains("Transfer-Encoding: chunked"), "{}", r.head);
+    let events = r.events();
+    let (done, chunks) = events.split_last().unwrap();
+    assert_eq!(done, "[DONE]");
+    let chunks: Vec<Value> = chunks
+        .iter()
+        .map(|c| serde_json::from_str(c).unwrap())
+        .collect();
+    let (last, tokens) = chunks.split_last().unwrap();
+    assert!(tokens.len() > 2);
+    let id = &chunks[0]["id"];
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(&c["id"], id);
+        assert_eq!(c["model"], "llama3.2:1b");
+        assert_eq!(c["system_fingerprint"], "fp_ollama");
+        assert_eq!(c["choices"][0]["delta"]["role"], "assistant");
+        assert!(c.get("usage").is_none());
+    }
+    assert!(
+        tokens
+            .iter()
+            .all(|c| c["choices"][0]["finish_reason"].is_null())
+    );
+    let text: String = tokens
+        .iter()
+        .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        text,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    assert_eq!(last["choices"][0]["delta"]["content"], "");
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+
+    // With usage, and cut by max_tokens.
+    let mut b = body.clone();
+    b["stream_options"] = json!({"include_usage": true});
+    b["max_tokens"] = json!(2);
+    let events = call(&a, "POST", CHAT, Some(b)).events();
+    assert_eq!(events.len(), 2 + 1 + 1 + 1, "{events:?}");
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let fin: Value = serde_json::from_str(&events[2]).unwrap();
+    assert_eq!(fin["choices"][0]["finish_reason"], "length");
+    let usage: Value = serde_json::from_str(&events[3]).unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 2);
+    assert_eq!(
+        usage["usage"]["prompt_tokens"],
+        whole["usage"]["prompt_tokens"]
+    );
+}
+
+#[test]
+fn openai_models() {
+    let a = app();
+    let r = call(&a, "GET", "/v1/models", None);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    let data = v["data"].as_array().unwrap();
+    let ids: Vec<_> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["llama3.2:1b", "nomic-embed-text:latest"]);
+    for m in data {
+        assert_eq!(m["object"], "model");
+        assert_eq!(m["owned_by"], "library");
+        assert!(m["created"].as_u64().unwrap() > 1_700_000_000);
+    }
+    let one = call(&a, "GET", "/v1/models/llama3.2:1b", None).json();
+    assert_eq!(one, data[0]);
+    let escaped = call(&a, "GET", "/v1/models/llama3.2%3A1b", None).json();
+    assert_eq!(escaped["id"], "llama3.2:1b");
+    // The id is the name as asked.
+    let short = call(&a, "GET", "/v1/models/nomic-embed-text", None).json();
+    assert_eq!(short["id"], "nomic-embed-text");
+    let r = call(&a, "GET", "/v1/models/nope:7b", None);
+    assert_eq!(
+        openai_error(&r, 404, "not_found_error"),
+        "model 'nope:7b' not found"
+    );
+    assert_eq!(call(&a, "POST", "/v1/models", None).status, 405);
+    assert_eq!(
+        call(&a, "DELETE", "/v1/models/llama3.2:1b", None).status,
+        405
+    );
+    let head = call(&a, "HEAD", "/v1/models", None);
+    assert_eq!((head.status, head.body.len()), (200, 0));
+}
+
+/// Base64 of little-endian f32s → the floats.
+fn floats_of_base64(s: &str) -> Vec<f32> {
+    base64_decode(s)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn openai_embeddings_float_and_base64() {
+    let a = app();
+    let native = call(
+        &a,
+        "POST",
+        "/api/embed",
+        Some(json!({"model": "nomic-embed-text", "input": ["a b", "c"]})),
+    )
+    .json();
+    let body = json!({"model": "nomic-embed-text", "input": ["a b", "c"]});
+    let r = call(&a, "POST", "/v1/embeddings", Some(body.clone()));
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "nomic-embed-text");
+    assert_eq!(v["usage"], json!({"prompt_tokens": 3, "total_tokens": 3}));
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d["object"], "embedding");
+        assert_eq!(d["index"], i);
+        assert_eq!(d["embedding"], native["embeddings"][i]);
+    }
+    // A single string; dimensions.
+    let one = call(
+        &a,
+        "POST",
+        "/v1/embeddings",
+        Some(json!({"model": "nomic-embed-text", "input": "c", "dimensions": 16})),
+    )
+    .json();
+    assert_eq!(one["data"].as_array().unwrap().len(), 1);
+    assert_eq!(one["data"][0]["embedding"].as_array().unwrap().len(), 16);
+
+    // base64: the same floats, bit for bit.
+    let mut b64 = body.clone();
+    b64["encoding_format"] = json!("base64");
+    let v = call(&a, "POST", "/v1/embeddings", Some(b64)).json();
+    for (i, d) in v["data"].as_array().unwrap().iter().enumerate() {
+        let got = floats_of_base64(d["embedding"].as_str().unwrap());
+        let want: Vec<f32> = native["embeddings"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got.len(), EMBED_DIM);
+        assert_eq!(got, want);
+    }
+    let mut float = body.clone();
+    float["encoding_format"] = json!("float");
+    let v = call(&a, "POST", "/v1/embeddings", Some(float)).json();
+    assert_eq!(v["data"][1]["embedding"], native["embeddings"][1]);
+
+    // Errors.
+    let post = |b: Value| call(&a, "POST", "/v1/embeddings", Some(b));
+    let r = post(json!({"model": "nomic-embed-text", "input": "x", "encoding_format": "hex"}));
+    assert!(openai_error(&r, 400, "invalid_request_error").contains("encoding_format"));
+    let r = post(json!({"model": "nomic-embed-text"}));
+    assert_eq!(
+        openai_error(&r, 400, "invalid_request_error"),
+        "invalid input"
+    );
+    let r = post(json!({"model": "nomic-embed-text", "input": []}));
+    assert_eq!(
+        openai_error(&r, 400, "invalid_request_error"),
+        "invalid input"
+    );
+    let r = post(json!({"model": "nomic-embed-text", "input": [1, 2]}));
+    openai_error(&r, 400, "invalid_request_error");
+    let r = post(json!({"model": "bge-m3", "input": "x"}));
+    openai_error(&r, 404, "not_found_error");
+    assert_eq!(call(&a, "GET", "/v1/embeddings", None).status, 405);
+}
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+fn upgrade_headers(key: &str, version: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Host", "x".into()),
+        ("Upgrade", "websocket".into()),
+        ("Connection", "keep-alive, Upgrade".into()),
+        ("Sec-WebSocket-Key", key.into()),
+        ("Sec-WebSocket-Version", version.into()),
+    ]
+}
+
+fn upgrade_call(a: &App, path: &str, headers: &[(&'static str, String)]) -> Resp {
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    call_with_headers(a, "GET", path, &h, None)
+}
+
+#[test]
+fn websocket_handshake() {
+    assert_eq!(ws::accept_key(KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    let a = app();
+    for path in ws::PATHS {
+        let r = upgrade_call(&a, path, &upgrade_headers(KEY, "13"));
+        assert_eq!((r.status, r.after), (101, After::WebSocket));
+        assert!(r.head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(r.head.contains("\r\nUpgrade: websocket"), "{}", r.head);
+        assert!(r.head.contains("\r\nConnection: Upgrade"));
+        assert!(
+            r.head
+                .contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{}",
+            r.head
+        );
+        assert!(r.body.is_empty());
+    }
+    let refused = |headers: Vec<(&'static str, String)>| {
+        let r = upgrade_call(&a, "/testrt/ws", &headers);
+        assert_eq!((r.status, r.after), (400, After::Nothing), "{headers:?}");
+    };
+    refused(upgrade_headers("", "13"));
+    refused(upgrade_headers("c2hvcnQ=", "13"));
+    refused(upgrade_headers("not base64 at all!!!!!!=", "13"));
+    refused(upgrade_headers(KEY, "8"));
+    refused(upgrade_headers(KEY, "13")[..4].to_vec());
+    refused(vec![
+        ("Sec-WebSocket-Key", KEY.into()),
+        ("Sec-WebSocket-Version", "13".into()),
+    ]);
+    assert_eq!(call(&a, "POST", "/rest/push", None).status, 405);
+    // The upgrade request is in the log, with its headers.
+    let log = call(&a, "GET", "/testrt/requests", None).json();
+    let first = &log["requests"][0];
+    assert_eq!(first["path"], "/testrt/ws");
+    assert_eq!(first["headers"]["sec-websocket-key"], KEY);
+}
+
+#[test]
+fn websocket_frames_round_trip_in_every_length_form() {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    // RFC 6455 §5.7: a masked "Hello".
+    assert_eq!(
+        ws::encode(true, OP_TEXT, b"Hello", Some(mask)),
+        [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58
+        ]
+    );
+    assert_eq!(
+        ws::encode(true, OP_TEXT, b"Hello", None),
+        [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]
+    );
+    for (len, header) in [
+        (0, 2),
+        (125, 2),
+        (126, 4),
+        (200, 4),
+        (65_535, 4),
+        (65_536, 10),
+        (70_000, 10),
+    ] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let masked = ws::encode(true, OP_BINARY, &payload, Some(mask));
+        assert_eq!(masked.len(), header + 4 + len, "{len}");
+        let f = ws::read_frame(&mut masked.as_slice(), 1 << 20).unwrap();
+        assert_eq!((f.fin, f.opcode, f.payload.len()), (true, OP_BINARY, len));
+        assert_eq!(f.payload, payload);
+        let plain = ws::encode(true, OP_BINARY, &payload, None);
+        assert_eq!(plain.len(), header + len);
+        assert_eq!(plain[1] & 0x80, 0, "server frames are unmasked");
+        assert_eq!(&plain[header..], payload.as_slice());
+        match len {
+            126..=65_535 => assert_eq!(plain[1], 126),
+            65_536.. => assert_eq!(plain[1], 127),
+            _ => assert_eq!(plain[1] as usize, len),
+        }
+    }
+    // Refused: unmasked client frames, oversize, long control frames.
+    let plain = ws::encode(true, OP_TEXT, b"x", None);
+    assert!(matches!(
+        ws::read_frame(&mut plain.as_slice(), 10),
+        Err(ws::FrameError::Protocol(_))
+    ));
+    let big = ws::encode(true, OP_TEXT, &[b'a'; 11], Some(mask));
+    assert!(matches!(
+        ws::read_frame(&mut big.as_slice(), 10),
+        Err(ws::FrameError::TooBig)
+    ));
+    let ping = ws::encode(true, OP_PING, &[0; 126], Some(mask));
+    assert!(matches!(
+        ws::read_frame(&mut ping.as_slice(), 1000),
+        Err(ws::FrameError::Protocol(_))
+    ));
+}
+
+/// Decodes the server's (unmasked) frames.
+fn server_frames(mut out: &[u8]) -> Vec<ws::Frame> {
+    let mut frames = Vec::new();
+    while !out.is_empty() {
+        assert_eq!(out[1] & 0x80, 0, "server frames are unmasked");
+        let (len, at) = match out[1] {
+            126 => (u16::from_be_bytes([out[2], out[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(out[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        frames.push(ws::Frame {
+            fin: out[0] & 0x80 != 0,
+            opcode: out[0] & 0x0f,
+            payload: out[at..at + len].to_vec(),
+        });
+        out = &out[at + len..];
+    }
+    frames
+}
+
+#[test]
+fn websocket_echo_session() {
+    let m = Some([1, 2, 3, 4]);
+    let big: Vec<u8> = (0..70_000).map(|i| (i % 256) as u8).collect();
+    let mut input = Vec::new();
+    input.extend(ws::encode(true, OP_TEXT, b"hello", m));
+    input.extend(ws::encode(true, OP_BINARY, &big, m));
+    input.extend(ws::encode(true, OP_PING, b"p", m));
+    input.extend(ws::encode(false, OP_TEXT, "fragm".as_bytes(), m));
+    input.extend(ws::encode(true, OP_PING, b"", m)); // between fragments
+    input.extend(ws::encode(true, OP_CONTINUATION, "ented é".as_bytes(), m));
+    input.extend(ws::encode(true, OP_PONG, b"", m));
+    input.extend(ws::encode(true, OP_CLOSE, &1000u16.to_be_bytes(), m));
+    input.extend(ws::encode(true, OP_TEXT, b"after close: unread", m));
+    let mut out = Vec::new();
+    let end = ws::echo(&mut input.as_slice(), &mut out, "{\"type\":\"hello\"}").unwrap();
+    assert_eq!(end.messages, 3);
+    let frames = server_frames(&out);
+    let got: Vec<(u8, Vec<u8>)> = frames
+        .iter()
+        .map(|f| (f.opcode, f.payload.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (OP_TEXT, b"{\"type\":\"hello\"}".to_vec()),
+            (OP_TEXT, b"hello".to_vec()),
+            (OP_BINARY, big),
+            (OP_PONG, b"p".to_vec()),
+            (OP_PONG, Vec::new()),
+            (OP_TEXT, "fragmented é".as_bytes().to_vec()),
+            (OP_CLOSE, 1000u16.to_be_bytes().to_vec()),
+        ]
+    );
+    assert!(frames.iter().all(|f| f.fin));
+
+    // Protocol errors end with a close carrying the RFC's code.
+    let close_code = |input: Vec<u8>| {
+        let mut out = Vec::new();
+        ws::echo(&mut input.as_slice(), &mut out, "{}").unwrap();
+        let last = server_frames(&out).pop().unwrap();
+        assert_eq!(last.opcode, OP_CLOSE);
+        u16::from_be_bytes([last.payload[0], last.payload[1]])
+    };
+    assert_eq!(close_code(ws::encode(true, OP_TEXT, b"x", None)), 1002);
+    assert_eq!(close_code(ws::encode(true, OP_CONTINUATION, b"x", m)), 1002);
+    assert_eq!(close_code(ws::encode(true, 0x3, b"x", m)), 1002);
+    assert_eq!(
+        close_code(ws::encode(true, OP_TEXT, &[0xff, 0xfe], m)),
+        1007
+    );
+    // A peer that just goes away: no close frame back, no error.
+    let mut out = Vec::new();
+    let end = ws::echo(
+        &mut ws::encode(true, OP_TEXT, b"x", m).as_slice(),
+        &mut out,
+        "{}",
+    )
+    .unwrap();
+    assert_eq!(end.messages, 1);
+    assert_eq!(server_frames(&out).len(), 2);
+}
+
+/// Reads one unmasked server frame of under 64 KiB from a socket.
+fn read_server_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).unwrap();
+    assert!(h[1] <= 126, "unmasked, under 64 KiB");
+    let len = if h[1] == 126 {
+        let mut l = [0u8; 2];
+        s.read_exact(&mut l).unwrap();
+        u16::from_be_bytes(l) as usize
+    } else {
+        h[1] as usize
+    };
+    let mut p = vec![0u8; len];
+    s.read_exact(&mut p).unwrap();
+    (h[0] & 0x0f, p)
+}
+
+#[test]
+fn websocket_over_loopback() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(app());
+    let served = app.clone();
+    std::thread::spawn(move || super::serve(listener, served));
+
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The first frame right behind the handshake: it must not be lost.
+    let mut req = format!(
+        "GET /rest/push?pushRef=abc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-Prefix: /n8n\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend(ws::encode(true, OP_TEXT, b"ping me", Some([9, 8, 7, 6])));
+    s.write_all(&req).unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    let (op, hello) = read_server_frame(&mut s);
+    assert_eq!(op, OP_TEXT);
+    let hello: Value = serde_json::from_slice(&hello).unwrap();
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["path"], "/rest/push");
+    assert_eq!(hello["query"], "pushRef=abc");
+    assert_eq!(hello["headers"]["x-forwarded-prefix"], "/n8n");
+    assert_eq!(hello["headers"]["upgrade"], "websocket");
+    assert_eq!(read_server_frame(&mut s), (OP_TEXT, b"ping me".to_vec()));
+    s.write_all(&ws::encode(
+        true,
+        OP_CLOSE,
+        &1000u16.to_be_bytes(),
+        Some([1, 1, 1, 1]),
+    ))
+    .unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, [0x88, 0x02, 0x03, 0xe8], "a close back, then the end");
 }

@@ -456,5 +456,6 @@ pub fn app_state(
         started_at: chrono::Utc::now(),
         control,
         mdns: tokio::sync::watch::channel(Default::default()).1,
+        keys: Default::default(),
     }
 }

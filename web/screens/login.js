@@ -3,6 +3,7 @@ import { api } from '../api.js';
 import { t } from '../i18n.js';
 import { h, errText } from '../ui.js';
 import { passwordForm } from './password.js';
+import { leaveForApp } from '../app.js';
 
 export function mount(root, params, { session, go }) {
   const next = params.get('next') || '#/overview';
@@ -19,7 +20,7 @@ export function mount(root, params, { session, go }) {
         onDone: async () => {
           session.me = null;
           session.me = await api('/api/auth/me');
-          go(next);
+          if (!leaveForApp()) go(next);
         },
         onUnauthorized: () => showLogin(),
       }));
@@ -49,7 +50,7 @@ export function mount(root, params, { session, go }) {
           return;
         }
         session.me = await api('/api/auth/me');
-        go(next);
+        if (!leaveForApp()) go(next);
       } catch (e) {
         if (e.status === 401) msg.textContent = t('login.invalid');
         else if (e.status === 429) {

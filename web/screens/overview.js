@@ -42,10 +42,11 @@ export function mount(root) {
   root.append(h('h1', { class: 'sr-only' }, t('nav.overview')), header,
     h('div', { class: 'cards' }, perfSec, diskSec, aiSec, netSec, chartSec, wfSec, linkSec), footer);
 
-  const host = location.hostname;
+  // The apps behind the front door, on this same origin (the session
+  // cookie lets the admin in; see api::proxy).
   links.append(h('ul', { class: 'links' },
-    h('li', {}, h('a', { href: `http://${host}:5678/`, rel: 'noopener' }, 'n8n', h('span', { class: 'muted' }, ` — ${t('ov.link_n8n')}`))),
-    h('li', {}, h('a', { href: `http://${host}:9001/`, rel: 'noopener' }, 'MinIO', h('span', { class: 'muted' }, ` — ${t('ov.link_minio')}`))),
+    h('li', {}, h('a', { href: '/n8n/', rel: 'noopener', id: 'link-n8n' }, 'n8n', h('span', { class: 'muted' }, ` — ${t('ov.link_n8n')}`))),
+    h('li', {}, h('a', { href: '/minio/', rel: 'noopener', id: 'link-minio' }, 'MinIO', h('span', { class: 'muted' }, ` — ${t('ov.link_minio')}`))),
     h('li', {}, h('a', { href: '#/services?playground=1' }, t('ov.playground'), h('span', { class: 'muted' }, ` — ${t('ov.link_llm')}`)))));
 
   // ---- live sample → performance + storage

@@ -1,5 +1,6 @@
 // Settings: change the password (policy shown live), the live sessions,
-// log out here or everywhere.
+// log out here or everywhere, and the API keys for apps (made here, shown
+// once with a copy button, revoked here).
 import { api } from '../api.js';
 import { t } from '../i18n.js';
 import { h, card, badge, confirmDialog, notify, errText, fmtTime } from '../ui.js';
@@ -8,8 +9,11 @@ import { passwordForm } from './password.js';
 export function mount(root, params, { go, session }) {
   const [pwSec, pwBody] = card(t('set.password'), 'card-password');
   const [sesSec, sesBody] = card(t('set.sessions'), 'card-sessions');
+  const [keySec, keyBody] = card(t('key.title'), 'card-keys');
   sesSec.classList.add('wide');
-  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, sesSec));
+  keySec.classList.add('wide');
+  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, sesSec, keySec));
+  mountKeys(keyBody);
 
   const mountForm = () => pwBody.replaceChildren(passwordForm({
     onDone: () => { notify(t('set.changed'), 'ok'); mountForm(); sessions(); },
@@ -43,4 +47,73 @@ export function mount(root, params, { go, session }) {
   };
   sessions();
   return () => {};
+}
+
+const SCOPES = ['llm', 'embeddings', 'metrics', 'admin'];
+const EXPIRY_DAYS = [0, 30, 90, 365];
+
+/** The API keys card: a form to make one, the key shown once, the list. */
+function mountKeys(body) {
+  const name = h('input', { id: 'key-name', name: 'key-name', maxlength: 64, required: true, autocomplete: 'off' });
+  const scopes = SCOPES.map((s) => h('label', { class: 'check' },
+    h('input', { type: 'checkbox', id: `key-scope-${s}`, value: s, checked: s === 'llm' }), ` ${t(`key.scope.${s}`)}`));
+  const expiry = h('select', { id: 'key-expiry' }, EXPIRY_DAYS.map((d) => h('option', { value: String(d) }, d ? t('key.days', { n: d }) : t('key.never'))));
+  const msg = h('p', { class: 'form-msg', role: 'alert', id: 'key-msg' });
+  const shown = h('div', { id: 'key-shown' });
+  const list = h('div', { id: 'key-list' });
+  const form = h('form', { class: 'stack', id: 'key-form', novalidate: true },
+    h('div', { class: 'field' }, h('label', { for: 'key-name' }, t('key.name')), name),
+    h('fieldset', { class: 'field' }, h('legend', {}, t('key.scopes')), ...scopes),
+    h('div', { class: 'field' }, h('label', { for: 'key-expiry' }, t('key.expiry')), expiry),
+    msg, h('button', { type: 'submit', class: 'primary', id: 'key-create' }, t('key.create')));
+  body.append(h('p', { class: 'hint' }, t('key.hint', { url: `${location.origin}/ollama/v1` })), form, shown, list);
+
+  const refresh = async () => {
+    try {
+      const r = await api('/api/keys');
+      if (!r.keys.length) { list.replaceChildren(h('p', { class: 'muted' }, t('key.none'))); return; }
+      list.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'keys-table' },
+        h('thead', {}, h('tr', {}, ['key.name', 'key.scopes', 'key.key', 'key.created', 'key.used', 'key.expires', 'key.action'].map((k) => h('th', { scope: 'col' }, t(k))))),
+        h('tbody', {}, r.keys.map((k) => h('tr', { 'data-key-id': String(k.id) },
+          h('th', { scope: 'row' }, k.name),
+          h('td', {}, k.scopes.map((s) => t(`key.scope.${s}`)).join(', ')),
+          h('td', { class: 'small mono' }, `${k.hint}…`),
+          h('td', {}, fmtTime(k.created_at)),
+          h('td', {}, k.last_used_at ? fmtTime(k.last_used_at) : t('key.unused')),
+          h('td', {}, k.expires_at ? fmtTime(k.expires_at) : t('key.never')),
+          h('td', {}, h('button', { type: 'button', class: 'danger small', 'aria-label': t('key.revoke_named', { name: k.name }), onclick: async () => {
+            if (!(await confirmDialog(t('key.confirm_revoke', { name: k.name }), t('key.revoke')))) return;
+            try {
+              await api(`/api/keys/${k.id}`, { method: 'DELETE' });
+              notify(t('key.revoked', { name: k.name }), 'ok');
+            } catch (e) { notify(errText(e), 'crit'); }
+            refresh();
+          } }, t('key.revoke')))))))));
+    } catch (e) { list.replaceChildren(h('p', { class: 'error' }, errText(e))); }
+  };
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    msg.textContent = '';
+    const chosen = scopes.map((l) => l.querySelector('input')).filter((i) => i.checked).map((i) => i.value);
+    if (!name.value.trim()) { msg.textContent = t('key.need_name'); name.focus(); return; }
+    if (!chosen.length) { msg.textContent = t('key.need_scope'); return; }
+    const days = Number(expiry.value);
+    const req = { name: name.value.trim(), scopes: chosen };
+    if (days) req.expires_at = new Date(Date.now() + days * 86400e3).toISOString();
+    try {
+      const r = await api('/api/keys', { method: 'POST', body: req });
+      const value = h('input', { id: 'key-new', readonly: true, value: r.key, 'aria-label': t('key.new_label'), class: 'mono' });
+      const copy = h('button', { type: 'button', class: 'secondary', id: 'key-copy', onclick: async () => {
+        value.select();
+        try { await navigator.clipboard.writeText(r.key); } catch { document.execCommand('copy'); }
+        notify(t('key.copied'), 'ok');
+      } }, t('key.copy'));
+      shown.replaceChildren(h('div', { class: 'key-once', role: 'status' },
+        h('p', {}, h('strong', {}, t('key.once'))), h('div', { class: 'row' }, value, copy)));
+      name.value = '';
+      refresh();
+    } catch (e) { msg.textContent = errText(e); }
+  });
+  refresh();
 }
