@@ -171,17 +171,57 @@ impl Daemon {
             updates,
             mdns: mdns_published,
             keys,
+            tls: None,
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();
-        let mut http = tokio::spawn(serve_http(
-            listener,
-            crate::api::router(state),
-            &config.http,
-            http_stop.clone().cancelled_owned(),
-        ));
-        tracing::info!(address = %local, version = build_info::VERSION_LINE, "listening on http://{local}");
-        notifier.send(&format!("READY=1\nSTATUS=serving on {local}"));
+        let https = open_https(&config).await;
+        let (mut http, serving) = match https {
+            None => (
+                tokio::spawn(serve_http(
+                    listener,
+                    crate::api::router(state),
+                    &config.http,
+                    None,
+                    http_stop.clone().cancelled_owned(),
+                )),
+                format!("http://{local}"),
+            ),
+            Some((tls, tls_listener)) => {
+                let at = tls_listener
+                    .local_addr()
+                    .context("HTTPS listener address")?;
+                let state = AppState {
+                    tls: Some(crate::state::TlsInfo {
+                        port: at.port(),
+                        fingerprint: tls.fingerprint.clone(),
+                        self_signed: tls.self_signed,
+                    }),
+                    ..state
+                };
+                tracing::info!(fingerprint = %tls.fingerprint, certificate = %tls.cert_path.display(), "HTTPS on {at}; http://{local} redirects to it");
+                let secure = serve_http(
+                    tls_listener,
+                    crate::api::router(state),
+                    &config.http,
+                    Some(tls.acceptor),
+                    http_stop.clone().cancelled_owned(),
+                );
+                let redirect = serve_http(
+                    listener,
+                    crate::api::redirect_to_https(at.port()),
+                    &config.http,
+                    None,
+                    http_stop.clone().cancelled_owned(),
+                );
+                (
+                    tokio::spawn(async move { futures::try_join!(secure, redirect).map(|_| ()) }),
+                    format!("https://{at}"),
+                )
+            }
+        };
+        tracing::info!(address = %local, version = build_info::VERSION_LINE, "listening on {serving}");
+        notifier.send(&format!("READY=1\nSTATUS=serving on {serving}"));
 
         let mut current = config;
         let mut current_catalog = catalog;
@@ -358,11 +398,43 @@ fn spawn_supervisor(
     ))
 }
 
+/// HTTPS when `http.tls` asks for it: the certificate (made at first start
+/// when self-signed) and its bound listener. A certificate that cannot be
+/// used, or a port that cannot be bound, is logged as an error and the box
+/// goes on over plain HTTP: the owner must still reach the dashboard.
+async fn open_https(config: &Config) -> Option<(crate::api::tls::Tls, TcpListener)> {
+    let cfg = config.http.tls.clone()?;
+    let secrets = config.paths.secrets_dir.clone();
+    let names = crate::api::tls::names(&config.mdns.hostname);
+    let listen = cfg.listen;
+    let opened = tokio::task::spawn_blocking(move || {
+        crate::api::tls::open(&cfg, &secrets, &names, &crate::api::tls::addresses())
+    })
+    .await
+    .map_err(anyhow::Error::from)
+    .and_then(|r| r);
+    let tls = match opened {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "HTTPS is off: the certificate cannot be used; serving plain HTTP");
+            return None;
+        }
+    };
+    match TcpListener::bind(listen).await {
+        Ok(l) => Some((tls, l)),
+        Err(e) => {
+            tracing::error!(error = %e, address = %listen, "HTTPS is off: cannot listen; serving plain HTTP");
+            None
+        }
+    }
+}
+
 /// The connection cap is sized from the open-file limit `main` raised.
 fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     http: &config::HttpConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = anyhow::Result<()>> + Send + 'static {
     let soft_files = match crate::os::rlimit::open_files() {
@@ -373,7 +445,7 @@ fn serve_http(
         }
     };
     let limits = crate::api::serve::EdgeLimits::new(http, soft_files);
-    crate::api::serve::serve(listener, router, limits, stop)
+    crate::api::serve::serve(listener, router, limits, tls, stop)
 }
 
 /// Sends `WATCHDOG=1` every `period` while every core worker is alive; a hung

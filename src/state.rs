@@ -37,6 +37,19 @@ pub struct AppState {
     pub mdns: watch::Receiver<crate::os::mdns::Published>,
     /// The API keys the daemon accepts (`crate::auth::keys`).
     pub keys: Arc<crate::auth::keys::KeyStore>,
+    /// HTTPS as served (None: off, or its certificate could not be used).
+    pub tls: Option<TlsInfo>,
+}
+
+/// What the owner is shown of HTTPS, to check the certificate by.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TlsInfo {
+    /// The port HTTPS answers on.
+    pub port: u16,
+    /// SHA-256 of the certificate, `AB:CD:…`, as browsers show it.
+    pub fingerprint: String,
+    /// Made by the box itself (`http.tls.self_signed`).
+    pub self_signed: bool,
 }
 
 impl AppState {

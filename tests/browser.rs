@@ -1412,3 +1412,165 @@ fn an_update_bundle_is_uploaded_checked_and_applied_in_chromium() {
     assert_labelled(&b, "updates");
     drop(pg);
 }
+
+/// The SHA-256 of a certificate's public key, base64: what Chromium's
+/// `--ignore-certificate-errors-spki-list` pins (that key only, nothing else).
+fn spki_pin(cert: &std::path::Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+            cert.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn curl_status(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_dashboard_over_https_sends_the_owner_back_to_the_app_and_makes_and_revokes_api_keys() {
+    let mut pg = PrivatePostgres::init(free_port());
+    pg.start();
+    let tls_port = free_port();
+    let cfg = TestConfig::with_http(
+        &pg.url(),
+        &format!("  tls: {{self_signed: true, listen: 127.0.0.1:{tls_port}}}\n"),
+        "",
+    );
+    let _daemon = start_daemon(&cfg);
+    let cert = cfg.dir.path().join("secrets/tls/cert.pem");
+    let cert_arg = cert.to_str().unwrap().to_owned();
+    let base = format!("https://127.0.0.1:{tls_port}");
+    wait_until("HTTPS to answer", Duration::from_secs(30), || {
+        (curl_status(&["--cacert", &cert_arg, &format!("{base}/api/health")]) == "200")
+            .then_some(())
+    });
+    // Chromium trusts exactly this certificate's key.
+    let Some(b) = Browser::start_with(&[format!(
+        "--ignore-certificate-errors-spki-list={}",
+        spki_pin(&cert)
+    )]) else {
+        return;
+    };
+
+    // n8n's link without a session: plain HTTP → HTTPS → the login, and
+    // after the (forced) password change back to /n8n/, which answers that
+    // no workflow service runs here.
+    b.goto(&format!("{}/n8n/", cfg.url("")));
+    b.wait_js(
+        "the login page over HTTPS",
+        Duration::from_secs(60),
+        "location.protocol === 'https:' && location.search === '?next=/n8n/' && document.querySelector('#login-pass')",
+    );
+    b.type_into("#login-pass", &initial_password(&cfg));
+    b.click("#login-submit");
+    b.wait_js(
+        "the forced password change",
+        Duration::from_secs(30),
+        "document.querySelector('#pw-new')",
+    );
+    b.type_into("#pw-new", TEST_ADMIN_PASSWORD);
+    b.type_into("#pw-again", TEST_ADMIN_PASSWORD);
+    b.click("#pw-submit");
+    let text = b.wait_js(
+        "back at n8n's path",
+        Duration::from_secs(30),
+        "location.pathname === '/n8n/' && document.body && document.body.textContent.includes('service_unavailable') && document.body.textContent",
+    );
+    assert!(
+        text.as_str().unwrap().contains("no service for it"),
+        "{text}"
+    );
+
+    // The overview shows the certificate's fingerprint.
+    b.goto(&format!("{base}/#/overview"));
+    let shown = b.wait_js(
+        "the fingerprint",
+        Duration::from_secs(30),
+        "document.querySelector('#tls-fingerprint') && document.querySelector('#tls-fingerprint').textContent",
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+            &cert_arg,
+        ])
+        .output()
+        .unwrap();
+    let expected = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(shown, expected.as_str());
+
+    // Settings: a key is made, shown once with a copy button, works, and is revoked.
+    b.goto(&format!("{base}/#/settings"));
+    b.wait_js(
+        "the keys card",
+        Duration::from_secs(30),
+        "document.querySelector('#key-form') && document.querySelector('#key-list p, #keys-table')",
+    );
+    assert_labelled(&b, "settings with keys");
+    b.type_into("#key-name", "laptop");
+    b.click("#key-scope-metrics");
+    b.click("#key-create");
+    let key = b.wait_js(
+        "the new key",
+        Duration::from_secs(20),
+        "document.querySelector('#key-new') && document.querySelector('#key-copy') && document.querySelector('#keys-table tbody tr') && document.querySelector('#key-new').value",
+    );
+    let key = key.as_str().unwrap().to_owned();
+    assert!(key.starts_with("ak_") && key.len() == 46, "{key}");
+    let row = b.exec(
+        "const r = document.querySelector('#keys-table tbody tr'); return [r.querySelector('th').textContent, r.cells[1].textContent, r.cells[2].textContent]",
+        vec![],
+    );
+    assert_eq!(row[0], "laptop");
+    assert_eq!(row[1], "Language model, Metrics");
+    assert_eq!(row[2], format!("{}…", &key[..9]));
+    // Accepted (the LLM is simply not there), then refused once revoked.
+    let bearer = format!("authorization: Bearer {key}");
+    let tags = format!("{base}/ollama/api/tags");
+    assert_eq!(
+        curl_status(&["--cacert", &cert_arg, "-H", &bearer, &tags]),
+        "503"
+    );
+    b.click("#keys-table tbody tr button");
+    b.click("dialog[open] [data-action=confirm]");
+    b.wait_js(
+        "the list without it",
+        Duration::from_secs(20),
+        "!document.querySelector('#keys-table') && document.querySelector('#key-list p')",
+    );
+    assert_eq!(
+        curl_status(&["--cacert", &cert_arg, "-H", &bearer, &tags]),
+        "401"
+    );
+}

@@ -257,6 +257,8 @@ pub struct Network {
     /// (`arasul-2.local` after a name collision), else the configured one.
     pub mdns_name: String,
     pub interfaces: Vec<NetInterface>,
+    /// HTTPS, when it is on: its port and the certificate's fingerprint.
+    pub tls: Option<crate::state::TlsInfo>,
     #[serde(flatten)]
     pub reachability: Reachability,
     pub timestamp: DateTime<Utc>,
@@ -275,6 +277,7 @@ pub async fn system_network(State(state): State<AppState>) -> Json<Network> {
             .clone()
             .unwrap_or_else(|| format!("{}.local", state.config().mdns.hostname)),
         interfaces: network_interfaces(),
+        tls: state.tls.clone(),
         reachability: state.metrics.reachability(),
         timestamp: Utc::now(),
     })

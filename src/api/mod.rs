@@ -183,6 +183,31 @@ pub fn router(state: AppState) -> Router {
         }))
 }
 
+/// The plain-HTTP side when HTTPS is on: every request is sent, path and
+/// query kept, to the same host on the HTTPS port (308, so a POST stays a
+/// POST).
+pub fn redirect_to_https(port: u16) -> Router {
+    Router::new().fallback(move |uri: Uri, headers: HeaderMap| async move {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+            .map_or_else(|| "arasul.local".to_owned(), |a| a.host().to_owned());
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        let port = if port == 443 {
+            String::new()
+        } else {
+            format!(":{port}")
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        axum::response::Redirect::permanent(&format!("https://{host}{port}{path}"))
+    })
+}
+
 /// Unknown `/api/...` paths get the JSON envelope; everything else is the dashboard.
 async fn fallback(uri: Uri, headers: HeaderMap) -> Response {
     if uri.path() == "/api" || uri.path().starts_with("/api/") {

@@ -80,6 +80,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: EdgeLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     tracing::info!(
@@ -110,6 +111,7 @@ pub async fn serve(
                             router.clone(),
                             limits,
                             drain.clone(),
+                            tls.clone(),
                         ));
                     }
                     Err(refusal) => {
@@ -160,8 +162,9 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// One connection: hyper's HTTP/1 until the client is done, the timeouts of
-/// `limits` expire, or a drain closes it after its request.
+/// One connection: the TLS handshake when serving HTTPS (within
+/// `header_timeout`), then hyper's HTTP/1 until the client is done, the
+/// timeouts of `limits` expire, or a drain closes it after its request.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -169,52 +172,121 @@ async fn serve_connection(
     router: Router,
     limits: EdgeLimits,
     drain: CancellationToken,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let clock = Arc::new(ConnClock::new(Instant::now()));
     // The slot travels with the socket: after a WebSocket upgrade the
     // socket outlives this task, and the connection still counts.
-    let io = TokioIo::new(MeteredIo {
+    let io = MeteredIo {
         stream,
         clock: clock.clone(),
         _slot: slot,
-    });
-    let service = {
-        let clock = clock.clone();
-        hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            let busy = clock.request_started();
-            let router = router.clone();
-            async move {
-                let resp = router.oneshot(req).await?;
-                Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _busy: busy }))
-            }
-        })
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .with_upgrades();
-    let mut conn = pin!(conn);
-    let mut draining = false;
-    loop {
-        let deadline = clock.deadline(&limits);
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(client = %peer, error = %e, "http connection ended with an error");
+    let conn = Conn {
+        peer,
+        router,
+        limits,
+        drain,
+        clock,
+    };
+    match tls {
+        None => conn.drive(TokioIo::new(io), false).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
+                Ok(Ok(tls)) => conn.drive(TokioIo::new(tls), true).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
                 }
-                return;
+                Err(_) => {
+                    tracing::debug!(client = %peer, "no TLS handshake within http.header_timeout");
+                }
             }
-            _ = drain.cancelled(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = clock.changed.notified() => {}
-            _ = tokio::time::sleep_until(deadline.map_or_else(Instant::now, |d| d.at)), if deadline.is_some() => {
-                if let Some(d) = clock.deadline(&limits)
-                    && d.at <= Instant::now()
-                {
-                    tracing::debug!(client = %peer, reason = d.why, "http connection closed");
+        }
+    }
+}
+
+/// A request that came over TLS carries the `https` scheme in its URI
+/// (what `api::auth` and the proxy read); hyper hands on only the path.
+fn mark_https(req: &mut Request<Incoming>) {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+        .unwrap_or_else(|| axum::http::uri::Authority::from_static("localhost"));
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(axum::http::uri::Scheme::HTTPS);
+    parts.authority = Some(host);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(axum::http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// What one connection's HTTP/1 loop needs.
+struct Conn {
+    peer: SocketAddr,
+    router: Router,
+    limits: EdgeLimits,
+    drain: CancellationToken,
+    clock: Arc<ConnClock>,
+}
+
+impl Conn {
+    async fn drive<I>(self, io: I, https: bool)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Conn {
+            peer,
+            router,
+            limits,
+            drain,
+            clock,
+        } = self;
+        let service = {
+            let clock = clock.clone();
+            hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                if https {
+                    mark_https(&mut req);
+                }
+                let busy = clock.request_started();
+                let router = router.clone();
+                async move {
+                    let resp = router.oneshot(req).await?;
+                    Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _busy: busy }))
+                }
+            })
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades();
+        let mut conn = pin!(conn);
+        let mut draining = false;
+        loop {
+            let deadline = clock.deadline(&limits);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(client = %peer, error = %e, "http connection ended with an error");
+                    }
                     return;
+                }
+                _ = drain.cancelled(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = clock.changed.notified() => {}
+                _ = tokio::time::sleep_until(deadline.map_or_else(Instant::now, |d| d.at)), if deadline.is_some() => {
+                    if let Some(d) = clock.deadline(&limits)
+                        && d.at <= Instant::now()
+                    {
+                        tracing::debug!(client = %peer, reason = d.why, "http connection closed");
+                        return;
+                    }
                 }
             }
         }

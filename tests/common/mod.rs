@@ -457,5 +457,6 @@ pub fn app_state(
         control,
         mdns: tokio::sync::watch::channel(Default::default()).1,
         keys: Default::default(),
+        tls: None,
     }
 }

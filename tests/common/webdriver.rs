@@ -61,6 +61,11 @@ impl Browser {
     /// Starts chromedriver and one headless Chromium session; None (after a
     /// loud message) when the browser is not installed and CI is not set.
     pub fn start() -> Option<Browser> {
+        Browser::start_with(&[])
+    }
+
+    /// As `start`, with more Chromium switches (e.g. a pinned certificate).
+    pub fn start_with(extra_args: &[String]) -> Option<Browser> {
         let (driver_bin, chrome) = find_browser()?;
         let port = crate::common::free_port();
         let driver = Command::new(driver_bin)
@@ -86,16 +91,26 @@ impl Browser {
         crate::common::wait_until("chromedriver to listen", Duration::from_secs(20), || {
             b.raw("GET", "/status", None).ok()
         });
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1280,900".into(),
+            "--no-first-run".into(),
+            "--disable-extensions".into(),
+            "--disable-background-networking".into(),
+            "--disable-sync".into(),
+            "--disable-component-update".into(),
+            "--disable-default-apps".into(),
+            format!("--user-data-dir={}", b._profile.path().display()),
+        ];
+        args.extend(extra_args.iter().cloned());
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chrome.display().to_string(),
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,900",
-                         "--no-first-run", "--disable-extensions",
-                         "--disable-background-networking", "--disable-sync",
-                         "--disable-component-update", "--disable-default-apps",
-                         format!("--user-data-dir={}", b._profile.path().display())],
+                "args": args,
             }
         }}});
         let v = b

@@ -567,3 +567,127 @@ fn n8n_and_minio_open_with_the_admin_session_websockets_pass_and_webhooks_are_li
     let (s, b) = fd.get("/", None);
     assert!(s == StatusCode::OK && b.contains("<html"), "{s}");
 }
+
+/// curl's answer: (exit code, stdout, stderr).
+fn curl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn https_with_a_self_signed_certificate_that_curl_checks_and_plain_http_redirecting_to_it() {
+    let tls_port = free_port();
+    let cfg = TestConfig::with_http(
+        "postgres://nobody@127.0.0.1:1/none",
+        &format!("  tls: {{self_signed: true, listen: 127.0.0.1:{tls_port}}}\n"),
+        "mdns:\n  hostname: box7\n",
+    );
+    let _daemon = Daemon::start(&cfg.path(), &[]);
+    let cert = cfg.dir.path().join("secrets/tls/cert.pem");
+    let cert_arg = cert.to_str().unwrap();
+    let resolve = format!("box7.local:{tls_port}:127.0.0.1");
+    let url = |host: &str, path: &str| format!("https://{host}:{tls_port}{path}");
+    wait_until("HTTPS to answer", Duration::from_secs(30), || {
+        let (code, out, _) = curl(&[
+            "--cacert",
+            cert_arg,
+            "--resolve",
+            &resolve,
+            &url("box7.local", "/api/health"),
+        ]);
+        (code == 0 && out.contains("\"ok\"")).then_some(())
+    });
+    // The certificate names the box, arasul.local and its addresses.
+    for (host, resolve) in [
+        ("box7.local", resolve.clone()),
+        ("arasul.local", format!("arasul.local:{tls_port}:127.0.0.1")),
+        ("127.0.0.1", format!("127.0.0.1:{tls_port}:127.0.0.1")),
+    ] {
+        let (code, out, err) = curl(&[
+            "--cacert",
+            cert_arg,
+            "--resolve",
+            &resolve,
+            &url(host, "/api/health"),
+        ]);
+        assert_eq!(code, 0, "{host}: {err}");
+        assert!(out.contains("\"ok\""), "{out}");
+    }
+    // Without trusting it, curl refuses (60: the peer's certificate is not trusted).
+    let (code, _, _) = curl(&["--resolve", &resolve, &url("box7.local", "/api/health")]);
+    assert_eq!(code, 60);
+
+    // Plain HTTP sends everything to HTTPS, path and query kept.
+    let (code, out, err) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &cfg.url("/api/system/info?x=1"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("308 https://127.0.0.1:{tls_port}/api/system/info?x=1")
+    );
+
+    // The login cookie over TLS: __Host- prefix, Secure, Path=/.
+    let initial =
+        std::fs::read_to_string(cfg.dir.path().join("secrets/initial-admin-password")).unwrap();
+    let body = json!({"username": "admin", "password": initial.trim()}).to_string();
+    let (code, headers, err) = curl(&[
+        "--cacert",
+        cert_arg,
+        "--resolve",
+        &resolve,
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        "content-type: application/json",
+        "--data",
+        &body,
+        &url("box7.local", "/api/auth/login"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let session = headers
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: __host-arasul_session=")
+        })
+        .unwrap_or_else(|| panic!("{headers}"));
+    assert!(
+        session.contains("Secure") && session.contains("Path=/;"),
+        "{session}"
+    );
+
+    // The fingerprint the owner is shown is the certificate's.
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", cert_arg])
+        .output()
+        .unwrap();
+    let openssl = String::from_utf8_lossy(&out.stdout);
+    let expected = openssl.trim().rsplit('=').next().unwrap().to_owned();
+    let (code, out, _) = curl(&[
+        "--cacert",
+        cert_arg,
+        "--resolve",
+        &resolve,
+        &url("box7.local", "/api/system/network"),
+    ]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["tls"]["fingerprint"], expected.as_str(), "{openssl}");
+    assert_eq!(v["tls"]["port"], tls_port);
+    assert_eq!(v["tls"]["self_signed"], true);
+}

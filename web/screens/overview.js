@@ -125,6 +125,8 @@ export function mount(root) {
           .map((i) => [i.name, i.addresses.filter((a) => !a.startsWith('fe80:')).join(', ') || '—']),
         [t('net.internet'), reach(n.internet_reachable)],
         [t('net.webhook'), reach(n.webhook_reachable)],
+        // The certificate's fingerprint, to compare with what the browser shows.
+        ...(n.tls ? [[t('net.tls'), h('span', { id: 'tls-fingerprint', class: 'small mono', 'data-port': String(n.tls.port) }, n.tls.fingerprint)]] : []),
       ]));
     } catch (e) { net.replaceChildren(h('p', { class: 'error' }, errText(e))); }
   };
