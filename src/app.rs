@@ -311,11 +311,14 @@ fn spawn_metrics(workers: &Workers, config: &Config, db: &Db) -> MetricsHub {
     workers.spawn("metrics-retention", WorkerKind::Auxiliary, move |ctx| {
         metrics::run_retention(ctx, d.clone(), retention)
     });
-    let (h, inet, hook) = (
-        hub.clone(),
-        m.internet_check.clone(),
-        m.webhook_check.clone(),
-    );
+    let hook = match m.webhook_check.as_str() {
+        "auto" => match &config.http.tls {
+            Some(tls) => crate::metrics::reach::front_door_webhook(tls.listen, true),
+            None => crate::metrics::reach::front_door_webhook(config.http.listen, false),
+        },
+        url => url.to_owned(),
+    };
+    let (h, inet) = (hub.clone(), m.internet_check.clone());
     workers.spawn("reachability", WorkerKind::Auxiliary, move |ctx| {
         metrics::reach::run(ctx, h.clone(), inet.clone(), hook.clone())
     });

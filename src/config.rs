@@ -335,7 +335,9 @@ pub struct MetricsConfig {
     /// reachable. Empty disables the probe (reported as unknown); the shipped
     /// /etc config sets one.
     pub internet_check: String,
-    /// URL probed to tell whether n8n's webhooks answer.
+    /// URL probed to tell whether n8n's webhooks answer; `auto` probes the
+    /// front door's own `/webhook/` path (what a sender on the LAN uses),
+    /// empty disables the probe.
     pub webhook_check: String,
 }
 
@@ -350,7 +352,7 @@ impl Default for MetricsConfig {
             stream_client_timeout: Duration::from_secs(30),
             gpu_backend: "auto".into(),
             internet_check: String::new(),
-            webhook_check: "http://127.0.0.1:5678/healthz".into(),
+            webhook_check: "auto".into(),
         }
     }
 }
@@ -625,12 +627,15 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     {
         bad("metrics.internet_check", msg);
     }
-    if !(c.metrics.webhook_check.starts_with("http://")
-        || c.metrics.webhook_check.starts_with("https://"))
+    let hook = c.metrics.webhook_check.as_str();
+    if !(hook.is_empty()
+        || hook == "auto"
+        || hook.starts_with("http://")
+        || hook.starts_with("https://"))
     {
         bad(
             "metrics.webhook_check",
-            "must be an http:// or https:// URL".into(),
+            "must be auto, empty (off) or an http:// or https:// URL".into(),
         );
     }
     for (key, p) in [

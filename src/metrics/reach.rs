@@ -31,11 +31,10 @@ pub async fn tcp_reachable(host_port: &str) -> bool {
     )
 }
 
-/// A plain-HTTP GET within 2 s; any status below 500 counts as answering.
+/// A GET within 2 s; any status below 500 counts as answering.
 pub async fn http_answers(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else {
-        // https would need a TLS client for one probe; say "unknown" instead of guessing.
-        return false;
+        return https_answers(url).await;
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -60,6 +59,49 @@ pub async fn http_answers(url: &str) -> bool {
     matches!(
         tokio::time::timeout(PROBE_TIMEOUT, probe).await,
         Ok(Some(true))
+    )
+}
+
+/// The same over HTTPS. The box's own front door (a loopback address) may
+/// have a self-signed certificate: its chain is not checked there, and
+/// nothing secret is sent.
+async fn https_answers(url: &str) -> bool {
+    let own = reqwest::Url::parse(url).ok().is_some_and(|u| {
+        u.host_str().is_some_and(|h| {
+            h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        })
+    });
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .no_proxy()
+        .danger_accept_invalid_certs(own)
+        .build()
+    else {
+        return false;
+    };
+    client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().as_u16() < 500)
+}
+
+/// What `metrics.webhook_check: auto` probes: n8n's webhooks through the
+/// front door on this box, HTTPS when it is on (a 404 from n8n answers; a
+/// 503 from arasuld, n8n not running, does not).
+pub fn front_door_webhook(listen: std::net::SocketAddr, https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    format!(
+        "{scheme}://{ip}:{}/webhook/arasul-reachability",
+        listen.port()
     )
 }
 
@@ -124,5 +166,55 @@ mod tests {
             .unwrap();
         assert!(!tcp_reachable(&closed.to_string()).await);
         assert!(!http_answers(&format!("http://{closed}/healthz")).await);
+    }
+
+    /// A one-shot HTTPS server with a self-signed certificate, answering
+    /// `status` to every request.
+    async fn https_server(status: u16) -> std::net::SocketAddr {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::TlsConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            cert: None,
+            key: None,
+            self_signed: true,
+        };
+        let tls = crate::api::tls::open(&cfg, dir.path(), &["localhost".into()], &[]).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _dir = dir;
+            while let Ok((s, _)) = l.accept().await {
+                let Ok(mut s) = tls.acceptor.accept(s).await else {
+                    continue;
+                };
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_front_door_probe_reaches_its_own_https_and_tells_404_from_503() {
+        assert_eq!(
+            front_door_webhook("0.0.0.0:80".parse().unwrap(), false),
+            "http://127.0.0.1:80/webhook/arasul-reachability"
+        );
+        assert_eq!(
+            front_door_webhook("[::]:443".parse().unwrap(), true),
+            "https://[::1]:443/webhook/arasul-reachability"
+        );
+        // n8n answering (its 404 for an unknown hook) vs arasuld's 503.
+        let up = https_server(404).await;
+        assert!(http_answers(&format!("https://{up}/webhook/x")).await);
+        let down = https_server(503).await;
+        assert!(!http_answers(&format!("https://{down}/webhook/x")).await);
+        // Only the box's own loopback address goes without a chain check.
+        assert!(!http_answers(&format!("https://localhost:{}/webhook/x", up.port())).await);
     }
 }
