@@ -136,14 +136,20 @@ pub async fn list(State(state): State<AppState>) -> Json<KeyList> {
     params(("id" = i64, Path, description = "The key's id")),
     responses(
         (status = 200, body = KeyRevoked),
-        (status = 400, body = ErrorBody),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
         (status = 404, description = "`not_found`: no live key with that id", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: the key still works", body = ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     req: axum::extract::Request,
 ) -> Result<Json<KeyRevoked>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("{id:?} is not a key id (a whole number)"),
+        )
+    })?;
     let ip = client_ip(req.extensions());
     if !state.db.status().up {
         return Err(db_down("the key was not revoked, retry later"));

@@ -498,6 +498,31 @@ mod tests {
     }
 
     #[test]
+    fn each_api_key_has_its_own_quota_even_from_an_exempt_address() {
+        let http = HttpConfig {
+            rate_limit_exempt: vec!["127.0.0.0/8".parse().unwrap()],
+            rate_limits: crate::net::RateLimitsConfig {
+                api_key: RateQuota::new(2, Duration::from_secs(60), 2),
+                ..Default::default()
+            },
+            ..HttpConfig::default()
+        };
+        let l = RateLimits::new(&http);
+        l.check_key(7).unwrap();
+        l.check_key(7).unwrap();
+        let wait = l.check_key(7).unwrap_err();
+        assert!(wait > Duration::from_secs(20), "{wait:?}");
+        // Another key is not held back by the first one's use.
+        l.check_key(8).unwrap();
+        assert_eq!(
+            classify(&Method::POST, "/ollama/api/chat"),
+            Some(Class::Llm)
+        );
+        assert_eq!(classify(&Method::POST, "/webhook/x"), Some(Class::Webhook));
+        assert_eq!(classify(&Method::GET, "/n8n/"), None);
+    }
+
+    #[test]
     fn exempt_ranges_are_never_limited_and_quotas_come_from_config() {
         let http = HttpConfig {
             rate_limit_exempt: vec!["127.0.0.0/8".parse().unwrap()],
