@@ -460,3 +460,24 @@ pub fn app_state(
         tls: None,
     }
 }
+
+/// The SHA-256 fingerprint of a PEM certificate as openssl prints it
+/// (`AB:CD:…`): what the box must show the owner.
+pub fn cert_fingerprint(cert: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    line.trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
