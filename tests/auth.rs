@@ -730,6 +730,55 @@ async fn status_switch_makes_status_routes_need_a_login() {
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
+#[tokio::test]
+async fn a_metrics_key_reads_the_status_routes_when_they_need_a_login_and_nothing_else() {
+    use arasuld::auth::keys::{self, ApiKey, Scope};
+    let app = App::with_config(|c| c.http.require_auth_for_status = true);
+    let key = |scopes: &[Scope]| {
+        let k = keys::generate();
+        app.state.keys.insert(
+            k.hash,
+            ApiKey {
+                id: scopes.len() as i64,
+                name: "prometheus".into(),
+                scopes: scopes.to_vec(),
+                hint: k.hint.clone(),
+                created_at: chrono::Utc::now(),
+                expires_at: None,
+                last_used_at: None,
+            },
+        );
+        k.secret
+    };
+    let metrics = key(&[Scope::Metrics]);
+    let llm = key(&[Scope::Llm, Scope::Embeddings]);
+    let ip = "192.168.1.72";
+    for path in ["/metrics", "/api/system/status", "/api/services"] {
+        let (s, _, v) = app.send(with_bearer(get(path), &metrics), ip).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        let (s, _, v) = app.send(with_bearer(get(path), &llm), ip).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+        assert_eq!(v["error"]["code"], "insufficient_scope");
+    }
+    // Not an admin key: the admin routes stay shut, the session routes too.
+    for path in ["/api/system/workers", "/api/keys", "/api/auth/me"] {
+        let (s, _, v) = app.send(with_bearer(get(path), &metrics), ip).await;
+        assert!(
+            s == StatusCode::FORBIDDEN || s == StatusCode::UNAUTHORIZED,
+            "{path}: {s} {v}"
+        );
+    }
+    // A key that is not known is 401 with the challenge.
+    let (s, h, _) = app
+        .send(
+            with_bearer(get("/metrics"), &format!("ak_{}", "x".repeat(43))),
+            ip,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(h.contains_key(header::WWW_AUTHENTICATE));
+}
+
 // --- The HTTP edge (issue 13): what a LAN host or another site's page can do.
 
 /// `app.send` from a full socket address (IPv6 needs the brackets).
