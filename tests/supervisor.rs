@@ -742,3 +742,92 @@ fn a_registry_that_needs_a_login_is_pulled_from_with_the_boxs_credentials() {
     assert!(!refused.is_empty());
     env.stop(workers);
 }
+
+/// POSTs JSON to a service's test runtime on its container address.
+fn testrt_post(h: &SupervisorHandle, service: &str, path: &str, body: &str) {
+    let addr = h.service(service).unwrap().address.unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-fsS",
+            "--max-time",
+            "5",
+            "-H",
+            "content-type: application/json",
+        ])
+        .args(["--data", body, &format!("http://{addr}:11434{path}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_runtime_that_answers_its_version_but_cannot_generate_is_unhealthy_with_that_reason() {
+    let env = Env::new("model");
+    let text = format!(
+        r#"project: {p}
+network: {n}
+services:
+- name: llm
+  image: {IMAGE}
+  role: llm
+  health:
+    http: {{port: 11434, path: /api/version}}
+    interval: 300ms
+    timeout: 1s
+    retries: 2
+    start_period: 5s
+    model: {{model: "llama3.2:1b", interval: 1s, timeout: 5s}}
+- name: embeddings
+  image: {IMAGE}
+  role: embeddings
+  health:
+    http: {{port: 11434, path: /api/version}}
+    interval: 300ms
+    timeout: 1s
+    retries: 2
+    start_period: 5s
+    model: {{dimension: 768, interval: 1s, timeout: 5s}}
+"#,
+        p = env.project.name,
+        n = env.network(),
+    );
+    let catalog = arasuld::docker::catalog::parse("t", &text).unwrap();
+    let (workers, h) = env.start(catalog, SOCKET);
+    env.wait_state(&h, "llm", ServiceState::Healthy, Duration::from_secs(30));
+    // The model answers: healthy, and stays so over a few checks.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(h.service("llm").unwrap().state, ServiceState::Healthy);
+
+    // Its runner dies; /api/version still answers.
+    testrt_post(&h, "llm", "/testrt/generate", r#"{"status": 500}"#);
+    env.wait_state(&h, "llm", ServiceState::Unhealthy, Duration::from_secs(20));
+    let why = h.service("llm").unwrap().last_error.unwrap();
+    assert!(
+        why.contains("the model llama3.2:1b does not answer")
+            && why.contains("llama runner process has terminated"),
+        "{why}"
+    );
+    // Back: healthy again at the next check.
+    testrt_post(&h, "llm", "/testrt/generate", r#"{"status": 200}"#);
+    env.wait_state(&h, "llm", ServiceState::Healthy, Duration::from_secs(20));
+
+    // The embedding model returns 384 dimensions where 768 are expected.
+    wait_until(
+        "the embeddings' model check",
+        Duration::from_secs(30),
+        || {
+            let s = h.service("embeddings")?;
+            (s.state == ServiceState::Unhealthy).then_some(s.last_error?)
+        },
+    );
+    let why = h.service("embeddings").unwrap().last_error.unwrap();
+    assert_eq!(
+        why,
+        "the model nomic-embed-text:latest returned vectors of 384 dimensions, expected 768"
+    );
+    env.stop(workers);
+}

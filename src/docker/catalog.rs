@@ -168,6 +168,39 @@ pub struct HealthSpec {
     pub retries: u32,
     #[serde(default = "d30", with = "humantime_serde")]
     pub start_period: Duration,
+    /// For the AI runtimes: that they do their job, not only answer (see
+    /// [`ModelCheck`]). Needs the `http` probe (its port is the API's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelCheck>,
+}
+
+/// `health.model`: the LLM runtime generates one token, the embedding
+/// service returns a vector (of `dimension`, when given), every `interval`
+/// once the service has come up. A failed check counts as a failed probe
+/// with its reason (so `retries` of them make the service `unhealthy`, and
+/// self-healing acts) and is asked again at every probe until it passes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCheck {
+    /// The model to ask. Absent: the LLM runtime's loaded model (none
+    /// loaded: nothing to check, so no model is loaded for a check), the
+    /// embedding service's first model (none: nothing to check).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Embeddings: the vector length the model must return.
+    #[serde(default)]
+    pub dimension: Option<usize>,
+    #[serde(default = "d300", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "d60", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn d300() -> Duration {
+    Duration::from_secs(300)
+}
+fn d60() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -433,6 +466,20 @@ fn validate(c: &Catalog) -> Vec<(Option<usize>, String, String)> {
                     "interval, timeout and retries must be greater than zero".into(),
                 );
             }
+            if let Some(m) = &h.model {
+                if !matches!(s.role, Role::Llm | Role::Embeddings) || h.http.is_none() {
+                    bad(
+                        "health.model",
+                        "only for role llm or embeddings, with an http probe".into(),
+                    );
+                }
+                if m.interval.is_zero() || m.timeout.is_zero() || m.dimension == Some(0) {
+                    bad(
+                        "health.model",
+                        "interval, timeout and dimension must be greater than zero".into(),
+                    );
+                }
+            }
         }
         for (var, file) in &s.secrets {
             if var.is_empty() || var.contains('=') {
@@ -560,6 +607,39 @@ mod tests {
             32 << 30
         );
         assert!(llm.port_mappings().iter().all(|p| p.host_ip == "127.0.0.1"));
+        // Both AI runtimes check their model, every 5 minutes.
+        for name in ["llm", "embeddings"] {
+            let m = by_name(&c)[name]
+                .health
+                .as_ref()
+                .unwrap()
+                .model
+                .clone()
+                .unwrap();
+            assert_eq!(m.interval, Duration::from_secs(300), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_model_check_is_only_for_an_ai_runtime_with_an_http_probe() {
+        let text = "services:\n  - name: db\n    image: x\n    health:\n      tcp: {port: 5432}\n      model: {interval: 0s}\n";
+        let errs = parse("s.yaml", text).unwrap_err();
+        let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            got.iter().any(|e| e.contains(
+                "health.model: service \"db\": only for role llm or embeddings, with an http probe"
+            )),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|e| e.contains("interval, timeout and dimension must be greater than zero")),
+            "{got:?}"
+        );
+        // Absent, it leaves the spec hash of an existing container as it was.
+        let plain = "services:\n  - name: llm\n    image: x\n    role: llm\n    health: {http: {port: 1}}\n";
+        let s = &parse("s.yaml", plain).unwrap().services[0];
+        assert!(!serde_json::to_string(s).unwrap().contains("model"));
     }
 
     #[test]

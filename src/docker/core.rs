@@ -57,6 +57,11 @@ pub struct Core {
     start_deadline: Instant,
     next_probe: Instant,
     probing: bool,
+    /// When the next `health.model` check is due.
+    next_model_check: Instant,
+    /// Why the last model check failed; until one passes every probe
+    /// checks the model again and fails with this.
+    model_failure: Option<String>,
     /// When (ns since the epoch) our last start or restart of it completed:
     /// `die`/`stop` events from before then are the exits we caused.
     settled_ns: i64,
@@ -74,6 +79,8 @@ impl Core {
             start_deadline: now,
             next_probe: now,
             probing: false,
+            next_model_check: now,
+            model_failure: None,
             settled_ns: 0,
         }
     }
@@ -152,6 +159,8 @@ impl Core {
     fn fresh_start(&mut self, now: Instant) {
         self.ever_healthy = false;
         self.health_failures = 0;
+        self.model_failure = None;
+        self.next_model_check = now;
         self.start_deadline = now + self.start_budget();
         self.next_probe = now + Duration::from_millis(200);
     }
@@ -267,6 +276,41 @@ impl Core {
 
     /// A probe's result. Returns it back when it counted (None: the service
     /// is not running, or held failed, so the probe is moot).
+    /// Whether this probe also checks the model (`health.model`): once the
+    /// service has come up, every `interval`, and at every probe while the
+    /// last check failed.
+    pub fn model_check_due(&mut self, now: Instant) -> bool {
+        let Some(m) = self.health.as_ref().and_then(|h| h.model.as_ref()) else {
+            return false;
+        };
+        if !self.ever_healthy || (self.model_failure.is_none() && now < self.next_model_check) {
+            return false;
+        }
+        self.next_model_check = now + m.interval;
+        true
+    }
+
+    /// A probe's result with the model check's, when one ran: a failed
+    /// check is the probe's failure, and stays it until a check passes.
+    pub fn with_model_check(
+        &mut self,
+        live: Result<(), String>,
+        model: Option<Result<(), String>>,
+    ) -> Result<(), String> {
+        live?;
+        match model {
+            Some(Ok(())) => {
+                self.model_failure = None;
+                Ok(())
+            }
+            Some(Err(e)) => {
+                self.model_failure = Some(e.clone());
+                Err(e)
+            }
+            None => self.model_failure.clone().map_or(Ok(()), Err),
+        }
+    }
+
     pub fn on_probe(
         &mut self,
         result: Result<(), String>,
@@ -318,6 +362,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retries,
             start_period: Duration::from_secs(30),
+            model: None,
         }
     }
 
@@ -480,5 +525,57 @@ mod tests {
         let mut plain = started();
         plain.on_event(Event::Health(true), Some(200), Instant::now());
         assert_eq!(plain.state, ServiceState::Starting);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_model_check_fails_every_probe_until_one_passes() {
+        let now = Instant::now();
+        let mut h = health(2);
+        h.model = Some(super::super::catalog::ModelCheck {
+            model: None,
+            dimension: None,
+            interval: Duration::from_secs(300),
+            timeout: Duration::from_secs(60),
+        });
+        let mut c = Core::new(Some(h), Intent::Run, now);
+        c.started(now, 1);
+        // Not before the service has come up.
+        assert!(!c.model_check_due(Instant::now()));
+        let ok = c.with_model_check(Ok(()), None);
+        c.on_probe(ok, Instant::now());
+        assert_eq!(c.state, ServiceState::Healthy);
+        // Then at once, and not again within the interval.
+        assert!(c.model_check_due(Instant::now()));
+        let r = c.with_model_check(Ok(()), Some(Ok(())));
+        c.on_probe(r, Instant::now());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(!c.model_check_due(Instant::now()));
+        tokio::time::advance(Duration::from_secs(240)).await;
+        assert!(c.model_check_due(Instant::now()));
+        // A failure counts like a failed probe, with its reason ...
+        let why = "the model m does not answer: 500".to_string();
+        let r = c.with_model_check(Ok(()), Some(Err(why.clone())));
+        assert_eq!(c.on_probe(r, Instant::now()), Some(Err(why.clone())));
+        assert_eq!(c.state, ServiceState::Healthy, "one failure of two");
+        // ... is checked at every probe now, and a probe without a check
+        // (none due) still reports it.
+        assert!(c.model_check_due(Instant::now()));
+        assert_eq!(c.with_model_check(Ok(()), None), Err(why.clone()));
+        let r = c.with_model_check(Ok(()), Some(Err(why.clone())));
+        c.on_probe(r, Instant::now());
+        assert_eq!(c.state, ServiceState::Unhealthy);
+        // A dead runtime is reported as such, not as the model.
+        assert_eq!(
+            c.with_model_check(Err("no answer".into()), None),
+            Err("no answer".into())
+        );
+        // One passing check clears it.
+        let r = c.with_model_check(Ok(()), Some(Ok(())));
+        c.on_probe(r, Instant::now());
+        assert_eq!(c.state, ServiceState::Healthy);
+        assert!(!c.model_check_due(Instant::now()));
+        // A restart forgets it and waits for the service to come up again.
+        c.started(Instant::now(), 2);
+        assert!(!c.model_check_due(Instant::now()));
     }
 }

@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::catalog::{Catalog, GpuMode, HealthSpec, ServiceSpec, parse_bytes, start_order};
+use super::catalog::{
+    Catalog, GpuMode, HealthSpec, ModelCheck, Role, ServiceSpec, parse_bytes, start_order,
+};
 use super::core::{Core, Event, Intent};
 use super::pull::{self, PullEvent, PullPolicy, PullSettings};
 use super::{
@@ -137,7 +139,8 @@ struct ImageOverride {
     image: String,
 }
 
-type ProbeResult = (String, Result<(), String>);
+/// A service's probe: liveness, and the model check when one ran.
+type ProbeResult = (String, Result<(), String>, Option<Result<(), String>>);
 
 /// The runtime record of a service not seen in Docker yet.
 fn new_runtime(spec: ServiceSpec, hash: String, intent: Intent, now: Instant) -> Runtime {
@@ -428,8 +431,8 @@ impl Supervisor {
                     self.reconcile(docker).await?;
                 }
                 Some(done) = probes.join_next() => {
-                    if let Ok((name, result)) = done {
-                        self.on_probe(&name, result);
+                    if let Ok((name, live, model)) = done {
+                        self.on_probe(&name, live, model);
                     }
                 }
             }
@@ -1448,16 +1451,36 @@ impl Supervisor {
             let Some(ip) = rt.status.address.clone() else {
                 continue;
             };
+            let role = rt.status.role;
+            let check = rt
+                .core
+                .model_check_due(now)
+                .then(|| h.model.clone().zip(h.http.as_ref().map(|p| p.port)))
+                .flatten();
             rt.core.probe_started();
-            probes.spawn(async move { (name, probe(&ip, &h).await) });
+            probes.spawn(async move {
+                let live = probe(&ip, &h).await;
+                let model = match (&live, check) {
+                    (Ok(()), Some((m, port))) => Some(model_check(&ip, port, role, &m).await),
+                    _ => None,
+                };
+                (name, live, model)
+            });
         }
         self.publish();
     }
 
-    fn on_probe(&mut self, name: &str, result: Result<(), String>) {
+    fn on_probe(
+        &mut self,
+        name: &str,
+        live: Result<(), String>,
+        model: Option<Result<(), String>>,
+    ) {
         let now = Instant::now();
-        if let Some(Some(shown)) = self.with_core(name, |c| c.on_probe(result, now))
-            && let Some(rt) = self.services.get_mut(name)
+        if let Some(Some(shown)) = self.with_core(name, |c| {
+            let result = c.with_model_check(live, model);
+            c.on_probe(result, now)
+        }) && let Some(rt) = self.services.get_mut(name)
         {
             rt.status.last_error = shown.err();
         }
@@ -1811,6 +1834,110 @@ async fn probe(ip: &str, h: &HealthSpec) -> Result<(), String> {
     tokio::time::timeout(h.timeout, run)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {:?}", h.timeout)))
+}
+
+/// `health.model`: the LLM generates one token, the embedding service
+/// returns a vector of the expected length, within the check's timeout.
+/// Nothing to check (no model named, none loaded or installed) passes.
+async fn model_check(ip: &str, port: u16, role: Role, m: &ModelCheck) -> Result<(), String> {
+    use serde_json::{Value, json};
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    let base = format!("http://{host}:{port}");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(m.timeout)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        let client = client.clone();
+        async move {
+            let v: Value = client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(v)
+        }
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["models"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let embeddings = role == Role::Embeddings;
+    let model = match &m.model {
+        Some(name) => name.clone(),
+        None => {
+            // The loaded model (the LLM: no model is loaded for a check), or
+            // the embedding service's first one.
+            let listed = names(&get(if embeddings { "/api/tags" } else { "/api/ps" }).await?);
+            let first = listed.first().cloned();
+            // The embedding service's own store holds embedding models; on
+            // a shared one, prefer one that says so.
+            match listed
+                .into_iter()
+                .find(|n| embeddings && n.contains("embed"))
+                .or(first)
+            {
+                Some(name) => name,
+                None => return Ok(()),
+            }
+        }
+    };
+    let (path, body) = if embeddings {
+        (
+            "/api/embed",
+            json!({"model": model, "input": "health check"}),
+        )
+    } else {
+        (
+            "/api/generate",
+            json!({"model": model, "prompt": "Say OK.", "stream": false,
+                   "options": {"num_predict": 1}}),
+        )
+    };
+    let what = if embeddings { "embed" } else { "answer" };
+    let resp = client
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("the model {model} does not {what}: {e}"))?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let why = v["error"].as_str().unwrap_or("no reason given");
+        return Err(format!(
+            "the model {model} does not {what}: {status}, {why}"
+        ));
+    }
+    if embeddings {
+        let n = v["embeddings"][0].as_array().map_or(0, Vec::len);
+        match m.dimension {
+            Some(d) if n != d => Err(format!(
+                "the model {model} returned vectors of {n} dimensions, expected {d}"
+            )),
+            _ if n == 0 => Err(format!("the model {model} returned no vector")),
+            _ => Ok(()),
+        }
+    } else if v["response"].is_string() {
+        Ok(())
+    } else {
+        Err(format!("the model {model} gave no answer"))
+    }
 }
 
 /// This install's id (`state_dir/instance-id`, 16 random bytes in hex),

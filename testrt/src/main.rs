@@ -33,6 +33,8 @@
 //!
 //! Controls at run time: `POST /testrt/hang`, `POST /testrt/exit {"code":N}`,
 //! `POST /testrt/oom`, `POST /testrt/health {"status":503}`,
+//! `POST /testrt/generate {"status":500}` (every chat and generation fails
+//! so, as when Ollama's runner died; `/api/version` still answers),
 //! `GET|DELETE /testrt/requests` (the last 100 requests: `at`, `method`,
 //! `path`, `query`, `body`, `headers` with lower-cased names).
 

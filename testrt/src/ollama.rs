@@ -78,6 +78,9 @@ pub struct App {
     pub hanging: AtomicBool,
     /// Status of `/`, `/health` and `/api/version`.
     health_status: AtomicU16,
+    /// Not 200: every chat and generation fails with it (the runner died)
+    /// while `/api/version` still answers.
+    generate_status: AtomicU16,
     /// Numbers the OpenAI completion ids (`chatcmpl-N`).
     next_id: AtomicU64,
 }
@@ -327,6 +330,7 @@ impl App {
             }),
             hanging: AtomicBool::new(false),
             health_status: AtomicU16::new(200),
+            generate_status: AtomicU16::new(200),
             next_id: AtomicU64::new(1),
         }
     }
@@ -448,12 +452,17 @@ impl App {
                 write_json(w, 200, &json!({"oom": true}))?;
                 return Ok((200, After::Oom));
             }
-            ("/testrt/health", "POST") => {
+            ("/testrt/health" | "/testrt/generate", "POST") => {
                 let body = recorded_body(&req.body);
+                let (cell, key) = if req.path == "/testrt/health" {
+                    (&self.health_status, "health_status")
+                } else {
+                    (&self.generate_status, "generate_status")
+                };
                 match body.get("status").and_then(Value::as_u64) {
                     Some(s @ 100..=599) => {
-                        self.health_status.store(s as u16, Ordering::Relaxed);
-                        write_json(w, 200, &json!({"health_status": s}))?;
+                        cell.store(s as u16, Ordering::Relaxed);
+                        write_json(w, 200, &json!({ key: s }))?;
                         200
                     }
                     _ => {
@@ -671,6 +680,14 @@ impl App {
         }
         if is_embedding_model(raw) {
             return Err((400, format!("\"{raw}\" does not support {what}")));
+        }
+        let broken = self.generate_status.load(Ordering::Relaxed);
+        if broken != 200 {
+            // What Ollama says when its model runner has died.
+            return Err((
+                broken,
+                "llama runner process has terminated: exit status 2".into(),
+            ));
         }
         Ok(raw)
     }
@@ -960,5 +977,6 @@ fn is_known_path(path: &str) -> bool {
                 | "/testrt/exit"
                 | "/testrt/oom"
                 | "/testrt/health"
+                | "/testrt/generate"
         )
 }

@@ -128,6 +128,32 @@ fn version_root_health() {
 }
 
 #[test]
+fn generation_can_be_broken_while_the_version_still_answers() {
+    let a = app();
+    let request = json!({"model": "llama3.2:1b", "prompt": "hi", "stream": false});
+    assert_eq!(
+        call(&a, "POST", "/api/generate", Some(request.clone())).status,
+        200
+    );
+    let r = call(&a, "POST", "/testrt/generate", Some(json!({"status": 500})));
+    assert_eq!(r.status, 200);
+    let r = call(&a, "POST", "/api/generate", Some(request.clone()));
+    assert_eq!(r.status, 500);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("runner process")
+    );
+    assert_eq!(call(&a, "GET", "/api/version", None).status, 200);
+    // Embeddings are another runner: untouched.
+    let emb = json!({"model": "nomic-embed-text", "input": "x"});
+    assert_eq!(call(&a, "POST", "/api/embed", Some(emb)).status, 200);
+    call(&a, "POST", "/testrt/generate", Some(json!({"status": 200})));
+    assert_eq!(call(&a, "POST", "/api/generate", Some(request)).status, 200);
+}
+
+#[test]
 fn tags_show_delete() {
     let a = app();
     let tags = call(&a, "GET", "/api/tags", None).json();
