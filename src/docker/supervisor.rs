@@ -1910,12 +1910,21 @@ async fn model_check(ip: &str, port: u16, role: Role, m: &ModelCheck) -> Result<
         )
     };
     let what = if embeddings { "embed" } else { "answer" };
-    let resp = client
+    let resp = match client
         .post(format!("{base}{path}"))
         .json(&body)
         .send()
         .await
-        .map_err(|e| format!("the model {model} does not {what}: {e}"))?;
+    {
+        Ok(r) => r,
+        // A runtime busy with a long generation answers late: that is not
+        // a broken one, and restarting it would cut the owner's answer off.
+        Err(e) if e.is_timeout() => {
+            tracing::info!(model = %model, timeout = ?m.timeout, "model check: no answer in time; taken as busy");
+            return Ok(());
+        }
+        Err(e) => return Err(format!("the model {model} does not {what}: {e}")),
+    };
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
