@@ -243,7 +243,13 @@ fn authenticate_key(
 /// password has been changed; on success the caller is added to the request
 /// extensions ([`AdminSession`] or [`KeyCaller`]).
 pub fn authenticate(state: &AppState, req: &mut Request, accept: Accept) -> Result<(), ApiError> {
-    let (token, via_cookie) = token_from(req.headers()).ok_or_else(unauthorized)?;
+    let (token, via_cookie) = token_from(req.headers()).ok_or_else(|| match accept.key {
+        Some(scope) if scope != Scope::Admin => key_refused(&format!(
+            "an API key with the `{}` scope, or an admin login, is required",
+            scope.as_str()
+        )),
+        _ => unauthorized(),
+    })?;
     if !via_cookie && keys::is_key(token) {
         let token = token.to_owned();
         return authenticate_key(state, req, &token, accept.key);

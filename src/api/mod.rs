@@ -175,12 +175,31 @@ pub fn router(state: AppState) -> Router {
     proxy::routes()
         .with_state(state)
         .fallback_service(api)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_failure))
         .layer(axum::Extension(rate_limits.clone()))
         .layer(axum::Extension(serve::StreamSlots::new(max_streams)))
         .layer(axum::middleware::from_fn(move |req, next| {
             limits::edge(rate_limits.clone(), req, next)
         }))
+}
+
+/// A 503 is an answer we chose to give (an app or the database down, too
+/// many streams; each says why): logged at debug, or the front door's own
+/// webhook probe would log an error every minute on a box without n8n.
+/// Anything else that failed is an error.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass as F;
+    let ms = latency.as_millis();
+    match class {
+        F::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(latency_ms = ms, "answered 503")
+        }
+        other => tracing::error!(classification = %other, latency_ms = ms, "response failed"),
+    }
 }
 
 /// The plain-HTTP side when HTTPS is on: every request is sent, path and

@@ -266,7 +266,11 @@ fn official_llm_clients_work_through_the_front_door_with_a_key_and_only_with_a_v
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
 
-    // Without a key, with a wrong one, a revoked one and an expired one: 401.
+    // Without a key, with a wrong one, a revoked one and an expired one: 401,
+    // saying what is needed.
+    let (s, b) = fd.get("/ollama/api/tags", None);
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(b.contains("an API key with the `llm` scope"), "{b}");
     assert_eq!(
         python(&[&base, "", "refused"]),
         json!({"ollama": 401, "openai": 401})
