@@ -220,13 +220,24 @@ fn dashboard_end_to_end_in_chromium() {
     wait_healthy(&cfg);
     let base = cfg.url("");
 
-    // ---- login page: clear error for a wrong password, labelled controls.
+    // ---- a first visit: the public overview (status, live values, the
+    // runtimes' states), no navigation, a "Log in" button.
     b.goto(&format!("{base}/"));
     // The first load parses every module: once, beside the other Chromium
     // test on two busy cores, it took over 20 s.
+    let guest = b.wait_js(
+        "the public overview",
+        Duration::from_secs(60),
+        "document.querySelector('#login-link') && document.querySelector('#status-level .badge') && document.querySelector('#cpu-value') && document.querySelector('#card-ai dd .badge') && [!!document.querySelector('[data-nav]'), document.querySelector('#healing-badge').textContent]",
+    );
+    assert_eq!(guest, json!([false, "Log in to see more"]));
+    assert_labelled(&b, "public overview");
+    b.click("#login-link");
+
+    // ---- login page: clear error for a wrong password, labelled controls.
     b.wait_js(
         "the login form",
-        Duration::from_secs(60),
+        Duration::from_secs(30),
         "location.hash.startsWith('#/login') && document.querySelector('#login-pass')",
     );
     assert_labelled(&b, "login");
@@ -509,14 +520,24 @@ fn overview_first_load_is_light_and_stays_on_the_box() {
     let cfg = TestConfig::new(CLOSED_DB, "metrics:\n  stream_interval: 1s\n");
     let _daemon = start_daemon(&cfg);
     wait_healthy(&cfg);
-    common::admin_token(&cfg);
+    let token = common::admin_token(&cfg);
     let base = cfg.url("");
 
+    // With http.require_auth_for_status the overview is not public: the
+    // first visit is the login.
+    let yaml = std::fs::read_to_string(cfg.path()).unwrap();
+    std::fs::write(
+        cfg.path(),
+        yaml.replacen("http:\n", "http:\n  require_auth_for_status: true\n", 1),
+    )
+    .unwrap();
+    let (code, v) = post_json_auth(&cfg.url("/api/system/reload-config"), &token, json!({}));
+    assert_eq!(code, 200, "{v}");
     b.goto(&format!("{base}/"));
     b.wait_js(
         "the login form",
         Duration::from_secs(20),
-        "document.querySelector('#login-pass')",
+        "document.querySelector('#login-pass') && !document.querySelector('#login-link')",
     );
     b.type_into("#login-pass", TEST_ADMIN_PASSWORD);
     b.click("#login-submit");
@@ -722,7 +743,7 @@ fn reconnect_backoff_grows_with_jitter_from_1s_to_30s() {
     b.wait_js(
         "the app",
         Duration::from_secs(20),
-        "document.querySelector('#login-pass')",
+        "document.querySelector('#login-pass, #login-link')",
     );
     // The module the page runs, imported by its versioned URL.
     let delays = b.exec_async(

@@ -45,6 +45,16 @@ export function go(hash) {
   else location.hash = hash;
 }
 
+/** Whether the status routes answer without a login. */
+async function statusIsPublic() {
+  try {
+    await api('/api/system/status', { noRedirect: true });
+    return true;
+  } catch (e) {
+    return e.status !== 401 && e.status !== 403;
+  }
+}
+
 /** Back to login, remembering where we were. */
 function toLogin() {
   const { name } = parseHash();
@@ -70,10 +80,11 @@ function shell(active) {
   const langSel = h('select', { id: 'lang', 'aria-label': t('nav.language'), onchange: (e) => { setLang(e.target.value); route(); } },
     LANGS.map((l) => h('option', { value: l, selected: l === lang() }, l.toUpperCase())));
   const logout = h('button', { type: 'button', class: 'secondary', id: 'logout', onclick: doLogout }, t('nav.logout'));
+  const login = h('a', { class: 'button', id: 'login-link', href: `#/login?next=${encodeURIComponent(`#/${active}`)}` }, t('nav.login'));
   header.append(
     h('a', { class: 'brand', href: '#/overview' }, h('span', { 'aria-hidden': 'true' }, '◆ '), 'Arasul'),
     loggedIn && active !== 'login' ? nav : h('span'),
-    h('div', { class: 'tools' }, langSel, loggedIn && active !== 'login' ? logout : null));
+    h('div', { class: 'tools' }, langSel, active === 'login' ? null : loggedIn ? logout : login));
   document.documentElement.lang = lang();
   const skip = document.querySelector('.skip');
   if (skip) skip.textContent = t('common.skip');
@@ -117,7 +128,18 @@ export async function route() {
     clear(main).append(h('p', { class: 'error', role: 'alert' }, t('err.network')));
     return;
   }
-  if (!me) return toLogin();
+  if (!me) {
+    // The overview is for anyone while the status routes are public
+    // (http.require_auth_for_status off); every action still needs the login.
+    // Not when an app behind the front door sent us here for the login.
+    if (name === 'overview' && !appNext && await statusIsPublic()) {
+      shell(name);
+      clear(main);
+      cleanup = screen.mount(main, params, { session, go, guest: true });
+      return;
+    }
+    return toLogin();
+  }
   if (me.must_change_password) return toPasswordChange();
   if (leaveForApp()) return;
   shell(name);

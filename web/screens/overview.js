@@ -1,5 +1,7 @@
 // Overview: the status header, live cards, the 24 h chart, workflows,
-// links and the footer with version facts.
+// links and the footer with version facts. Without a login (`guest`, while
+// the status routes are public) it shows what those routes tell anyone:
+// the admin-only parts say that a login shows them.
 import { api, optional, liveStream } from '../api.js';
 import { t } from '../i18n.js';
 import { h, card, dl, badge, fmtPct, fmtBytes, fmtTime, fmtDuration, fmtNum, stateLevel, usageLevel, errText, reasonText } from '../ui.js';
@@ -7,7 +9,7 @@ import { drawChart, legend, fromHistory, fromSample, SPAN_MS } from '../chart.js
 
 const LEVEL = { OK: 'ok', WARNING: 'warn', CRITICAL: 'crit' };
 
-export function mount(root) {
+export function mount(root, params, { guest = false } = {}) {
   const timers = [];
   let points = [];
 
@@ -90,7 +92,9 @@ export function mount(root) {
         : [h('li', {}, t('ov.all_ok'))]));
     } catch (e) { levelBox.replaceChildren(badge('crit', errText(e))); }
   };
+  const loginFor = () => h('a', { href: '#/login?next=%23%2Foverview', class: 'muted' }, t('ov.login_for_more'));
   const healing = async () => {
+    if (guest) { healBadge.replaceChildren(loginFor()); return; }
     try {
       const hs = await api('/api/self-healing/status');
       const lvl = hs.loop_status === 'healthy' ? (hs.failed_services.length ? 'crit' : 'ok') : hs.loop_status === 'not_running' ? 'off' : 'warn';
@@ -102,6 +106,16 @@ export function mount(root) {
     } catch (e) { healBadge.replaceChildren(badge('off', errText(e))); }
   };
   const aiCard = async () => {
+    if (guest) {
+      // The public service list: the runtimes' states, nothing more.
+      try {
+        const r = await api('/api/services', { noRedirect: true });
+        const of = (role) => r.services.find((s) => s.role === role);
+        const svc = (s) => (s ? badge(stateLevel(s.state), t(`state.${s.state}`)) : t('ov.not_configured'));
+        ai.replaceChildren(dl([[t('ov.llm'), svc(of('llm'))], [t('ov.embeddings'), svc(of('embeddings'))]]), h('p', {}, loginFor()));
+      } catch (e) { ai.replaceChildren(h('p', { class: 'error' }, errText(e))); }
+      return;
+    }
     try {
       const a = await api('/api/services/ai');
       const svc = (s) => (s ? badge(stateLevel(s.state), t(`state.${s.state}`)) : t('ov.not_configured'));
