@@ -11,17 +11,8 @@ ensure_postgres
 ensure_docker
 "$REPO_ROOT/scripts/testrt-image" >/dev/null
 BIN="$(build_release)"
-work="$(mktemp -d)"
-project="bench$$"
-cleanup() {
-  kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null
-  docker ps -aq --filter "label=io.arasul.project=$project" | xargs -r docker rm -f >/dev/null
-  docker network rm "$project-net" >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-mkdir -p "$work"/{state,log,secrets,keys}
+source "$REPO_ROOT/benches/lib.sh"
+bench_setup frontdoor
 cat > "$work/services.yaml" <<YAML
 project: $project
 network: $project-net
@@ -32,11 +23,6 @@ services:
     env: {TESTRT_TOKEN_DELAY_MS: "$TOKEN_MS"}
     health: {http: {port: 11434, path: /api/version}, interval: 1s, timeout: 1s, retries: 3, start_period: 5s}
 YAML
-# The bench's own database, so its key does not outlive it.
-db="arasul_bench_$$"
-psql_admin() { pg_as_postgres psql -p "$PGPORT" -qtAc "$1" >/dev/null; }
-psql_admin "CREATE DATABASE $db OWNER arasul_dev"
-trap 'cleanup; psql_admin "DROP DATABASE IF EXISTS $db"' EXIT
 cat > "$work/arasuld.yaml" <<YAML
 http:
   listen: 127.0.0.1:$port
@@ -44,18 +30,12 @@ http:
   rate_limits:
     api_key: {count: 1000000, per: 1s, burst: 1000000}
 database:
-  url: ${DATABASE_URL%/*}/$db
+  url: $BENCH_DB_URL
 docker:
   pull: never
-paths:
-  state_dir: $work/state
-  log_dir: $work/log
-  secrets_dir: $work/secrets
-  keys_dir: $work/keys
-  services_file: $work/services.yaml
-  data_path: $work/state
 logging:
   level: warn
+$(bench_paths)
 YAML
 "$BIN" --config "$work/arasuld.yaml" serve >"$work/out" 2>&1 &
 PID=$!

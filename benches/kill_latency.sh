@@ -9,17 +9,8 @@ ensure_postgres
 ensure_docker
 "$REPO_ROOT/scripts/testrt-image" >/dev/null
 BIN="$(build_release)"
-work="$(mktemp -d)"
-project="bench$$"
-cleanup() {
-  kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null
-  docker ps -aq --filter "label=io.arasul.project=$project" | xargs -r docker rm -f >/dev/null
-  docker network rm "$project-net" >/dev/null 2>&1
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-mkdir -p "$work"/{state,log,secrets,keys}
+source "$REPO_ROOT/benches/lib.sh"
+bench_setup bench
 cat > "$work/services.yaml" <<YAML
 project: $project
 network: $project-net
@@ -33,14 +24,8 @@ cat > "$work/arasuld.yaml" <<YAML
 http:
   listen: 127.0.0.1:$port
 database:
-  url: $DATABASE_URL
-paths:
-  state_dir: $work/state
-  log_dir: $work/log
-  secrets_dir: $work/secrets
-  keys_dir: $work/keys
-  services_file: $work/services.yaml
-  data_path: $work/state
+  url: $BENCH_DB_URL
+$(bench_paths)
 logging:
   level: warn
 # Detection only: with healing on, the container is back before a 1 s
