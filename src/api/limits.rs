@@ -248,7 +248,7 @@ fn authority_of(scheme: &str, authority: &str) -> String {
 
 /// Whether an `Origin` header names the site the request was sent to (its
 /// `Host`, or what a trusted proxy says in `X-Forwarded-Host`).
-fn same_origin(origin: &str, host: Option<&str>, forwarded_host: Option<&str>) -> bool {
+pub(crate) fn same_origin(origin: &str, host: Option<&str>, forwarded_host: Option<&str>) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
         return false; // "null" and anything that is not scheme://host[:port]
     };

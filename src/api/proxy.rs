@@ -379,6 +379,29 @@ async fn forward(State(state): State<AppState>, mut req: Request) -> Response {
             ..Accept::ADMIN
         }),
     };
+    // A WebSocket handshake is a GET, so the edge's Origin check passes it;
+    // the session cookie (SameSite=Strict) would not come along from
+    // another site, but an app's socket is refused outright then too.
+    if route.access == Access::Admin
+        && is_upgrade(req.headers())
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+    {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if !origin
+            .to_str()
+            .is_ok_and(|o| super::limits::same_origin(o, host, None))
+        {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "a WebSocket to this app is accepted only from this box's own pages",
+            )
+            .into_response();
+        }
+    }
     let mut checked_bearer = false;
     if let Some(accept) = accept {
         if let Err(e) = guard::authenticate(&state, &mut req, accept) {

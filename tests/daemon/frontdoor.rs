@@ -502,6 +502,18 @@ fn n8n_and_minio_open_with_the_admin_session_websockets_pass_and_webhooks_are_li
     let hello: Value = serde_json::from_str(&hello).unwrap();
     assert_eq!(hello["path"], "/rest/push");
     assert_eq!(hello["headers"]["cookie"], "n8n-auth=theirs");
+    // Another site's page cannot open it, cookie or not.
+    let mut req = format!("ws://127.0.0.1:{}/n8n/rest/push", fd.cfg.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("cookie", cookies.parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    let refused = fd.rt.block_on(tokio_tungstenite::connect_async(req));
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 403),
+        "{refused:?}"
+    );
     // Without the session there is no tunnel.
     let req = format!("ws://127.0.0.1:{}/n8n/rest/push", fd.cfg.port)
         .into_client_request()
