@@ -5,6 +5,7 @@
 #   bench_setup NAME   sets work, project, port, BENCH_DB_URL; PID is the
 #                      daemon's once started (killed at exit)
 #   bench_paths        prints the config's paths section for $work
+#   bench_cleanup_extra  (define it) anything else to remove at exit
 
 bench_setup() {
   work="$(mktemp -d)"
@@ -21,6 +22,7 @@ bench_setup() {
 bench_cleanup() {
   if [ -n "$PID" ]; then kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; fi
   docker ps -aq --filter "label=io.arasul.project=$project" | xargs -r docker rm -f >/dev/null
+  if declare -F bench_cleanup_extra >/dev/null; then bench_cleanup_extra; fi
   docker network rm "$project-net" >/dev/null 2>&1
   rm -rf "$work"
   pg_as_postgres dropdb -p "$PGPORT" --if-exists "$project"

@@ -15,23 +15,10 @@ ensure_postgres
 ensure_docker
 "$REPO_ROOT/scripts/testrt-image" >/dev/null
 BIN="${ARASULD_BIN:-$(build_release)}"
-work="$(mktemp -d)"
-project="mttr$$"
-# A database of its own: the shared dev database may carry other branches'
-# migrations.
-pg_as_postgres createdb -p "$PGPORT" -O "$DEV_DB_USER" "$project"
-DB_URL="postgres://$DEV_DB_USER:$DEV_DB_PASS@127.0.0.1:$PGPORT/$project"
-cleanup() {
-  kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null
-  docker ps -aq --filter "label=io.arasul.project=$project" | xargs -r docker rm -f >/dev/null
-  docker rm -f "$project-docker" >/dev/null 2>&1
-  docker network rm "$project-net" >/dev/null 2>&1
-  rm -rf "$work"
-  pg_as_postgres dropdb -p "$PGPORT" --if-exists "$project"
-}
-trap cleanup EXIT
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-mkdir -p "$work"/{state,log,secrets,keys}
+source "$REPO_ROOT/benches/lib.sh"
+bench_setup mttr
+# The `--restart always` container it is compared with.
+bench_cleanup_extra() { docker rm -f "$project-docker" >/dev/null 2>&1; }
 cat > "$work/services.yaml" <<YAML
 project: $project
 network: $project-net
@@ -50,14 +37,8 @@ cat > "$work/arasuld.yaml" <<YAML
 http:
   listen: 127.0.0.1:$port
 database:
-  url: $DB_URL
-paths:
-  state_dir: $work/state
-  log_dir: $work/log
-  secrets_dir: $work/secrets
-  keys_dir: $work/keys
-  services_file: $work/services.yaml
-  data_path: $work/state
+  url: $BENCH_DB_URL
+$(bench_paths)
 logging:
   level: warn
 # Each failure here is its own incident: the backoff resets after 1 s

@@ -801,43 +801,10 @@ fn chat_events(
     .boxed()
 }
 
-/// A service as the supervisor reports it, for unit tests.
-#[cfg(test)]
-pub(crate) fn test_status(
-    name: &str,
-    role: Role,
-    state: ServiceState,
-    address: Option<&str>,
-) -> ServiceStatus {
-    ServiceStatus {
-        name: name.into(),
-        role,
-        critical: false,
-        state,
-        stopped_on_purpose: false,
-        image: "x".into(),
-        image_id: None,
-        container_id: None,
-        address: address.map(str::to_string),
-        api_port: None,
-        web_port: None,
-        started_at: None,
-        restart_count: 0,
-        last_restart_at: None,
-        last_exit_code: None,
-        oom_killed: false,
-        health_failures: 0,
-        last_error: None,
-        pull: None,
-        gpu: None,
-        since: Utc::now(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::test_status as status;
     use super::*;
+    use crate::docker::test_status as status;
 
     #[test]
     fn the_llm_is_found_by_role_and_needs_health_and_an_address() {

@@ -309,11 +309,17 @@ fn upstream_request(
     let uri: Uri = format!("{base}{path}{query}").parse().map_err(|e| {
         ApiError::bad_request("invalid_path", format!("cannot forward this path: {e}"))
     })?;
-    let upgrade = is_upgrade(req.headers());
+    let proto = if req.uri().scheme_str() == Some("https") {
+        "https"
+    } else {
+        "http"
+    };
     let h = req.headers_mut();
-    let upgrade_to = h.get(header::UPGRADE).cloned();
+    let upgrade_to = is_upgrade(h)
+        .then(|| h.get(header::UPGRADE).cloned())
+        .flatten();
     strip_hop_by_hop(h);
-    if upgrade && let Some(u) = upgrade_to {
+    if let Some(u) = upgrade_to {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, u);
     }
@@ -326,15 +332,8 @@ fn upstream_request(
     if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
         h.insert("x-forwarded-for", v);
     }
-    let host = h.get(header::HOST).cloned();
-    let proto = if req.uri().scheme_str() == Some("https") {
-        "https"
-    } else {
-        "http"
-    };
-    let h = req.headers_mut();
     h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    if let Some(host) = host {
+    if let Some(host) = h.get(header::HOST).cloned() {
         h.insert("x-forwarded-host", host);
     }
     if route.strip {
@@ -432,53 +431,60 @@ async fn forward(State(state): State<AppState>, mut req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let timeout = state.config().http.upstream_timeout;
-    if is_upgrade(up.headers()) {
-        let downstream = hyper::upgrade::on(&mut up);
-        let (mut parts, _) = up.into_parts();
-        parts.extensions = Default::default();
-        let up = Request::from_parts(parts, Body::empty());
-        return match tokio::time::timeout(timeout, proxy.client.request(up)).await {
-            Ok(Ok(mut resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                let upstream = hyper::upgrade::on(&mut resp);
-                let span = tracing::info_span!("ws-tunnel", route = route.prefix);
-                proxy.tunnels.spawn(
-                    async move {
-                        match tokio::try_join!(downstream, upstream) {
-                            Ok((d, u)) => {
-                                let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
-                                match tokio::io::copy_bidirectional(&mut d, &mut u).await {
-                                    Ok((to_app, to_client)) => {
-                                        tracing::debug!(
-                                            to_app,
-                                            to_client,
-                                            "WebSocket tunnel closed"
-                                        )
-                                    }
-                                    Err(e) => tracing::debug!(error = %e, "WebSocket tunnel ended"),
-                                }
-                            }
-                            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
-                        }
-                    }
-                    .instrument(span),
-                );
-                let (parts, _) = resp.into_parts();
-                Response::from_parts(parts, Body::empty())
-            }
-            Ok(Ok(resp)) => response(resp),
-            Ok(Err(e)) => unavailable(route, connect_error(&e)),
-            Err(_) => timed_out(route, timeout),
-        };
-    }
-    // Hyper's client takes the body as it comes: nothing is buffered.
+    // A WebSocket handshake goes without a body; the client's side of the
+    // upgrade is taken before the request's extensions are dropped.
+    let downstream = is_upgrade(up.headers()).then(|| hyper::upgrade::on(&mut up));
     let (mut parts, body) = up.into_parts();
     parts.extensions = Default::default();
+    let body = if downstream.is_some() {
+        Body::empty()
+    } else {
+        body
+    };
+    // Hyper's client takes the body as it comes: nothing is buffered.
     let up = Request::from_parts(parts, body);
-    match tokio::time::timeout(timeout, proxy.client.request(up)).await {
-        Ok(Ok(resp)) => response(resp),
-        Ok(Err(e)) => unavailable(route, connect_error(&e)),
-        Err(_) => timed_out(route, timeout),
+    let resp = match tokio::time::timeout(timeout, proxy.client.request(up)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return unavailable(route, connect_error(&e)),
+        Err(_) => return timed_out(route, timeout),
+    };
+    match downstream {
+        Some(downstream) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            tunnel(&proxy, route, downstream, resp)
+        }
+        _ => response(resp),
     }
+}
+
+/// Joins the client's and the app's upgraded connections in a task the
+/// proxy keeps, and answers the client the app's 101 as it came.
+fn tunnel(
+    proxy: &Proxy,
+    route: &Route,
+    downstream: hyper::upgrade::OnUpgrade,
+    mut resp: axum::http::Response<hyper::body::Incoming>,
+) -> Response {
+    let upstream = hyper::upgrade::on(&mut resp);
+    let span = tracing::info_span!("ws-tunnel", route = route.prefix);
+    proxy.tunnels.spawn(
+        async move {
+            match tokio::try_join!(downstream, upstream) {
+                Ok((d, u)) => {
+                    let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
+                    match tokio::io::copy_bidirectional(&mut d, &mut u).await {
+                        Ok((to_app, to_client)) => {
+                            tracing::debug!(to_app, to_client, "WebSocket tunnel closed")
+                        }
+                        Err(e) => tracing::debug!(error = %e, "WebSocket tunnel ended"),
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(parts, Body::empty())
 }
 
 fn connect_error(e: &hyper_util::client::legacy::Error) -> String {
@@ -596,7 +602,7 @@ mod tests {
     #[test]
     fn a_stopped_or_unknown_service_is_not_forwarded_to() {
         let route = &ROUTES[1];
-        let mut s = crate::ai::test_status(
+        let mut s = crate::docker::test_status(
             "n8n",
             Role::Workflow,
             ServiceState::Healthy,

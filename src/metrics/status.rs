@@ -225,27 +225,9 @@ mod tests {
     fn a_critical_service_down_is_critical_unless_stopped_on_purpose() {
         use crate::docker::{Role, ServiceState, ServiceStatus};
         let svc = |name: &str, critical, state, on_purpose| ServiceStatus {
-            name: name.into(),
-            role: Role::Other,
             critical,
-            state,
             stopped_on_purpose: on_purpose,
-            image: "x".into(),
-            image_id: None,
-            container_id: None,
-            address: None,
-            api_port: None,
-            web_port: None,
-            started_at: None,
-            restart_count: 0,
-            last_restart_at: None,
-            last_exit_code: None,
-            oom_killed: false,
-            health_failures: 0,
-            last_error: None,
-            pull: None,
-            gpu: None,
-            since: Utc::now(),
+            ..crate::docker::test_status(name, Role::Other, state, None)
         };
         let ok = [svc("llm", true, ServiceState::Healthy, false)];
         assert!(service_reasons(&ok).is_empty());
@@ -266,27 +248,11 @@ mod tests {
         use crate::docker::{Role, ServiceState, ServiceStatus};
         let now = Utc::now();
         let svc = |name: &str, restarted: Option<i64>| ServiceStatus {
-            name: name.into(),
-            role: Role::Other,
             critical: true,
-            state: ServiceState::Healthy,
-            stopped_on_purpose: false,
-            image: "x".into(),
-            image_id: None,
-            container_id: None,
-            address: None,
-            api_port: None,
-            web_port: None,
-            started_at: None,
             restart_count: 1,
             last_restart_at: restarted.map(|s| now - chrono::Duration::seconds(s)),
-            last_exit_code: None,
-            oom_killed: false,
-            health_failures: 0,
-            last_error: None,
-            pull: None,
-            gpu: None,
             since: now,
+            ..crate::docker::test_status(name, Role::Other, ServiceState::Healthy, None)
         };
         let list = [
             svc("llm", Some(150)),
