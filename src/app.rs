@@ -159,6 +159,19 @@ impl Daemon {
         }
 
         crate::usb::handoff::spawn(&workers, &config, &updates);
+        let models = crate::ai::pulls::PullDeps::new(
+            crate::ai::pulls::PullQueue::open(Some(crate::ai::pulls::PullQueue::file_in(
+                &config.paths.state_dir,
+            ))),
+            services.clone(),
+            config_rx.clone(),
+        );
+        {
+            let deps = models.clone();
+            workers.spawn("model-pulls", WorkerKind::Auxiliary, move |ctx| {
+                crate::ai::pulls::run(ctx, deps.clone())
+            });
+        }
         let state = AppState {
             config: config_rx,
             db: db.clone(),
@@ -172,6 +185,7 @@ impl Daemon {
             mdns: mdns_published,
             keys,
             tls: None,
+            models,
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();

@@ -60,6 +60,8 @@ pub struct Config {
     pub update: crate::update::UpdateConfig,
     /// Updates from USB sticks: UDisks2 bus, mode auto|ask, fallback mount roots (see `usb`).
     pub usb: crate::usb::UsbConfig,
+    /// Model downloads: registry, stall timeout, disk margin, memory reserve (see `ai::pulls`).
+    pub models: crate::ai::pulls::ModelsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -687,6 +689,7 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     out.extend(c.mdns.validate());
     out.extend(c.update.validate());
     out.extend(c.usb.validate());
+    out.extend(c.models.validate());
     out
 }
 

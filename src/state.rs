@@ -39,6 +39,8 @@ pub struct AppState {
     pub keys: Arc<crate::auth::keys::KeyStore>,
     /// HTTPS as served (None: off, or its certificate could not be used).
     pub tls: Option<TlsInfo>,
+    /// The model download queue and the admission checks (`crate::ai::pulls`).
+    pub models: crate::ai::pulls::PullDeps,
 }
 
 /// What the owner is shown of HTTPS, to check the certificate by.

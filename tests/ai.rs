@@ -37,9 +37,22 @@ struct Env {
 
 impl Env {
     fn new(tag: &str) -> Env {
+        Env::with_llm(tag, 10, "", |_| {})
+    }
+
+    /// `pull_ms`: the runtime's pause between pull lines; `llm_extra`: more
+    /// keys of the llm service (`{dir}` is the test's directory); `tweak`
+    /// changes the daemon's config.
+    fn with_llm(
+        tag: &str,
+        pull_ms: u32,
+        llm_extra: &str,
+        tweak: impl FnOnce(&mut arasuld::config::Config),
+    ) -> Env {
         let project = Project::new(&format!("ai{tag}"));
         let (p, network) = (project.name.clone(), project.network());
         let dir = tempfile::tempdir().unwrap();
+        let llm_extra = llm_extra.replace("{dir}", &dir.path().display().to_string());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -51,9 +64,9 @@ services:
 - name: llm
   image: {IMAGE}
   role: llm
-  env: {{TESTRT_PULL_DELAY_MS: "10", TESTRT_TOKEN_DELAY_MS: "1"}}
+  env: {{TESTRT_PULL_DELAY_MS: "{pull_ms}", TESTRT_TOKEN_DELAY_MS: "1"}}
   health: {{http: {{port: 11434, path: /api/version}}, interval: 300ms, timeout: 1s, retries: 2, start_period: 5s}}
-- name: embeddings
+{llm_extra}- name: embeddings
   image: {IMAGE}
   role: embeddings
   env: {{PORT: "11435"}}
@@ -66,11 +79,19 @@ services:
 
         let mut config = common::offline_config();
         config.paths.services_file = services_file;
+        config.paths.state_dir = dir.path().to_path_buf();
+        tweak(&mut config);
         let (handle, state) = {
             let _guard = rt.enter();
             let (workers, handle) = spawn_supervisor(dir.path(), catalog, SOCKET);
             let auth = Arc::new(common::fast_auth(dir.path()));
             let state = common::app_state(config, auth, workers, handle.clone());
+            let deps = state.models.clone();
+            state.workers.spawn(
+                "model-pulls",
+                arasuld::tasks::WorkerKind::Auxiliary,
+                move |ctx| arasuld::ai::pulls::run(ctx, deps.clone()),
+            );
             (handle, state)
         };
         let router = arasuld::api::router(state.clone());
@@ -213,6 +234,27 @@ impl Drop for Env {
             rt.shutdown_timeout(Duration::from_secs(2));
         }
     }
+}
+
+/// GET or POST on the test runtime of `service` itself.
+fn runtime_call(
+    env: &Env,
+    service: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let addr = env.handle.service(service).unwrap().address.unwrap();
+    env.rt().block_on(async {
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut req = c.request(method, format!("http://{addr}:11434{path}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.unwrap()
+    })
 }
 
 fn parse_sse(text: &str) -> Vec<(String, Value)> {
@@ -842,4 +884,294 @@ fn the_services_api_lists_stops_starts_and_streams_logs_with_a_token_only() {
     assert!(text.lines().any(|l| l.starts_with("data:")), "{text}");
     let req = env.request(Method::GET, "/api/services/llm/logs?tail=99999", None);
     assert_eq!(env.call(&env.router, req).0, StatusCode::BAD_REQUEST);
+}
+
+/// Issue 16: a pull is admitted against the disk and the memory first
+/// (refused with the numbers, in the page's language), waits in the one
+/// queue, shows rate and ETA, is resumed after a stall (the runtime keeps
+/// the partial blob), and a cancelled one leaves a partial download the
+/// owner can see and remove. The sizes come from the registry's manifest,
+/// which the test runtime serves.
+#[test]
+fn pulls_are_admitted_queued_resumed_after_a_stall_and_their_partials_removed() {
+    let mut env = Env::with_llm(
+        "pulls",
+        100,
+        "  volumes: [\"{dir}/ollama:/root/.ollama\"]\n",
+        |c| {
+            c.models.stall_timeout = Duration::from_secs(2);
+            c.models.retries = 3;
+        },
+    );
+    env.wait_healthy();
+    // The registry is the runtime itself (it serves /v2/library/…).
+    let addr = env.handle.service("llm").unwrap().address.unwrap();
+    let mut config = (*env.state.config()).clone();
+    config.models.registry = format!("http://{addr}:11434");
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(config));
+    std::mem::forget(tx);
+    env.state.config = rx.clone();
+    env.state.models = arasuld::ai::pulls::PullDeps::new(
+        arasuld::ai::pulls::PullQueue::open(Some(env.dir.path().join("models/pulls.json"))),
+        env.handle.clone(),
+        rx,
+    );
+    {
+        let _guard = env.rt().enter();
+        let deps = env.state.models.clone();
+        env.state.workers.spawn(
+            "model-pulls-2",
+            arasuld::tasks::WorkerKind::Auxiliary,
+            move |ctx| arasuld::ai::pulls::run(ctx, deps.clone()),
+        );
+    }
+    env.router = arasuld::api::router(env.state.clone());
+    let store = env.dir.path().join("ollama/models");
+    let manifest = |m: &str| -> Value {
+        let (name, tag) = m.split_once(':').unwrap();
+        runtime_call(
+            &env,
+            "llm",
+            Method::GET,
+            &format!("/v2/library/{name}/manifests/{tag}"),
+            None,
+        )
+    };
+    let size = |m: &Value| -> u64 {
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .sum::<u64>()
+            + m["config"]["size"].as_u64().unwrap()
+    };
+    let send_lang = |method: Method, uri: &str, body: Option<Value>, lang: &str| {
+        let mut req = env.request(method, uri, body);
+        req.headers_mut()
+            .insert(header::ACCEPT_LANGUAGE, lang.parse().unwrap());
+        let (s, _, b) = env.call(&env.router, req);
+        (
+            s,
+            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+        )
+    };
+
+    // ---- The curated list, each with what it needs and whether it fits.
+    let (s, cat) = send_lang(Method::GET, "/api/models/catalog", None, "de-DE,de;q=0.9");
+    assert_eq!(s, StatusCode::OK, "{cat}");
+    let entries = cat["models"].as_array().unwrap();
+    assert!(entries.len() >= 5, "{cat}");
+    let small = entries.iter().find(|m| m["name"] == "llama3.2:1b").unwrap();
+    assert_eq!(small["fits"], true, "{small}");
+    assert_eq!(
+        small["download_left"].as_u64(),
+        Some(size(&manifest("llama3.2:1b"))),
+        "the registry's size wins"
+    );
+    assert!(small["de"].as_str().unwrap().contains("klein"), "{small}");
+
+    // ---- Refused for memory, in German, with the numbers; nothing queued.
+    let (s, v) = send_lang(
+        Method::POST,
+        "/api/models/pulls",
+        Some(json!({"model": "llama3.1:70b"})),
+        "de",
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_error(&v, "insufficient_memory");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(
+            "llama3.1:70b braucht etwa 48,8 GB Arbeitsspeicher, aber verfügbar sind nur etwa "
+        ),
+        "{msg}"
+    );
+    // ---- Refused for disk: a model bigger than the free space, in English.
+    let free = df_free(env.dir.path());
+    let billions = free / 600_000_000 + 2;
+    let huge = format!("llama3.1:{billions}b");
+    let (s, v) = send_lang(
+        Method::POST,
+        "/api/models/pulls",
+        Some(json!({"model": huge})),
+        "en-US",
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_error(&v, "insufficient_disk");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!(
+            "{huge} needs {:.1} GB of disk space for its download, but the model store has ",
+            (billions * 600_000_000) as f64 / 1e9
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("(2.1 GB of it is kept free)"), "2 GiB: {msg}");
+    let (_, list) = env.send_json(Method::GET, "/api/models/pulls", None);
+    assert_eq!(list["pulls"], json!([]), "refused pulls are not queued");
+    // The SSE route refuses the same way, before any stream.
+    let (s, v) = env.send_json(
+        Method::POST,
+        "/api/services/llm/models/pull",
+        Some(json!({"model": "llama3.1:70b"})),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    // ---- A pull that stalls at 1 MB is cut after 2 s and resumed.
+    runtime_call(
+        &env,
+        "llm",
+        Method::POST,
+        "/testrt/pull",
+        Some(json!({"stall_at": 1_000_000})),
+    );
+    let (s, p) = env.send_json(
+        Method::POST,
+        "/api/models/pulls",
+        Some(json!({"model": "llama3.2:3b"})),
+    );
+    assert_eq!(s, StatusCode::ACCEPTED, "{p}");
+    let id = p["id"].as_u64().unwrap();
+    let (s, again) = env.send_json(
+        Method::POST,
+        "/api/models/pulls",
+        Some(json!({"model": "llama3.2:3b"})),
+    );
+    assert_eq!(
+        (s, again["id"].as_u64()),
+        (StatusCode::OK, Some(id)),
+        "one queue entry per model"
+    );
+    let mut seen_rate = None;
+    let done = wait_until("the pull done", Duration::from_secs(60), || {
+        let (_, list) = env.send_json(Method::GET, "/api/models/pulls", None);
+        let p = list["pulls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .cloned()
+            .unwrap();
+        if p["state"] == "running"
+            && p["rate"].as_f64().is_some_and(|r| r > 0.0)
+            && p["eta_seconds"].is_u64()
+        {
+            seen_rate = Some(p.clone());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        (p["state"] != "queued" && p["state"] != "running" && p["state"] != "retrying").then_some(p)
+    });
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["stalls"], 1, "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let total = size(&manifest("llama3.2:3b"));
+    assert_eq!(
+        (done["total"].as_u64(), done["completed"].as_u64()),
+        (Some(total), Some(total)),
+        "{done}"
+    );
+    let seen = seen_rate.expect("a running pull showed its rate and ETA");
+    eprintln!("running pull as the API showed it: {seen}");
+    let pulls = runtime_call(&env, "llm", Method::GET, "/testrt/pulls", None);
+    let runs: Vec<&Value> = pulls["pulls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["model"] == "llama3.2:3b")
+        .collect();
+    assert_eq!(runs.len(), 2, "{pulls}");
+    assert_eq!(runs[0]["stalled"], true);
+    assert!(
+        runs[1]["resumed_from"].as_u64().unwrap() >= 1_000_000,
+        "the second try resumed: {pulls}"
+    );
+    let (_, tags) = env.send_json(Method::GET, "/api/services/llm/models", None);
+    assert!(
+        model_names(&tags).contains(&"llama3.2:3b".to_string()),
+        "{tags}"
+    );
+
+    // ---- Cancelled mid-way: the partial download is listed and removable.
+    runtime_call(
+        &env,
+        "llm",
+        Method::POST,
+        "/testrt/pull",
+        Some(json!({"stall_at": 3_000_000})),
+    );
+    let (s, p) = env.send_json(
+        Method::POST,
+        "/api/models/pulls",
+        Some(json!({"model": "qwen2.5:7b"})),
+    );
+    assert_eq!(s, StatusCode::ACCEPTED, "{p}");
+    let id = p["id"].as_u64().unwrap();
+    wait_until("the pull at its stall", Duration::from_secs(30), || {
+        let (_, list) = env.send_json(Method::GET, "/api/models/pulls", None);
+        (list["pulls"][0]["completed"].as_u64() >= Some(3_000_000)).then_some(())
+    });
+    let (s, v) = env.send_json(Method::DELETE, "/api/models/partials", None);
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_error(&v, "pull_running");
+    let (s, c) = env.send_json(Method::DELETE, &format!("/api/models/pulls/{id}"), None);
+    assert_eq!(
+        (s, c["state"].as_str()),
+        (StatusCode::OK, Some("cancelled")),
+        "{c}"
+    );
+    let (s, v) = env.send_json(Method::DELETE, &format!("/api/models/pulls/{id}"), None);
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let weights = manifest("qwen2.5:7b")["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, list) = env.send_json(Method::GET, "/api/models/pulls", None);
+    let partial = list["partials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["digest"] == weights.as_str())
+        .cloned();
+    let partial = partial.unwrap_or_else(|| panic!("the partial blob is listed: {list}"));
+    assert!(partial["bytes"].as_u64().unwrap() >= 3_000_000, "{partial}");
+    assert!(
+        store
+            .join("blobs")
+            .join(format!("{}-partial", weights.replace(':', "-")))
+            .exists()
+    );
+    let (s, r) = env.send_json(Method::DELETE, "/api/models/partials", None);
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert!(
+        r["files"].as_u64().unwrap() >= 2 && r["bytes"].as_u64().unwrap() >= 3_000_000,
+        "{r}"
+    );
+    let (_, list) = env.send_json(Method::GET, "/api/models/pulls", None);
+    assert_eq!(list["partials"], json!([]), "{list}");
+    // The finished model's blobs stay.
+    let kept = manifest("llama3.2:3b")["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .replace(':', "-");
+    assert!(
+        store.join("blobs").join(kept).exists(),
+        "a finished blob was removed"
+    );
+}
+
+/// Free bytes of the file system holding `p` (as `df` shows them).
+fn df_free(p: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }

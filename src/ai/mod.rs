@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 
 use crate::docker::{Role, ServiceState, ServiceStatus};
 
+pub mod admission;
+pub mod pulls;
+
 /// Ollama's port, when the catalog names none.
 pub const DEFAULT_PORT: u16 = 11434;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -326,7 +329,7 @@ fn generation(model: &str, v: &Value) -> Generation {
     }
 }
 
-type Lines = BoxStream<'static, Result<Value, AiError>>;
+pub type Lines = BoxStream<'static, Result<Value, AiError>>;
 
 /// Splits a streamed body into JSON lines; a silence longer than `idle`
 /// ends it with a timeout.
@@ -596,11 +599,17 @@ impl Ai {
         t: &Target,
         model: &str,
     ) -> Result<BoxStream<'static, PullEvent>, AiError> {
+        Ok(pull_events(self.pull_lines(t, model).await?))
+    }
+
+    /// The runtime's pull lines as they come (the queue reads them itself,
+    /// to tell a stall from a failure).
+    pub async fn pull_lines(&self, t: &Target, model: &str) -> Result<Lines, AiError> {
         let body = json!({ "model": model, "stream": true });
         let resp = self
             .call(t, Method::POST, "/api/pull", Some(&body), None)
             .await?;
-        Ok(pull_events(ndjson(resp, t.backend, STREAM_IDLE_TIMEOUT)))
+        Ok(ndjson(resp, t.backend, STREAM_IDLE_TIMEOUT))
     }
 
     fn chat_body(p: &ChatParams, stream: bool) -> Value {

@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::ai::pulls::{PullState, QueueEvent};
 use crate::ai::{
     Ai, AiError, Backend, ChatEvent, ChatMessage, ChatParams, EmbeddingInfo, Generation,
     LoadedModel, ModelDetails, ModelEntry, PullEvent, Target,
@@ -293,15 +294,17 @@ pub struct PullRequest {
         (status = 503, description = "`llm_unavailable`", body = ErrorBody)))]
 pub async fn pull(
     State(state): State<AppState>,
-    Extension(ai): Extension<Ai>,
+    headers: axum::http::HeaderMap,
     slot: super::serve::StreamSlot,
     ApiJson(req): ApiJson<PullRequest>,
 ) -> Result<Response, ApiError> {
     model_name(&req.model)?;
-    let t = target(&state, Backend::Llm)?;
-    let events = ai.pull(&t, &req.model).await?;
+    target(&state, Backend::Llm)?;
+    // Followed from before it is queued, so no line is missed.
+    let events = state.models.queue.subscribe();
+    let (pull, _) = super::models::admit_and_enqueue(&state, &headers, &req.model, None).await?;
     let model = req.model;
-    Ok(sse(slot.hold(events.map(move |e| {
+    Ok(sse(slot.hold(follow(events, pull.id).map(move |e| {
         Ok(match e {
             PullEvent::Progress(v) => Event::default().data(v.to_string()),
             PullEvent::Done => Event::default()
@@ -310,6 +313,37 @@ pub async fn pull(
             PullEvent::Failed(m) => error_event("pull_failed", &m),
         })
     }))))
+}
+
+/// The queue's events for pull `id`: its lines, then Done or Failed.
+fn follow(
+    rx: tokio::sync::broadcast::Receiver<QueueEvent>,
+    id: u64,
+) -> impl Stream<Item = PullEvent> + Send + 'static {
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold(Some(rx), move |rx| async move {
+        let mut rx = rx?;
+        loop {
+            match rx.recv().await {
+                Ok(QueueEvent::Line(i, v)) if i == id => {
+                    return Some((PullEvent::Progress(v), Some(rx)));
+                }
+                Ok(QueueEvent::Finished(p)) if p.id == id => {
+                    let end = match p.state {
+                        PullState::Done => PullEvent::Done,
+                        _ => PullEvent::Failed(p.error.unwrap_or_else(|| {
+                            format!("the download was {:?}", p.state).to_lowercase()
+                        })),
+                    };
+                    return Some((end, None));
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => {
+                    return Some((PullEvent::Failed("the daemon is stopping".into()), None));
+                }
+            }
+        }
+    })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod models;
 pub mod proxy;
 pub mod serve;
 pub mod services;
@@ -84,6 +85,7 @@ fn build(guard: Guard<'_>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(healing::metrics))
                 .routes(routes!(healing::reboot))
                 .merge(ai::routes())
+                .merge(models::routes())
                 .merge(update::routes()),
             ADMIN,
         ))

@@ -6,7 +6,11 @@
 //! Routes:
 //! - Ollama: `GET /`, `/api/version`, `/api/tags`, `/api/ps`; `POST /api/show`,
 //!   `/api/pull`, `/api/generate`, `/api/chat`, `/api/embed`, `/api/embeddings`;
-//!   `DELETE /api/delete`
+//!   `DELETE /api/delete`. A pull resumes the bytes an earlier (cut) pull of
+//!   the same blobs got.
+//! - Ollama's registry: `GET /v2/library/{model}/manifests/{tag}` (the
+//!   layers with digests and sizes a pull then reports; 404 for names that
+//!   fail to pull)
 //! - Ollama's OpenAI-compatible API: `GET /v1/models`, `GET /v1/models/{name}`,
 //!   `POST /v1/chat/completions` (`stream: true` → server-sent events ending in
 //!   `data: [DONE]`), `POST /v1/embeddings` (`encoding_format` float | base64);
@@ -28,6 +32,10 @@
 //! - `TESTRT_IGNORE_TERM=1`: ignore SIGTERM (a stop takes its whole timeout)
 //! - `TESTRT_MODELS=a,b`: installed models (default `llama3.2:1b,nomic-embed-text`)
 //! - `TESTRT_PULL_DELAY_MS` (default 50), `TESTRT_TOKEN_DELAY_MS` (default 5)
+//! - `OLLAMA_MODELS`: the model store (default `/root/.ollama/models` when
+//!   `/root/.ollama` is a directory, i.e. mounted): pulls write partial
+//!   blobs (`blobs/sha256-…-partial`, preallocated), finished blobs and
+//!   manifests there
 //! - `TESTRT_VERSION`: the `/api/version` answer (else the file `/version`, else
 //!   `0.9.0-testrt`)
 //!
@@ -36,7 +44,10 @@
 //! `POST /testrt/generate {"status":500}` (every chat and generation fails
 //! so, as when Ollama's runner died; `/api/version` still answers),
 //! `GET|DELETE /testrt/requests` (the last 100 requests: `at`, `method`,
-//! `path`, `query`, `body`, `headers` with lower-cased names).
+//! `path`, `query`, `body`, `headers` with lower-cased names),
+//! `POST /testrt/pull {"stall_at": BYTES}` (the next pull stops growing there,
+//! repeating its last line each second), `GET /testrt/pulls` (each streamed
+//! pull: `model`, `resumed_from`, `stalled`, `finished`).
 
 mod http;
 mod ollama;
@@ -104,6 +115,14 @@ fn main() {
         cfg.models = m.split(',').map(|s| s.trim().to_string()).collect();
     }
     cfg.pull_delay = millis("TESTRT_PULL_DELAY_MS", 50);
+    // Ollama's store: OLLAMA_MODELS, else ~/.ollama/models when ~/.ollama is mounted.
+    cfg.store = env("OLLAMA_MODELS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::path::Path::new("/root/.ollama")
+                .is_dir()
+                .then(|| std::path::PathBuf::from("/root/.ollama/models"))
+        });
     cfg.token_delay = millis("TESTRT_TOKEN_DELAY_MS", 5);
     let addr = listen_addr(env("TESTRT_LISTEN"), env("PORT"), env("OLLAMA_HOST"))
         .unwrap_or_else(|e| fail(e));

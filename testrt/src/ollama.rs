@@ -24,6 +24,8 @@ use crate::ws;
 pub const REQUEST_LOG_LEN: usize = 100;
 /// Simulated generation speed, reported through `eval_duration`: 40 tokens/s.
 pub const EVAL_NS_PER_TOKEN: u64 = 25_000_000;
+/// At most this many bytes of a partial blob are really written.
+pub const PARTIAL_WRITE_CAP: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,6 +35,10 @@ pub struct Config {
     pub pull_delay: Duration,
     /// Pause between tokens of a streamed generate/chat.
     pub token_delay: Duration,
+    /// Ollama's model store (`blobs/`, `manifests/`), when one is mounted:
+    /// pulls write their partial and finished blobs there (sparse files of
+    /// the real length, as Ollama preallocates them).
+    pub store: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -42,6 +48,7 @@ impl Default for Config {
             models: vec!["llama3.2:1b".into(), "nomic-embed-text".into()],
             pull_delay: Duration::from_millis(50),
             token_delay: Duration::from_millis(5),
+            store: None,
         }
     }
 }
@@ -69,6 +76,14 @@ struct State {
     /// Loaded models → when they expire (`None`: never).
     loaded: BTreeMap<String, Option<SystemTime>>,
     requests: VecDeque<Value>,
+    /// Bytes of each blob (by hex digest) downloaded so far: a new pull
+    /// resumes there, as Ollama resumes its partial blobs.
+    partial: BTreeMap<String, u64>,
+    /// `POST /testrt/pull {"stall_at": N}`: the next pull stops growing at N
+    /// bytes of its weights (it goes on repeating its last line each second).
+    stall_at: Option<u64>,
+    /// Every streamed pull: model, resumed_from, stalled, finished.
+    pulls: Vec<Value>,
 }
 
 pub struct App {
@@ -135,12 +150,66 @@ fn parameter_size(name: &str) -> String {
 }
 
 fn model_size(name: &str) -> u64 {
+    let billions = parameter_size(name)
+        .strip_suffix('B')
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0);
     if is_embedding_model(name) {
         274_302_450
+    } else if billions >= 20.0 {
+        // Big models as big as they are at Q4: 0.6 GB per billion.
+        (billions * 600_000_000.0) as u64
     } else {
         // 0.5 – 4.5 GB, fixed per name.
         500_000_000 + fnv1a(name.as_bytes()) % 4_000_000_000
     }
+}
+
+/// One blob of a model as the registry lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    /// 64 hex digits.
+    pub hex: String,
+    pub media_type: &'static str,
+    pub size: u64,
+}
+
+/// The model's blobs: the weights, template, params and licence layers,
+/// then the config (the sum is [`model_size`]).
+pub fn layers(name: &str) -> Vec<Layer> {
+    let size = model_size(name);
+    let kinds = [
+        (
+            "application/vnd.ollama.image.model",
+            size - 12_403 - 96 - 487 - 561,
+        ),
+        ("application/vnd.ollama.image.template", 12_403),
+        ("application/vnd.ollama.image.params", 96),
+        ("application/vnd.ollama.image.license", 487),
+        ("application/vnd.docker.container.image.v1+json", 561),
+    ];
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (media_type, size))| Layer {
+            hex: fake_sha256(&format!("{name}#layer{i}")),
+            media_type,
+            size: *size,
+        })
+        .collect()
+}
+
+/// The registry's manifest of the model (`/v2/library/{name}/manifests/{tag}`).
+pub fn manifest(name: &str) -> Value {
+    let ls = layers(name);
+    let (config, blobs) = ls.split_last().expect("a config layer");
+    let entry = |l: &Layer| json!({"mediaType": l.media_type, "digest": format!("sha256:{}", l.hex), "size": l.size});
+    json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": entry(config),
+        "layers": blobs.iter().map(entry).collect::<Vec<_>>(),
+    })
 }
 
 fn details(name: &str) -> Value {
@@ -162,21 +231,28 @@ fn new_model(name: &str, at: SystemTime) -> Model {
     }
 }
 
-/// The lines of a streamed pull, in order (without pauses).
+/// Steps of the weights layer's download (each one a progress line).
+pub const WEIGHT_STEPS: u64 = 8;
+
+/// One progress line of a layer.
+fn progress_line(l: &Layer, completed: u64) -> Value {
+    json!({
+        "status": format!("pulling {}", &l.hex[..12]),
+        "digest": format!("sha256:{}", l.hex),
+        "total": l.size,
+        "completed": completed,
+    })
+}
+
+/// The lines of a streamed pull from scratch, in order (without pauses): what
+/// the tests expect of [`App::pull`].
+#[cfg(test)]
 pub fn pull_events(name: &str) -> Vec<Value> {
-    let size = model_size(name);
-    let layers = [size - 12_403 - 96 - 487, 12_403, 96, 487];
     let mut out = vec![json!({"status": "pulling manifest"})];
-    for (i, total) in layers.iter().enumerate() {
-        let digest = fake_sha256(&format!("{name}#layer{i}"));
-        let steps: u64 = if i == 0 { 4 } else { 1 };
+    for (i, l) in layers(name).iter().enumerate() {
+        let steps: u64 = if i == 0 { WEIGHT_STEPS } else { 1 };
         for s in 1..=steps {
-            out.push(json!({
-                "status": format!("pulling {}", &digest[..12]),
-                "digest": format!("sha256:{digest}"),
-                "total": total,
-                "completed": total * s / steps,
-            }));
+            out.push(progress_line(l, l.size * s / steps));
         }
     }
     out.push(json!({"status": "verifying sha256 digest"}));
@@ -427,6 +503,42 @@ impl App {
                 let v = json!({"requests": self.state().requests.iter().collect::<Vec<_>>()});
                 self.json(w, 200, &v, head)?
             }
+            ("/testrt/pulls", _) if get => {
+                let v = json!({"pulls": self.state().pulls.clone()});
+                self.json(w, 200, &v, head)?
+            }
+            ("/testrt/pull", "POST") => {
+                let body = recorded_body(&req.body);
+                match body.get("stall_at").and_then(Value::as_u64) {
+                    Some(n) => {
+                        self.state().stall_at = Some(n);
+                        write_json(w, 200, &json!({"stall_at": n}))?;
+                        200
+                    }
+                    None => {
+                        write_json(w, 400, &err("stall_at must be a number of bytes"))?;
+                        400
+                    }
+                }
+            }
+            (path, _) if get && path.starts_with("/v2/library/") => {
+                let rest = &path["/v2/library/".len()..];
+                match rest.split_once("/manifests/") {
+                    Some((model, tag)) if !model.is_empty() && !tag.is_empty() => {
+                        let name = format!("{model}:{tag}");
+                        if pull_fails(&name) {
+                            let v = json!({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]});
+                            self.json(w, 404, &v, head)?
+                        } else {
+                            self.json(w, 200, &manifest(&name), head)?
+                        }
+                    }
+                    _ => {
+                        write_full(w, 404, "text/plain", b"404 page not found", head)?;
+                        404
+                    }
+                }
+            }
             ("/testrt/requests", "DELETE") => {
                 let n = {
                     let mut st = self.state();
@@ -624,23 +736,137 @@ impl App {
             return Ok(200);
         }
         let mut s = NdjsonStream::start(w, 200)?;
-        let events = pull_events(&name);
-        for (i, ev) in events.iter().enumerate() {
-            if i > 0 {
+        s.send(&json!({"status": "pulling manifest"}))?;
+        std::thread::sleep(delay);
+        if fail {
+            s.send(&err("pull model manifest: file does not exist"))?;
+            s.finish()?;
+            return Ok(200);
+        }
+        let ls = layers(&name);
+        let log = {
+            let mut st = self.state();
+            let resumed_from = st.partial.get(&ls[0].hex).copied().unwrap_or(0);
+            st.pulls.push(json!({"model": name, "resumed_from": resumed_from, "stalled": false, "finished": false}));
+            st.pulls.len() - 1
+        };
+        for (i, l) in ls.iter().enumerate() {
+            let steps: u64 = if i == 0 { WEIGHT_STEPS } else { 1 };
+            let from = self.state().partial.get(&l.hex).copied().unwrap_or(0);
+            for step in 1..=steps {
+                let target = l.size * step / steps;
+                if target <= from && step < steps {
+                    continue;
+                }
+                let mut done = target.max(from);
+                let stall = {
+                    let mut st = self.state();
+                    match st.stall_at {
+                        Some(at) if i == 0 && done >= at => {
+                            st.stall_at = None;
+                            st.pulls[log]["stalled"] = json!(true);
+                            done = at.max(from);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                self.save_partial(l, done);
+                s.send(&progress_line(l, done))?;
+                if stall {
+                    // Ollama keeps reporting the same bytes while the
+                    // download does not move; a closed connection ends it.
+                    for _ in 0..600 {
+                        std::thread::sleep(Duration::from_secs(1));
+                        s.send(&progress_line(l, done))?;
+                    }
+                    s.send(&err("download stalled"))?;
+                    s.finish()?;
+                    return Ok(200);
+                }
                 std::thread::sleep(delay);
             }
-            if fail && i == 1 {
-                s.send(&err("pull model manifest: file does not exist"))?;
-                s.finish()?;
-                return Ok(200);
-            }
-            if ev["status"] == "success" {
-                self.install(&name);
-            }
-            s.send(ev)?;
+            self.finish_blob(l);
         }
+        s.send(&json!({"status": "verifying sha256 digest"}))?;
+        std::thread::sleep(delay);
+        s.send(&json!({"status": "writing manifest"}))?;
+        self.write_manifest(&name);
+        self.install(&name);
+        self.state().pulls[log]["finished"] = json!(true);
+        s.send(&json!({"status": "success"}))?;
         s.finish()?;
         Ok(200)
+    }
+
+    /// Remembers (and writes, when a store is mounted) a blob's progress.
+    fn save_partial(&self, l: &Layer, done: u64) {
+        self.state().partial.insert(l.hex.clone(), done);
+        let Some(store) = &self.cfg.store else { return };
+        let blobs = store.join("blobs");
+        let path = blobs.join(format!("sha256-{}-partial", l.hex));
+        let res = std::fs::create_dir_all(&blobs)
+            .and_then(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+            })
+            .and_then(|f| {
+                // Preallocated to the blob's length, as Ollama does; the
+                // bytes downloaded so far are really written (capped, so a
+                // test's disk is not filled): the partial takes disk space.
+                f.set_len(l.size)?;
+                let real = done.min(PARTIAL_WRITE_CAP) as usize;
+                std::os::unix::fs::FileExt::write_all_at(&f, &vec![0x5a; real], 0)
+            })
+            .and_then(|_| {
+                let part = json!({"N": 0, "Offset": 0, "Size": l.size, "Completed": done});
+                std::fs::write(
+                    blobs.join(format!("sha256-{}-partial-0", l.hex)),
+                    part.to_string(),
+                )
+            });
+        if let Err(e) = res {
+            eprintln!("testrt: writing {}: {e}", path.display());
+        }
+    }
+
+    /// A blob downloaded completely: the partial becomes the blob.
+    fn finish_blob(&self, l: &Layer) {
+        self.state().partial.remove(&l.hex);
+        let Some(store) = &self.cfg.store else { return };
+        let blobs = store.join("blobs");
+        let partial = blobs.join(format!("sha256-{}-partial", l.hex));
+        let _ = std::fs::remove_file(blobs.join(format!("sha256-{}-partial-0", l.hex)));
+        let res = std::fs::create_dir_all(&blobs)
+            .and_then(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&partial)
+            })
+            .and_then(|f| f.set_len(l.size))
+            .and_then(|_| std::fs::rename(&partial, blobs.join(format!("sha256-{}", l.hex))));
+        if let Err(e) = res {
+            eprintln!("testrt: finishing blob {}: {e}", l.hex);
+        }
+    }
+
+    /// `manifests/registry.ollama.ai/library/<name>/<tag>`, as Ollama keeps it.
+    fn write_manifest(&self, name: &str) {
+        let Some(store) = &self.cfg.store else { return };
+        let (model, tag) = name.split_once(':').unwrap_or((name, "latest"));
+        let dir = store
+            .join("manifests/registry.ollama.ai/library")
+            .join(model);
+        let res = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(dir.join(tag), manifest(name).to_string()));
+        if let Err(e) = res {
+            eprintln!("testrt: writing the manifest of {name}: {e}");
+        }
     }
 
     fn install(&self, name: &str) {

@@ -1264,3 +1264,119 @@ fn websocket_over_loopback() {
     s.read_to_end(&mut rest).unwrap();
     assert_eq!(rest, [0x88, 0x02, 0x03, 0xe8], "a close back, then the end");
 }
+
+/// A connection that breaks after `left` bytes (a client that went away).
+struct Cut {
+    left: usize,
+}
+
+impl Write for Cut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_cut_pull_resumes_where_it_stopped_and_the_store_holds_its_blobs() {
+    let store = std::env::temp_dir().join(format!("testrt-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    let a = App::new(Config {
+        pull_delay: Duration::ZERO,
+        token_delay: Duration::ZERO,
+        store: Some(store.clone()),
+        ..Config::default()
+    });
+    // The registry's manifest names the blobs and sizes the pull reports.
+    let m = call(&a, "GET", "/v2/library/llama3.1/manifests/70b", None).json();
+    let sizes: Vec<u64> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .collect();
+    let total: u64 = sizes.iter().sum::<u64>() + m["config"]["size"].as_u64().unwrap();
+    assert_eq!(total, 42_000_000_000, "70B at 0.6 GB per billion");
+    assert_eq!(
+        call(&a, "GET", "/v2/library/missing-model/manifests/1b", None).status,
+        404
+    );
+    let weights = m["layers"][0]["digest"].as_str().unwrap().replace(':', "-");
+
+    // The first pull is cut after a few lines.
+    let req = Request {
+        method: "POST".into(),
+        path: "/api/pull".into(),
+        query: String::new(),
+        headers: vec![],
+        body: json!({"model": "llama3.1:70b"}).to_string().into_bytes(),
+    };
+    assert!(a.handle(&req, &mut Cut { left: 700 }).is_err());
+    let partial = store.join("blobs").join(format!("{weights}-partial"));
+    assert_eq!(
+        std::fs::metadata(&partial).unwrap().len(),
+        sizes[0],
+        "preallocated"
+    );
+
+    // The next one starts where it stopped and finishes.
+    let r = call(
+        &a,
+        "POST",
+        "/api/pull",
+        Some(json!({"model": "llama3.1:70b"})),
+    );
+    let lines = r.lines();
+    assert_eq!(lines.last().unwrap(), &json!({"status": "success"}));
+    let first = lines.iter().find(|l| l.get("digest").is_some()).unwrap();
+    assert!(first["completed"].as_u64().unwrap() > 0, "{first}");
+    let pulls = call(&a, "GET", "/testrt/pulls", None).json();
+    assert_eq!(pulls["pulls"][0]["resumed_from"], 0);
+    assert_eq!(pulls["pulls"][0]["finished"], false);
+    assert!(
+        pulls["pulls"][1]["resumed_from"].as_u64().unwrap() > 0,
+        "{pulls}"
+    );
+    assert_eq!(pulls["pulls"][1]["finished"], true);
+    assert!(!partial.exists());
+    let blob = store.join("blobs").join(&weights);
+    assert_eq!(std::fs::metadata(&blob).unwrap().len(), sizes[0]);
+    assert!(
+        store
+            .join("manifests/registry.ollama.ai/library/llama3.1/70b")
+            .is_file()
+    );
+
+    // A stall on request: the bytes stop at the chosen one while the line
+    // repeats (cut here by the client after a few repeats).
+    assert_eq!(
+        call(
+            &a,
+            "POST",
+            "/testrt/pull",
+            Some(json!({"stall_at": 1_000_000}))
+        )
+        .status,
+        200
+    );
+    let req = Request {
+        body: json!({"model": "qwen2.5:0.5b"}).to_string().into_bytes(),
+        ..req
+    };
+    let started = std::time::Instant::now();
+    assert!(a.handle(&req, &mut Cut { left: 700 }).is_err());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "it repeated the line"
+    );
+    let pulls = call(&a, "GET", "/testrt/pulls", None).json();
+    assert_eq!(pulls["pulls"][2]["stalled"], true);
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -63,6 +63,7 @@ impl TestConfig {
             "http:\n  listen: 127.0.0.1:{port}\n  shutdown_grace: 2s\n{http}\
              database:\n  url: {database_url}\n  retry_max: 1s\n  check_interval: 1s\n  connect_timeout: 2s\n\
              docker:\n  pull: never\n\
+             models:\n  registry: \"\"\n\
              paths:\n  state_dir: {d}/state\n  log_dir: {d}/log\n  secrets_dir: {d}/secrets\n  keys_dir: {d}/keys\n  services_file: {d}/services.yaml\n  data_path: {d}\n\
              {extra}"
         );
@@ -426,6 +427,8 @@ pub fn fast_auth(dir: &Path) -> arasuld::auth::Auth {
 pub fn offline_config() -> arasuld::config::Config {
     let mut config = arasuld::config::Config::default();
     config.database.url = arasuld::config::Secret::new("postgres://nobody@127.0.0.1:1/x".into());
+    // Model sizes from the curated list only: nothing leaves the machine.
+    config.models.registry = String::new();
     config
 }
 
@@ -437,6 +440,9 @@ pub fn app_state(
     workers: arasuld::tasks::Workers,
     services: arasuld::docker::SupervisorHandle,
 ) -> arasuld::state::AppState {
+    let queue_file = tempfile::tempdir()
+        .map(|d| arasuld::ai::pulls::PullQueue::file_in(&d.keep()))
+        .ok();
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
     // Kept alive so the config never reads as closed.
     std::mem::forget(tx);
@@ -444,6 +450,11 @@ pub fn app_state(
     let db = arasuld::db::Db::new(&config.database).unwrap();
     let updates = arasuld::update::UpdateManager::new(
         arasuld::update::manager::UpdateDeps::from_config(&config, &db, &services),
+    );
+    let models = arasuld::ai::pulls::PullDeps::new(
+        arasuld::ai::pulls::PullQueue::open(queue_file),
+        services.clone(),
+        rx.clone(),
     );
     arasuld::state::AppState {
         updates,
@@ -458,6 +469,7 @@ pub fn app_state(
         mdns: tokio::sync::watch::channel(Default::default()).1,
         keys: Default::default(),
         tls: None,
+        models,
     }
 }
 
