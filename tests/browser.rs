@@ -186,7 +186,7 @@ services:
   image: {img}
   role: llm
   critical: true
-  env: {{TESTRT_PULL_DELAY_MS: "20", TESTRT_TOKEN_DELAY_MS: "1"}}
+  env: {{TESTRT_PULL_DELAY_MS: "300", TESTRT_TOKEN_DELAY_MS: "1"}}
   health: {{http: {{port: 11434, path: /api/version}}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}}
 - name: app
   image: {img}
@@ -393,6 +393,37 @@ fn dashboard_end_to_end_in_chromium() {
         "the pulled model listed",
         Duration::from_secs(20),
         "document.querySelector('#model-table tr[data-model=\"qwen2:0.5b\"]')",
+    );
+    // A model this box cannot hold is refused with the numbers, before
+    // anything is downloaded; the suggestions say so too.
+    b.wait_js(
+        "the suggestions, the 70B one marked as not fitting",
+        Duration::from_secs(20),
+        "document.querySelector('#suggest-table tr[data-suggest=\"llama3.3:70b\"][data-fits=false] .refusal')?.textContent",
+    );
+    b.exec("document.getElementById('pull-name').value = ''", vec![]);
+    b.type_into("#pull-name", "llama3.3:70b");
+    b.click("#pull-form button[type=submit]");
+    let refusal = b.wait_js(
+        "the refusal with the numbers",
+        Duration::from_secs(20),
+        "/needs about [0-9.]+ GB of memory/.test(document.querySelector('#pull-msg').textContent) && document.querySelector('#pull-msg').textContent",
+    );
+    eprintln!("refusal shown: {refusal}");
+    assert!(
+        refusal
+            .as_str()
+            .unwrap()
+            .starts_with("llama3.3:70b needs about 49.4 GB of memory to run"),
+        "{refusal}"
+    );
+    assert_eq!(
+        b.exec(
+            "return document.querySelectorAll('#pull-table tr[data-pull]').length",
+            vec![]
+        ),
+        json!(1),
+        "only the first download is in the queue"
     );
     b.click("#model-table tr[data-model=\"qwen2:0.5b\"] button.danger");
     b.click("dialog[open] [data-action=confirm]");

@@ -22,6 +22,8 @@ export function setAuthHandlers(unauth, mustChange) {
   onPasswordChange = mustChange;
 }
 
+import { lang } from './i18n.js';
+
 function csrf() {
   const m = document.cookie.match(/(?:^|;\s*)arasul_csrf=([^;]+)/);
   return m ? decodeURIComponent(m[1]) : '';
@@ -33,7 +35,8 @@ function csrf() {
  */
 export async function api(path, opts = {}) {
   const method = opts.method || 'GET';
-  const headers = { Accept: 'application/json', ...(opts.headers || {}) };
+  // Refusals with numbers (a model that does not fit) come in the page's language.
+  const headers = { Accept: 'application/json', 'Accept-Language': lang(), ...(opts.headers || {}) };
   let body = opts.body;
   if (body !== undefined && !(body instanceof FormData) && typeof body !== 'string') {
     headers['Content-Type'] = 'application/json';
@@ -153,41 +156,3 @@ export function upload(path, file, onProgress, field = 'file') {
   });
 }
 
-/**
- * POST returning text/event-stream (model pull): calls onEvent(name, data)
- * per event. Resolves when the stream ends.
- */
-export async function postStream(path, body, onEvent) {
-  const r = await fetch(path, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf(), Accept: 'text/event-stream' },
-    body: JSON.stringify(body),
-    credentials: 'same-origin',
-  });
-  if (!r.ok) {
-    let err = {};
-    try { err = (await r.json()).error || {}; } catch { /* not JSON */ }
-    if (r.status === 401) onUnauthorized();
-    throw new ApiError(r.status, err.code, err.message);
-  }
-  const reader = r.body.getReader();
-  const dec = new TextDecoder();
-  let buf = '';
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += dec.decode(value, { stream: true });
-    let i;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const block = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      let name = 'message';
-      const data = [];
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event:')) name = line.slice(6).trim();
-        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-      }
-      if (data.length) onEvent(name, data.join('\n'));
-    }
-  }
-}

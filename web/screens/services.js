@@ -1,7 +1,8 @@
 // Services: state, restarts, last exit, start/stop/restart with
-// confirmation, a live log tail; LLM models (pull with progress, delete,
-// unload) and a small LLM playground.
-import { api, sse, postStream } from '../api.js';
+// confirmation, a live log tail; LLM models (delete, unload; downloads in
+// downloads.js) and a small LLM playground.
+import { api, sse } from '../api.js';
+import { downloads } from './downloads.js';
 import { t } from '../i18n.js';
 import { h, card, badge, confirmDialog, notify, errText, fmtTime, fmtBytes, fmtNum, stateLevel } from '../ui.js';
 
@@ -93,40 +94,13 @@ export function mount(root, params) {
     h('button', { type: 'button', class: 'secondary', onclick: () => { if (stopLogs) stopLogs(); stopLogs = null; logState.textContent = t('svc.log_stopped'); } }, t('svc.stop_follow')),
     logState), logPre);
 
-  // ---- models
+  // ---- models: the installed ones, then downloads (suggestions, queue, partials)
   const modelList = h('div', { id: 'model-list' });
-  const pullInput = h('input', { id: 'pull-name', placeholder: 'llama3.2:1b', pattern: '[A-Za-z0-9][A-Za-z0-9._:-]{0,199}', autocomplete: 'off' });
-  const pullBar = h('progress', { id: 'pull-progress', max: 100, value: 0, 'aria-label': t('svc.pull_progress') });
-  const pullMsg = h('span', { id: 'pull-msg', role: 'status' });
-  const pullBtn = h('button', { type: 'submit', class: 'primary' }, t('svc.pull'));
-  const pullForm = h('form', { class: 'row', id: 'pull-form' },
-    h('label', { for: 'pull-name' }, t('svc.model_name')), pullInput, pullBtn, pullBar, pullMsg);
-  pullForm.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    const model = pullInput.value.trim();
-    if (!model) { pullMsg.textContent = t('svc.model_required'); return; }
-    pullBtn.disabled = true;
-    pullBar.value = 0;
-    pullMsg.textContent = t('svc.pulling', { m: model });
-    let failed = null;
-    try {
-      await postStream('/api/services/llm/models/pull', { model }, (name, data) => {
-        let d = {};
-        try { d = JSON.parse(data); } catch { /* text */ }
-        if (name === 'error') { failed = d.message || data; return; }
-        if (name === 'done') { pullBar.value = 100; return; }
-        if (d.total) pullBar.value = Math.round((100 * (d.completed || 0)) / d.total);
-        if (d.status) pullMsg.textContent = `${d.status}${d.total ? ` · ${pullBar.value} %` : ''}`;
-      });
-      pullMsg.textContent = failed ? t('svc.pull_failed', { e: failed }) : t('svc.pulled', { m: model });
-    } catch (e) { pullMsg.textContent = errText(e); }
-    pullBtn.disabled = false;
-    models();
-  });
+  const dl = downloads(() => models());
   const unloadAll = h('button', { type: 'button', class: 'secondary', id: 'unload-all', onclick: async () => {
     try { const r = await api('/api/services/llm/unload', { method: 'POST' }); notify(t('svc.unloaded', { m: r.unloaded.join(', ') || t('ov.none') }), 'ok'); } catch (e) { notify(errText(e), 'crit'); }
   } }, t('svc.unload_all'));
-  modelBody.append(modelList, pullForm, h('div', { class: 'row' }, unloadAll));
+  modelBody.append(modelList, h('div', { class: 'row' }, unloadAll), dl.el);
 
   const models = async () => {
     try {
@@ -171,5 +145,5 @@ export function mount(root, params) {
   refresh();
   models();
   timers.push(setInterval(refresh, 3000));
-  return () => { timers.forEach(clearInterval); if (stopLogs) stopLogs(); };
+  return () => { timers.forEach(clearInterval); dl.stop(); if (stopLogs) stopLogs(); };
 }
