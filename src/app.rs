@@ -108,6 +108,7 @@ impl Daemon {
                 update: updates.activity(),
                 metrics_retention: config.metrics.retention,
                 proc_root: config.paths.proc_root.clone(),
+                live: Some(config_rx.clone()),
             },
         );
         {
@@ -136,7 +137,8 @@ impl Daemon {
                 .local_addr()
                 .map(|a| a.port())
                 .unwrap_or(config.http.listen.port());
-            let deps = crate::os::mdns::MdnsDeps::new(config.mdns.clone(), port);
+            let mut deps = crate::os::mdns::MdnsDeps::new(config.mdns.clone(), port);
+            deps.live = Some(config_rx.clone());
             mdns_published = deps.published.subscribe();
             workers.spawn("mdns", WorkerKind::Auxiliary, move |ctx| {
                 crate::os::mdns::run(ctx, deps.clone())

@@ -840,6 +840,13 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
 
 /// Keys that only take effect after a restart (sockets, pools, paths).
 pub fn needs_restart(changed_line: &str) -> bool {
+    // Followed live by their workers (the setup wizard changes them).
+    if ["mdns.hostname", "healing.reboot.enabled"]
+        .iter()
+        .any(|k| changed_line.starts_with(k))
+    {
+        return false;
+    }
     [
         "http.listen",
         // Also covers http.max_connections_per_client.

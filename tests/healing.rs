@@ -150,6 +150,7 @@ services:
                 update: arasuld::update::UpdateActivity::new(),
                 metrics_retention: Duration::from_secs(7 * 24 * 3600),
                 proc_root: PathBuf::from("/proc"),
+                live: None,
             },
         );
         Running { workers, h, db }
@@ -665,6 +666,7 @@ fn worker_with_db(
             update: arasuld::update::UpdateActivity::new(),
             metrics_retention: Duration::from_secs(7 * 24 * 3600),
             proc_root: PathBuf::from("/proc"),
+            live: None,
         },
     );
     (workers, db)

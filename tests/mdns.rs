@@ -342,6 +342,15 @@ where
 /// The worker on `bus`, announcing 192.0.2.1 on the interface whose index
 /// `ifindex` holds when it asks (Avahi may start after the worker).
 fn start_worker(bus: &Bus, ifindex: Arc<AtomicI32>) -> (Workers, watch::Receiver<Published>) {
+    start_worker_live(bus, ifindex, None)
+}
+
+/// Like [`start_worker`], following `live` (the running config) for renames.
+fn start_worker_live(
+    bus: &Bus,
+    ifindex: Arc<AtomicI32>,
+    live: Option<watch::Receiver<Arc<arasuld::config::Config>>>,
+) -> (Workers, watch::Receiver<Published>) {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("info")
@@ -351,6 +360,7 @@ fn start_worker(bus: &Bus, ifindex: Arc<AtomicI32>) -> (Workers, watch::Receiver
         ..MdnsConfig::default()
     };
     let mut deps = MdnsDeps::new(config, HTTP_PORT);
+    deps.live = live;
     let addr: IpAddr = AVAHI_ADDR.parse().unwrap();
     deps.addresses = Arc::new(move || {
         vec![LanAddress {
@@ -379,7 +389,8 @@ async fn publishes_arasul_local_and_http_service_again_after_avahi_restarts() {
     // Avahi absent at first: the worker logs that and waits; it publishes
     // as soon as Avahi appears on the bus.
     let ifindex = Arc::new(AtomicI32::new(0));
-    let (workers, mut rx) = start_worker(&bus, ifindex.clone());
+    let (config_tx, config_rx) = watch::channel(Arc::new(arasuld::config::Config::default()));
+    let (workers, mut rx) = start_worker_live(&bus, ifindex.clone(), Some(config_rx));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rx.borrow().host, None);
     let mut avahi = Avahi::start(&bus, dir.path(), 1, &ifindex);
@@ -410,6 +421,21 @@ async fn publishes_arasul_local_and_http_service_again_after_avahi_restarts() {
     assert_eq!(again.host.as_deref(), Some("arasul.local"));
     let (address, port, _) = resolves(&conn, "arasul").await;
     assert_eq!((address.as_str(), port), (AVAHI_ADDR, HTTP_PORT));
+
+    // The owner names the box (setup wizard → config → reload): the new
+    // name is published at once, without a restart.
+    let mut renamed = arasuld::config::Config::default();
+    renamed.mdns.hostname = "werkstatt".into();
+    config_tx.send_replace(Arc::new(renamed));
+    wait_published(&mut rx, "werkstatt.local", |p| {
+        p.host.as_deref() == Some("werkstatt.local")
+    })
+    .await;
+    let (address, port, host) = resolves(&conn, "werkstatt").await;
+    assert_eq!(
+        (address.as_str(), port, host.as_str()),
+        (AVAHI_ADDR, HTTP_PORT, "werkstatt.local")
+    );
 
     workers.shutdown(Duration::from_secs(5)).await;
     drop(avahi2);

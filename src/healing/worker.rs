@@ -77,6 +77,10 @@ pub struct HealingDeps {
     pub metrics_retention: Duration,
     /// `paths.proc_root`: the boot id that proves a reboot happened.
     pub proc_root: PathBuf,
+    /// The running config: `healing.reboot` is read from it when a reboot
+    /// is considered (the owner may allow or forbid reboots at any time).
+    /// None: `config.reboot` for good.
+    pub live: Option<tokio::sync::watch::Receiver<std::sync::Arc<crate::config::Config>>>,
 }
 
 /// Spawns the loop as the core worker `self-healing`. The event buffer
@@ -368,7 +372,10 @@ impl Loop {
 
     fn reboot_ctx(&self) -> super::reboot::RebootCtx {
         super::reboot::RebootCtx {
-            rules: self.deps.config.reboot.clone(),
+            rules: self.deps.live.as_ref().map_or_else(
+                || self.deps.config.reboot.clone(),
+                |c| c.borrow().healing.reboot.clone(),
+            ),
             db: self.deps.db.clone(),
             metrics: self.deps.metrics.clone(),
             services: self.deps.services.clone(),

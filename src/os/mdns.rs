@@ -235,11 +235,15 @@ pub struct MdnsDeps {
     /// How often the addresses are compared ([`ADDRESS_POLL`]; tests shorten it).
     pub address_poll: Duration,
     pub published: watch::Sender<Published>,
+    /// The running config: a new `mdns.hostname` is published at once (the
+    /// old name withdrawn). None: the name of `config` for good.
+    pub live: Option<watch::Receiver<Arc<crate::config::Config>>>,
 }
 
 impl MdnsDeps {
     pub fn new(config: MdnsConfig, http_port: u16) -> Self {
         MdnsDeps {
+            live: None,
             config,
             http_port,
             addresses: Arc::new(lan_addresses),
@@ -253,7 +257,10 @@ impl MdnsDeps {
 /// daemon runs. Returns `Ok` (the worker finishes) only when mDNS is off or
 /// the bus cannot be reached; D-Bus errors while publishing are returned so
 /// the worker is restarted with backoff.
-pub async fn run(ctx: WorkerCtx, deps: MdnsDeps) -> anyhow::Result<()> {
+pub async fn run(ctx: WorkerCtx, mut deps: MdnsDeps) -> anyhow::Result<()> {
+    if let Some(live) = &deps.live {
+        deps.config.hostname = live.borrow().mdns.hostname.clone();
+    }
     if !deps.config.enabled {
         tracing::info!("mDNS is off (mdns.enabled: false)");
         return Ok(());
@@ -282,7 +289,7 @@ pub async fn run(ctx: WorkerCtx, deps: MdnsDeps) -> anyhow::Result<()> {
         ctx.beat();
         if present {
             let outcome = tokio::select! {
-                r = publish_while_present(&ctx, &conn, &deps, &mut owners) => r?,
+                r = publish_while_present(&ctx, &conn, &mut deps, &mut owners) => r?,
                 _ = ctx.cancel.cancelled() => return Ok(()),
             };
             let Some(again) = outcome else {
@@ -327,9 +334,10 @@ async fn connect(config: &MdnsConfig) -> anyhow::Result<zbus::Connection> {
 async fn publish_while_present(
     ctx: &WorkerCtx,
     conn: &zbus::Connection,
-    deps: &MdnsDeps,
+    deps: &mut MdnsDeps,
     owners: &mut zbus::fdo::NameOwnerChangedStream,
 ) -> anyhow::Result<Option<bool>> {
+    let mut live = deps.live.clone();
     let server = AvahiServerProxy::builder(conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
@@ -421,6 +429,19 @@ async fn publish_while_present(
                         _ => {}
                     }
                 }
+                renamed = hostname_change(&mut live, &deps.config.hostname) => {
+                    let old = std::mem::replace(&mut deps.config.hostname, renamed);
+                    tracing::info!(old = %format!("{old}.local"), new = %format!("{}.local", deps.config.hostname), "mDNS: the box was renamed; publishing the new name");
+                    attempt = 0;
+                    deps.published.send_modify(|p| {
+                        p.host = None;
+                        p.addresses.clear();
+                    });
+                    if committed {
+                        group.reset().await?;
+                        add_and_commit(&group, deps, &mut attempt, &addresses).await?;
+                    }
+                }
                 _ = poll.tick() => {
                     let now = (deps.addresses)();
                     if now != addresses {
@@ -441,6 +462,26 @@ async fn publish_while_present(
         let _ = group.free().await;
     }
     result
+}
+
+/// Waits until the running config names another host than `current`
+/// (forever without a running config).
+async fn hostname_change(
+    live: &mut Option<watch::Receiver<Arc<crate::config::Config>>>,
+    current: &str,
+) -> String {
+    let Some(rx) = live else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let name = rx.borrow_and_update().mdns.hostname.clone();
+        if name != current {
+            return name;
+        }
+    }
 }
 
 /// Adds the records under the name of `*attempt` and commits. A name Avahi
