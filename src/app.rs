@@ -188,6 +188,7 @@ impl Daemon {
             keys,
             tls: None,
             models,
+            config_path: Some(config_path.clone()),
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();

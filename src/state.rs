@@ -41,6 +41,9 @@ pub struct AppState {
     pub tls: Option<TlsInfo>,
     /// The model download queue and the admission checks (`crate::ai::pulls`).
     pub models: crate::ai::pulls::PullDeps,
+    /// The config file the daemon reads (settings changed in the dashboard
+    /// go to its drop-in directory); None: none to write to.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// What the owner is shown of HTTPS, to check the certificate by.

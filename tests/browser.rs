@@ -277,8 +277,109 @@ fn dashboard_end_to_end_in_chromium() {
     );
     assert_eq!(all_ok, json!([]), "rules still unmet for a valid password");
     b.click("#pw-submit");
+
+    // ---- the setup wizard comes next: name, models, reboots.
     b.wait_js(
-        "the overview after the change",
+        "the setup wizard after the change",
+        Duration::from_secs(30),
+        "location.hash === '#/setup' && document.querySelector('#setup-name').value === 'arasul' && document.querySelector('#suggest-table')",
+    );
+    assert_labelled(&b, "setup");
+    b.exec("document.getElementById('setup-name').value = ''", vec![]);
+    b.type_into("#setup-name", "werkstatt");
+    b.click("#setup-name-form button[type=submit]");
+    b.wait_js(
+        "the new name confirmed",
+        Duration::from_secs(20),
+        "document.querySelector('#setup-name-msg').textContent === 'The box now answers as werkstatt.local.'",
+    );
+    let dropin =
+        std::fs::read_to_string(cfg.dir.path().join("arasuld.yaml.d/70-dashboard.yaml")).unwrap();
+    assert!(dropin.contains("hostname: werkstatt"), "{dropin}");
+    let (_, setup) = common::get_json_auth(
+        &cfg.url("/api/setup"),
+        &common::login_token(&cfg, TEST_ADMIN_PASSWORD),
+    )
+    .unwrap();
+    assert_eq!(setup["box_name"], "werkstatt", "{setup}");
+    assert_eq!(setup["finished"], false, "{setup}");
+    // A model that does not fit cannot be chosen; it says why, with numbers.
+    let why = b.text("#suggest-table tr[data-suggest=\"llama3.3:70b\"] .refusal");
+    assert!(
+        why.starts_with("llama3.3:70b needs about 49.4 GB of memory to run, but about "),
+        "{why}"
+    );
+    assert_eq!(
+        b.exec("return document.querySelector('#suggest-table tr[data-suggest=\"llama3.3:70b\"] button').disabled", vec![]),
+        json!(true)
+    );
+    // Two models, downloaded one after the other with moving progress.
+    b.exec(
+        "window.__dl = [];
+         new MutationObserver(() => document.querySelectorAll('#pull-table tr[data-pull]').forEach((r) =>
+           window.__dl.push([r.querySelector('th').textContent, r.dataset.state, Number(r.querySelector('progress').value)])))
+           .observe(document.getElementById('pull-queue'), {childList: true, subtree: true, attributes: true});",
+        vec![],
+    );
+    b.click("#suggest-table tr[data-suggest=\"llama3.2:1b\"] button");
+    b.click("#suggest-table tr[data-suggest=\"qwen2.5:0.5b\"] button");
+    b.wait_js(
+        "both downloads done",
+        Duration::from_secs(90),
+        "[...document.querySelectorAll('#pull-table tr[data-pull]')].filter((r) => r.dataset.state === 'done').length === 2",
+    );
+    let seen = b.exec("return window.__dl", vec![]);
+    for model in ["llama3.2:1b", "qwen2.5:0.5b"] {
+        let moving: Vec<f64> = seen
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r[0] == model && r[1] == "running")
+            .filter_map(|r| r[2].as_f64())
+            .filter(|v| *v > 0.0 && *v < 100.0)
+            .collect();
+        assert!(
+            !moving.is_empty(),
+            "{model}: no progress between 0 and 100 seen: {seen}"
+        );
+    }
+    b.click("#setup-reboot");
+    b.wait_js(
+        "reboots allowed",
+        Duration::from_secs(20),
+        "document.querySelector('#setup-reboot-msg').textContent === 'The box may restart itself as a last resort.'",
+    );
+    b.click("#setup-finish");
+    b.wait_js(
+        "the playground after the setup",
+        Duration::from_secs(20),
+        "location.hash === '#/services?playground=1' && document.querySelector('#play-prompt')",
+    );
+    let (_, setup) = common::get_json_auth(
+        &cfg.url("/api/setup"),
+        &common::login_token(&cfg, TEST_ADMIN_PASSWORD),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            setup["finished"].as_bool(),
+            setup["reboot_allowed"].as_bool()
+        ),
+        (Some(true), Some(true)),
+        "{setup}"
+    );
+    b.type_into("#play-prompt", "Hello from the setup");
+    b.click("#play-form button[type=submit]");
+    let answer = b.wait_js(
+        "the chosen model answers in the playground",
+        Duration::from_secs(30),
+        "document.querySelector('#play-answer p')?.textContent.includes('testrt') && document.querySelector('#play-answer').textContent",
+    );
+    eprintln!("playground after setup: {answer}");
+
+    b.exec("location.hash = '#/overview'", vec![]);
+    b.wait_js(
+        "the overview",
         Duration::from_secs(30),
         "location.hash === '#/overview' && document.querySelector('#cpu-value')",
     );
@@ -418,12 +519,9 @@ fn dashboard_end_to_end_in_chromium() {
         "{refusal}"
     );
     assert_eq!(
-        b.exec(
-            "return document.querySelectorAll('#pull-table tr[data-pull]').length",
-            vec![]
-        ),
-        json!(1),
-        "only the first download is in the queue"
+        b.exec("return [...document.querySelectorAll('#pull-table tr[data-pull] th')].filter((c) => c.textContent === 'llama3.3:70b').length", vec![]),
+        json!(0),
+        "a refused model is not queued"
     );
     b.click("#model-table tr[data-model=\"qwen2:0.5b\"] button.danger");
     b.click("dialog[open] [data-action=confirm]");

@@ -10,8 +10,9 @@ import * as healing from './screens/healing.js';
 import * as updates from './screens/updates.js';
 import * as logs from './screens/logs.js';
 import * as settings from './screens/settings.js';
+import * as setup from './screens/setup.js';
 
-const SCREENS = { overview, services, healing, updates, logs, settings };
+const SCREENS = { overview, services, healing, updates, logs, settings, setup };
 const NAV = ['overview', 'services', 'healing', 'updates', 'logs', 'settings'];
 
 let cleanup = null;

@@ -15,6 +15,7 @@ pub mod models;
 pub mod proxy;
 pub mod serve;
 pub mod services;
+pub mod setup;
 pub mod system;
 pub mod tls;
 pub mod update;
@@ -86,6 +87,7 @@ fn build(guard: Guard<'_>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(healing::reboot))
                 .merge(ai::routes())
                 .merge(models::routes())
+                .merge(setup::routes())
                 .merge(update::routes()),
             ADMIN,
         ))

@@ -76,6 +76,15 @@ pub struct ReloadReport {
         (status = 422, description = "The file has errors; the running config is kept", body = super::error::ErrorBody),
         (status = 503, body = super::error::ErrorBody)))]
 pub async fn reload_config(State(state): State<AppState>) -> Result<Json<ReloadReport>, ApiError> {
+    Ok(Json(ReloadReport {
+        changed: reload(&state).await?,
+        timestamp: Utc::now(),
+    }))
+}
+
+/// Asks the main loop to re-read the config: the changed keys, or 422
+/// `invalid_config` with the errors (the running config is kept).
+pub async fn reload(state: &AppState) -> Result<Vec<String>, ApiError> {
     let (tx, rx) = oneshot::channel();
     let gone = || ApiError::unavailable("shutting_down", "the daemon is shutting down");
     state
@@ -83,11 +92,7 @@ pub async fn reload_config(State(state): State<AppState>) -> Result<Json<ReloadR
         .send(Control::Reload(Some(tx)))
         .await
         .map_err(|_| gone())?;
-    match rx.await.map_err(|_| gone())? {
-        Ok(changed) => Ok(Json(ReloadReport {
-            changed,
-            timestamp: Utc::now(),
-        })),
-        Err(errors) => Err(ApiError::unprocessable("invalid_config", errors.join("; "))),
-    }
+    rx.await
+        .map_err(|_| gone())?
+        .map_err(|errors| ApiError::unprocessable("invalid_config", errors.join("; ")))
 }

@@ -389,6 +389,25 @@ pub fn admin_token(cfg: &TestConfig) -> String {
     })
 }
 
+/// A session token for the admin with `password` (already changed).
+pub fn login_token(cfg: &TestConfig, password: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(cfg.url("/api/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login");
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    })
+}
+
 /// GET with a Bearer token, returning (status, body as JSON or Null).
 pub fn get_json_auth(url: &str, token: &str) -> Option<(u16, serde_json::Value)> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -470,6 +489,7 @@ pub fn app_state(
         keys: Default::default(),
         tls: None,
         models,
+        config_path: None,
     }
 }
 

@@ -30,11 +30,11 @@ export function downloads(onDone) {
   let stopped = false;
   const known = new Map();
 
-  const start = async (model) => {
+  const start = async (model, service = 'llm') => {
     msg.textContent = t('svc.pulling', { m: model });
     bar.value = 0;
     try {
-      const p = await api('/api/models/pulls', { method: 'POST', body: { model } });
+      const p = await api('/api/models/pulls', { method: 'POST', body: { model, service } });
       mine = p.id;
       poll();
       return true;
@@ -123,7 +123,7 @@ export function downloads(onDone) {
           h('td', {}, lang() === 'de' ? m.de : m.en, m.fits ? null : h('div', { class: 'refusal small' }, m.refusal)),
           h('td', {}, fmtBytes(m.download_left ?? m.download)),
           h('td', {}, fmtBytes(m.memory)),
-          h('td', { class: 'actions' }, h('button', { type: 'button', class: 'small', disabled: !m.fits, 'aria-label': `${t('svc.pull')} ${m.name}`, onclick: () => start(m.name) }, t('svc.pull')))))))));
+          h('td', { class: 'actions' }, h('button', { type: 'button', class: 'small', disabled: !m.fits, 'aria-label': `${t('svc.pull')} ${m.name}`, onclick: () => start(m.name, m.role) }, t('svc.pull')))))))));
     } catch (e) { suggestions.replaceChildren(h('p', { class: 'muted' }, errText(e))); }
   };
 

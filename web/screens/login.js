@@ -20,7 +20,10 @@ export function mount(root, params, { session, go }) {
         onDone: async () => {
           session.me = null;
           session.me = await api('/api/auth/me');
-          if (!leaveForApp()) go(next);
+          if (leaveForApp()) return;
+          // A new box: the setup wizard next, until it is finished.
+          const s = await api('/api/setup').catch(() => null);
+          go(s && !s.finished ? '#/setup' : next);
         },
         onUnauthorized: () => showLogin(),
       }));

@@ -10,9 +10,11 @@ export function mount(root, params, { go, session }) {
   const [pwSec, pwBody] = card(t('set.password'), 'card-password');
   const [sesSec, sesBody] = card(t('set.sessions'), 'card-sessions');
   const [keySec, keyBody] = card(t('key.title'), 'card-keys');
+  const [setupSec, setupBody] = card(t('setup.title'), 'card-setup');
   sesSec.classList.add('wide');
   keySec.classList.add('wide');
-  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, sesSec, keySec));
+  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, setupSec, sesSec, keySec));
+  setupBody.append(h('p', {}, t('setup.again_why')), h('a', { class: 'button', id: 'setup-again', href: '#/setup' }, t('setup.again')));
   mountKeys(keyBody);
 
   const mountForm = () => pwBody.replaceChildren(passwordForm({
