@@ -17,7 +17,7 @@ use crate::update::bundle::{BundleWriter, EXTENSION, MANIFEST_NAME, SIGNATURE_NA
 use crate::update::keys::{self, SigningKey, TrustedKeys};
 use crate::update::manifest::{
     self, Components, ConfigComponent, ImageComponent, Manifest, MigrationComponent,
-    PackageComponent,
+    ModelComponent, PackageComponent,
 };
 use crate::update::verify::{self, VerifyLimits};
 
@@ -74,6 +74,15 @@ pub struct CreateArgs {
     /// SERVICE=IMAGE=FILE.tar: an image tarball made earlier with `docker save`
     #[arg(long = "image-tar", value_name = "SERVICE=IMAGE=FILE")]
     pub image_tars: Vec<String>,
+    /// SERVICE=MODEL (e.g. `llm=llama3.2:1b`): the model as the runtime of
+    /// SERVICE (`llm` or `embeddings`) has it in its store: its manifest and
+    /// blobs. The store is --model-store, else the catalog's volume of that
+    /// runtime.
+    #[arg(long = "model", value_name = "SERVICE=MODEL")]
+    pub models: Vec<String>,
+    /// An Ollama model store (the directory with `blobs/` and `manifests/`)
+    #[arg(long, value_name = "DIR")]
+    pub model_store: Option<PathBuf>,
     /// SQL migration, run in the order given. A first line
     /// `-- arasul:no-transaction` marks one that cannot run in a transaction.
     #[arg(long = "migration", value_name = "FILE")]
@@ -96,11 +105,12 @@ pub struct CreateArgs {
     pub out: PathBuf,
 }
 
-/// Runs a `bundle` subcommand; `keys_dir` is the config's `paths.keys_dir`.
-pub fn run(cmd: BundleCommand, keys_dir: &Path) -> ExitCode {
+/// Runs a `bundle` subcommand with the config's paths.
+pub fn run(cmd: BundleCommand, paths: &crate::config::PathsConfig) -> ExitCode {
+    let keys_dir = paths.keys_dir.as_path();
     let r = match cmd {
         BundleCommand::Keygen { out } => keygen(&out),
-        BundleCommand::Create(args) => create(&args).map(|(m, size, sha)| {
+        BundleCommand::Create(args) => create(&args, &paths.services_file).map(|(m, size, sha)| {
             println!(
                 "{}: version {} (min {}), {} payload file(s), {size} bytes, sha256 {sha}",
                 args.out.display(),
@@ -304,7 +314,7 @@ impl Drop for TempDir {
 
 /// Builds, signs and writes the bundle (to a temp file, renamed at the end).
 /// Returns the manifest, the bundle's size and sha256.
-pub fn create(a: &CreateArgs) -> anyhow::Result<(Manifest, u64, String)> {
+pub fn create(a: &CreateArgs, services_file: &Path) -> anyhow::Result<(Manifest, u64, String)> {
     if a.out.extension().is_none_or(|x| x != EXTENSION) {
         bail!("{}: a bundle's name ends in .{EXTENSION}", a.out.display());
     }
@@ -353,6 +363,46 @@ pub fn create(a: &CreateArgs) -> anyhow::Result<(Manifest, u64, String)> {
         components.images.push(ImageComponent {
             service,
             image,
+            file: i.file.clone(),
+            size: i.size,
+            sha256: i.sha256.clone(),
+        });
+        inputs.push(i);
+    }
+    for spec in &a.models {
+        let (service, model) = spec
+            .split_once('=')
+            .with_context(|| format!("--model {spec}: expected SERVICE=MODEL"))?;
+        let backend = crate::ai::pulls::backend_of(service)
+            .with_context(|| format!("--model {spec}: SERVICE is llm or embeddings"))?;
+        crate::ai::check_model_name(model).map_err(anyhow::Error::msg)?;
+        let store = match &a.model_store {
+            Some(s) => s.clone(),
+            None => {
+                let catalog = crate::docker::load_catalog(services_file).map_err(|e| {
+                    let e: Vec<String> = e.iter().map(ToString::to_string).collect();
+                    anyhow::anyhow!("{}: {}", services_file.display(), e.join("; "))
+                })?;
+                catalog
+                    .services
+                    .iter()
+                    .find(|s| s.role == backend.role())
+                    .and_then(crate::ai::admission::store_dir)
+                    .with_context(|| {
+                        format!("no {service} runtime with a host model store in {}: name one with --model-store", services_file.display())
+                    })?
+            }
+        };
+        let safe: String = model
+            .chars()
+            .map(|c| if c == ':' { '-' } else { c })
+            .collect();
+        let path = tmp.0.join(format!("model-{service}-{safe}.tar"));
+        crate::update::model_tar::write_model(&store, model, &path)?;
+        let i = input(format!("payload/model-{service}-{safe}.tar"), &path)?;
+        components.models.push(ModelComponent {
+            service: service.to_owned(),
+            name: model.to_owned(),
             file: i.file.clone(),
             size: i.size,
             sha256: i.sha256.clone(),

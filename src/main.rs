@@ -187,21 +187,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// `bundle …` needs no daemon; the config only supplies `paths.keys_dir`.
+/// `bundle …` needs no daemon; the config only supplies `paths.keys_dir`
+/// and `paths.services_file` (where `--model` finds a runtime's store).
 fn bundle_main(command: arasuld::cli_bundle::BundleCommand, path: Option<PathBuf>) -> ExitCode {
     let required = path.is_some();
     let path = path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-    let keys_dir = match config::load(&path, required, std::env::vars()) {
-        Ok(c) => c.paths.keys_dir,
+    let paths = match config::load(&path, required, std::env::vars()) {
+        Ok(c) => c.paths,
         Err(errors) => {
             for e in &errors {
                 eprintln!("{e}");
             }
-            eprintln!("{}: not usable; keys dir defaults apply", path.display());
-            config::PathsConfig::default().keys_dir
+            eprintln!("{}: not usable; the default paths apply", path.display());
+            config::PathsConfig::default()
         }
     };
-    arasuld::cli_bundle::run(command, &keys_dir)
+    arasuld::cli_bundle::run(command, &paths)
 }
 
 async fn serve(

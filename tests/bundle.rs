@@ -103,6 +103,7 @@ fn parts(version: &str, min: &str) -> Parts {
                 size: image.len() as u64,
                 sha256: sha256(&image),
             }],
+            models: vec![],
             migrations: vec![MigrationComponent {
                 name: "0100_t.sql".into(),
                 file: "payload/migration-0100_t.sql".into(),

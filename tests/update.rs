@@ -1322,3 +1322,178 @@ fn a_bundled_package_goes_to_the_root_helper_which_checks_it_again() {
         );
     }
 }
+
+/// Issue 16: a box that never sees the internet gets its model from a
+/// stick. The model is in the store of one runtime (the source: real blobs
+/// whose names are their sha256, a manifest as Ollama writes it), which
+/// lists it and answers with it. `arasuld bundle create --model` builds a
+/// signed bundle from that store; the box (its own runtime, on its own
+/// network, pulls off) verifies and installs it as a provisioning bundle,
+/// and its runtime then lists the model and answers with it. A second
+/// bundle whose model tar was corrupted after signing is refused at upload.
+#[test]
+fn a_model_bundle_from_one_runtime_is_installed_on_an_offline_box() {
+    let pg = private_pg();
+    let env = Env::new_with("models", &pg, |d| {
+        let path = d.join("services.yaml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "- name: app\n",
+            &format!(
+                "- name: app\n  role: llm\n  volumes: [\"{}/store-box:/root/.ollama\"]\n",
+                d.display()
+            ),
+        );
+        std::fs::write(&path, text).unwrap();
+    });
+    let d = env.dir().to_path_buf();
+
+    // ---- The source runtime and the model in its store.
+    let store = d.join("store-src/models");
+    let blob = |content: &[u8]| -> String {
+        let hex = hex::encode(ring::digest::digest(&ring::digest::SHA256, content).as_ref());
+        std::fs::create_dir_all(store.join("blobs")).unwrap();
+        std::fs::write(store.join(format!("blobs/sha256-{hex}")), content).unwrap();
+        format!("sha256:{hex}")
+    };
+    let weights: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let weights_digest = blob(&weights);
+    let template = blob(b"{{ .Prompt }}");
+    let config = blob(br#"{"model_format":"gguf","model_family":"llama"}"#);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config, "size": 46},
+        "layers": [
+            {"mediaType": "application/vnd.ollama.image.model", "digest": weights_digest, "size": weights.len()},
+            {"mediaType": "application/vnd.ollama.image.template", "digest": template, "size": 13},
+        ],
+    });
+    let mpath = store.join("manifests/registry.ollama.ai/library/tinyllama/1b");
+    std::fs::create_dir_all(mpath.parent().unwrap()).unwrap();
+    std::fs::write(&mpath, manifest.to_string()).unwrap();
+    let project = env._project.name.clone();
+    let source = format!("{project}-source");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &source,
+        "--label",
+        &format!("io.arasul.project={project}"),
+        "-v",
+        &format!("{}/store-src:/root/.ollama", d.display()),
+        IMAGE,
+    ]);
+    let source_ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &source,
+    ]);
+    let source_url = format!("http://{}:11434", source_ip.trim());
+    let listed = |base: &str| -> bool {
+        get_json(&format!("{base}/api/tags")).is_some_and(|(_, v)| {
+            v["models"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["name"] == "tinyllama:1b"))
+        })
+    };
+    wait_until(
+        "the source runtime lists the model",
+        Duration::from_secs(30),
+        || listed(&source_url).then_some(()),
+    );
+
+    // ---- The box does not have it.
+    let box_url = {
+        let (_, v) = get_json_auth(&env.cfg.url("/api/services/app"), &env.token).unwrap();
+        format!("http://{}:11434", v["service"]["address"].as_str().unwrap())
+    };
+    assert!(!listed(&box_url), "the box starts without the model");
+
+    // ---- Bundle it from the source's store (a provisioning bundle: same version).
+    let out = d.join("models.araupdate");
+    let version = env.status()["installed_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cmd = env.bundle_create(&version, &out);
+    cmd.args(["--model", "llm=tinyllama:1b", "--model-store"])
+        .arg(&store);
+    let printed = run(&mut cmd);
+    eprintln!("{printed}");
+    let inspect = run(Command::new(bin()).args(["bundle", "inspect"]).arg(&out));
+    assert!(inspect.contains("\"name\": \"tinyllama:1b\""), "{inspect}");
+
+    // A copy whose model tar was changed after signing: refused at upload.
+    let mut bad = std::fs::read(&out).unwrap();
+    let at = bad.len() - 600_000;
+    bad[at] ^= 0x01;
+    let bad_path = d.join("bad-models.araupdate");
+    std::fs::write(&bad_path, &bad).unwrap();
+    let (code, v) = env.upload(&bad_path);
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (400, Some("payload_mismatch")),
+        "{v}"
+    );
+    assert!(
+        !d.join("store-box/models/manifests").exists(),
+        "nothing installed from the bad one"
+    );
+
+    let t0 = std::time::Instant::now();
+    let fin = env.apply(&out);
+    assert_eq!(fin["state"], "done", "{fin}");
+    eprintln!(
+        "model bundle of {} bytes applied in {:?}",
+        std::fs::metadata(&out).unwrap().len(),
+        t0.elapsed()
+    );
+    assert!(
+        listed(&box_url),
+        "the box's runtime lists the installed model"
+    );
+    assert_eq!(
+        std::fs::read(d.join(format!(
+            "store-box/models/blobs/{}",
+            weights_digest.replace(':', "-")
+        )))
+        .unwrap(),
+        weights,
+        "the weights arrived byte for byte"
+    );
+    // It answers, through the box's own API.
+    let (code, v) = post_json_auth_body(
+        &env.cfg.url("/api/llm/chat"),
+        &env.token,
+        serde_json::json!({"model": "tinyllama:1b", "messages": [{"role": "user", "content": "Hello offline"}]}),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        v["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("tinyllama:1b"),
+        "{v}"
+    );
+    docker(&["rm", "-f", &source]);
+}
+
+/// POST a JSON body with a Bearer token: (status, body).
+fn post_json_auth_body(url: &str, token: &str, body: Value) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .args(["-H", "Content-Type: application/json", "-d"])
+        .arg(body.to_string())
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.trim_end().rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}

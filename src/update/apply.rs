@@ -324,6 +324,7 @@ impl Applier {
         self.transition(run, UpdateState::LoadingImages, "loading the images")
             .await?;
         self.load_images(run).await?;
+        self.install_models(run).await?;
         let load_ms = t.elapsed().as_millis();
 
         self.transition(run, UpdateState::Migrating, "running the migrations")
@@ -488,6 +489,84 @@ impl Applier {
         Ok(())
     }
 
+    /// Puts the bundle's models into their runtimes' stores (files only:
+    /// the runtime lists them from there; `verify` checks that it does).
+    async fn install_models(&self, run: &mut Run) -> StepResult {
+        if run.plan.models.is_empty() {
+            return Ok(());
+        }
+        let catalog = crate::docker::load_catalog(&self.deps().services_file).map_err(|e| {
+            let e: Vec<String> = e.iter().map(ToString::to_string).collect();
+            anyhow!("the service catalog: {}", e.join("; "))
+        })?;
+        let n = run.plan.models.len();
+        for (i, m) in run.plan.models.clone().iter().enumerate() {
+            self.ctx.beat();
+            run.step = format!("installing model {}/{n}: {}", i + 1, m.name);
+            self.persist(run)?;
+            self.mgr.publish();
+            let store = model_store(&catalog, &m.service, &m.name)?;
+            let (tar, name) = (m.tarball.clone(), m.name.clone());
+            let created = tokio::task::spawn_blocking(move || {
+                super::model_tar::install_model(&tar, &store, &name)
+            })
+            .await
+            .context("the model installer")?
+            .with_context(|| format!("installing the model {}", m.name))?;
+            let n_files = created.len();
+            run.model_files.extend(created);
+            self.persist(run)?;
+            self.log(
+                "INFO",
+                run,
+                &format!(
+                    "installed the model {} for {} ({n_files} new files)",
+                    m.name, m.service
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Each installed model is listed by its runtime (within 30 s).
+    async fn models_listed(&self, run: &Run) -> StepResult {
+        let ai = crate::ai::Ai::new();
+        for m in &run.plan.models {
+            let backend = crate::ai::pulls::backend_of(&m.service)
+                .with_context(|| format!("model {}: unknown runtime {}", m.name, m.service))?;
+            let want = crate::ai::admission::full_name(&m.name);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                self.ctx.beat();
+                let listed = match crate::ai::locate(&self.deps().services.services(), backend) {
+                    Ok(t) => ai.tags(&t).await.map(|tags| {
+                        tags.iter()
+                            .any(|t| crate::ai::admission::full_name(&t.name) == want)
+                    }),
+                    Err(e) => Err(e),
+                };
+                match listed {
+                    Ok(true) => break,
+                    _ if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Ok(false) => bail!(
+                        "the {} runtime does not list the installed model {}",
+                        m.service,
+                        m.name
+                    ),
+                    Err(e) => bail!("the installed model {} could not be checked: {e}", m.name),
+                }
+            }
+            self.log(
+                "INFO",
+                run,
+                &format!("the {} runtime lists {}", m.service, m.name),
+            );
+        }
+        Ok(())
+    }
+
     async fn migrate(&self, run: &mut Run) -> StepResult {
         let n = run.plan.migrations.len();
         for (i, m) in run.plan.migrations.clone().iter().enumerate() {
@@ -577,6 +656,7 @@ impl Applier {
         let since = Utc::now();
         self.wait_healthy(&required, cfg.verify_timeout, cfg.stability_window)
             .await?;
+        self.models_listed(run).await?;
         // SPEC §8: no critical self-healing event while verifying (the
         // healing loop writes its events within seconds; a database that
         // cannot answer does not block the update).
@@ -751,6 +831,26 @@ impl Applier {
                 .clone()
                 .unwrap_or_else(|| run.from_version.clone());
             self.restore_package(run, &previous).await?;
+        }
+        // Model files this run added go (blobs that were there stay).
+        for f in run.model_files.clone().iter().rev() {
+            match tokio::fs::remove_file(f).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow!("removing {}: {e}", f.display())),
+            }
+        }
+        if !run.model_files.is_empty() {
+            self.log(
+                "INFO",
+                run,
+                &format!(
+                    "removed the {} model files the update added",
+                    run.model_files.len()
+                ),
+            );
+            run.model_files.clear();
+            self.persist(run)?;
         }
         let touched_live = matches!(
             reached,
@@ -1076,4 +1176,27 @@ impl Applier {
         self.release();
         Ok(())
     }
+}
+
+/// The host directory of the model store of the runtime with role `service`.
+fn model_store(
+    catalog: &crate::docker::Catalog,
+    service: &str,
+    model: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let backend = crate::ai::pulls::backend_of(service)
+        .with_context(|| format!("model {model}: unknown runtime {service}"))?;
+    let spec = catalog
+        .services
+        .iter()
+        .find(|s| s.role == backend.role())
+        .with_context(|| {
+            format!("no service with role {service} in the catalog for the model {model}")
+        })?;
+    crate::ai::admission::store_dir(spec).with_context(|| {
+        format!(
+            "{}'s model store is not a host directory (a named volume): the model {model} cannot be installed",
+            spec.name
+        )
+    })
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 pub use super::state::Source;
 use super::state::{
     self, CheckComponents, CheckImage, CheckSignature, Persisted, Plan, PlanConfig, PlanImage,
-    PlanMigration, Run, UpdateCheck, UpdateState, UpdateStatus,
+    PlanMigration, PlanModel, Run, UpdateCheck, UpdateState, UpdateStatus,
 };
 use super::{BundleError, TrustedKeys, VerifiedBundle, VerifyLimits};
 use crate::db::Db;
@@ -579,6 +579,7 @@ impl UpdateManager {
             plan: *plan,
             backup: None,
             reached: UpdateState::Validated,
+            model_files: Vec::new(),
         };
         self.inner.log.lock().unwrap().clear();
         {
@@ -852,6 +853,11 @@ fn plan_of(v: &VerifiedBundle, installed: &str) -> Plan {
                     size: i.size,
                 })
                 .collect(),
+            models: c
+                .models
+                .iter()
+                .map(|m| format!("{}:{}", m.service, m.name))
+                .collect(),
             migrations: c.migrations.iter().map(|m| m.name.clone()).collect(),
             configs: c.configs.iter().map(|c| c.name.clone()).collect(),
             package: c.package.is_some(),
@@ -874,6 +880,15 @@ fn plan_of(v: &VerifiedBundle, installed: &str) -> Plan {
                 service: i.service.clone(),
                 image: i.image.clone(),
                 tarball: v.staged(&i.file),
+            })
+            .collect(),
+        models: c
+            .models
+            .iter()
+            .map(|m| PlanModel {
+                service: m.service.clone(),
+                name: m.name.clone(),
+                tarball: v.staged(&m.file),
             })
             .collect(),
         migrations: c

@@ -38,6 +38,10 @@ pub struct Manifest {
 pub struct Components {
     #[serde(default)]
     pub images: Vec<ImageComponent>,
+    /// LLM/embedding models for a runtime's store (an offline box gets its
+    /// models from a stick).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelComponent>,
     #[serde(default)]
     pub migrations: Vec<MigrationComponent>,
     #[serde(default)]
@@ -54,6 +58,21 @@ pub struct ImageComponent {
     pub service: String,
     /// Image reference the tarball carries (`repo:tag`).
     pub image: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A model as its runtime stores it: a tar of its manifest and blobs
+/// (`update::model_tar`), installed into the store of the catalog's
+/// service with the role `service`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelComponent {
+    /// `llm` or `embeddings`.
+    pub service: String,
+    /// The model's name (`llama3.2:1b`).
+    pub name: String,
     pub file: String,
     pub size: u64,
     pub sha256: String,
@@ -125,19 +144,19 @@ impl Manifest {
         v
     }
 
-    /// Only images: such a bundle may also be applied at the version it
+    /// Only images and models: such a bundle may also be applied at the version it
     /// was made for, to provision a box (an offline first start from a USB
     /// stick) without changing its version.
     pub fn is_provisioning(&self) -> bool {
         let c = &self.components;
-        !c.images.is_empty()
+        !(c.images.is_empty() && c.models.is_empty())
             && c.migrations.is_empty()
             && c.configs.is_empty()
             && c.package.is_none()
     }
 
     /// The payload members in the order they must appear in the bundle:
-    /// images, migrations, configs, package, each in manifest order.
+    /// images, models, migrations, configs, package, each in manifest order.
     pub fn payload(&self) -> Vec<PayloadEntry> {
         let c = &self.components;
         let e = |file: &str, size: u64, sha256: &str| PayloadEntry {
@@ -147,6 +166,7 @@ impl Manifest {
         };
         let mut out = Vec::new();
         out.extend(c.images.iter().map(|i| e(&i.file, i.size, &i.sha256)));
+        out.extend(c.models.iter().map(|m| e(&m.file, m.size, &m.sha256)));
         out.extend(c.migrations.iter().map(|i| e(&i.file, i.size, &i.sha256)));
         out.extend(c.configs.iter().map(|i| e(&i.file, i.size, &i.sha256)));
         out.extend(c.package.iter().map(|i| e(&i.file, i.size, &i.sha256)));
@@ -191,6 +211,19 @@ impl Manifest {
                 || i.image.chars().any(|c| c.is_whitespace() || c.is_control())
             {
                 return Err(format!("manifest.json: bad image reference {:?}", i.image));
+            }
+        }
+        let mut models = HashSet::new();
+        for m in &c.models {
+            if m.service != "llm" && m.service != "embeddings" {
+                return Err(format!(
+                    "manifest.json: model {:?}: service must be \"llm\" or \"embeddings\", not {:?}",
+                    m.name, m.service
+                ));
+            }
+            crate::ai::check_model_name(&m.name).map_err(|e| format!("manifest.json: {e}"))?;
+            if !models.insert((&m.service, crate::ai::admission::full_name(&m.name))) {
+                return Err(format!("manifest.json: model {:?} is listed twice", m.name));
             }
         }
         let mut names = HashSet::new();

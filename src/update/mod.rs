@@ -6,6 +6,7 @@ pub mod fuzz;
 pub mod image_tar;
 pub mod keys;
 pub mod manifest;
+pub mod model_tar;
 pub mod package;
 pub mod verify;
 

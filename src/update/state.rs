@@ -113,6 +113,9 @@ pub struct UpdateCheck {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckComponents {
     pub images: Vec<CheckImage>,
+    /// Models for the runtimes' stores (`llm:llama3.2:1b`).
+    #[serde(default)]
+    pub models: Vec<String>,
     /// Migration names, in the order they run.
     pub migrations: Vec<String>,
     /// Config file names.
@@ -170,6 +173,16 @@ pub struct PlanImage {
     pub tarball: PathBuf,
 }
 
+/// A model the run installs into a runtime's store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanModel {
+    /// `llm` or `embeddings`.
+    pub service: String,
+    pub name: String,
+    /// The staged, hash-checked tar.
+    pub tarball: PathBuf,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanMigration {
     pub name: String,
@@ -188,6 +201,8 @@ pub struct PlanConfig {
 pub struct Plan {
     pub staging_dir: PathBuf,
     pub images: Vec<PlanImage>,
+    #[serde(default)]
+    pub models: Vec<PlanModel>,
     pub migrations: Vec<PlanMigration>,
     pub configs: Vec<PlanConfig>,
     pub check: UpdateCheck,
@@ -289,6 +304,10 @@ pub struct Run {
     /// The furthest state reached before a rollback began: says what the
     /// rollback must undo.
     pub reached: UpdateState,
+    /// Files the run put into the runtimes' model stores (a rollback
+    /// removes them).
+    #[serde(default)]
+    pub model_files: Vec<PathBuf>,
 }
 
 /// `update_state.json`.

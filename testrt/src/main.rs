@@ -7,7 +7,8 @@
 //! - Ollama: `GET /`, `/api/version`, `/api/tags`, `/api/ps`; `POST /api/show`,
 //!   `/api/pull`, `/api/generate`, `/api/chat`, `/api/embed`, `/api/embeddings`;
 //!   `DELETE /api/delete`. A pull resumes the bytes an earlier (cut) pull of
-//!   the same blobs got.
+//!   the same blobs got. A model whose manifest appears in the store is
+//!   installed (as Ollama lists what its store holds).
 //! - Ollama's registry: `GET /v2/library/{model}/manifests/{tag}` (the
 //!   layers with digests and sizes a pull then reports; 404 for names that
 //!   fail to pull)

@@ -456,6 +456,9 @@ impl App {
         if !(req.method == "GET" && req.path == "/testrt/requests") {
             self.record(req);
         }
+        if req.path.starts_with("/api/") || req.path.starts_with("/v1/") {
+            self.adopt_store();
+        }
         let m = req.method.as_str();
         let get = m == "GET" || m == "HEAD";
         let head = m == "HEAD";
@@ -797,6 +800,32 @@ impl App {
         s.send(&json!({"status": "success"}))?;
         s.finish()?;
         Ok(200)
+    }
+
+    /// Models whose manifest is in the store count as installed, as Ollama
+    /// lists what its store holds (a model copied there from a bundle).
+    fn adopt_store(&self) {
+        let Some(store) = &self.cfg.store else { return };
+        let lib = store.join("manifests/registry.ollama.ai/library");
+        let Ok(models) = std::fs::read_dir(&lib) else {
+            return;
+        };
+        let mut found = Vec::new();
+        for m in models.flatten() {
+            let Ok(tags) = std::fs::read_dir(m.path()) else {
+                continue;
+            };
+            for t in tags.flatten() {
+                if let (Some(m), Some(t)) = (m.file_name().to_str(), t.file_name().to_str()) {
+                    found.push(format!("{m}:{t}"));
+                }
+            }
+        }
+        let mut st = self.state();
+        for name in found {
+            let model = new_model(&name, SystemTime::now());
+            st.installed.entry(name).or_insert(model);
+        }
     }
 
     /// Remembers (and writes, when a store is mounted) a blob's progress.
