@@ -146,13 +146,19 @@ dpkg -i "$deb" >"$install_out" 2>&1 || { cat "$install_out" >&2; fail "reinstall
 ! grep -qF -e "$initial_pw" "$install_out" || fail "a reinstall showed the password again"
 ok "reinstall keeps the secrets and shows no password"
 
+for store in ollama embeddings; do
+  owner="$(stat -c %U "/var/lib/arasul/$store/models/blobs")"
+  [ "$owner" = arasul ] || fail "/var/lib/arasul/$store/models/blobs belongs to $owner, not arasul (bundled models could not be installed)"
+done
+ok "the runtimes' model stores belong to arasul (models from bundles, partial downloads removable)"
+
 # --- the installed daemon, by hand, as user arasul ------------------------
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 # internet_check off: the shipped config probes 1.1.1.1, this machine may
 # reach loopback only; for the same reason docker.pull is never (the shipped
 # catalog's images would be pulled from Docker Hub).
 # setpriv execs (runuser would stay the parent and eat the exit status).
-setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$port" ARASUL_DOCKER__PULL=never ARASUL_METRICS__INTERNET_CHECK='""' \
+setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$port" ARASUL_DOCKER__PULL=never ARASUL_METRICS__INTERNET_CHECK='""' ARASUL_MODELS__REGISTRY='""' \
   arasuld --config /etc/arasul/arasuld.yaml serve >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 health=""

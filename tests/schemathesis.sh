@@ -53,6 +53,15 @@ paths:
 metrics:
   internet_check: 127.0.0.1:9
   webhook_check: http://127.0.0.1:9/healthz
+# Fuzzed model pulls read no registry (nothing leaves the machine), and a
+# fuzzed PATCH /api/settings that allows reboots reaches no logind.
+models:
+  registry: ""
+healing:
+  reboot:
+    bus_address: "unix:path=$tmp/no-such-bus"
+mdns:
+  bus_address: "unix:path=$tmp/no-such-bus"
 EOF
 
 log "starting $BIN on $base"
