@@ -987,6 +987,35 @@ fn pulls_are_admitted_queued_resumed_after_a_stall_and_their_partials_removed() 
         ),
         "{msg}"
     );
+    // ---- Installed behind arasuld's back, it still cannot be loaded for a chat.
+    runtime_call(
+        &env,
+        "llm",
+        Method::POST,
+        "/api/pull",
+        Some(json!({"model": "llama3.1:70b", "stream": false})),
+    );
+    let (s, v) = send_lang(
+        Method::POST,
+        "/api/llm/chat",
+        Some(json!({"model": "llama3.1:70b", "messages": [{"role": "user", "content": "hi"}]})),
+        "en",
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_error(&v, "insufficient_memory");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("llama3.1:70b needs about 48.8 GB of memory to run"),
+        "{v}"
+    );
+    let (s, v) = env.send_json(
+        Method::POST,
+        "/api/llm/chat",
+        Some(json!({"model": "llama3.2:1b", "messages": [{"role": "user", "content": "hi"}]})),
+    );
+    assert_eq!(s, StatusCode::OK, "a model that fits still answers: {v}");
     // ---- Refused for disk: a model bigger than the free space, in English.
     let free = df_free(env.dir.path());
     let billions = free / 600_000_000 + 2;

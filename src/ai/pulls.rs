@@ -586,6 +586,42 @@ impl PullDeps {
         }
     }
 
+    /// Before a chat loads a model: an installed model that is not loaded
+    /// must fit the memory the runtime can have (disk is not asked).
+    pub async fn admit_load(&self, t: &super::Target, model: &str) -> Result<(), Refusal> {
+        let full = admission::full_name(model);
+        let loaded = self.ai.ps(t).await.unwrap_or_default();
+        if loaded.iter().any(|m| admission::full_name(&m.name) == full) {
+            return Ok(());
+        }
+        // Not installed (or the runtime cannot say): the runtime answers.
+        let Some(size) = self.ai.tags(t).await.ok().and_then(|tags| {
+            tags.iter()
+                .find(|m| admission::full_name(&m.name) == full)
+                .map(|m| m.size)
+        }) else {
+            return Ok(());
+        };
+        let memory = admission::curated_entry(model)
+            .map_or_else(|| admission::memory_estimate(size), |c| c.memory);
+        let spec = self.spec(t.backend);
+        let store = spec.as_ref().and_then(admission::store_dir);
+        let room = self.room(t.backend, spec.as_ref(), store.as_deref()).await;
+        let need = Footprint {
+            download: 0,
+            memory,
+        };
+        admission::check(
+            model,
+            need,
+            Room {
+                disk_free: u64::MAX,
+                disk_margin: 0,
+                ..room
+            },
+        )
+    }
+
     /// The admission check: Ok, or the refusal with the numbers.
     pub async fn admit(&self, model: &str, backend: Backend) -> Result<(), Refusal> {
         match self.assess(model, backend).await {

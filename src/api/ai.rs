@@ -525,12 +525,13 @@ fn check_chat(req: &ChatRequest) -> Result<(), ApiError> {
         (status = 400, description = "`invalid_messages`, `invalid_max_tokens`, `invalid_temperature`, `invalid_model`, `llm_rejected`", body = ErrorBody),
         (status = 404, description = "`model_not_found`", body = ErrorBody),
         (status = 413, description = "`too_many_messages`, `input_too_large`", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 422, description = "`insufficient_memory`: the model is not loaded and would not fit (the numbers in words)", body = ErrorBody),
         (status = 503, description = "`llm_unavailable`", body = ErrorBody),
         (status = 504, description = "`llm_timeout`", body = ErrorBody)))]
 pub async fn chat(
     State(state): State<AppState>,
     Extension(ai): Extension<Ai>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     check_chat(&req)?;
@@ -539,6 +540,12 @@ pub async fn chat(
         Some(m) => m,
         None => ai.default_chat_model(&t).await?,
     };
+    // A model that must be loaded first has to fit the memory.
+    state
+        .models
+        .admit_load(&t, &model)
+        .await
+        .map_err(|r| super::models::refused(&r, super::models::lang(&headers)))?;
     let params = ChatParams {
         model,
         messages: req.messages,
