@@ -60,6 +60,7 @@ models:
 healing:
   reboot:
     bus_address: "unix:path=$tmp/no-such-bus"
+    drain_timeout: 1s
 mdns:
   bus_address: "unix:path=$tmp/no-such-bus"
 EOF
@@ -105,6 +106,12 @@ cd "$tmp"
 cat >"$tmp/schemathesis.toml" <<'EOF'
 [[operations]]
 include-tag = "ai"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
+# Once a fuzzed PATCH /api/settings allowed reboots, a reboot reaches for
+# logind, which this daemon's bus address says is absent: 503 logind_failed,
+# as documented.
+[[operations]]
+include-path = "/api/system/reboot"
 checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 EOF
 rc=0

@@ -25,7 +25,7 @@ use crate::docker::catalog::ServiceSpec;
 const CURATED: &str = include_str!("../../assets/models.yaml");
 
 /// One model of the curated list.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CuratedModel {
     pub name: String,

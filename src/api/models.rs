@@ -52,10 +52,21 @@ fn backend(service: Option<&str>) -> Result<Backend, ApiError> {
     }
 }
 
+/// A curated model (`assets/models.yaml`) and whether it fits this box.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CatalogEntry {
-    #[serde(flatten)]
-    pub model: CuratedModel,
+    pub name: String,
+    /// `llm` or `embeddings`: which runtime it belongs in.
+    pub role: String,
+    /// Bytes the runtime downloads (the curated list's figure).
+    pub download: u64,
+    /// Bytes it needs loaded.
+    pub memory: u64,
+    /// What it is, in English and German.
+    pub en: String,
+    pub de: String,
+    /// Offered first by the setup wizard.
+    pub recommended: bool,
     /// Bytes still to download (the registry's manifest when it answered).
     pub download_left: Option<u64>,
     pub fits: bool,
@@ -84,11 +95,26 @@ pub async fn catalog(State(state): State<AppState>, headers: HeaderMap) -> Json<
             memory: m.memory,
         });
         let verdict = admission::check(&m.name, need, room);
+        let CuratedModel {
+            name,
+            role,
+            download,
+            memory: _,
+            en,
+            de,
+            recommended,
+        } = m;
         CatalogEntry {
+            name,
+            role,
+            download,
+            memory: need.memory,
+            en,
+            de,
+            recommended,
             download_left: Some(need.download),
             fits: verdict.is_ok(),
             refusal: verdict.err().map(|r| r.message(lang)),
-            model: m,
         }
     });
     Json(ModelCatalog {
