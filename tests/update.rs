@@ -1442,6 +1442,20 @@ fn a_model_bundle_from_one_runtime_is_installed_on_an_offline_box() {
         "nothing installed from the bad one"
     );
 
+    // A store too small for the model: refused with the numbers before a
+    // byte is written, and rolled back.
+    {
+        let _small = Mount::tmpfs(&d.join("store-box/models"), "1m");
+        let fin = env.apply(&out);
+        assert_eq!(fin["state"], "rolled_back", "{fin}");
+        let err = fin["error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains("tinyllama:1b needs 3.0 MB of disk space for its download, but the model store has 1.0 MB free"),
+            "{err}"
+        );
+    }
+    assert!(!listed(&box_url), "nothing installed from the refused run");
+
     let t0 = std::time::Instant::now();
     let fin = env.apply(&out);
     assert_eq!(fin["state"], "done", "{fin}");

@@ -178,16 +178,24 @@ impl Shortfall {
         let b = |n: u64| human_bytes(n, lang);
         match (self, lang) {
             (Shortfall::Disk { need, free, margin }, Lang::En) => format!(
-                "{model} needs {} of disk space for its download, but the model store has {} free ({} of it is kept free)",
+                "{model} needs {} of disk space for its download, but the model store has {} free{}",
                 b(*need),
                 b(*free),
-                b(*margin)
+                if *margin == 0 {
+                    String::new()
+                } else {
+                    format!(" ({} of it is kept free)", b(*margin))
+                }
             ),
             (Shortfall::Disk { need, free, margin }, Lang::De) => format!(
-                "{model} braucht {} Speicherplatz für den Download, im Modellspeicher sind aber nur {} frei (davon bleiben {} als Reserve frei)",
+                "{model} braucht {} Speicherplatz für den Download, im Modellspeicher sind aber nur {} frei{}",
                 b(*need),
                 b(*free),
-                b(*margin)
+                if *margin == 0 {
+                    String::new()
+                } else {
+                    format!(" (davon bleiben {} als Reserve frei)", b(*margin))
+                }
             ),
             (Shortfall::Memory { need, room, limit }, Lang::En) => {
                 let why = match limit {

@@ -506,6 +506,22 @@ impl Applier {
             self.persist(run)?;
             self.mgr.publish();
             let store = model_store(&catalog, &m.service, &m.name)?;
+            // The bundle says how big the model is: it must fit the store.
+            let need = tokio::fs::metadata(&m.tarball)
+                .await
+                .map_or(0, |md| md.len());
+            let free = crate::metrics::collect::disk_usage(
+                &crate::ai::admission::existing_ancestor(&store),
+            )
+            .map_or(u64::MAX, |d| d.free_bytes);
+            if need > free {
+                let short = crate::ai::admission::Shortfall::Disk {
+                    need,
+                    free,
+                    margin: 0,
+                };
+                bail!("{}", short.message(&m.name, crate::ai::admission::Lang::En));
+            }
             let (tar, name) = (m.tarball.clone(), m.name.clone());
             let created = tokio::task::spawn_blocking(move || {
                 super::model_tar::install_model(&tar, &store, &name)
