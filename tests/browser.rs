@@ -660,7 +660,8 @@ fn overview_first_load_is_light_and_stays_on_the_box() {
         yaml.replacen("http:\n", "http:\n  require_auth_for_status: true\n", 1),
     )
     .unwrap();
-    let (code, v) = post_json_auth(&cfg.url("/api/system/reload-config"), &token, json!({}));
+    let (code, v) =
+        common::post_json_auth(&cfg.url("/api/system/reload-config"), &token, json!({}));
     assert_eq!(code, 200, "{v}");
     b.goto(&format!("{base}/"));
     b.wait_js(
@@ -1023,24 +1024,6 @@ fn append_log_line(path: &std::path::Path, level: &str, message: &str) {
     f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
-fn post_json_auth(url: &str, token: &str, body: Value) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        (code, r.json().await.unwrap_or(Value::Null))
-    })
-}
-
 /// The log lines the logs screen shows: [level, message] each.
 const SHOWN_LINES_JS: &str = "return [...document.querySelectorAll('#log-lines li')].map((l) => [l.dataset.level, l.querySelector('.msg').textContent])";
 
@@ -1200,7 +1183,7 @@ fn logs_screen_and_workflow_activity_against_the_real_apis() {
         Duration::from_secs(20),
         "document.querySelector('#wf-total')?.textContent === '0'",
     );
-    let (code, v) = post_json_auth(
+    let (code, v) = common::post_json_auth(
         &cfg.url("/api/workflows/execution"),
         &token,
         json!({

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::docker::{IMAGE, Project, docker};
 use common::{
     Daemon, PrivatePostgres, TEST_ADMIN_PASSWORD, TestConfig, admin_token, bin, free_port,
-    get_json, get_json_auth, wait_until,
+    get_json, get_json_auth, login_token, wait_until,
 };
 use serde_json::Value;
 
@@ -145,7 +145,7 @@ impl Env {
             get_json(&self.cfg.url("/api/health")).filter(|(s, _)| *s == 200)
         });
         if !self.token.is_empty() {
-            self.token = login(&self.cfg);
+            self.token = login_token(&self.cfg, TEST_ADMIN_PASSWORD);
         }
     }
 
@@ -330,24 +330,6 @@ fn post_auth(url: &str, token: &str) -> (u16, Value) {
         };
         let code = r.status().as_u16();
         (code, r.json().await.unwrap_or(Value::Null))
-    })
-}
-
-fn login(cfg: &TestConfig) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(cfg.url("/api/auth/login"))
-            .json(&serde_json::json!({"username": "admin", "password": TEST_ADMIN_PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "login");
-        let v: Value = r.json().await.unwrap();
-        v["token"].as_str().unwrap().to_string()
     })
 }
 
@@ -1478,7 +1460,7 @@ fn a_model_bundle_from_one_runtime_is_installed_on_an_offline_box() {
         "the weights arrived byte for byte"
     );
     // It answers, through the box's own API.
-    let (code, v) = post_json_auth_body(
+    let (code, v) = common::post_json_auth(
         &env.cfg.url("/api/llm/chat"),
         &env.token,
         serde_json::json!({"model": "tinyllama:1b", "messages": [{"role": "user", "content": "Hello offline"}]}),
@@ -1492,22 +1474,4 @@ fn a_model_bundle_from_one_runtime_is_installed_on_an_offline_box() {
         "{v}"
     );
     docker(&["rm", "-f", &source]);
-}
-
-/// POST a JSON body with a Bearer token: (status, body).
-fn post_json_auth_body(url: &str, token: &str, body: Value) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .args(["-H", "Content-Type: application/json", "-d"])
-        .arg(body.to_string())
-        .arg(url)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.trim_end().rsplit_once('\n').unwrap_or(("", &text));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
 }

@@ -408,6 +408,25 @@ pub fn login_token(cfg: &TestConfig, password: &str) -> String {
     })
 }
 
+/// POST a JSON body with a Bearer token: (status, body as JSON or Null).
+pub fn post_json_auth(url: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(serde_json::Value::Null))
+    })
+}
+
 /// GET with a Bearer token, returning (status, body as JSON or Null).
 pub fn get_json_auth(url: &str, token: &str) -> Option<(u16, serde_json::Value)> {
     let rt = tokio::runtime::Builder::new_current_thread()
