@@ -16,6 +16,9 @@ use ring::digest;
 use super::bundle::{BLOCK, BundleWriter, Header, padding, parse_header};
 use crate::ai::admission::{Manifest, blob_file, full_name};
 
+/// A blob being written is `.sha256-<hex>` + this until it is checked.
+const PART: &str = ".arasul-part";
+
 /// Largest model manifest read (they are about 1 KiB).
 const MAX_MANIFEST: u64 = 1 << 20;
 
@@ -111,6 +114,15 @@ fn install(
     let mut f = File::open(tar).with_context(|| format!("opening {}", tar.display()))?;
     let blobs = store.join("blobs");
     fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+    // Parts an install cut short by a crash left (one install runs at a time).
+    for e in fs::read_dir(&blobs)?.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(".sha256-") && n.ends_with(PART))
+        {
+            let _ = fs::remove_file(e.path());
+        }
+    }
     let mut manifest: Option<(Vec<u8>, Manifest)> = None;
     let mut seen = std::collections::BTreeSet::new();
     let mut block = [0u8; BLOCK];
@@ -139,7 +151,7 @@ fn install(
             if target.exists() {
                 f.seek(SeekFrom::Current(h.size as i64))?;
             } else {
-                let part = blobs.join(format!(".sha256-{hex}.arasul-part"));
+                let part = blobs.join(format!(".sha256-{hex}{PART}"));
                 copy_checked(&mut f, h.size, &part, hex).with_context(|| h.name.clone())?;
                 fs::rename(&part, &target)?;
                 created.push(target);
@@ -256,10 +268,16 @@ mod tests {
         let at = bytes.len() / 2;
         bytes[at] ^= 0xff;
         fs::write(&tar, &bytes).unwrap();
+        // A part a crashed install left behind goes with the next install.
+        fs::create_dir_all(dst.path().join("blobs")).unwrap();
+        fs::write(dst.path().join("blobs/.sha256-00.arasul-part"), b"half").unwrap();
         let e = install_model(&tar, dst.path(), "m:1b").unwrap_err();
         assert!(format!("{e:#}").contains("corrupted"), "{e:#}");
         let left: Vec<_> = walk(dst.path());
-        assert!(left.is_empty(), "{left:?}");
+        assert!(
+            left.is_empty(),
+            "nothing stays, no old part either: {left:?}"
+        );
     }
 
     #[test]
