@@ -362,22 +362,13 @@ pub const TEST_ADMIN_PASSWORD: &str = "Test-Admin-Passw0rd!";
 pub fn admin_token(cfg: &TestConfig) -> String {
     let initial = std::fs::read_to_string(cfg.dir.path().join("secrets/initial-admin-password"))
         .expect("initial admin password file");
+    let token = login_token(cfg, initial.trim());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let c = reqwest::Client::new();
-        let r = c
-            .post(cfg.url("/api/auth/login"))
-            .json(&serde_json::json!({"username": "admin", "password": initial.trim()}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "login with the initial password");
-        let v: serde_json::Value = r.json().await.unwrap();
-        let token = v["token"].as_str().unwrap().to_owned();
-        let r = c
+        let r = reqwest::Client::new()
             .post(cfg.url("/api/auth/change-password"))
             .bearer_auth(&token)
             .json(&serde_json::json!({"current_password": initial.trim(), "new_password": TEST_ADMIN_PASSWORD}))
