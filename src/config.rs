@@ -62,6 +62,8 @@ pub struct Config {
     pub usb: crate::usb::UsbConfig,
     /// Model downloads: registry, stall timeout, disk margin, memory reserve (see `ai::pulls`).
     pub models: crate::ai::pulls::ModelsConfig,
+    /// Backups of the owner's data: schedule, destination, retention (see `backup`).
+    pub backup: crate::backup::BackupConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -690,6 +692,7 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     out.extend(c.update.validate());
     out.extend(c.usb.validate());
     out.extend(c.models.validate());
+    out.extend(c.backup.validate());
     out
 }
 

@@ -5,6 +5,7 @@ pub mod ai;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod build_info;
 pub mod cli_admin;
 pub mod cli_bundle;

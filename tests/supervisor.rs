@@ -5,6 +5,9 @@
 
 mod common;
 
+#[path = "supervisor/backup.rs"]
+mod backup;
+
 use std::time::{Duration, Instant};
 
 use arasuld::docker::{ServiceState, SupervisorHandle};

@@ -60,7 +60,8 @@ impl PgTarget {
         Ok(PgTarget { env })
     }
 
-    fn command(&self, program: &str) -> Command {
+    /// `program` (a PostgreSQL client tool) with this target's environment.
+    pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         for var in [
             "PGHOST",
