@@ -365,10 +365,19 @@ async fn stage_and_write(
     let (vols, mut skipped) = volumes(&catalog, config);
 
     // Free space, before anything is written.
-    let db_bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+    let db_bytes: Option<i64> = match sqlx::query_scalar("SELECT pg_database_size(current_database())")
         .fetch_one(&pool)
         .await
-        .map_err(|e| BackupError::Failed(format!("the database is not reachable: {e}")))?;
+    {
+        Ok(n) => Some(n),
+        // The safety backup of a restore that brings a lost database back
+        // keeps what is left: everything but the database.
+        Err(e) if run.trigger == "safety" && e.to_string().contains("does not exist") => {
+            skipped.push("database: it does not exist".into());
+            None
+        }
+        Err(e) => return Err(BackupError::Failed(format!("the database is not reachable: {e}"))),
+    };
     let config_bytes = b
         .inner
         .config_path
@@ -377,13 +386,16 @@ async fn stage_and_write(
         .map(dir_size)
         .unwrap_or(0)
         + dir_size(&config.paths.secrets_dir);
-    let estimate = db_bytes.max(0) as u64 + vols.iter().map(|v| v.bytes).sum::<u64>() + config_bytes + (1 << 20);
+    let estimate = db_bytes.unwrap_or(0).max(0) as u64 + vols.iter().map(|v| v.bytes).sum::<u64>() + config_bytes + (1 << 20);
     check_space(staging, target, estimate)?;
 
     // The items.
-    let counts = dump_with_counts(&pool, &pg, &staging.join("database.dump")).await?;
-    let mut staged: Vec<(String, String, Option<String>, Option<PathBuf>)> =
-        vec![("database".into(), "database.dump".into(), None, None)];
+    let mut staged: Vec<(String, String, Option<String>, Option<PathBuf>)> = Vec::new();
+    let mut counts = BTreeMap::new();
+    if db_bytes.is_some() {
+        counts = dump_with_counts(&pool, &pg, &staging.join("database.dump")).await?;
+        staged.push(("database".into(), "database.dump".into(), None, None));
+    }
     match b.inner.config_path.as_deref() {
         Some(cp) => {
             let (dir, members) = config_members(config, cp);
@@ -534,6 +546,10 @@ async fn verify(
     let read = tokio::task::spawn_blocking(move || archive::check(&p, Some(&o))).await??;
     if read != *manifest {
         bail!("the archive's manifest is not the one written");
+    }
+    if !manifest.items.iter().any(|i| i.kind == "database") {
+        let _ = tokio::fs::remove_dir_all(&out).await;
+        return Ok(RunStatus::Good);
     }
     let counts = match scratch_counts(pool, pg, &out.join("database.dump")).await? {
         Some(c) => c,

@@ -221,11 +221,17 @@ async fn apply(b: &Backups, config: &Config, manifest: &Manifest, items: &Path) 
                 stopped.push(s.clone());
             }
         }
-        let pg = PgTarget::from_url(config.database.url.expose())?;
-        ensure_database(&pg).await?;
-        crate::update::backup::restore_database(&pg, &items.join("database.dump"), &items.join("work"))
+        if manifest.items.iter().any(|i| i.kind == "database") {
+            let pg = PgTarget::from_url(config.database.url.expose())?;
+            ensure_database(&pg).await?;
+            crate::update::backup::restore_database(
+                &pg,
+                &items.join("database.dump"),
+                &items.join("work"),
+            )
             .await
             .context("restoring the database")?;
+        }
         for i in &manifest.items {
             let dir = match i.kind.as_str() {
                 "config" => b
