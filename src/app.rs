@@ -174,6 +174,18 @@ impl Daemon {
                 crate::ai::pulls::run(ctx, deps.clone())
             });
         }
+        let backups = crate::backup::Backups::new(
+            config_rx.clone(),
+            db.clone(),
+            services.clone(),
+            Some(config_path.clone()),
+        );
+        {
+            let b = backups.clone();
+            workers.spawn(crate::backup::WORKER_NAME, WorkerKind::Auxiliary, move |ctx| {
+                crate::backup::run_worker(ctx, b.clone())
+            });
+        }
         let state = AppState {
             config: config_rx,
             db: db.clone(),
@@ -189,6 +201,7 @@ impl Daemon {
             tls: None,
             models,
             config_path: Some(config_path.clone()),
+            backups,
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();
@@ -379,7 +392,7 @@ fn reload_auth(auth: &crate::auth::Auth) {
 /// command queue and state outlive restarts of the worker.
 /// An invalid catalog does not keep the daemon down (the dashboard must stay
 /// reachable to say what is wrong): it runs no services and logs each error.
-fn spawn_supervisor(
+pub(crate) fn spawn_supervisor(
     workers: &Workers,
     config: &Config,
 ) -> anyhow::Result<(SupervisorHandle, crate::docker::Catalog)> {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backup;
 pub mod build_info;
 pub mod cli_admin;
+pub mod cli_backup;
 pub mod cli_bundle;
 pub mod config;
 pub mod db;

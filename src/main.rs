@@ -54,6 +54,11 @@ enum Command {
         #[arg(long, default_value = arasuld::update::package::STORE)]
         store: PathBuf,
     },
+    /// Backups of the owner's data: create, list, restore.
+    Backup {
+        #[command(subcommand)]
+        command: arasuld::cli_backup::BackupCommand,
+    },
     /// Update bundles (.araupdate): keygen, create, verify, inspect.
     Bundle {
         #[command(subcommand)]
@@ -174,6 +179,9 @@ fn main() -> ExitCode {
             Some(Command::Admin {
                 command: AdminCommand::Key { command },
             }) => arasuld::cli_admin::key(&config, command).await,
+            Some(Command::Backup { command }) => {
+                arasuld::cli_backup::run(config, path, command).await
+            }
             _ => serve(path, required, config, log_reload).await,
         }
     });

@@ -4,6 +4,7 @@
 
 pub mod ai;
 pub mod auth;
+pub mod backups;
 pub mod error;
 pub mod guard;
 pub mod healing;
@@ -88,7 +89,8 @@ fn build(guard: Guard<'_>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .merge(ai::routes())
                 .merge(models::routes())
                 .merge(setup::routes())
-                .merge(update::routes()),
+                .merge(update::routes())
+                .merge(backups::routes()),
             ADMIN,
         ))
         // An admin, or an API key with the route's scope.

@@ -173,8 +173,25 @@ pub async fn settings(
         ));
     }
 
+    let changed = write_drop_in(&state, &config_path, DASHBOARD_DROP_IN, keys).await?;
+    tracing::info!(?changed, "settings changed from the dashboard");
+    Ok(Json(SettingsReport {
+        changed,
+        setup: status(&state),
+    }))
+}
+
+/// Sets `keys` in the config drop-in `name` (kept with what it already
+/// holds) and reloads; a value the reload refuses restores the drop-in.
+/// Returns the changed keys. One write at a time.
+pub(crate) async fn write_drop_in(
+    state: &AppState,
+    config_path: &Path,
+    name: &str,
+    keys: Vec<(&[&str], Value)>,
+) -> Result<Vec<String>, ApiError> {
     let _one = WRITE.lock().await;
-    let file = crate::dropin::dir_of(&config_path).join(DASHBOARD_DROP_IN);
+    let file = crate::dropin::dir_of(config_path).join(name);
     let before = tokio::fs::read(&file).await.ok();
     let mut doc: Value = before
         .as_deref()
@@ -189,14 +206,8 @@ pub async fn settings(
         serde_yaml::to_string(&doc).map_err(ApiError::internal)?
     );
     write(&file, Some(text.into_bytes())).await?;
-    match super::system::reload(&state).await {
-        Ok(changed) => {
-            tracing::info!(?changed, "settings changed from the dashboard");
-            Ok(Json(SettingsReport {
-                changed,
-                setup: status(&state),
-            }))
-        }
+    match super::system::reload(state).await {
+        Ok(changed) => Ok(changed),
         Err(e) => {
             // Back to what was there; the running config never changed.
             write(&file, before).await?;

@@ -485,7 +485,9 @@ pub fn app_state(
         services.clone(),
         rx.clone(),
     );
+    let backups = arasuld::backup::Backups::new(rx.clone(), db.clone(), services.clone(), None);
     arasuld::state::AppState {
+        backups,
         updates,
         db,
         metrics: arasuld::metrics::MetricsHub::new(&config.metrics, Default::default(), "none"),
