@@ -5,6 +5,7 @@ import { api } from '../api.js';
 import { t } from '../i18n.js';
 import { h, card, badge, confirmDialog, notify, errText, fmtTime } from '../ui.js';
 import { passwordForm } from './password.js';
+import { mountBackups, title as backupsTitle } from './backups.js';
 
 export function mount(root, params, { go, session }) {
   const [pwSec, pwBody] = card(t('set.password'), 'card-password');
@@ -12,8 +13,11 @@ export function mount(root, params, { go, session }) {
   const [keySec, keyBody] = card(t('key.title'), 'card-keys');
   const [setupSec, setupBody] = card(t('setup.title'), 'card-setup');
   sesSec.classList.add('wide');
+  const [backupSec, backupBody] = card(backupsTitle(), 'card-backups');
   keySec.classList.add('wide');
-  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, setupSec, sesSec, keySec));
+  backupSec.classList.add('wide');
+  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, setupSec, backupSec, sesSec, keySec));
+  mountBackups(backupBody);
   setupBody.append(h('p', {}, t('setup.again_why')), h('a', { class: 'button', id: 'setup-again', href: '#/setup' }, t('setup.again')));
   mountKeys(keyBody);
 
