@@ -3,6 +3,8 @@
 //! yet, a broken config.
 
 mod common;
+#[path = "daemon/backups.rs"]
+mod backups;
 #[path = "daemon/frontdoor.rs"]
 mod frontdoor;
 
