@@ -182,9 +182,11 @@ impl Daemon {
         );
         {
             let b = backups.clone();
-            workers.spawn(crate::backup::WORKER_NAME, WorkerKind::Auxiliary, move |ctx| {
-                crate::backup::run_worker(ctx, b.clone())
-            });
+            workers.spawn(
+                crate::backup::WORKER_NAME,
+                WorkerKind::Auxiliary,
+                move |ctx| crate::backup::run_worker(ctx, b.clone()),
+            );
         }
         let state = AppState {
             config: config_rx,

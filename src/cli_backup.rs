@@ -28,7 +28,11 @@ pub enum BackupCommand {
     Restore { file: String },
 }
 
-pub async fn run(config: Config, config_path: std::path::PathBuf, command: BackupCommand) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    config_path: std::path::PathBuf,
+    command: BackupCommand,
+) -> anyhow::Result<()> {
     if let BackupCommand::List = command {
         for r in crate::backup::load_runs(&config.paths.state_dir) {
             println!("{}", line(&r));
@@ -77,7 +81,11 @@ fn line(r: &Run) -> String {
             .unwrap_or_default(),
         dest = r.destination,
         file = r.location.as_deref().or(r.file.as_deref()).unwrap_or(""),
-        err = r.error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default(),
+        err = r
+            .error
+            .as_deref()
+            .map(|e| format!("  ({e})"))
+            .unwrap_or_default(),
     )
 }
 

@@ -2,9 +2,9 @@
 //! notify socket and watchdog, SIGTERM, SIGHUP, a database that is not there
 //! yet, a broken config.
 
-mod common;
 #[path = "daemon/backups.rs"]
 mod backups;
+mod common;
 #[path = "daemon/frontdoor.rs"]
 mod frontdoor;
 

@@ -73,8 +73,7 @@ pub async fn list(State(state): State<AppState>) -> Json<BackupsView> {
     let age = last_good
         .as_ref()
         .map(|r| (Utc::now() - r.started).num_seconds());
-    let overdue = config.backup.schedule.enabled
-        && age.is_some_and(|a| a as u64 > config.backup.overdue_after.as_secs());
+    let overdue = crate::backup::is_overdue(&runs, Utc::now(), &config.backup);
     Json(BackupsView {
         runs,
         last_good,

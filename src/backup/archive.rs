@@ -86,7 +86,8 @@ pub fn write(dest: &Path, manifest: &Manifest, staging: &Path) -> anyhow::Result
         w.append_bytes(MANIFEST, &text)?;
         for item in &manifest.items {
             let src = staging.join(&item.file);
-            let mut r = File::open(&src).with_context(|| format!("cannot open {}", src.display()))?;
+            let mut r =
+                File::open(&src).with_context(|| format!("cannot open {}", src.display()))?;
             w.append_reader(&item.file, item.size, &mut r)
                 .with_context(|| format!("writing {} into the archive", item.file))?;
         }
@@ -164,9 +165,9 @@ pub fn check(archive: &Path, extract_to: Option<&Path>) -> anyhow::Result<Manife
     }
     let mut buf = vec![0u8; 1 << 20];
     while let Some((name, size)) = next(&mut r)? {
-        let item = wanted
-            .remove(name.as_str())
-            .with_context(|| format!("the archive holds {name:?}, which its manifest does not list"))?;
+        let item = wanted.remove(name.as_str()).with_context(|| {
+            format!("the archive holds {name:?}, which its manifest does not list")
+        })?;
         if size != item.size {
             bail!(
                 "{name}: {size} bytes in the archive, {} in the manifest",

@@ -44,7 +44,10 @@ pub fn volumes(catalog: &Catalog, config: &Config) -> (Vec<Volume>, Vec<String>)
             Role::Workflow => true,
             Role::Storage => {
                 if !b.include_minio {
-                    skipped.push(format!("{}: its data is not backed up (backup.include_minio is off)", s.name));
+                    skipped.push(format!(
+                        "{}: its data is not backed up (backup.include_minio is off)",
+                        s.name
+                    ));
                 }
                 b.include_minio
             }
@@ -85,7 +88,9 @@ pub fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(e.path()),
@@ -194,7 +199,10 @@ async fn dump_with_counts(
     pg: &PgTarget,
     dest: &Path,
 ) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut tx = pool.begin().await.context("the database is not reachable")?;
+    let mut tx = pool
+        .begin()
+        .await
+        .context("the database is not reachable")?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
@@ -276,7 +284,10 @@ async fn copy_volumes(
         }
         .await;
         if running && let Err(e) = b.inner.services.start(service).await {
-            tracing::warn!(service, "could not start it again after its backup copy: {e}");
+            tracing::warn!(
+                service,
+                "could not start it again after its backup copy: {e}"
+            );
         }
         out.extend(copied?);
     }
@@ -293,7 +304,10 @@ pub(super) async fn run(
     let state_dir = config.paths.state_dir.clone();
     // One archive per second at most (the name is the time).
     let mut now = Utc::now();
-    if super::load_runs(&state_dir).iter().any(|r| r.id == retention::stamp(now)) {
+    if super::load_runs(&state_dir)
+        .iter()
+        .any(|r| r.id == retention::stamp(now))
+    {
         tokio::time::sleep(std::time::Duration::from_millis(1001)).await;
         now = Utc::now();
     }
@@ -312,7 +326,8 @@ pub(super) async fn run(
         error: None,
         skipped: Vec::new(),
     };
-    save_run(&state_dir, &run).map_err(|e| BackupError::Failed(format!("recording the run: {e}")))?;
+    save_run(&state_dir, &run)
+        .map_err(|e| BackupError::Failed(format!("recording the run: {e}")))?;
     let staging_root = state_dir.join(STAGING_DIR);
     let staging = staging_root.join(&run.id);
     let _ = tokio::fs::remove_dir_all(&staging_root).await;
@@ -359,25 +374,33 @@ async fn stage_and_write(
     let catalog = crate::docker::load_catalog(&config.paths.services_file).map_err(|errs| {
         BackupError::Failed(format!(
             "the service catalog cannot be read: {}",
-            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         ))
     })?;
     let (vols, mut skipped) = volumes(&catalog, config);
 
     // Free space, before anything is written.
-    let db_bytes: Option<i64> = match sqlx::query_scalar("SELECT pg_database_size(current_database())")
-        .fetch_one(&pool)
-        .await
-    {
-        Ok(n) => Some(n),
-        // The safety backup of a restore that brings a lost database back
-        // keeps what is left: everything but the database.
-        Err(e) if run.trigger == "safety" && e.to_string().contains("does not exist") => {
-            skipped.push("database: it does not exist".into());
-            None
-        }
-        Err(e) => return Err(BackupError::Failed(format!("the database is not reachable: {e}"))),
-    };
+    let db_bytes: Option<i64> =
+        match sqlx::query_scalar("SELECT pg_database_size(current_database())")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(n) => Some(n),
+            // The safety backup of a restore that brings a lost database back
+            // keeps what is left: everything but the database.
+            Err(e) if run.trigger == "safety" && e.to_string().contains("does not exist") => {
+                skipped.push("database: it does not exist".into());
+                None
+            }
+            Err(e) => {
+                return Err(BackupError::Failed(format!(
+                    "the database is not reachable: {e}"
+                )));
+            }
+        };
     let config_bytes = b
         .inner
         .config_path
@@ -386,7 +409,10 @@ async fn stage_and_write(
         .map(dir_size)
         .unwrap_or(0)
         + dir_size(&config.paths.secrets_dir);
-    let estimate = db_bytes.unwrap_or(0).max(0) as u64 + vols.iter().map(|v| v.bytes).sum::<u64>() + config_bytes + (1 << 20);
+    let estimate = db_bytes.unwrap_or(0).max(0) as u64
+        + vols.iter().map(|v| v.bytes).sum::<u64>()
+        + config_bytes
+        + (1 << 20);
     check_space(staging, target, estimate)?;
 
     // The items.
@@ -407,7 +433,12 @@ async fn stage_and_write(
         None => skipped.push("config: the daemon runs without a config file".into()),
     }
     if config.paths.secrets_dir.is_dir() {
-        tar_dir(&config.paths.secrets_dir, &[".".into()], &staging.join("secrets.tar")).await?;
+        tar_dir(
+            &config.paths.secrets_dir,
+            &[".".into()],
+            &staging.join("secrets.tar"),
+        )
+        .await?;
         staged.push((
             "secrets".into(),
             "secrets.tar".into(),
@@ -416,9 +447,12 @@ async fn stage_and_write(
         ));
     }
     let models = models_list(b).await;
-    tokio::fs::write(staging.join("models.json"), serde_json::to_vec_pretty(&models).unwrap_or_default())
-        .await
-        .map_err(|e| BackupError::Failed(e.to_string()))?;
+    tokio::fs::write(
+        staging.join("models.json"),
+        serde_json::to_vec_pretty(&models).unwrap_or_default(),
+    )
+    .await
+    .map_err(|e| BackupError::Failed(e.to_string()))?;
     staged.push(("models".into(), "models.json".into(), None, None));
     for (service, dir, file) in copy_volumes(b, &vols, staging).await? {
         staged.push(("volume".into(), file, Some(service), Some(dir)));
@@ -430,7 +464,14 @@ async fn stage_and_write(
             .into_iter()
             .map(|(kind, file, service, path)| {
                 let (sha256, size) = archive::hash_file(&staging_owned.join(&file))?;
-                Ok(Item { kind, file, size, sha256, service, path })
+                Ok(Item {
+                    kind,
+                    file,
+                    size,
+                    sha256,
+                    service,
+                    path,
+                })
             })
             .collect()
     })
@@ -456,7 +497,11 @@ async fn stage_and_write(
         .await
         .map_err(|e| BackupError::Destination(format!("{}: {e}", dest_dir.display())))?;
     let written = {
-        let (p, m, s) = (archive_path.clone(), manifest.clone(), staging.to_path_buf());
+        let (p, m, s) = (
+            archive_path.clone(),
+            manifest.clone(),
+            staging.to_path_buf(),
+        );
         tokio::task::spawn_blocking(move || archive::write(&p, &m, &s))
             .await
             .map_err(|e| BackupError::Failed(e.to_string()))?
@@ -470,7 +515,9 @@ async fn stage_and_write(
         Ok(s) => s,
         Err(e) => {
             let _ = tokio::fs::remove_file(&archive_path).await;
-            return Err(BackupError::Failed(format!("the archive failed its verification: {e:#}")));
+            return Err(BackupError::Failed(format!(
+                "the archive failed its verification: {e:#}"
+            )));
         }
     };
     let location = match target {
@@ -506,11 +553,19 @@ fn check_space(staging: &Path, target: &Target, estimate: u64) -> Result<(), Bac
             if same {
                 needs.push((label.clone(), 2 * estimate + MARGIN, free));
             } else {
-                needs.push(("the state dir (staging)".into(), estimate + MARGIN, staging_free));
+                needs.push((
+                    "the state dir (staging)".into(),
+                    estimate + MARGIN,
+                    staging_free,
+                ));
                 needs.push((label.clone(), estimate + MARGIN, free));
             }
         }
-        Target::S3(_) => needs.push(("the state dir (staging)".into(), 2 * estimate + MARGIN, staging_free)),
+        Target::S3(_) => needs.push((
+            "the state dir (staging)".into(),
+            2 * estimate + MARGIN,
+            staging_free,
+        )),
     }
     let short: Vec<String> = needs
         .iter()
@@ -576,28 +631,42 @@ pub(super) async fn scratch_counts(
     dump: &Path,
 ) -> anyhow::Result<Option<BTreeMap<String, i64>>> {
     let name = format!("arasul_verify_{}", hex::encode(rand::random::<[u8; 6]>()));
-    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(pool).await {
+    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(pool)
+        .await
+    {
         tracing::warn!("no scratch database for the backup's verification: {e}");
         return Ok(None);
     }
     let counted = async {
         let mut c = pg.command("pg_restore");
-        c.args(["--no-owner", "--no-privileges", "--exit-on-error", "--no-password"])
-            .arg(format!("--dbname={name}"))
-            .arg(dump);
+        c.args([
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "--no-password",
+        ])
+        .arg(format!("--dbname={name}"))
+        .arg(dump);
         run_cmd(c, "pg_restore (verification)").await?;
         let mut c = pg.command("psql");
-        c.args(["--no-password", "--no-psqlrc", "-At", "-v", "ON_ERROR_STOP=1"])
-            .arg(format!("--dbname={name}"))
-            .args(["-c", COUNT_ROWS]);
+        c.args([
+            "--no-password",
+            "--no-psqlrc",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .arg(format!("--dbname={name}"))
+        .args(["-c", COUNT_ROWS]);
         anyhow::Ok(parse_counts(&run_cmd(c, "psql (verification)").await?))
     }
     .await;
     if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     )))
-        .execute(pool)
-        .await
+    .execute(pool)
+    .await
     {
         tracing::warn!("the scratch database {name} could not be dropped: {e}");
     }
@@ -618,6 +687,9 @@ mod tests {
     #[test]
     fn counts_parse_from_psql_lines() {
         let c = parse_counts("audit_log\t3\nmetrics\t120\n\n");
-        assert_eq!(c, BTreeMap::from([("audit_log".into(), 3), ("metrics".into(), 120)]));
+        assert_eq!(
+            c,
+            BTreeMap::from([("audit_log".into(), 3), ("metrics".into(), 120)])
+        );
     }
 }

@@ -14,7 +14,10 @@ pub const STICK_DIR: &str = "arasul-backups";
 #[derive(Clone, Debug)]
 pub enum Target {
     /// Archives are files in `dir`; `label` names it for the owner.
-    Dir { dir: PathBuf, label: String },
+    Dir {
+        dir: PathBuf,
+        label: String,
+    },
     S3(s3::Bucket),
 }
 
@@ -23,11 +26,11 @@ pub fn describe(b: &BackupConfig) -> String {
     match b.destination {
         DestinationKind::Local => "local".into(),
         DestinationKind::Usb => format!("usb:{}", b.usb_label.as_deref().unwrap_or("")),
-        DestinationKind::S3 => b
-            .s3
-            .as_ref()
-            .map(|s| format!("s3://{}/{}", s.bucket, s.prefix))
-            .unwrap_or_else(|| "s3".into()),
+        DestinationKind::S3 => {
+            b.s3.as_ref()
+                .map(|s| format!("s3://{}/{}", s.bucket, s.prefix))
+                .unwrap_or_else(|| "s3".into())
+        }
     }
 }
 
@@ -51,16 +54,23 @@ pub async fn resolve(config: &Config) -> Result<Target, BackupError> {
                     "the USB stick {label:?} is not plugged in (or not mounted)"
                 ))
             })?;
+            // A stick the update worker mounted read-only says so here,
+            // not halfway through the archive.
+            let dir = mount.join(STICK_DIR);
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return Err(BackupError::Destination(format!(
+                    "the USB stick {label:?} cannot be written to ({e})"
+                )));
+            }
             Ok(Target::Dir {
-                dir: mount.join(STICK_DIR),
+                dir,
                 label: format!("usb:{label}"),
             })
         }
         DestinationKind::S3 => {
-            let c = b
-                .s3
-                .as_ref()
-                .ok_or_else(|| BackupError::Destination("backup.s3 is not set".into()))?;
+            let c =
+                b.s3.as_ref()
+                    .ok_or_else(|| BackupError::Destination("backup.s3 is not set".into()))?;
             let bucket = s3::Bucket::open(c, &config.paths.secrets_dir)
                 .map_err(|e| BackupError::Destination(format!("{e:#}")))?;
             Ok(Target::S3(bucket))

@@ -153,12 +153,18 @@ impl BackupConfig {
         let mut out = Vec::new();
         let mut bad = |k: &str, m: String| out.push((format!("backup.{k}"), m));
         if parse_time_of_day(&self.schedule.at).is_none() {
-            bad("schedule.at", format!("expected HH:MM, got {:?}", self.schedule.at));
+            bad(
+                "schedule.at",
+                format!("expected HH:MM, got {:?}", self.schedule.at),
+            );
         }
         if let Some(d) = &self.local_dir
             && !d.is_absolute()
         {
-            bad("local_dir", format!("must be an absolute path, got {}", d.display()));
+            bad(
+                "local_dir",
+                format!("must be an absolute path, got {}", d.display()),
+            );
         }
         if let Some(l) = &self.usb_label
             && (l.is_empty() || l.contains('/') || l == "." || l == "..")
@@ -166,9 +172,10 @@ impl BackupConfig {
             bad("usb_label", format!("not a stick label: {l:?}"));
         }
         match self.destination {
-            DestinationKind::Usb if self.usb_label.is_none() => {
-                bad("usb_label", "destination usb needs the stick's label".into())
-            }
+            DestinationKind::Usb if self.usb_label.is_none() => bad(
+                "usb_label",
+                "destination usb needs the stick's label".into(),
+            ),
             DestinationKind::S3 if self.s3.is_none() => {
                 bad("s3", "destination s3 needs backup.s3".into())
             }
@@ -178,14 +185,23 @@ impl BackupConfig {
             if !(s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://"))
                 || reqwest::Url::parse(&s3.endpoint).is_err()
             {
-                bad("s3.endpoint", format!("not an http(s) URL: {:?}", s3.endpoint));
+                bad(
+                    "s3.endpoint",
+                    format!("not an http(s) URL: {:?}", s3.endpoint),
+                );
             }
             if !s3::bucket_name_ok(&s3.bucket) {
-                bad("s3.bucket", format!("not an S3 bucket name: {:?}", s3.bucket));
+                bad(
+                    "s3.bucket",
+                    format!("not an S3 bucket name: {:?}", s3.bucket),
+                );
             }
         }
         if self.keep_daily == 0 && self.keep_weekly == 0 {
-            bad("keep_daily", "keep_daily and keep_weekly cannot both be 0".into());
+            bad(
+                "keep_daily",
+                "keep_daily and keep_weekly cannot both be 0".into(),
+            );
         }
         if let Err(e) = crate::docker::catalog::parse_bytes(&self.minio_max_size) {
             bad("minio_max_size", e);
@@ -249,8 +265,7 @@ pub struct Run {
 
 impl Run {
     pub fn duration_ms(&self) -> Option<i64> {
-        self.finished
-            .map(|f| (f - self.started).num_milliseconds())
+        self.finished.map(|f| (f - self.started).num_milliseconds())
     }
 }
 
@@ -304,7 +319,10 @@ pub fn load_runs(state_dir: &Path) -> Vec<Run> {
 
 fn save_run(state_dir: &Path, run: &Run) -> std::io::Result<()> {
     let mut runs = load_runs(state_dir);
-    match runs.iter_mut().find(|r| r.id == run.id && r.kind == run.kind) {
+    match runs
+        .iter_mut()
+        .find(|r| r.id == run.id && r.kind == run.kind)
+    {
         Some(r) => *r = run.clone(),
         None => runs.push(run.clone()),
     }
@@ -516,15 +534,7 @@ pub async fn run_worker(ctx: WorkerCtx, backups: Backups) -> anyhow::Result<()> 
         let b = &config.backup;
         let runs = backups.runs();
         let last = last_good(&runs).map(|r| r.started);
-        let now = Utc::now();
-        let overdue = b.schedule.enabled
-            && match last {
-                Some(t) => (now - t).to_std().unwrap_or_default() > b.overdue_after,
-                // A box without any good backup: overdue once the first
-                // scheduled time has had its chance (a day after the start).
-                None => runs.iter().any(|r| r.kind == "backup"),
-            };
-        if overdue && warned_for != Some(last) {
+        if is_overdue(&runs, Utc::now(), b) && warned_for != Some(last) {
             raise(Some(&backups.inner.db), Alert::Overdue { last_good: last }).await;
             warned_for = Some(last);
         }
@@ -546,11 +556,21 @@ pub async fn run_worker(ctx: WorkerCtx, backups: Backups) -> anyhow::Result<()> 
     }
 }
 
+/// Whether the owner must hear that the backups are overdue: schedule on,
+/// and the last good backup older than `overdue_after` (or none at all
+/// while a run has failed already: a box that never made a good one).
+pub fn is_overdue(runs: &[Run], now: DateTime<Utc>, b: &BackupConfig) -> bool {
+    b.schedule.enabled
+        && match last_good(runs) {
+            Some(r) => (now - r.started).to_std().unwrap_or_default() > b.overdue_after,
+            None => runs
+                .iter()
+                .any(|r| r.kind == "backup" && r.status == RunStatus::Failed),
+        }
+}
+
 /// The next daily time after `now` (None when off or unparsable).
-pub fn next_run(
-    now: DateTime<chrono::Local>,
-    s: &Schedule,
-) -> Option<DateTime<chrono::Local>> {
+pub fn next_run(now: DateTime<chrono::Local>, s: &Schedule) -> Option<DateTime<chrono::Local>> {
     if !s.enabled {
         return None;
     }
@@ -595,19 +615,74 @@ mod tests {
         );
     }
 
+    fn run(kind: &str, status: RunStatus, hours_ago: i64, now: DateTime<Utc>) -> Run {
+        Run {
+            id: format!("{hours_ago}"),
+            kind: kind.into(),
+            trigger: "schedule".into(),
+            started: now - chrono::Duration::hours(hours_ago),
+            finished: None,
+            destination: "local".into(),
+            file: None,
+            location: None,
+            size: None,
+            status,
+            error: None,
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn backups_are_overdue_two_days_after_the_last_good_one() {
+        let now = Utc::now();
+        let b = BackupConfig::default();
+        let good_47h = vec![run("backup", RunStatus::Good, 47, now)];
+        assert!(!is_overdue(&good_47h, now, &b));
+        // Failures and restores since do not make a backup good.
+        let mut runs = vec![run("backup", RunStatus::Good, 49, now)];
+        runs.push(run("backup", RunStatus::Failed, 20, now));
+        runs.push(run("restore", RunStatus::Good, 2, now));
+        runs.push(run("backup", RunStatus::Unverified, 1, now));
+        assert!(is_overdue(&runs, now, &b));
+        // Never a good one: overdue once a run failed; a new box is not.
+        assert!(is_overdue(
+            &[run("backup", RunStatus::Failed, 1, now)],
+            now,
+            &b
+        ));
+        assert!(!is_overdue(&[], now, &b));
+        // Schedule off: the owner chose so.
+        let off = BackupConfig {
+            schedule: Schedule {
+                enabled: false,
+                ..Schedule::default()
+            },
+            ..BackupConfig::default()
+        };
+        assert!(!is_overdue(&runs, now, &off));
+    }
+
     #[test]
     fn the_next_run_is_today_or_tomorrow_at_the_set_time() {
         use chrono::TimeZone;
         let s = Schedule::default();
-        let early = chrono::Local.with_ymd_and_hms(2026, 12, 6, 1, 0, 0).unwrap();
-        let late = chrono::Local.with_ymd_and_hms(2026, 12, 6, 4, 0, 0).unwrap();
+        let early = chrono::Local
+            .with_ymd_and_hms(2026, 12, 6, 1, 0, 0)
+            .unwrap();
+        let late = chrono::Local
+            .with_ymd_and_hms(2026, 12, 6, 4, 0, 0)
+            .unwrap();
         assert_eq!(
             next_run(early, &s).unwrap(),
-            chrono::Local.with_ymd_and_hms(2026, 12, 6, 3, 30, 0).unwrap()
+            chrono::Local
+                .with_ymd_and_hms(2026, 12, 6, 3, 30, 0)
+                .unwrap()
         );
         assert_eq!(
             next_run(late, &s).unwrap(),
-            chrono::Local.with_ymd_and_hms(2026, 12, 7, 3, 30, 0).unwrap()
+            chrono::Local
+                .with_ymd_and_hms(2026, 12, 7, 3, 30, 0)
+                .unwrap()
         );
         let off = Schedule {
             enabled: false,

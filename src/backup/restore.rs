@@ -35,17 +35,21 @@ async fn locate(config: &Config, id_or_file: &str, staging: &Path) -> Result<Pat
         .filter(|r| r.kind == "backup" && r.id == id_or_file && r.location.is_some())
         .max_by_key(|r| r.started);
     let (name, location) = match by_id {
-        Some(r) => (r.file.clone().unwrap_or_default(), r.location.clone().unwrap_or_default()),
+        Some(r) => (
+            r.file.clone().unwrap_or_default(),
+            r.location.clone().unwrap_or_default(),
+        ),
         None if id_or_file.starts_with('/') => (String::new(), id_or_file.to_string()),
-        None if retention::parse_name(id_or_file).is_some() => {
-            match dest::resolve(config).await? {
-                Target::Dir { dir, .. } => (
-                    id_or_file.to_string(),
-                    dir.join(id_or_file).display().to_string(),
-                ),
-                Target::S3(b) => (id_or_file.to_string(), format!("{}{id_or_file}", b.describe())),
-            }
-        }
+        None if retention::parse_name(id_or_file).is_some() => match dest::resolve(config).await? {
+            Target::Dir { dir, .. } => (
+                id_or_file.to_string(),
+                dir.join(id_or_file).display().to_string(),
+            ),
+            Target::S3(b) => (
+                id_or_file.to_string(),
+                format!("{}{id_or_file}", b.describe()),
+            ),
+        },
         None => {
             return Err(BackupError::NotFound(format!(
                 "no backup {id_or_file:?}: name a run's id, an archive file name or an absolute path"
@@ -59,7 +63,9 @@ async fn locate(config: &Config, id_or_file: &str, staging: &Path) -> Result<Pat
             )));
         };
         let local = staging.join(&name);
-        tokio::fs::create_dir_all(staging).await.map_err(|e| BackupError::Failed(e.to_string()))?;
+        tokio::fs::create_dir_all(staging)
+            .await
+            .map_err(|e| BackupError::Failed(e.to_string()))?;
         bucket
             .get_file(&name, &local)
             .await
@@ -68,12 +74,19 @@ async fn locate(config: &Config, id_or_file: &str, staging: &Path) -> Result<Pat
     }
     let path = PathBuf::from(location);
     if !path.is_file() {
-        return Err(BackupError::NotFound(format!("{} does not exist", path.display())));
+        return Err(BackupError::NotFound(format!(
+            "{} does not exist",
+            path.display()
+        )));
     }
     Ok(path)
 }
 
-pub(super) async fn run(b: &Backups, config: &Config, id_or_file: &str) -> Result<Run, BackupError> {
+pub(super) async fn run(
+    b: &Backups,
+    config: &Config,
+    id_or_file: &str,
+) -> Result<Run, BackupError> {
     let state_dir = config.paths.state_dir.clone();
     let started = Utc::now();
     let staging = state_dir.join(STAGING_DIR);
@@ -135,15 +148,25 @@ pub(super) async fn run(b: &Backups, config: &Config, id_or_file: &str) -> Resul
         Ok(()) => {
             run.status = RunStatus::Good;
             let _ = save_run(&state_dir, &run);
-            tracing::info!(ms = run.duration_ms(), "restored {}", run.file.as_deref().unwrap_or(""));
+            tracing::info!(
+                ms = run.duration_ms(),
+                "restored {}",
+                run.file.as_deref().unwrap_or("")
+            );
             Ok(run)
         }
         Err(e) => {
             tracing::error!("the restore failed, rolling back to the safety backup: {e:#}");
             let back = roll_back(b, config, &safety).await;
             let msg = match back {
-                Ok(()) => format!("{e:#} (the box was rolled back to the safety backup {})", safety.id),
-                Err(e2) => format!("{e:#}; rolling back to the safety backup {} failed too: {e2:#}", safety.id),
+                Ok(()) => format!(
+                    "{e:#} (the box was rolled back to the safety backup {})",
+                    safety.id
+                ),
+                Err(e2) => format!(
+                    "{e:#}; rolling back to the safety backup {} failed too: {e2:#}",
+                    safety.id
+                ),
             };
             run.status = RunStatus::Failed;
             run.error = Some(msg.clone());
@@ -155,7 +178,12 @@ pub(super) async fn run(b: &Backups, config: &Config, id_or_file: &str) -> Resul
 }
 
 async fn roll_back(b: &Backups, config: &Config, safety: &Run) -> anyhow::Result<()> {
-    let path = PathBuf::from(safety.location.clone().context("the safety backup has no file")?);
+    let path = PathBuf::from(
+        safety
+            .location
+            .clone()
+            .context("the safety backup has no file")?,
+    );
     let items = config.paths.state_dir.join(STAGING_DIR).join("safety");
     let (p, i) = (path.clone(), items.clone());
     let manifest = tokio::task::spawn_blocking(move || archive::check(&p, Some(&i))).await??;
@@ -188,10 +216,19 @@ fn to_stop(catalog: &Catalog, manifest: &Manifest) -> Vec<String> {
     let order: Vec<String> = crate::docker::catalog::start_order(catalog)
         .map(|o| o.into_iter().map(|s| s.name.clone()).collect())
         .unwrap_or_else(|_| catalog.services.iter().map(|s| s.name.clone()).collect());
-    order.into_iter().rev().filter(|n| set.contains(n)).collect()
+    order
+        .into_iter()
+        .rev()
+        .filter(|n| set.contains(n))
+        .collect()
 }
 
-async fn apply(b: &Backups, config: &Config, manifest: &Manifest, items: &Path) -> anyhow::Result<()> {
+async fn apply(
+    b: &Backups,
+    config: &Config,
+    manifest: &Manifest,
+    items: &Path,
+) -> anyhow::Result<()> {
     let catalog = crate::docker::load_catalog(&config.paths.services_file)
         .map_err(|_| anyhow::anyhow!("the service catalog cannot be read"))?;
     // Every volume goes back only to a dir the catalog mounts for its service.
@@ -201,17 +238,26 @@ async fn apply(b: &Backups, config: &Config, manifest: &Manifest, items: &Path) 
         };
         let mounted = catalog.services.iter().any(|s| {
             &s.name == service
-                && s.volumes.iter().any(|v| v.split(':').next() == Some(&*path.to_string_lossy()))
+                && s.volumes
+                    .iter()
+                    .any(|v| v.split(':').next() == Some(&*path.to_string_lossy()))
         });
         if !mounted {
-            bail!("{} is not a volume of {service} in this box's catalog", path.display());
+            bail!(
+                "{} is not a volume of {service} in this box's catalog",
+                path.display()
+            );
         }
     }
     let stop = to_stop(&catalog, manifest);
     let mut stopped = Vec::new();
     let result = async {
         for s in &stop {
-            let present = b.inner.services.service(s).is_some_and(|st| !st.stopped_on_purpose);
+            let present = b
+                .inner
+                .services
+                .service(s)
+                .is_some_and(|st| !st.stopped_on_purpose);
             if present {
                 b.inner
                     .services
@@ -250,10 +296,15 @@ async fn apply(b: &Backups, config: &Config, manifest: &Manifest, items: &Path) 
             }
             tokio::fs::create_dir_all(&dir).await?;
             let mut c = Command::new("tar");
-            c.args(["--extract", "--numeric-owner", "--preserve-permissions", "--file"])
-                .arg(items.join(&i.file))
-                .arg("-C")
-                .arg(&dir);
+            c.args([
+                "--extract",
+                "--numeric-owner",
+                "--preserve-permissions",
+                "--file",
+            ])
+            .arg(items.join(&i.file))
+            .arg("-C")
+            .arg(&dir);
             run_cmd(c, &format!("tar (putting back {})", i.file)).await?;
         }
         anyhow::Ok(())
@@ -334,6 +385,8 @@ async fn wait_healthy(b: &Backups, names: &[String], timeout: Duration) -> anyho
     .await;
     match waited {
         Ok(r) => r,
-        Err(_) => bail!("the services {names:?} were not healthy within {timeout:?} after the restore"),
+        Err(_) => {
+            bail!("the services {names:?} were not healthy within {timeout:?} after the restore")
+        }
     }
 }

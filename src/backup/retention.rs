@@ -34,7 +34,7 @@ pub fn to_delete(names: &[String], keep_daily: u32, keep_weekly: u32) -> Vec<Str
         .iter()
         .filter_map(|n| parse_name(n).map(|t| (t, n)))
         .collect();
-    archives.sort_by(|a, b| b.0.cmp(&a.0));
+    archives.sort_by_key(|a| std::cmp::Reverse(a.0));
     let mut keep: BTreeSet<&String> = BTreeSet::new();
     if let Some((_, newest)) = archives.first() {
         keep.insert(newest);
@@ -76,7 +76,11 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2026, 12, 6, 3, 30, 5).unwrap();
         assert_eq!(file_name(t), "arasul-backup-20261206T033005Z.tar");
         assert_eq!(parse_name(&file_name(t)), Some(t));
-        for other in ["notes.txt", "arasul-backup-2026.tar", "arasul-backup-20261206T033005Z.tar.part"] {
+        for other in [
+            "notes.txt",
+            "arasul-backup-2026.tar",
+            "arasul-backup-20261206T033005Z.tar.part",
+        ] {
             assert_eq!(parse_name(other), None, "{other}");
         }
     }

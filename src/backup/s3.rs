@@ -119,7 +119,11 @@ impl Bucket {
             .header("authorization", auth)
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<reqwest::Response> {
         let resp = rb.send().await.with_context(|| format!("S3 {what}"))?;
         if !resp.status().is_success() {
             let status = resp.status();
@@ -135,7 +139,8 @@ impl Bucket {
         let key = format!("{}{name}", self.prefix);
         let f = tokio::fs::File::open(path).await?;
         let len = f.metadata().await?.len();
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
+        let body =
+            reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
         let rb = self
             .request(Method::PUT, self.url(Some(&key)), "UNSIGNED-PAYLOAD")
             .header("content-length", len)
@@ -244,7 +249,10 @@ pub struct Signing<'a> {
 fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -288,7 +296,11 @@ pub fn authorization(
         .collect();
     h.sort();
     let canonical_headers: String = h.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed_headers = h.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
+    let signed_headers = h
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
     let canonical = format!(
         "{method}\n{canonical_uri}\n{canonical_query}\n{canonical_headers}\n{signed_headers}\n{payload_hash}"
     );
@@ -297,7 +309,10 @@ pub fn authorization(
     let scope = format!("{date}/{}/s3/aws4_request", s.region);
     let to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            canonical.as_bytes()
+        ))
     );
     let k = hmac(format!("AWS4{}", s.secret_key).as_bytes(), &date);
     let k = hmac(&k, s.region);
@@ -316,7 +331,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;

@@ -33,18 +33,35 @@ impl BoxUnderTest {
         let project = Project::new(tag);
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for sub in ["etc/arasuld.yaml.d", "etc/secrets", "state", "n8n/nodes/custom"] {
+        for sub in [
+            "etc/arasuld.yaml.d",
+            "etc/secrets",
+            "state",
+            "n8n/nodes/custom",
+        ] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         std::fs::write(d.join("etc/arasuld.yaml"), "logging:\n  level: info\n").unwrap();
-        std::fs::write(d.join("etc/arasuld.yaml.d/70-dashboard.yaml"), "mdns:\n  hostname: kiste\n").unwrap();
-        std::fs::write(d.join("etc/secrets/n8n-encryption-key"), "s3cr3t-key-of-n8n\n").unwrap();
+        std::fs::write(
+            d.join("etc/arasuld.yaml.d/70-dashboard.yaml"),
+            "mdns:\n  hostname: kiste\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("etc/secrets/n8n-encryption-key"),
+            "s3cr3t-key-of-n8n\n",
+        )
+        .unwrap();
         std::fs::set_permissions(
             d.join("etc/secrets/n8n-encryption-key"),
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        std::fs::write(d.join("n8n/database.sqlite"), b"workflow: invoice-mailer v3").unwrap();
+        std::fs::write(
+            d.join("n8n/database.sqlite"),
+            b"workflow: invoice-mailer v3",
+        )
+        .unwrap();
         std::fs::write(d.join("n8n/nodes/custom/node.js"), b"module.exports = 42;").unwrap();
         let n8n = if with_n8n {
             format!(
@@ -60,20 +77,28 @@ impl BoxUnderTest {
             project.name,
             project.network()
         );
-        let catalog_text = if with_n8n { catalog_text } else { catalog_text.replace("services:\n", "services: []\n") };
+        let catalog_text = if with_n8n {
+            catalog_text
+        } else {
+            catalog_text.replace("services:\n", "services: []\n")
+        };
         std::fs::write(d.join("etc/services.yaml"), &catalog_text).unwrap();
         let catalog = arasuld::docker::catalog::parse("test", &catalog_text).unwrap();
 
         let mut pg = PrivatePostgres::init(free_port());
         pg.start();
         let mut config = Config::default();
-        config.database.url = Secret::new(format!("postgres://postgres@127.0.0.1:{}/arasul", pg.port));
+        config.database.url =
+            Secret::new(format!("postgres://postgres@127.0.0.1:{}/arasul", pg.port));
         config.paths.state_dir = d.join("state");
         config.paths.secrets_dir = d.join("etc/secrets");
         config.paths.keys_dir = d.join("etc/keys");
         config.paths.services_file = d.join("etc/services.yaml");
         config.usb.mount_roots = vec![d.join("media")];
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let (workers, services) = {
             let _g = rt.enter();
             spawn_supervisor(&d.join("state"), catalog, SOCKET)
@@ -110,11 +135,24 @@ impl BoxUnderTest {
 
     fn psql(&self, db: &str, sql: &str) -> String {
         let out = std::process::Command::new(arasuld_pg_bin().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.pg.port.to_string(), "-U", "postgres", "-d", db])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.pg.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
             .args(["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
             .unwrap();
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -123,13 +161,20 @@ impl BoxUnderTest {
         std::mem::forget(tx);
         let _g = self.rt.enter();
         let db = arasuld::db::Db::new(&config.database).unwrap();
-        Backups::new(rx, db, self.services.clone(), Some(self.path("etc/arasuld.yaml")))
+        Backups::new(
+            rx,
+            db,
+            self.services.clone(),
+            Some(self.path("etc/arasuld.yaml")),
+        )
     }
 
     fn wait_state(&self, name: &str, want: ServiceState) {
-        wait_until(&format!("{name} to be {want:?}"), Duration::from_secs(60), || {
-            (self.services.service(name)?.state == want).then_some(())
-        });
+        wait_until(
+            &format!("{name} to be {want:?}"),
+            Duration::from_secs(60),
+            || (self.services.service(name)?.state == want).then_some(()),
+        );
     }
 
     fn n8n_files(&self) -> Vec<(String, Vec<u8>)> {
@@ -140,7 +185,12 @@ impl BoxUnderTest {
                 if e.file_type().unwrap().is_dir() {
                     stack.push(e.path());
                 } else {
-                    let rel = e.path().strip_prefix(self.path("n8n")).unwrap().display().to_string();
+                    let rel = e
+                        .path()
+                        .strip_prefix(self.path("n8n"))
+                        .unwrap()
+                        .display()
+                        .to_string();
                     out.push((rel, std::fs::read(e.path()).unwrap()));
                 }
             }
@@ -170,26 +220,49 @@ fn backup_then_wipe_then_restore_brings_the_data_back_and_a_corrupt_archive_chan
     let started_before = b.services.service("n8n").unwrap().started_at;
 
     let t0 = Instant::now();
-    let run = b.rt.block_on(backups.create("manual")).expect("the backup runs");
+    let run =
+        b.rt.block_on(backups.create("manual"))
+            .expect("the backup runs");
     let backup_time = t0.elapsed();
     assert_eq!(run.status, RunStatus::Good, "{run:?}");
     let archive = PathBuf::from(run.location.clone().unwrap());
-    assert!(archive.starts_with(b.path("state/data-backups")), "{archive:?}");
+    assert!(
+        archive.starts_with(b.path("state/data-backups")),
+        "{archive:?}"
+    );
     let manifest = arasuld::backup::archive::read_manifest(&archive).unwrap();
     let files: Vec<&str> = manifest.items.iter().map(|i| i.file.as_str()).collect();
     assert_eq!(
         files,
-        ["database.dump", "etc-arasul.tar", "secrets.tar", "models.json", "volume-n8n-0.tar"]
+        [
+            "database.dump",
+            "etc-arasul.tar",
+            "secrets.tar",
+            "models.json",
+            "volume-n8n-0.tar"
+        ]
     );
     assert_eq!(manifest.tables.get("owner_notes"), Some(&3));
     assert_eq!(manifest.tables.get("audit_log"), Some(&25));
     // n8n was stopped for its copy and runs again.
     b.wait_state("n8n", ServiceState::Healthy);
-    assert_ne!(b.services.service("n8n").unwrap().started_at, started_before);
+    assert_ne!(
+        b.services.service("n8n").unwrap().started_at,
+        started_before
+    );
     // No scratch database is left behind.
-    assert_eq!(b.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'arasul_verify_%'"), "0");
+    assert_eq!(
+        b.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'arasul_verify_%'"
+        ),
+        "0"
+    );
     // The run survives (it is in the state dir).
-    assert_eq!(b.backups(b.config.clone()).runs().last().unwrap().status, RunStatus::Good);
+    assert_eq!(
+        b.backups(b.config.clone()).runs().last().unwrap().status,
+        RunStatus::Good
+    );
 
     // One byte flipped inside n8n's copy: refused before anything changes.
     let mut bytes = std::fs::read(&archive).unwrap();
@@ -200,20 +273,36 @@ fn backup_then_wipe_then_restore_brings_the_data_back_and_a_corrupt_archive_chan
     bytes[at] ^= 0x20;
     let corrupt = b.path("corrupt.tar");
     std::fs::write(&corrupt, &bytes).unwrap();
-    b.psql("arasul", "INSERT INTO owner_notes VALUES (4, 'after the backup')");
+    b.psql(
+        "arasul",
+        "INSERT INTO owner_notes VALUES (4, 'after the backup')",
+    );
     std::fs::write(b.path("n8n/database.sqlite"), b"workflow: changed since").unwrap();
     let runs_before = backups.runs().len();
     let started = b.services.service("n8n").unwrap().started_at;
-    let err = b
-        .rt
-        .block_on(backups.restore(corrupt.to_str().unwrap()))
-        .unwrap_err();
+    let err =
+        b.rt.block_on(backups.restore(corrupt.to_str().unwrap()))
+            .unwrap_err();
     assert!(matches!(err, BackupError::Corrupt(_)), "{err}");
-    assert!(err.to_string().contains("volume-n8n-0.tar is corrupt"), "{err}");
+    assert!(
+        err.to_string().contains("volume-n8n-0.tar is corrupt"),
+        "{err}"
+    );
     assert_eq!(b.psql("arasul", "SELECT count(*) FROM owner_notes"), "4");
-    assert_eq!(std::fs::read(b.path("n8n/database.sqlite")).unwrap(), b"workflow: changed since");
-    assert_eq!(b.services.service("n8n").unwrap().started_at, started, "n8n was not touched");
-    assert_eq!(backups.runs().len(), runs_before, "no safety backup, no restore run");
+    assert_eq!(
+        std::fs::read(b.path("n8n/database.sqlite")).unwrap(),
+        b"workflow: changed since"
+    );
+    assert_eq!(
+        b.services.service("n8n").unwrap().started_at,
+        started,
+        "n8n was not touched"
+    );
+    assert_eq!(
+        backups.runs().len(),
+        runs_before,
+        "no safety backup, no restore run"
+    );
 
     // The wipe: the database dropped, n8n's volume emptied, a secret lost.
     b.psql("postgres", "DROP DATABASE arasul WITH (FORCE)");
@@ -228,25 +317,40 @@ fn backup_then_wipe_then_restore_brings_the_data_back_and_a_corrupt_archive_chan
     std::fs::remove_file(b.path("etc/arasuld.yaml.d/70-dashboard.yaml")).unwrap();
 
     let t1 = Instant::now();
-    let restored = b.rt.block_on(backups.restore(&run.id)).expect("the restore runs");
+    let restored =
+        b.rt.block_on(backups.restore(&run.id))
+            .expect("the restore runs");
     let restore_time = t1.elapsed();
     assert_eq!(restored.status, RunStatus::Good);
     assert_eq!(
-        b.psql("arasul", "SELECT string_agg(id || '=' || body, '|' ORDER BY id) FROM owner_notes"),
+        b.psql(
+            "arasul",
+            "SELECT string_agg(id || '=' || body, '|' ORDER BY id) FROM owner_notes"
+        ),
         "1=Steuerberater: Termin am 3.|2=WLAN: kiste-5g|3=ü ö ä"
     );
     assert_eq!(b.psql("arasul", "SELECT count(*) FROM audit_log"), "25");
     assert_eq!(b.n8n_files(), n8n_before);
     let key = b.path("etc/secrets/n8n-encryption-key");
-    assert_eq!(std::fs::read_to_string(&key).unwrap(), "s3cr3t-key-of-n8n\n");
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        "s3cr3t-key-of-n8n\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert_eq!(
         std::fs::read_to_string(b.path("etc/arasuld.yaml.d/70-dashboard.yaml")).unwrap(),
         "mdns:\n  hostname: kiste\n"
     );
     b.wait_state("n8n", ServiceState::Healthy);
     let runs = backups.runs();
-    assert!(runs.iter().any(|r| r.trigger == "safety" && r.status == RunStatus::Good), "{runs:?}");
+    assert!(
+        runs.iter()
+            .any(|r| r.trigger == "safety" && r.status == RunStatus::Good),
+        "{runs:?}"
+    );
     println!(
         "backup-wipe-restore: archive {} bytes; backup {:.2} s, restore (with its safety backup) {:.2} s, total {:.2} s",
         run.size.unwrap(),
@@ -267,7 +371,11 @@ impl Tmpfs {
             .arg(at)
             .output()
             .unwrap();
-        assert!(out.status.success(), "mounting a tmpfs (needs root): {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Tmpfs(at.to_path_buf())
     }
 }
@@ -294,12 +402,24 @@ fn a_backup_that_cannot_fit_on_the_stick_is_refused_with_the_numbers() {
         "{msg}"
     );
     let run = backups.runs().pop().unwrap();
-    assert_eq!((run.status, run.error.as_deref()), (RunStatus::Failed, Some(msg.as_str())));
-    assert_eq!(std::fs::read_dir(&stick.0).unwrap().count(), 0, "nothing written to the stick");
+    assert_eq!(
+        (run.status, run.error.as_deref()),
+        (RunStatus::Failed, Some(msg.as_str()))
+    );
+    assert_eq!(
+        std::fs::read_dir(stick.0.join("arasul-backups"))
+            .unwrap()
+            .count(),
+        0,
+        "no archive and no .part on the stick"
+    );
     assert!(!b.path("state/data-backups-staging").exists());
     // The failure is in the audit trail.
     assert_eq!(
-        b.psql("arasul", "SELECT count(*) FROM self_healing_events WHERE event_type = 'backup_failed'"),
+        b.psql(
+            "arasul",
+            "SELECT count(*) FROM self_healing_events WHERE event_type = 'backup_failed'"
+        ),
         "1"
     );
     // A stick that is not there is not a dir on the root disk.
@@ -315,7 +435,14 @@ impl Moto {
     fn start() -> Moto {
         let port = free_port();
         let child = std::process::Command::new("python3")
-            .args(["-m", "moto.server", "-p", &port.to_string(), "-H", "127.0.0.1"])
+            .args([
+                "-m",
+                "moto.server",
+                "-p",
+                &port.to_string(),
+                "-H",
+                "127.0.0.1",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -339,7 +466,11 @@ fn backups_go_to_s3_and_retention_deletes_the_old_ones_there() {
     let moto = Moto::start();
     let b = BoxUnderTest::new("backup-s3", false);
     std::fs::write(b.path("etc/secrets/s3-backup-access-key"), "AKIDTEST\n").unwrap();
-    std::fs::write(b.path("etc/secrets/s3-backup-secret-key"), "not-so-secret\n").unwrap();
+    std::fs::write(
+        b.path("etc/secrets/s3-backup-secret-key"),
+        "not-so-secret\n",
+    )
+    .unwrap();
     let mut config = b.config.clone();
     config.backup.destination = DestinationKind::S3;
     config.backup.keep_daily = 1;
@@ -351,7 +482,11 @@ fn backups_go_to_s3_and_retention_deletes_the_old_ones_there() {
         prefix: "kiste/".into(),
     });
     assert!(config.backup.validate().is_empty());
-    let bucket = arasuld::backup::s3::Bucket::open(config.backup.s3.as_ref().unwrap(), &config.paths.secrets_dir).unwrap();
+    let bucket = arasuld::backup::s3::Bucket::open(
+        config.backup.s3.as_ref().unwrap(),
+        &config.paths.secrets_dir,
+    )
+    .unwrap();
     b.rt.block_on(async {
         // moto starts empty: the bucket is made with a plain PUT.
         let r = reqwest::Client::new()
@@ -363,20 +498,36 @@ fn backups_go_to_s3_and_retention_deletes_the_old_ones_there() {
         // Two older archives (of other days) and a file that is no archive.
         let old = b.path("old.tar");
         std::fs::write(&old, b"old").unwrap();
-        for name in ["arasul-backup-20250101T033000Z.tar", "arasul-backup-20250102T033000Z.tar", "notes.txt"] {
+        for name in [
+            "arasul-backup-20250101T033000Z.tar",
+            "arasul-backup-20250102T033000Z.tar",
+            "notes.txt",
+        ] {
             bucket.put_file(name, &old).await.unwrap();
         }
     });
     let backups = b.backups(config);
-    let run = b.rt.block_on(backups.create("manual")).expect("the backup to S3 runs");
+    let run =
+        b.rt.block_on(backups.create("manual"))
+            .expect("the backup to S3 runs");
     assert_eq!(run.status, RunStatus::Good, "{run:?}");
     let name = run.file.clone().unwrap();
-    assert_eq!(run.location.as_deref(), Some(format!("s3://arasul-backups/kiste/{name}").as_str()));
+    assert_eq!(
+        run.location.as_deref(),
+        Some(format!("s3://arasul-backups/kiste/{name}").as_str())
+    );
     let listed = b.rt.block_on(bucket.list()).unwrap();
     let mut names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
     names.sort();
-    assert_eq!(names, [name.as_str(), "notes.txt"], "retention kept the newest archive only");
-    assert_eq!(listed.iter().find(|(n, _)| *n == name).unwrap().1, run.size.unwrap());
+    assert_eq!(
+        names,
+        [name.as_str(), "notes.txt"],
+        "retention kept the newest archive only"
+    );
+    assert_eq!(
+        listed.iter().find(|(n, _)| *n == name).unwrap().1,
+        run.size.unwrap()
+    );
     // What comes back is the archive, byte for byte (every sha256 checks).
     let got = b.path("got.tar");
     b.rt.block_on(bucket.get_file(&name, &got)).unwrap();
