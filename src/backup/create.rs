@@ -343,7 +343,12 @@ pub(super) async fn run(
     match result {
         Ok(()) => {
             save_run(&state_dir, &run).map_err(|e| BackupError::Failed(e.to_string()))?;
-            if let Err(e) = target.apply_retention(&config.backup).await {
+            // A safety backup prunes nothing: the archive being restored
+            // (and any other of the day) must still be there should the
+            // restore fail and the owner try again.
+            if trigger != "safety"
+                && let Err(e) = target.apply_retention(&config.backup).await
+            {
                 tracing::warn!("backup retention at {}: {e:#}", target.describe());
             }
             tracing::info!(

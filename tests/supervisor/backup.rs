@@ -213,7 +213,8 @@ fn arasuld_pg_bin() -> PathBuf {
 }
 
 #[test]
-fn backup_then_wipe_then_restore_brings_the_data_back_and_a_corrupt_archive_changes_nothing() {
+fn backup_wipe_restore_brings_the_data_back_a_corrupt_archive_changes_nothing_a_failed_restore_rolls_back()
+ {
     let b = BoxUnderTest::new("backup", true);
     let backups = b.backups(b.config.clone());
     let n8n_before = b.n8n_files();
@@ -357,6 +358,55 @@ fn backup_then_wipe_then_restore_brings_the_data_back_and_a_corrupt_archive_chan
         backup_time.as_secs_f64(),
         restore_time.as_secs_f64(),
         (backup_time + restore_time).as_secs_f64()
+    );
+
+    // A restore that fails halfway (the database is already the backup's
+    // when n8n's copy turns out not to be a tar) is rolled back to the
+    // safety backup: the state just before it, not the backup's.
+    b.psql(
+        "arasul",
+        "INSERT INTO owner_notes VALUES (5, 'after the restore')",
+    );
+    std::fs::write(
+        b.path("n8n/database.sqlite"),
+        b"workflow: edited after the restore",
+    )
+    .unwrap();
+    let n8n_now = b.n8n_files();
+    let parts = b.path("parts");
+    let mut m = arasuld::backup::archive::check(&archive, Some(&parts)).unwrap();
+    std::fs::write(parts.join("volume-n8n-0.tar"), b"this is not a tar archive").unwrap();
+    for item in &mut m.items {
+        (item.sha256, item.size) =
+            arasuld::backup::archive::hash_file(&parts.join(&item.file)).unwrap();
+    }
+    let bad = b.path("state/data-backups/arasul-backup-20200101T000000Z.tar");
+    arasuld::backup::archive::write(&bad, &m, &parts).unwrap();
+    let err =
+        b.rt.block_on(backups.restore(bad.to_str().unwrap()))
+            .unwrap_err();
+    assert_eq!(err.code(), "backup_failed", "{err}");
+    assert!(
+        err.to_string().contains("rolled back to the safety backup"),
+        "{err}"
+    );
+    assert_eq!(
+        b.psql(
+            "arasul",
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM owner_notes"
+        ),
+        "1,2,3,5"
+    );
+    assert_eq!(b.n8n_files(), n8n_now);
+    b.wait_state("n8n", ServiceState::Healthy);
+    let last = backups.runs().pop().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.status),
+        ("restore", RunStatus::Failed)
+    );
+    assert_eq!(
+        b.psql("arasul", "SELECT count(*) FROM self_healing_events WHERE event_type = 'restore_failed' AND severity = 'CRITICAL'"),
+        "1"
     );
 }
 
