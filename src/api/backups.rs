@@ -141,6 +141,11 @@ pub async fn restore(
     let run = tokio::spawn(async move { b.restore(&which).await })
         .await
         .map_err(ApiError::internal)??;
+    // The config files came back too: the daemon takes them up now.
+    match super::system::reload(&state).await {
+        Ok(changed) => tracing::info!(?changed, "config reloaded after the restore"),
+        Err(e) => tracing::warn!("the restored config was not reloaded: {}", e.message),
+    }
     Ok(Json(run))
 }
 

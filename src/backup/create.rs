@@ -328,6 +328,20 @@ pub(super) async fn run(
     };
     save_run(&state_dir, &run)
         .map_err(|e| BackupError::Failed(format!("recording the run: {e}")))?;
+    // A crash during an earlier run may have left its .part behind.
+    if let Target::Dir { dir, .. } = target
+        && let Ok(rd) = std::fs::read_dir(dir)
+    {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.strip_suffix(".part")
+                .and_then(retention::parse_name)
+                .is_some()
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let staging_root = state_dir.join(STAGING_DIR);
     let staging = staging_root.join(&run.id);
     let _ = tokio::fs::remove_dir_all(&staging_root).await;

@@ -277,6 +277,11 @@ async fn apply(
             )
             .await
             .context("restoring the database")?;
+            // An archive of an older schema is brought up to this daemon's;
+            // one of a newer daemon is refused here (and rolled back).
+            crate::db::migrate(b.inner.db.pool())
+                .await
+                .context("migrating the restored database")?;
         }
         for i in &manifest.items {
             let dir = match i.kind.as_str() {
