@@ -7,6 +7,8 @@
 //! `build/screenshots/` (or `$ARASUL_SCREENSHOTS`).
 //! Without Chromium the browser tests skip loudly; with `CI=true` they fail.
 
+#[path = "browser/backups.rs"]
+mod backups;
 mod common;
 #[path = "common/webdriver.rs"]
 mod webdriver;

@@ -48,7 +48,7 @@ export function mountBackups(body) {
 
   const field = (id, label, input) => h('div', { class: 'field' }, h('label', { for: id }, label), input);
   const daily = h('input', { type: 'checkbox', id: 'backup-daily' });
-  const at = h('input', { type: 'time', id: 'backup-at', required: true });
+  const at = h('input', { type: 'time', id: 'backup-at', required: true, 'aria-label': tr('daily') });
   const dest = h('select', { id: 'backup-dest' }, ['local', 'usb', 's3'].map((d) => h('option', { value: d }, tr(d))));
   const label = h('input', { id: 'backup-usb-label', autocomplete: 'off', maxlength: 64 });
   const s3 = { endpoint: h('input', { id: 'backup-s3-endpoint', type: 'url' }), bucket: h('input', { id: 'backup-s3-bucket' }),
