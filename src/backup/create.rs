@@ -704,6 +704,53 @@ mod tests {
     }
 
     #[test]
+    fn n8n_is_always_copied_and_minio_only_when_asked_and_small_enough() {
+        let d = tempfile::tempdir().unwrap();
+        for (dir, bytes) in [("n8n", 10), ("minio", 5000)] {
+            std::fs::create_dir_all(d.path().join(dir).join("sub")).unwrap();
+            std::fs::write(d.path().join(dir).join("sub/f"), vec![0u8; bytes]).unwrap();
+        }
+        let text = format!(
+            "services:\n\
+             - {{name: llm, image: x, role: llm, volumes: [\"{p}/llm:/root\"]}}\n\
+             - {{name: minio, image: x, role: storage, volumes: [\"{p}/minio:/data\"]}}\n\
+             - {{name: n8n, image: x, role: workflow, volumes: [\"{p}/n8n:/home/node/.n8n\", \"{p}/gone:/x\"]}}\n",
+            p = d.path().display()
+        );
+        let catalog = crate::docker::catalog::parse("t", &text).unwrap();
+        let mut config = Config::default();
+        let names = |v: &[Volume]| {
+            v.iter()
+                .map(|v| (v.service.clone(), v.bytes))
+                .collect::<Vec<_>>()
+        };
+
+        let (v, skipped) = volumes(&catalog, &config);
+        assert_eq!(names(&v), [("n8n".to_string(), 10)]);
+        assert!(
+            skipped[0].contains("backup.include_minio is off"),
+            "{skipped:?}"
+        );
+
+        config.backup.include_minio = true;
+        config.backup.minio_max_size = "4k".into();
+        let (v, skipped) = volumes(&catalog, &config);
+        assert_eq!(names(&v), [("n8n".to_string(), 10)]);
+        assert_eq!(
+            skipped,
+            ["minio: 5.0 KB of data is over backup.minio_max_size (4.1 KB)"]
+        );
+
+        config.backup.minio_max_size = "1m".into();
+        let (v, skipped) = volumes(&catalog, &config);
+        assert_eq!(
+            names(&v),
+            [("minio".to_string(), 5000), ("n8n".to_string(), 10)]
+        );
+        assert!(skipped.is_empty());
+    }
+
+    #[test]
     fn counts_parse_from_psql_lines() {
         let c = parse_counts("audit_log\t3\nmetrics\t120\n\n");
         assert_eq!(
