@@ -123,6 +123,7 @@ pub struct RestoreRequest {
         (status = 404, description = "`backup_not_found`", body = ErrorBody),
         (status = 409, description = "`backup_running`", body = ErrorBody),
         (status = 422, description = "`archive_corrupt`: refused, nothing changed", body = ErrorBody),
+        (status = 503, description = "`destination_unavailable`: the stick or the S3 bucket holding it cannot be reached", body = ErrorBody),
         (status = 500, description = "`backup_failed`: the restore failed (and was rolled back)", body = ErrorBody)))]
 pub async fn restore(
     State(state): State<AppState>,
