@@ -107,6 +107,7 @@ impl UsbHandoff for VerifyHandoff {
 
 struct FakeBlock {
     system: bool,
+    label: String,
 }
 
 #[zbus::interface(name = "org.freedesktop.UDisks2.Block")]
@@ -114,6 +115,11 @@ impl FakeBlock {
     #[zbus(property)]
     fn hint_system(&self) -> bool {
         self.system
+    }
+
+    #[zbus(property)]
+    fn id_label(&self) -> String {
+        self.label.clone()
     }
 }
 
@@ -140,6 +146,11 @@ impl FakeFs {
         p.push(0);
         self.points = vec![p];
         self.target.display().to_string()
+    }
+
+    fn unmount(&mut self, _options: HashMap<String, zbus::OwnedVariant>) {
+        self.mounts.lock().unwrap().push("unmount".into());
+        self.points.clear();
     }
 }
 
@@ -300,7 +311,10 @@ async fn udisks_stick_is_mounted_read_only_and_its_best_bundle_handed_off_once()
     let os = service.object_server();
     os.at(
         "/org/freedesktop/UDisks2/block_devices/sda3",
-        FakeBlock { system: true },
+        FakeBlock {
+            system: true,
+            label: String::new(),
+        },
     )
     .await
     .unwrap();
@@ -319,7 +333,10 @@ async fn udisks_stick_is_mounted_read_only_and_its_best_bundle_handed_off_once()
     let mounts = Arc::new(Mutex::new(Vec::new()));
     os.at(
         "/org/freedesktop/UDisks2/block_devices/sdb1",
-        FakeBlock { system: false },
+        FakeBlock {
+            system: false,
+            label: String::new(),
+        },
     )
     .await
     .unwrap();
@@ -377,7 +394,10 @@ async fn udisks_stick_is_mounted_read_only_and_its_best_bundle_handed_off_once()
     // The same stick again (re-plugged: a new device object, already mounted).
     os.at(
         "/org/freedesktop/UDisks2/block_devices/sdc1",
-        FakeBlock { system: false },
+        FakeBlock {
+            system: false,
+            label: String::new(),
+        },
     )
     .await
     .unwrap();
@@ -592,9 +612,15 @@ impl UsbDaemonSetup {
         let path = format!("/org/freedesktop/UDisks2/block_devices/{dev}");
         self.rt.block_on(async {
             let os = self.service.object_server();
-            os.at(path.as_str(), FakeBlock { system: false })
-                .await
-                .unwrap();
+            os.at(
+                path.as_str(),
+                FakeBlock {
+                    system: false,
+                    label: String::new(),
+                },
+            )
+            .await
+            .unwrap();
             os.at(
                 path.as_str(),
                 FakeFs {
@@ -861,4 +887,135 @@ fn the_shipped_stack_comes_up_offline_from_a_provisioning_stick() {
     for i in &standins.0 {
         assert!(!docker(&["images", "-q", i]).is_empty(), "{i}");
     }
+}
+
+/// Backups to a stick (issue 17): the stick is found by its label through
+/// UDisks2 and mounted read-write; another removable stick and a system
+/// partition with the same label are left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_stick_is_found_by_its_label_and_mounted_read_write() {
+    let s = setup();
+    let bus = PrivateBus::start();
+    let service = bus.connect().await;
+    service
+        .object_server()
+        .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
+        .await
+        .unwrap();
+    service
+        .request_name("org.freedesktop.UDisks2")
+        .await
+        .unwrap();
+    let os = service.object_server();
+    let mut mounts = Vec::new();
+    for (dev, system, label) in [
+        ("sda3", true, "BACKUP"),
+        ("sdb1", false, "PHOTOS"),
+        ("sdc1", false, "BACKUP"),
+    ] {
+        let path = format!("/org/freedesktop/UDisks2/block_devices/{dev}");
+        let target = s.root.join(dev);
+        std::fs::create_dir_all(&target).unwrap();
+        let m = Arc::new(Mutex::new(Vec::new()));
+        os.at(
+            path.as_str(),
+            FakeBlock {
+                system,
+                label: label.into(),
+            },
+        )
+        .await
+        .unwrap();
+        os.at(
+            path.as_str(),
+            FakeFs {
+                points: vec![],
+                target,
+                mounts: m.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        mounts.push(m);
+    }
+    let mut config = arasuld::config::Config::default();
+    config.usb.dbus_address = Some(bus.address().to_owned());
+    config.usb.mount_roots = vec![];
+    config.backup.destination = arasuld::backup::DestinationKind::Usb;
+    config.backup.usb_label = Some("BACKUP".into());
+
+    // usb.mount off: an unmounted stick is not mounted for a backup either.
+    config.usb.mount = false;
+    let err = arasuld::backup::dest::resolve(&config).await.unwrap_err();
+    assert_eq!(err.code(), "destination_unavailable", "{err}");
+
+    config.usb.mount = true;
+    match arasuld::backup::dest::resolve(&config).await.unwrap() {
+        arasuld::backup::dest::Target::Dir { dir, label } => {
+            assert_eq!(dir, s.root.join("sdc1/arasul-backups"));
+            assert_eq!(label, "usb:BACKUP");
+            assert!(dir.is_dir());
+        }
+        other => panic!("{other:?}"),
+    }
+    let calls = |i: usize| mounts[i].lock().unwrap().clone();
+    assert_eq!(calls(0), Vec::<String>::new(), "the system partition");
+    assert_eq!(calls(1), Vec::<String>::new(), "the other stick");
+    assert_eq!(calls(2).len(), 1);
+    assert!(calls(2)[0].contains("\"rw\""), "{:?}", calls(2));
+    // Mounted now (read-write): used as it is.
+    arasuld::backup::dest::resolve(&config).await.unwrap();
+    assert_eq!(calls(2).len(), 1);
+
+    // A stick the update worker mounted read-only (a read-only tmpfs here)
+    // is unmounted and mounted read-write.
+    let ro = s.root.join("ro-mount");
+    std::fs::create_dir_all(&ro).unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&ro)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount a read-only tmpfs (needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = Arc::new(Mutex::new(Vec::new()));
+    let path = "/org/freedesktop/UDisks2/block_devices/sdd1";
+    let mut point = ro.display().to_string().into_bytes();
+    point.push(0);
+    os.at(
+        path,
+        FakeBlock {
+            system: false,
+            label: "ARCHIVE".into(),
+        },
+    )
+    .await
+    .unwrap();
+    os.at(
+        path,
+        FakeFs {
+            points: vec![point],
+            target: s.root.join("sdd1"),
+            mounts: m.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    std::fs::create_dir_all(s.root.join("sdd1")).unwrap();
+    config.backup.usb_label = Some("ARCHIVE".into());
+    let got = arasuld::backup::dest::resolve(&config).await;
+    let _ = std::process::Command::new("umount").arg(&ro).status();
+    match got.unwrap() {
+        arasuld::backup::dest::Target::Dir { dir, .. } => {
+            assert_eq!(dir, s.root.join("sdd1/arasul-backups"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let calls = m.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0], "unmount");
+    assert!(calls[1].contains("\"rw\""), "{calls:?}");
 }

@@ -49,6 +49,23 @@ pub async fn resolve(config: &Config) -> Result<Target, BackupError> {
             })
             .await
             .map_err(|e| BackupError::Failed(e.to_string()))?;
+            // Not under the mount roots: UDisks2 knows it by its label
+            // (and mounts it read-write).
+            // A read-only mount (the update worker's) is remounted there too.
+            let found = match found {
+                Some(m) if !crate::usb::udisks::read_only(&m) => Some(m),
+                ro => match crate::usb::udisks::connect(config.usb.dbus_address.as_deref()).await {
+                    Ok(conn) => crate::usb::udisks::writable_mount(&conn, &label, config.usb.mount)
+                        .await
+                        .map_err(|e| {
+                            BackupError::Destination(format!(
+                                "the USB stick {label:?} cannot be mounted: {e}"
+                            ))
+                        })?
+                        .or(ro),
+                    Err(_) => ro,
+                },
+            };
             let mount = found.ok_or_else(|| {
                 BackupError::Destination(format!(
                     "the USB stick {label:?} is not plugged in (or not mounted)"

@@ -21,6 +21,8 @@ pub trait Filesystem {
     fn mount_points(&self) -> zbus::Result<Vec<Vec<u8>>>;
 
     fn mount(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<String>;
+
+    fn unmount(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
 }
 
 #[zbus::proxy(
@@ -30,6 +32,9 @@ pub trait Filesystem {
 pub trait Block {
     #[zbus(property)]
     fn hint_system(&self) -> zbus::Result<bool>;
+
+    #[zbus(property)]
+    fn id_label(&self) -> zbus::Result<String>;
 }
 
 /// Connects to `address`, or the system bus when `None`.
@@ -89,6 +94,69 @@ pub async fn mount_point(
             None => Err(e),
         },
     }
+}
+
+/// The removable filesystem labelled `label`, mounted read-write (for
+/// backups): its mount point when that is writable; else, with `mount`,
+/// mounted `rw` (a read-only mount, as the update worker makes them, is
+/// unmounted first). `Ok(None)`: no such stick, or it may not be mounted.
+pub async fn writable_mount(
+    conn: &zbus::Connection,
+    label: &str,
+    mount: bool,
+) -> zbus::Result<Option<PathBuf>> {
+    let om = object_manager(conn).await?;
+    for (object, ifaces) in om.get_managed_objects().await? {
+        if !ifaces.keys().any(|i| i.as_str() == FILESYSTEM) {
+            continue;
+        }
+        let block = BlockProxy::builder(conn)
+            .path(object.clone())
+            .build()
+            .await?;
+        if block.hint_system().await.unwrap_or(true)
+            || block.id_label().await.unwrap_or_default() != label
+        {
+            continue;
+        }
+        let fs = FilesystemProxy::builder(conn)
+            .path(object.clone())
+            .build()
+            .await?;
+        let quiet = || HashMap::from([("auth.no_user_interaction", Value::from(true))]);
+        if let Some(p) = first_mount_point(fs.mount_points().await?) {
+            if !read_only(&p) {
+                return Ok(Some(p));
+            }
+            if !mount {
+                return Ok(None);
+            }
+            fs.unmount(quiet()).await?;
+        } else if !mount {
+            return Ok(None);
+        }
+        let mut opts = quiet();
+        opts.insert("options", Value::from("rw"));
+        return fs.mount(opts).await.map(|p| Some(PathBuf::from(p)));
+    }
+    Ok(None)
+}
+
+/// The filesystem at `p` is mounted read-only.
+pub fn read_only(p: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is NUL-terminated and `st` a writable statvfs, filled
+    // completely when the call returns 0.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statvfs returned 0.
+    let st = unsafe { st.assume_init() };
+    st.f_flag & libc::ST_RDONLY != 0
 }
 
 /// UDisks2 gives mount points as NUL-terminated byte strings.
