@@ -423,6 +423,15 @@ info="$(curl -sS "${auth[@]}" "http://127.0.0.1:$port/api/system/info")"
 echo "$info" | grep -q "\"version\":\"$next_version\"" || fail "/api/system/info: $info"
 ok "a signed bundle carrying arasuld $next_version: the root helper checked and installed it, the restarted daemon verified it: arasuld --version, dpkg and /api/system/info say $next_version"
 
+# A backup on the installed box, as the arasul user: config and secrets
+# readable, the dump restored into a scratch database (postinst's CREATEDB).
+backup="$(curl -sS "${auth[@]}" -X POST "http://127.0.0.1:$port/api/backups")"
+echo "$backup" | grep -q '"status":"good"' || { cat "$work/daemon.log" >&2; fail "a backup on the installed box: $backup"; }
+archive="$(echo "$backup" | python3 -c 'import json,sys; print(json.load(sys.stdin)["location"])')"
+[ -s "$archive" ] || fail "the backup's archive $archive is not there"
+expect_stat "$(dirname "$archive")" "arasul:arasul 700"
+ok "a backup on the installed box is good (verified by a scratch restore): $archive, $(stat -c %s "$archive") bytes"
+
 # A bundle whose package is not what it claims (0.1.2 on the label, the
 # 0.1.1 binary inside): the restarted daemon is not the bundle's version,
 # rolls back, has the helper reinstall the kept 0.1.1 package, and the

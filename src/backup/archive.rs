@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -80,7 +81,14 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 pub fn write(dest: &Path, manifest: &Manifest, staging: &Path) -> anyhow::Result<u64> {
     let part = part_path(dest);
     let result = (|| {
-        let f = File::create(&part).with_context(|| format!("cannot create {}", part.display()))?;
+        // It holds the secrets and the password hashes: the owner's alone.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&part)
+            .with_context(|| format!("cannot create {}", part.display()))?;
         let mut w = BundleWriter::new(std::io::BufWriter::with_capacity(1 << 20, f), 0);
         let text = serde_json::to_vec_pretty(manifest)?;
         w.append_bytes(MANIFEST, &text)?;

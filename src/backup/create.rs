@@ -512,7 +512,11 @@ async fn stage_and_write(
         Target::Dir { dir, .. } => (dir.join(name), dir.clone()),
         Target::S3(_) => (staging.join(name), staging.to_path_buf()),
     };
-    tokio::fs::create_dir_all(&dest_dir)
+    // A dir made here is the daemon's alone (an admin's own dir keeps its mode).
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dest_dir)
         .await
         .map_err(|e| BackupError::Destination(format!("{}: {e}", dest_dir.display())))?;
     let written = {
