@@ -62,6 +62,8 @@ pub struct Config {
     pub usb: crate::usb::UsbConfig,
     /// Model downloads: registry, stall timeout, disk margin, memory reserve (see `ai::pulls`).
     pub models: crate::ai::pulls::ModelsConfig,
+    /// Alerts by webhook, ntfy and e-mail: channels, de-dup, quiet hours (see `notify`).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -690,6 +692,7 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     out.extend(c.update.validate());
     out.extend(c.usb.validate());
     out.extend(c.models.validate());
+    out.extend(c.notify.validate());
     out
 }
 

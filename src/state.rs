@@ -44,6 +44,8 @@ pub struct AppState {
     /// The config file the daemon reads (settings changed in the dashboard
     /// go to its drop-in directory); None: none to write to.
     pub config_path: Option<std::path::PathBuf>,
+    /// Alerts to the owner (`crate::notify`); never waits.
+    pub notify: crate::notify::Notifier,
 }
 
 /// What the owner is shown of HTTPS, to check the certificate by.

@@ -500,6 +500,7 @@ pub fn app_state(
         tls: None,
         models,
         config_path: None,
+        notify: arasuld::notify::Notifier::detached(),
     }
 }
 
