@@ -142,12 +142,9 @@ pub async fn settings(
     State(state): State<AppState>,
     ApiJson(patch): ApiJson<SettingsPatch>,
 ) -> Result<Json<SettingsReport>, ApiError> {
-    let Some(config_path) = state.config_path.clone() else {
-        return Err(ApiError::unavailable(
-            "settings_unavailable",
-            "this daemon has no config file to write settings to",
-        ));
-    };
+    if state.config_path.is_none() {
+        return Err(unwritable());
+    }
     let mut keys: Vec<(&[&str], Value)> = Vec::new();
     if let Some(name) = &patch.box_name {
         let name = name.trim().to_ascii_lowercase();
@@ -173,30 +170,52 @@ pub async fn settings(
         ));
     }
 
+    let changed = apply_drop_in(&state, DASHBOARD_DROP_IN, |before| {
+        let mut doc: Value = before
+            .and_then(|b| serde_yaml::from_slice(b).ok())
+            .filter(Value::is_mapping)
+            .unwrap_or_else(|| Value::Mapping(Mapping::new()));
+        for (path, v) in keys {
+            set_path(&mut doc, path, v);
+        }
+        Ok(doc)
+    })
+    .await?;
+    tracing::info!(?changed, "settings changed from the dashboard");
+    Ok(Json(SettingsReport {
+        changed,
+        setup: status(&state),
+    }))
+}
+
+fn unwritable() -> ApiError {
+    ApiError::unavailable(
+        "settings_unavailable",
+        "this daemon has no config file to write settings to",
+    )
+}
+
+/// Writes the dashboard's config drop-in `name` (what `change` makes of its
+/// current text) and applies it by a reload: the changed keys. A value the
+/// reload refuses restores the file, so the running config and the disk
+/// never disagree. One write at a time.
+pub(super) async fn apply_drop_in(
+    state: &AppState,
+    name: &str,
+    change: impl FnOnce(Option<&[u8]>) -> Result<Value, ApiError>,
+) -> Result<Vec<String>, ApiError> {
+    let config_path = state.config_path.clone().ok_or_else(unwritable)?;
     let _one = WRITE.lock().await;
-    let file = crate::dropin::dir_of(&config_path).join(DASHBOARD_DROP_IN);
+    let file = crate::dropin::dir_of(&config_path).join(name);
     let before = tokio::fs::read(&file).await.ok();
-    let mut doc: Value = before
-        .as_deref()
-        .and_then(|b| serde_yaml::from_slice(b).ok())
-        .filter(Value::is_mapping)
-        .unwrap_or_else(|| Value::Mapping(Mapping::new()));
-    for (path, v) in keys {
-        set_path(&mut doc, path, v);
-    }
+    let doc = change(before.as_deref())?;
     let text = format!(
         "# Written by the dashboard (setup wizard, Settings); applied at once.\n{}",
         serde_yaml::to_string(&doc).map_err(ApiError::internal)?
     );
     write(&file, Some(text.into_bytes())).await?;
-    match super::system::reload(&state).await {
-        Ok(changed) => {
-            tracing::info!(?changed, "settings changed from the dashboard");
-            Ok(Json(SettingsReport {
-                changed,
-                setup: status(&state),
-            }))
-        }
+    match super::system::reload(state).await {
+        Ok(changed) => Ok(changed),
         Err(e) => {
             // Back to what was there; the running config never changed.
             write(&file, before).await?;
