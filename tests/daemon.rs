@@ -5,6 +5,8 @@
 mod common;
 #[path = "daemon/frontdoor.rs"]
 mod frontdoor;
+#[path = "daemon/notifications.rs"]
+mod notifications;
 
 use std::time::Duration;
 

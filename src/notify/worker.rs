@@ -7,7 +7,7 @@
 //!
 //! [`Notifier`]: super::Notifier
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -326,6 +326,7 @@ async fn run(ctx: WorkerCtx, deps: NotifyDeps) -> anyhow::Result<()> {
     let mut inflight: JoinSet<Outcome> = JoinSet::new();
     let mut busy: HashSet<(String, String)> = HashSet::new();
     let mut db_watch_open = true;
+    let mut sender: Option<Sender> = None;
 
     loop {
         ctx.beat();
@@ -404,8 +405,15 @@ async fn run(ctx: WorkerCtx, deps: NotifyDeps) -> anyhow::Result<()> {
         }
         outbox.drop_finished();
 
-        // Deliveries that are due, each in a task of its own.
-        let sender = Sender::new(&config.mdns.hostname, cfg.send_timeout);
+        // Deliveries that are due, each in a task of its own. One client
+        // (TLS roots loaded once) until the name or the timeout changes.
+        if sender
+            .as_ref()
+            .is_none_or(|s| s.box_name != config.mdns.hostname || s.timeout != cfg.send_timeout)
+        {
+            sender = Some(Sender::new(&config.mdns.hostname, cfg.send_timeout));
+        }
+        let sender = sender.as_ref().expect("just made");
         for (uid, channel) in outbox.due(now) {
             let key = (uid.clone(), channel.clone());
             if busy.contains(&key) {
@@ -492,20 +500,6 @@ async fn deliver(
 ) -> Result<(), String> {
     let credential = read_credential(secrets_dir, &channel.name).await;
     sender.send(channel, credential.as_ref(), alert, at).await
-}
-
-/// How many entries per channel state, for logs and the API.
-pub fn tally(entries: &[OutboxEntry]) -> HashMap<&'static str, usize> {
-    let mut out = HashMap::new();
-    for d in entries.iter().flat_map(|e| &e.deliveries) {
-        let k = match d.status {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
-        };
-        *out.entry(k).or_default() += 1;
-    }
-    out
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use arasuld::notify::worker::{DeliveryStatus, OutboxEntry, SPOOL_FILE};
 use arasuld::notify::{Alert, Notifier, NotifyDeps, Severity};
 use arasuld::tasks::{WorkerKind, Workers};
 
-use super::common::{PrivatePostgres, free_port, wait_until};
 use super::Env;
+use super::common::{PrivatePostgres, free_port, wait_until};
 
 /// aiosmtpd's own Mailbox handler: every message a file in `dir/new/`.
 pub struct SmtpServer {
@@ -348,7 +348,9 @@ fn smtp_and_database_down_the_alert_waits_on_disk_and_is_delivered_once_both_are
         "{mail:?}"
     );
     // The webhook did not wait for the mail server.
-    assert_eq!(receiver.hooks_of("/hook", "disk_level").len(), 1);
+    wait_until("the webhook", Duration::from_secs(5), || {
+        (receiver.hooks_of("/hook", "disk_level").len() == 1).then_some(())
+    });
 
     // The mail server comes up: the e-mail goes out, once.
     let smtp = SmtpServer::start(smtp_port, &dir.path().join("maildir"));

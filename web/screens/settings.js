@@ -5,15 +5,19 @@ import { api } from '../api.js';
 import { t } from '../i18n.js';
 import { h, card, badge, confirmDialog, notify, errText, fmtTime } from '../ui.js';
 import { passwordForm } from './password.js';
+import { mountNotifications, notificationsTitle } from './notifications.js';
 
 export function mount(root, params, { go, session }) {
   const [pwSec, pwBody] = card(t('set.password'), 'card-password');
   const [sesSec, sesBody] = card(t('set.sessions'), 'card-sessions');
   const [keySec, keyBody] = card(t('key.title'), 'card-keys');
   const [setupSec, setupBody] = card(t('setup.title'), 'card-setup');
+  const [notifySec, notifyBody] = card(notificationsTitle(), 'card-notifications');
   sesSec.classList.add('wide');
   keySec.classList.add('wide');
-  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, setupSec, sesSec, keySec));
+  notifySec.classList.add('wide');
+  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, setupSec, sesSec, keySec, notifySec));
+  mountNotifications(notifyBody);
   setupBody.append(h('p', {}, t('setup.again_why')), h('a', { class: 'button', id: 'setup-again', href: '#/setup' }, t('setup.again')));
   mountKeys(keyBody);
 
