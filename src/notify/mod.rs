@@ -183,6 +183,7 @@ pub fn from_healing(
     let title = match event_type {
         "service_failed" => format!("Service {} failed", service.unwrap_or("?")),
         "disk_cleanup" => "Disk almost full".to_owned(),
+        "heat_resolved" => return None,
         t if t.starts_with("heat_") => "The box is running hot".to_owned(),
         _ if severity == Severity::Critical => {
             format!("Self-healing: {}{subject}", event_type.replace('_', " "))
@@ -258,6 +259,7 @@ mod tests {
             (Severity::Warning, "disk_cleanup")
         );
         assert!(from_healing("heat_throttle", "WARNING", None, "hot").is_some());
+        assert!(from_healing("heat_resolved", "INFO", None, "cool again").is_none());
         assert!(from_healing("service_restart", "WARNING", Some("n8n"), "x").is_none());
         assert!(from_healing("disk_level", "WARNING", None, "80 %").is_none());
         assert!(from_healing("hard_restart", "CRITICAL", None, "x").is_some());

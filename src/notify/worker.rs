@@ -470,9 +470,11 @@ async fn run(ctx: WorkerCtx, deps: NotifyDeps) -> anyhow::Result<()> {
                     ctx.cancel.cancelled().await;
                     continue;
                 };
+                // The config as it is now: the loop may have slept through a change.
+                let fresh = deps.config.borrow().notify.clone();
                 let now = Utc::now();
-                if dedup.admit(&alert, now, cfg.dedup_window) {
-                    outbox.add(alert, cfg, now);
+                if dedup.admit(&alert, now, fresh.dedup_window) {
+                    outbox.add(alert, &fresh, now);
                 } else {
                     tracing::debug!(cause = %alert.cause, "notification de-duplicated");
                 }
@@ -480,7 +482,8 @@ async fn run(ctx: WorkerCtx, deps: NotifyDeps) -> anyhow::Result<()> {
             Some(done) = inflight.join_next(), if !inflight.is_empty() => {
                 if let Ok((uid, channel, result)) = done {
                     busy.remove(&(uid.clone(), channel.clone()));
-                    outbox.settle(&uid, &channel, result, cfg, Utc::now());
+                    let fresh = deps.config.borrow().notify.clone();
+                    outbox.settle(&uid, &channel, result, &fresh, Utc::now());
                 }
             }
             changed = db_watch.changed(), if db_watch_open => {
