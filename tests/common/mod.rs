@@ -6,6 +6,7 @@
 pub mod dbus;
 pub mod docker;
 pub mod registry;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

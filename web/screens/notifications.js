@@ -86,7 +86,7 @@ export function mountNotifications(body) {
     webhook: h('div', { class: 'stack' }, field('notify-url', tr('url'), inputs.url), field('notify-secret', tr('secret'), inputs.secret)),
   };
   const showKind = () => {
-    for (const [k, g] of Object.entries(groups)) g.hidden = k !== kind.value;
+    for (const [k, g] of Object.entries(groups)) g.style.display = k === kind.value ? '' : 'none';
     if (!name.value || ['mail', 'phone', 'hook'].includes(name.value)) name.value = { email: 'mail', ntfy: 'phone', webhook: 'hook' }[kind.value];
   };
   kind.addEventListener('change', showKind);
@@ -148,7 +148,7 @@ export function mountNotifications(body) {
           } }, tr('test')),
           h('button', { type: 'button', class: 'danger', onclick: async () => {
             try { await put(current.channels.filter((x) => x.name !== c.name).map(asUpdate)); } catch (e) { msg.textContent = errText(e); }
-          } }, tr('remove'))))))));
+          } }, tr('remove')))))))));
     const rows = current.outbox.slice(0, 10);
     recent.replaceChildren(h('h3', {}, tr('recent')),
       !current.outbox_available ? h('p', { class: 'muted' }, tr('offline'))
