@@ -71,6 +71,19 @@ pub async fn pending(pool: &PgPool) -> Result<Vec<OutboxEntry>, sqlx::Error> {
     Ok(rows.into_iter().map(from_row).collect())
 }
 
+/// Entries made since `since`, newest first (what the de-dup remembers
+/// across a restart).
+pub async fn since(pool: &PgPool, since: DateTime<Utc>) -> Result<Vec<OutboxEntry>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT uid, created_at, severity, kind, cause, title, body, deliveries
+           FROM notification_outbox WHERE created_at >= $1 ORDER BY created_at DESC LIMIT 1000",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
 /// The newest `limit` entries, newest first.
 pub async fn recent(pool: &PgPool, limit: i64) -> Result<Vec<OutboxEntry>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(

@@ -48,6 +48,22 @@ impl Dedup {
         true
     }
 
+    /// Remembers `alert` as sent at `at` (an outbox entry from before a
+    /// restart), so its cause stays quiet for the rest of its window.
+    pub fn seed(&mut self, alert: &Alert, at: DateTime<Utc>, window: Duration) {
+        let closes = at + chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let w = self.open.entry(alert.cause.clone()).or_insert(Window {
+            opened: at,
+            closes,
+            repeats: 0,
+            last: alert.clone(),
+        });
+        if closes > w.closes {
+            w.opened = at;
+            w.closes = closes;
+        }
+    }
+
     /// Closes the windows that ended by `now`: a summary for each that saw
     /// repeats (the most severe of them is the worst of the repeats).
     pub fn close_due(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
@@ -168,6 +184,17 @@ mod tests {
         assert_eq!(d.next_close(), None);
         // After the window the cause is news again.
         assert!(d.admit(&alert("a", "4"), at("2026-12-06T11:01:00Z"), hour));
+    }
+
+    #[test]
+    fn what_was_sent_before_a_restart_keeps_its_cause_quiet() {
+        let mut d = Dedup::default();
+        let hour = Duration::from_secs(3600);
+        d.seed(&alert("a", "1"), at("2026-12-06T10:00:00Z"), hour);
+        assert!(!d.admit(&alert("a", "2"), at("2026-12-06T10:30:00Z"), hour));
+        assert!(d.admit(&alert("b", "1"), at("2026-12-06T10:30:00Z"), hour));
+        assert_eq!(d.close_due(at("2026-12-06T11:00:00Z")).len(), 1);
+        assert!(d.admit(&alert("a", "3"), at("2026-12-06T11:00:01Z"), hour));
     }
 
     #[test]

@@ -320,6 +320,12 @@ async fn run(ctx: WorkerCtx, deps: NotifyDeps) -> anyhow::Result<()> {
         outbox.insert_loaded(spooled, true);
     }
     let mut dedup = Dedup::default();
+    {
+        let window = deps.config.borrow().notify.dedup_window;
+        for e in &outbox.entries {
+            dedup.seed(&e.alert, e.created_at, window);
+        }
+    }
     let mut loaded_from_db = false;
     let mut db_error_logged = false;
     let mut last_prune: Option<DateTime<Utc>> = None;
@@ -340,14 +346,21 @@ async fn run(ctx: WorkerCtx, deps: NotifyDeps) -> anyhow::Result<()> {
         // The outbox first: nothing is tried before it is on disk or in the DB.
         if deps.db.status().up {
             if !loaded_from_db {
-                match tokio::time::timeout(
-                    DB_TIMEOUT,
-                    crate::db::notifications::pending(deps.db.pool()),
-                )
-                .await
-                {
-                    Ok(Ok(rows)) => {
+                let since = now - chrono::Duration::from_std(cfg.dedup_window).unwrap_or_default();
+                let pool = deps.db.pool();
+                let load = async {
+                    Ok::<_, sqlx::Error>((
+                        crate::db::notifications::pending(pool).await?,
+                        crate::db::notifications::since(pool, since).await?,
+                    ))
+                };
+                match tokio::time::timeout(DB_TIMEOUT, load).await {
+                    Ok(Ok((rows, recent))) => {
                         loaded_from_db = true;
+                        // Sent before a restart and still inside its window.
+                        for e in &recent {
+                            dedup.seed(&e.alert, e.created_at, cfg.dedup_window);
+                        }
                         outbox.insert_loaded(rows, false);
                     }
                     Ok(Err(e)) => {

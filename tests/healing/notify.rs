@@ -215,7 +215,8 @@ fn a_crash_looping_service_sends_one_email_and_one_webhook_within_10s_and_no_rep
 }
 
 #[test]
-fn smtp_and_database_down_the_alert_waits_on_disk_and_is_delivered_once_both_are_back() {
+fn smtp_and_database_down_the_alert_waits_on_disk_and_is_delivered_once_both_are_back_and_a_restart_does_not_repeat_it()
+ {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -251,7 +252,7 @@ fn smtp_and_database_down_the_alert_waits_on_disk_and_is_delivered_once_both_are
         });
     }
     let (notifier, inbox) = Notifier::new();
-    spawn_notify(&workers, inbox, &db, config);
+    spawn_notify(&workers, inbox, &db, config.clone());
 
     let disk = Alert::new(
         Severity::Critical,
@@ -317,6 +318,41 @@ fn smtp_and_database_down_the_alert_waits_on_disk_and_is_delivered_once_both_are
     );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(smtp.of_kind("disk_level").len(), 1, "sent once");
+    let stuck = rt.block_on(workers.shutdown(Duration::from_secs(5)));
+    assert!(stuck.is_empty(), "{stuck:?}");
+
+    // A restart inside the window: the outbox remembers what went out.
+    let workers = Workers::new((&config.workers).into());
+    {
+        let (d, cfg) = (db.clone(), db_cfg.clone());
+        workers.spawn("db-connector", WorkerKind::Core, move |ctx| {
+            let (d, cfg) = (d.clone(), cfg.clone());
+            let record = StartRecord {
+                started_at: chrono::Utc::now(),
+                version: "test".into(),
+                build_hash: "test".into(),
+            };
+            async move { d.run_connector(ctx, cfg, record).await }
+        });
+    }
+    let (notifier, inbox) = Notifier::new();
+    spawn_notify(&workers, inbox, &db, config);
+    notifier.alert(disk);
+    notifier.alert(Alert::new(
+        Severity::Critical,
+        "update_failed",
+        "update_failed:2.0.0",
+        "Update to 2.0.0 failed",
+        "x",
+    ));
+    wait_until(
+        "the news after the restart",
+        Duration::from_secs(20),
+        || (smtp.of_kind("update_failed").len() == 1).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(smtp.of_kind("disk_level").len(), 1, "still once");
+    assert_eq!(receiver.hooks_of("/hook", "disk_level").len(), 1);
     let stuck = rt.block_on(workers.shutdown(Duration::from_secs(5)));
     assert!(stuck.is_empty(), "{stuck:?}");
 }
