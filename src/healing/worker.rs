@@ -370,6 +370,9 @@ impl Loop {
             .map(service_view)
             .collect();
         let latest = self.deps.metrics.as_ref().and_then(|m| m.latest());
+        if let Some(a) = latest.as_deref().and_then(crate::notify::gpu_throttle) {
+            self.deps.notify.alert(a);
+        }
         snap.readings = latest
             .as_ref()
             .map(|s| Readings::from_sample(s))

@@ -202,6 +202,41 @@ pub fn from_healing(
     Some(Alert::new(severity, event_type, cause, title, description))
 }
 
+/// The alert a metrics sample is worth when the GPU slows itself down for
+/// heat (NVML's thermal throttle reasons); None otherwise. Raised on every
+/// reading while it lasts: the de-dup window makes it one message and a
+/// summary.
+pub fn gpu_throttle(sample: &crate::metrics::collect::Sample) -> Option<Alert> {
+    let gpu = sample.gpu.as_ref()?;
+    let thermal: Vec<&str> = gpu
+        .throttle_reasons
+        .iter()
+        .map(String::as_str)
+        .filter(|r| r.contains("thermal"))
+        .collect();
+    if thermal.is_empty() {
+        return None;
+    }
+    let temp = gpu
+        .temperature_c
+        .map_or_else(String::new, |t| format!(" at {t:.0} °C"));
+    Some(Alert::new(
+        Severity::Warning,
+        "gpu_thermal_throttle",
+        "gpu_thermal_throttle",
+        "The GPU is throttling for heat",
+        format!(
+            "{} slows itself down{temp} ({}): AI answers take longer. Check the airflow around the box.",
+            if gpu.name.is_empty() {
+                "The GPU"
+            } else {
+                gpu.name.as_str()
+            },
+            thermal.join(", ")
+        ),
+    ))
+}
+
 /// The alert an update run's final state is worth (`done`, `rolled_back`,
 /// `failed`); None for any other state.
 pub fn update_outcome(state: &str, version: &str, from: &str, step: &str) -> Option<Alert> {
@@ -263,6 +298,31 @@ mod tests {
         assert!(from_healing("service_restart", "WARNING", Some("n8n"), "x").is_none());
         assert!(from_healing("disk_level", "WARNING", None, "80 %").is_none());
         assert!(from_healing("hard_restart", "CRITICAL", None, "x").is_some());
+    }
+
+    #[test]
+    fn a_gpu_slowing_down_for_heat_is_an_alert_and_a_power_cap_is_not() {
+        let sample = |reasons: &[&str]| -> crate::metrics::collect::Sample {
+            serde_json::from_value(serde_json::json!({
+                "ts": "2026-12-06T10:00:00Z", "thermal_zones": [], "errors": [],
+                "gpu": {"backend": "nvml", "name": "RTX 4000", "utilization_percent": 99.0,
+                        "temperature_c": 91.0, "throttle_reasons": reasons, "rails": []},
+            }))
+            .unwrap()
+        };
+        let a = gpu_throttle(&sample(&["sw_power_cap", "hw_thermal_slowdown"])).unwrap();
+        assert_eq!(
+            (a.severity, a.cause.as_str()),
+            (Severity::Warning, "gpu_thermal_throttle")
+        );
+        assert!(
+            a.body
+                .starts_with("RTX 4000 slows itself down at 91 °C (hw_thermal_slowdown)"),
+            "{}",
+            a.body
+        );
+        assert!(gpu_throttle(&sample(&["sw_power_cap"])).is_none());
+        assert!(gpu_throttle(&sample(&[])).is_none());
     }
 
     #[tokio::test]
