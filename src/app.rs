@@ -69,7 +69,8 @@ impl Daemon {
         } = self;
         let started_at = Utc::now();
         let db = Db::new(&config.database)?;
-        let auth = open_auth(&config).await?;
+        let (alerts, alert_inbox) = crate::notify::Notifier::new();
+        let auth = open_auth(&config, &alerts).await?;
         let workers = Workers::new(RestartPolicy::from(&config.workers));
         let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
 
@@ -92,6 +93,7 @@ impl Daemon {
             let mut deps = crate::update::manager::UpdateDeps::from_config(&config, &db, &services);
             deps.config_path = config_path.clone();
             deps.control = Some(control_tx.clone());
+            deps.notify = alerts.clone();
             let mgr = crate::update::UpdateManager::new(deps);
             mgr.spawn_worker(&workers);
             mgr
@@ -109,6 +111,15 @@ impl Daemon {
                 metrics_retention: config.metrics.retention,
                 proc_root: config.paths.proc_root.clone(),
                 live: Some(config_rx.clone()),
+                notify: alerts.clone(),
+            },
+        );
+        crate::notify::spawn(
+            &workers,
+            crate::notify::NotifyDeps {
+                inbox: alert_inbox,
+                db: db.clone(),
+                config: config_rx.clone(),
             },
         );
         {
@@ -179,6 +190,7 @@ impl Daemon {
             db.clone(),
             services.clone(),
             Some(config_path.clone()),
+            alerts.clone(),
         );
         {
             let b = backups.clone();
@@ -204,6 +216,7 @@ impl Daemon {
             models,
             config_path: Some(config_path.clone()),
             backups,
+            notify: alerts,
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();
@@ -360,9 +373,13 @@ fn spawn_metrics(workers: &Workers, config: &Config, db: &Db) -> MetricsHub {
 /// Opens the secrets dir (creating the JWT key and, on first start, the
 /// initial admin password) and says where the initial password is, never
 /// what it is. Session writes the DB has not taken wait in the state dir.
-async fn open_auth(config: &Config) -> anyhow::Result<Arc<crate::auth::Auth>> {
+async fn open_auth(
+    config: &Config,
+    alerts: &crate::notify::Notifier,
+) -> anyhow::Result<Arc<crate::auth::Auth>> {
     let cfg = crate::auth::AuthConfig {
         secrets_dir: config.paths.secrets_dir.clone(),
+        notify: alerts.clone(),
         session_spool: Some(config.paths.state_dir.join(crate::auth::spool::SPOOL_FILE)),
         ..Default::default()
     };

@@ -52,7 +52,15 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), rx.changed()).await;
     let db = crate::db::Db::new(&config.database)?;
     let (tx, config_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
-    let backups = Backups::new(config_rx, db, services, Some(config_path));
+    // No notifications worker here: what fails is said on the terminal
+    // (and recorded in the audit trail).
+    let backups = Backups::new(
+        config_rx,
+        db,
+        services,
+        Some(config_path),
+        crate::notify::Notifier::detached(),
+    );
     let result = match command {
         BackupCommand::Create => backups.create("cli").await,
         BackupCommand::Restore { file } => backups.restore(&file).await,

@@ -64,6 +64,8 @@ pub struct Config {
     pub models: crate::ai::pulls::ModelsConfig,
     /// Backups of the owner's data: schedule, destination, retention (see `backup`).
     pub backup: crate::backup::BackupConfig,
+    /// Alerts by webhook, ntfy and e-mail: channels, de-dup, quiet hours (see `notify`).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -693,6 +695,7 @@ fn validate(c: &Config) -> Vec<(String, String)> {
     out.extend(c.usb.validate());
     out.extend(c.models.validate());
     out.extend(c.backup.validate());
+    out.extend(c.notify.validate());
     out
 }
 

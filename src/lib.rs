@@ -18,6 +18,7 @@ pub mod healing;
 pub mod logs;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod os;
 pub mod state;
 pub mod tasks;

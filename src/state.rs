@@ -46,6 +46,8 @@ pub struct AppState {
     pub config_path: Option<std::path::PathBuf>,
     /// Backups of the owner's data and restores (`crate::backup`).
     pub backups: crate::backup::Backups,
+    /// Alerts to the owner (`crate::notify`); never waits.
+    pub notify: crate::notify::Notifier,
 }
 
 /// What the owner is shown of HTTPS, to check the certificate by.

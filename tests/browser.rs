@@ -1692,3 +1692,59 @@ fn the_dashboard_over_https_sends_the_owner_back_to_the_app_and_makes_and_revoke
         "401"
     );
 }
+
+#[test]
+fn the_owner_turns_on_email_alerts_in_settings_and_a_test_arrives() {
+    let Some(b) = Browser::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = common::smtp::SmtpServer::start(free_port(), &dir.path().join("maildir"));
+    let cfg = TestConfig::new(CLOSED_DB, "");
+    let _daemon = start_daemon(&cfg);
+    wait_healthy(&cfg);
+    common::admin_token(&cfg);
+    let base = cfg.url("");
+    browser_login(&b, &base, "settings");
+    b.wait_js(
+        "the notifications card",
+        Duration::from_secs(20),
+        "document.querySelector('#notify-form') && document.querySelector('#notify-channels p')",
+    );
+    assert_labelled(&b, "settings");
+    // The form as an owner fills it: e-mail is the first choice.
+    b.exec(
+        "const set = (id, v) => { const el = document.querySelector(id); el.value = v; el.dispatchEvent(new Event('change')); };
+         set('#notify-kind', 'email'); set('#notify-host', '127.0.0.1'); set('#notify-port', arguments[0]);
+         set('#notify-security', 'none'); set('#notify-from', 'box@example.org'); set('#notify-to', 'owner@example.org');
+         set('#notify-min', 'CRITICAL');",
+        vec![json!(smtp.port.to_string())],
+    );
+    let shown = b.exec(
+        "return [...document.querySelectorAll('#notify-form .stack')].map((g) => getComputedStyle(g).display)",
+        vec![],
+    );
+    assert_eq!(
+        shown,
+        json!(["grid", "none", "none"]),
+        "only the e-mail fields"
+    );
+    b.click("#notify-add");
+    b.wait_js(
+        "the channel in the list",
+        Duration::from_secs(20),
+        "document.querySelector('#notify-table tr[data-channel=mail]')",
+    );
+    b.click("#notify-test-mail");
+    wait_until("the test e-mail", Duration::from_secs(20), || {
+        smtp.of_kind("test").pop()
+    });
+    let mail = smtp.of_kind("test").remove(0);
+    assert!(mail.contains("owner@example.org"), "{mail}");
+    // It is in the config the daemon runs, not only on the page.
+    let token = common::login_token(&cfg, TEST_ADMIN_PASSWORD);
+    let (_, v) = common::get_json_auth(&cfg.url("/api/notifications"), &token).unwrap();
+    assert_eq!(
+        v["channels"][0]["email"]["to"],
+        json!(["owner@example.org"])
+    );
+    assert_eq!(v["channels"][0]["min_severity"], "CRITICAL");
+}

@@ -7,6 +7,8 @@ mod backups;
 mod common;
 #[path = "daemon/frontdoor.rs"]
 mod frontdoor;
+#[path = "daemon/notifications.rs"]
+mod notifications;
 
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 //! where a database is given, in Postgres.
 
 mod common;
+#[path = "healing/notify.rs"]
+mod notify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +56,8 @@ struct Env {
     rt: tokio::runtime::Runtime,
     dir: tempfile::TempDir,
     project: Project,
+    /// Where the healing worker's alerts go (detached unless a test attaches it).
+    notify: arasuld::notify::Notifier,
 }
 
 struct Running {
@@ -66,6 +70,7 @@ impl Env {
     fn new(tag: &str) -> Env {
         Env {
             project: Project::new(tag),
+            notify: arasuld::notify::Notifier::detached(),
             dir: tempfile::tempdir().unwrap(),
             rt: tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -151,6 +156,7 @@ services:
                 metrics_retention: Duration::from_secs(7 * 24 * 3600),
                 proc_root: PathBuf::from("/proc"),
                 live: None,
+                notify: self.notify.clone(),
             },
         );
         Running { workers, h, db }
@@ -667,6 +673,7 @@ fn worker_with_db(
             metrics_retention: Duration::from_secs(7 * 24 * 3600),
             proc_root: PathBuf::from("/proc"),
             live: None,
+            notify: arasuld::notify::Notifier::detached(),
         },
     );
     (workers, db)

@@ -66,6 +66,7 @@ fn db_image(url: &str) -> String {
         "--exclude-table-data=self_healing_events",
         "--exclude-table-data=audit_log",
         "--exclude-table-data=sessions",
+        "--exclude-table-data=notification_outbox",
     ]));
     out.lines()
         .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
@@ -382,6 +383,16 @@ fn v1_to_v2_by_upload_then_a_crashing_v3_is_rolled_back() {
     );
     let log = std::fs::read_to_string(env.dir().join("log/update.log")).unwrap();
     assert!(log.contains("done: installed 0.2.0"), "{log}");
+    // The owner is told (the outbox records it even with no channel set).
+    let alerts = || {
+        psql(
+            &env.db_url,
+            "SELECT string_agg(cause, ',' ORDER BY id) FROM notification_outbox",
+        )
+    };
+    wait_until("the update_done alert", Duration::from_secs(10), || {
+        alerts().contains("update_done:0.2.0").then_some(())
+    });
 
     // v2 → v3: its image exits at once; the box must come back to v2.
     let before = db_image(&env.db_url);
@@ -419,6 +430,11 @@ fn v1_to_v2_by_upload_then_a_crashing_v3_is_rolled_back() {
     assert_eq!(h[0]["version"], "0.3.0");
     assert!(h[0]["error"].as_str().unwrap().contains("app is down"));
     assert_eq!(h[1]["result"], "done");
+    wait_until(
+        "the update_rolled_back alert",
+        Duration::from_secs(10),
+        || alerts().contains("update_rolled_back:0.3.0").then_some(()),
+    );
 
     // Both runs are over for the reboot checks too: they ask the updater,
     // not a file whose shape they guessed (every reboot used to be refused

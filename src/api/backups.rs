@@ -186,12 +186,9 @@ pub async fn settings(
     State(state): State<AppState>,
     ApiJson(s): ApiJson<BackupSettings>,
 ) -> Result<Json<BackupSettingsReport>, ApiError> {
-    let Some(config_path) = state.config_path.clone() else {
-        return Err(ApiError::unavailable(
-            "settings_unavailable",
-            "this daemon has no config file to write settings to",
-        ));
-    };
+    if state.config_path.is_none() {
+        return Err(super::setup::unwritable());
+    }
     let mut keys: Vec<(&[&str], Value)> = Vec::new();
     if let Some(v) = s.daily {
         keys.push((&["backup", "schedule", "enabled"], Value::Bool(v)));
@@ -223,7 +220,7 @@ pub async fn settings(
             "name at least one of daily, at, destination, usb_label, s3, keep_daily, keep_weekly, include_minio",
         ));
     }
-    let changed = super::setup::write_drop_in(&state, &config_path, BACKUPS_DROP_IN, keys).await?;
+    let changed = super::setup::write_drop_in(&state, BACKUPS_DROP_IN, keys).await?;
     tracing::info!(?changed, "backup settings changed from the dashboard");
     Ok(Json(BackupSettingsReport {
         changed,

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod models;
+pub mod notifications;
 pub mod proxy;
 pub mod serve;
 pub mod services;
@@ -89,6 +90,7 @@ fn build(guard: Guard<'_>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .merge(ai::routes())
                 .merge(models::routes())
                 .merge(setup::routes())
+                .merge(notifications::routes())
                 .merge(update::routes())
                 .merge(backups::routes()),
             ADMIN,

@@ -142,12 +142,9 @@ pub async fn settings(
     State(state): State<AppState>,
     ApiJson(patch): ApiJson<SettingsPatch>,
 ) -> Result<Json<SettingsReport>, ApiError> {
-    let Some(config_path) = state.config_path.clone() else {
-        return Err(ApiError::unavailable(
-            "settings_unavailable",
-            "this daemon has no config file to write settings to",
-        ));
-    };
+    if state.config_path.is_none() {
+        return Err(unwritable());
+    }
     let mut keys: Vec<(&[&str], Value)> = Vec::new();
     if let Some(name) = &patch.box_name {
         let name = name.trim().to_ascii_lowercase();
@@ -173,7 +170,7 @@ pub async fn settings(
         ));
     }
 
-    let changed = write_drop_in(&state, &config_path, DASHBOARD_DROP_IN, keys).await?;
+    let changed = write_drop_in(&state, DASHBOARD_DROP_IN, keys).await?;
     tracing::info!(?changed, "settings changed from the dashboard");
     Ok(Json(SettingsReport {
         changed,
@@ -181,26 +178,47 @@ pub async fn settings(
     }))
 }
 
+pub(crate) fn unwritable() -> ApiError {
+    ApiError::unavailable(
+        "settings_unavailable",
+        "this daemon has no config file to write settings to",
+    )
+}
+
 /// Sets `keys` in the config drop-in `name` (kept with what it already
-/// holds) and reloads; a value the reload refuses restores the drop-in.
-/// Returns the changed keys. One write at a time.
+/// holds) and applies it: the changed keys (see [`apply_drop_in`]).
 pub(crate) async fn write_drop_in(
     state: &AppState,
-    config_path: &Path,
     name: &str,
     keys: Vec<(&[&str], Value)>,
 ) -> Result<Vec<String>, ApiError> {
+    apply_drop_in(state, name, |before| {
+        let mut doc: Value = before
+            .and_then(|b| serde_yaml::from_slice(b).ok())
+            .filter(Value::is_mapping)
+            .unwrap_or_else(|| Value::Mapping(Mapping::new()));
+        for (path, v) in keys {
+            set_path(&mut doc, path, v);
+        }
+        Ok(doc)
+    })
+    .await
+}
+
+/// Writes the dashboard's config drop-in `name` (what `change` makes of its
+/// current text) and applies it by a reload: the changed keys. A value the
+/// reload refuses restores the file, so the running config and the disk
+/// never disagree. One write at a time.
+pub(crate) async fn apply_drop_in(
+    state: &AppState,
+    name: &str,
+    change: impl FnOnce(Option<&[u8]>) -> Result<Value, ApiError>,
+) -> Result<Vec<String>, ApiError> {
+    let config_path = state.config_path.clone().ok_or_else(unwritable)?;
     let _one = WRITE.lock().await;
-    let file = crate::dropin::dir_of(config_path).join(name);
+    let file = crate::dropin::dir_of(&config_path).join(name);
     let before = tokio::fs::read(&file).await.ok();
-    let mut doc: Value = before
-        .as_deref()
-        .and_then(|b| serde_yaml::from_slice(b).ok())
-        .filter(Value::is_mapping)
-        .unwrap_or_else(|| Value::Mapping(Mapping::new()));
-    for (path, v) in keys {
-        set_path(&mut doc, path, v);
-    }
+    let doc = change(before.as_deref())?;
     let text = format!(
         "# Written by the dashboard (setup wizard, Settings); applied at once.\n{}",
         serde_yaml::to_string(&doc).map_err(ApiError::internal)?

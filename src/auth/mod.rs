@@ -85,6 +85,8 @@ pub struct AuthConfig {
     /// Where session writes wait on disk for the DB (the daemon's
     /// `state_dir/auth-session-spool.json`); None keeps them in memory only.
     pub session_spool: Option<PathBuf>,
+    /// Tells the owner when an address is locked out (`crate::notify`).
+    pub notify: crate::notify::Notifier,
 }
 
 impl Default for AuthConfig {
@@ -99,6 +101,7 @@ impl Default for AuthConfig {
             max_sessions: session::DEFAULT_MAX_SESSIONS,
             max_audit_events: 10_000,
             session_spool: None,
+            notify: crate::notify::Notifier::detached(),
         }
     }
 }
@@ -254,6 +257,7 @@ pub struct Auth {
     sessions: Mutex<SessionStore>,
     lockout: Mutex<LockoutTracker>,
     audit: Mutex<AuditQueue>,
+    notify: crate::notify::Notifier,
     /// Serialises password changes end to end (they await argon2 and disk).
     change_guard: tokio::sync::Mutex<()>,
     spool: Option<spool::SessionSpool>,
@@ -339,6 +343,7 @@ impl Auth {
             sessions: Mutex::new(SessionStore::new(cfg.max_sessions)),
             lockout: Mutex::new(LockoutTracker::new(cfg.lockout.clone())),
             audit: Mutex::new(AuditQueue::default()),
+            notify: cfg.notify.clone(),
             change_guard: tokio::sync::Mutex::new(()),
             spool: cfg.session_spool.map(spool::SessionSpool::new),
             secrets,
@@ -745,6 +750,16 @@ impl Auth {
 
     fn audit_lockout(&self, ip: IpAddr, outcome: FailureOutcome, now: Now) {
         if let Some(d) = outcome.source_locked {
+            self.notify.alert(crate::notify::Alert::new(
+                crate::notify::Severity::Warning,
+                "admin_locked_out",
+                format!("admin_locked_out:{ip}"),
+                format!("Admin login locked for {ip}"),
+                format!(
+                    "Repeated wrong passwords from {ip}: that address may not log in for {} s.",
+                    d.as_secs()
+                ),
+            ));
             self.audit(
                 AuditKind::Lockout,
                 Some(ip),

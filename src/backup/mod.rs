@@ -362,10 +362,10 @@ pub enum Alert {
     RestoreFailed { error: String },
 }
 
-/// The one place a backup problem reaches the owner: the audit trail
-/// (`self_healing_events`) and the log. (The notification module hooks in
-/// here.)
-pub async fn raise(db: Option<&Db>, alert: Alert) {
+/// The one place a backup problem reaches the owner: the notification
+/// channels (`notify`, never waits), the audit trail (`self_healing_events`)
+/// and the log.
+pub async fn raise(db: Option<&Db>, notify: &crate::notify::Notifier, alert: Alert) {
     let (event_type, severity, description) = match &alert {
         Alert::Failed { trigger, error } => (
             "backup_failed",
@@ -387,6 +387,18 @@ pub async fn raise(db: Option<&Db>, alert: Alert) {
         ),
     };
     tracing::warn!(event = event_type, "{description}");
+    let (level, title) = match &alert {
+        Alert::Failed { .. } => (crate::notify::Severity::Warning, "A backup failed"),
+        Alert::Overdue { .. } => (crate::notify::Severity::Warning, "No recent good backup"),
+        Alert::RestoreFailed { .. } => (crate::notify::Severity::Critical, "A restore failed"),
+    };
+    notify.alert(crate::notify::Alert::new(
+        level,
+        event_type,
+        event_type,
+        title,
+        description.clone(),
+    ));
     let Some(db) = db else { return };
     let record = HealingRecord {
         id: None,
@@ -418,6 +430,8 @@ struct Inner {
     services: SupervisorHandle,
     /// The config file (its dir and drop-ins are backed up).
     config_path: Option<PathBuf>,
+    /// Failures and an overdue backup reach the owner through it.
+    notify: crate::notify::Notifier,
     /// One run (backup or restore) at a time.
     busy: tokio::sync::Mutex<()>,
 }
@@ -428,6 +442,7 @@ impl Backups {
         db: Db,
         services: SupervisorHandle,
         config_path: Option<PathBuf>,
+        notify: crate::notify::Notifier,
     ) -> Backups {
         close_interrupted(&config.borrow().paths.state_dir);
         Backups {
@@ -436,6 +451,7 @@ impl Backups {
                 db,
                 services,
                 config_path,
+                notify,
                 busy: tokio::sync::Mutex::new(()),
             }),
         }
@@ -468,6 +484,7 @@ impl Backups {
         if let Err(e) = &r {
             raise(
                 Some(&self.inner.db),
+                &self.inner.notify,
                 Alert::Failed {
                     trigger: trigger.into(),
                     error: e.to_string(),
@@ -489,6 +506,7 @@ impl Backups {
         {
             raise(
                 Some(&self.inner.db),
+                &self.inner.notify,
                 Alert::RestoreFailed {
                     error: e.to_string(),
                 },
@@ -524,18 +542,40 @@ impl Backups {
     }
 }
 
+/// How long the worker waits after a start before it makes up for a missed
+/// scheduled run (the box settles first).
+pub const CATCH_UP_AFTER: Duration = Duration::from_secs(15 * 60);
+
 /// The scheduled runs and the overdue check: wakes at each day's
-/// `backup.schedule.at` (local time) and every hour for the check.
+/// `backup.schedule.at` (local time) and every hour for the check. A box
+/// that is off at that hour (or never made a backup) gets its run
+/// [`CATCH_UP_AFTER`] a start instead (see [`catch_up_due`]).
 pub async fn run_worker(ctx: WorkerCtx, backups: Backups) -> anyhow::Result<()> {
     let mut warned_for: Option<Option<DateTime<Utc>>> = None;
+    let up_since = std::time::Instant::now();
     loop {
         ctx.beat();
         let config = backups.config();
         let b = &config.backup;
         let runs = backups.runs();
+        if catch_up_due(&runs, Utc::now(), up_since.elapsed(), b) {
+            tracing::info!(
+                "no backup for over a day (the box was off at {}, or never made one): one now",
+                b.schedule.at
+            );
+            if let Err(e) = backups.create("schedule").await {
+                tracing::warn!("scheduled backup: {e}");
+            }
+            continue;
+        }
         let last = last_good(&runs).map(|r| r.started);
         if is_overdue(&runs, Utc::now(), b) && warned_for != Some(last) {
-            raise(Some(&backups.inner.db), Alert::Overdue { last_good: last }).await;
+            raise(
+                Some(&backups.inner.db),
+                &backups.inner.notify,
+                Alert::Overdue { last_good: last },
+            )
+            .await;
             warned_for = Some(last);
         }
         let next = next_run(chrono::Local::now(), &b.schedule);
@@ -543,6 +583,13 @@ pub async fn run_worker(ctx: WorkerCtx, backups: Backups) -> anyhow::Result<()> 
             .map(|n| (n - chrono::Local::now()).to_std().unwrap_or_default())
             .unwrap_or(Duration::from_secs(3600))
             .min(Duration::from_secs(3600));
+        // Awake when a catch-up could first be due.
+        let settle = CATCH_UP_AFTER.saturating_sub(up_since.elapsed());
+        let wait = if settle.is_zero() {
+            wait
+        } else {
+            wait.min(settle)
+        };
         if !ctx.sleep(wait).await {
             return Ok(());
         }
@@ -567,6 +614,21 @@ pub fn is_overdue(runs: &[Run], now: DateTime<Utc>, b: &BackupConfig) -> bool {
                 .iter()
                 .any(|r| r.kind == "backup" && r.status == RunStatus::Failed),
         }
+}
+
+/// Whether a scheduled run was missed and is made up now: schedule on, the
+/// worker up for [`CATCH_UP_AFTER`], and no backup attempted (good or not)
+/// in the last 25 hours — or none ever. A failed catch-up counts as an
+/// attempt, so it is not repeated before the next day.
+pub fn catch_up_due(runs: &[Run], now: DateTime<Utc>, up: Duration, b: &BackupConfig) -> bool {
+    let last_attempt = runs
+        .iter()
+        .filter(|r| r.kind == "backup")
+        .map(|r| r.started)
+        .max();
+    b.schedule.enabled
+        && up >= CATCH_UP_AFTER
+        && last_attempt.is_none_or(|t| now - t > chrono::Duration::hours(25))
 }
 
 /// The next daily time after `now` (None when off or unparsable).
@@ -660,6 +722,35 @@ mod tests {
             ..BackupConfig::default()
         };
         assert!(!is_overdue(&runs, now, &off));
+    }
+
+    #[test]
+    fn a_run_missed_while_the_box_was_off_is_made_up_after_the_box_settled() {
+        let now = Utc::now();
+        let b = BackupConfig::default();
+        let settled = CATCH_UP_AFTER;
+        let just_up = CATCH_UP_AFTER - Duration::from_secs(1);
+        // Off at 03:30 for two nights: the last attempt is 50 h old.
+        let stale = vec![run("backup", RunStatus::Good, 50, now)];
+        assert!(catch_up_due(&stale, now, settled, &b));
+        assert!(!catch_up_due(&stale, now, just_up, &b));
+        // A new box makes its first backup on its first day.
+        assert!(catch_up_due(&[], now, settled, &b));
+        // Last night's run (good or failed) is enough; restores do not count.
+        for status in [RunStatus::Good, RunStatus::Failed] {
+            let mut runs = vec![run("backup", status, 20, now)];
+            assert!(!catch_up_due(&runs, now, settled, &b));
+            runs[0].kind = "restore".into();
+            assert!(catch_up_due(&runs, now, settled, &b));
+        }
+        let off = BackupConfig {
+            schedule: Schedule {
+                enabled: false,
+                ..Schedule::default()
+            },
+            ..BackupConfig::default()
+        };
+        assert!(!catch_up_due(&stale, now, settled, &off));
     }
 
     #[test]

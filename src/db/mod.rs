@@ -21,6 +21,7 @@ pub mod auth;
 pub mod healing;
 pub mod keys;
 pub mod metrics;
+pub mod notifications;
 pub mod update;
 pub mod workflows;
 

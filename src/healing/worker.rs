@@ -81,15 +81,17 @@ pub struct HealingDeps {
     /// is considered (the owner may allow or forbid reboots at any time).
     /// None: `config.reboot` for good.
     pub live: Option<tokio::sync::watch::Receiver<std::sync::Arc<crate::config::Config>>>,
+    /// Critical events, failed services, disk and heat reach the owner here.
+    pub notify: crate::notify::Notifier,
 }
 
 /// Spawns the loop as the core worker `self-healing`. The event buffer
 /// outlives restarts of the worker.
 pub fn spawn(workers: &Workers, deps: HealingDeps) {
-    let trail = Arc::new(tokio::sync::Mutex::new(AuditTrail::new(
-        deps.log_dir.join(LOG_FILE),
-        deps.db.clone(),
-    )));
+    let trail = Arc::new(tokio::sync::Mutex::new(
+        AuditTrail::new(deps.log_dir.join(LOG_FILE), deps.db.clone())
+            .notifying(deps.notify.clone()),
+    ));
     workers.spawn(WORKER_NAME, WorkerKind::Core, move |ctx| {
         let (deps, trail) = (deps.clone(), trail.clone());
         async move { run(ctx, deps, trail).await }
@@ -106,6 +108,7 @@ pub struct AuditTrail {
     dropped: u64,
     file_error_logged: bool,
     db_error_logged: bool,
+    notify: crate::notify::Notifier,
 }
 
 impl AuditTrail {
@@ -117,10 +120,23 @@ impl AuditTrail {
             dropped: 0,
             file_error_logged: false,
             db_error_logged: false,
+            notify: crate::notify::Notifier::detached(),
         }
     }
 
+    /// Records worth an alert (see [`crate::notify::from_healing`]) go to `n`.
+    pub fn notifying(mut self, n: crate::notify::Notifier) -> Self {
+        self.notify = n;
+        self
+    }
+
     pub fn record(&mut self, r: HealingRecord) {
+        let service = r.service.as_deref();
+        if let Some(a) =
+            crate::notify::from_healing(&r.event_type, &r.severity, service, &r.description)
+        {
+            self.notify.alert(a);
+        }
         match append_line(&self.path, &r) {
             Ok(()) => self.file_error_logged = false,
             Err(e) => {
@@ -354,6 +370,9 @@ impl Loop {
             .map(service_view)
             .collect();
         let latest = self.deps.metrics.as_ref().and_then(|m| m.latest());
+        if let Some(a) = latest.as_deref().and_then(crate::notify::gpu_throttle) {
+            self.deps.notify.alert(a);
+        }
         snap.readings = latest
             .as_ref()
             .map(|s| Readings::from_sample(s))

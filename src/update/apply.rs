@@ -153,6 +153,11 @@ impl Applier {
             self.settle();
         }
         self.mirror(run).await;
+        if let Some(a) =
+            crate::notify::update_outcome(run.state.as_str(), &run.version, &run.from_version, step)
+        {
+            self.deps().notify.alert(a);
+        }
         let level = match state {
             UpdateState::Failed => "ERROR",
             UpdateState::RollingBack | UpdateState::RolledBack => "WARN",
@@ -195,6 +200,14 @@ impl Applier {
             if state.is_final() {
                 self.deps().activity.set_switched(BTreeSet::new());
                 self.settle();
+                if let Some(a) = crate::notify::update_outcome(
+                    state.as_str(),
+                    &run.version,
+                    &run.from_version,
+                    step,
+                ) {
+                    self.deps().notify.alert(a);
+                }
             } else {
                 self.mgr.publish();
             }

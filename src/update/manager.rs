@@ -158,6 +158,8 @@ pub struct UpdateDeps {
     /// Where a config reload is asked for once a bundled config is in place
     /// (None in tests of the updater alone: nothing reloads).
     pub control: Option<tokio::sync::mpsc::Sender<crate::state::Control>>,
+    /// An update refused, rolled back, failed or done reaches the owner here.
+    pub notify: crate::notify::Notifier,
 }
 
 /// The daemon's config and its catalog, by the names a bundle gives them.
@@ -229,6 +231,7 @@ impl UpdateDeps {
             config_path: crate::config::DEFAULT_PATH.into(),
             services_file: config.paths.services_file.clone(),
             control: None,
+            notify: crate::notify::Notifier::detached(),
         }
     }
 }
@@ -502,6 +505,13 @@ impl UpdateManager {
                     None,
                     &format!("bundle from {} refused: {e}", source.as_str()),
                 );
+                self.inner.deps.notify.alert(crate::notify::Alert::new(
+                    crate::notify::Severity::Warning,
+                    "update_refused",
+                    "update_refused",
+                    "Update refused",
+                    format!("An update bundle from {} was refused: {e}", source.as_str()),
+                ));
                 self.record_rejected(source, &e).await;
                 self.publish();
                 Err(e)

@@ -6,6 +6,7 @@
 pub mod dbus;
 pub mod docker;
 pub mod registry;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -485,7 +486,13 @@ pub fn app_state(
         services.clone(),
         rx.clone(),
     );
-    let backups = arasuld::backup::Backups::new(rx.clone(), db.clone(), services.clone(), None);
+    let backups = arasuld::backup::Backups::new(
+        rx.clone(),
+        db.clone(),
+        services.clone(),
+        None,
+        arasuld::notify::Notifier::detached(),
+    );
     arasuld::state::AppState {
         backups,
         updates,
@@ -502,6 +509,7 @@ pub fn app_state(
         tls: None,
         models,
         config_path: None,
+        notify: arasuld::notify::Notifier::detached(),
     }
 }
 

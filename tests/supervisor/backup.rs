@@ -166,6 +166,7 @@ impl BoxUnderTest {
             db,
             self.services.clone(),
             Some(self.path("etc/arasuld.yaml")),
+            arasuld::notify::Notifier::detached(),
         )
     }
 

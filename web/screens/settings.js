@@ -6,18 +6,22 @@ import { t } from '../i18n.js';
 import { h, card, badge, confirmDialog, notify, errText, fmtTime } from '../ui.js';
 import { passwordForm } from './password.js';
 import { mountBackups, title as backupsTitle } from './backups.js';
+import { mountNotifications, notificationsTitle } from './notifications.js';
 
 export function mount(root, params, { go, session }) {
   const [pwSec, pwBody] = card(t('set.password'), 'card-password');
   const [sesSec, sesBody] = card(t('set.sessions'), 'card-sessions');
   const [keySec, keyBody] = card(t('key.title'), 'card-keys');
   const [setupSec, setupBody] = card(t('setup.title'), 'card-setup');
+  const [notifySec, notifyBody] = card(notificationsTitle(), 'card-notifications');
   sesSec.classList.add('wide');
   const [backupSec, backupBody] = card(backupsTitle(), 'card-backups');
   keySec.classList.add('wide');
   backupSec.classList.add('wide');
-  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, setupSec, backupSec, sesSec, keySec));
+  notifySec.classList.add('wide');
+  root.append(h('h1', {}, t('nav.settings')), h('div', { class: 'cards' }, pwSec, setupSec, backupSec, notifySec, sesSec, keySec));
   mountBackups(backupBody);
+  mountNotifications(notifyBody);
   setupBody.append(h('p', {}, t('setup.again_why')), h('a', { class: 'button', id: 'setup-again', href: '#/setup' }, t('setup.again')));
   mountKeys(keyBody);
 

@@ -7,16 +7,18 @@ import { api } from '../api.js';
 import { t } from '../i18n.js';
 import { h, card, errText } from '../ui.js';
 import { downloads } from './downloads.js';
+import { mountNotifications, notificationsTitle } from './notifications.js';
 
 export function mount(root, params, { go }) {
   const [nameSec, nameBody] = card(t('setup.name_title'), 'setup-step-name');
   const [modelSec, modelBody] = card(t('setup.models_title'), 'setup-step-models');
   const [rebootSec, rebootBody] = card(t('setup.reboot_title'), 'setup-step-reboot');
-  [nameSec, modelSec, rebootSec].forEach((s) => s.classList.add('wide'));
+  const [notifySec, notifyBody] = card(`4. ${notificationsTitle()}`, 'setup-step-notifications');
+  [nameSec, modelSec, rebootSec, notifySec].forEach((s) => s.classList.add('wide'));
   const finishBtn = h('button', { type: 'button', class: 'primary', id: 'setup-finish' }, t('setup.finish'));
   const finishMsg = h('p', { class: 'form-msg', role: 'alert', id: 'setup-finish-msg' });
   root.append(h('h1', {}, t('setup.title')), h('p', {}, t('setup.intro')),
-    h('div', { class: 'cards' }, nameSec, modelSec, rebootSec), h('div', { class: 'row' }, finishBtn, finishMsg));
+    h('div', { class: 'cards' }, nameSec, modelSec, rebootSec, notifySec), h('div', { class: 'row' }, finishBtn, finishMsg));
 
   // ---- 1. the name
   const name = h('input', { id: 'setup-name', autocomplete: 'off', pattern: '[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?', 'aria-describedby': 'setup-name-help' });
@@ -51,6 +53,9 @@ export function mount(root, params, { go }) {
   });
   rebootBody.append(h('p', {}, t('setup.reboot_why')),
     h('label', { class: 'check' }, reboot, ' ', t('setup.reboot')), rebootMsg);
+
+  // ---- 4. notifications
+  mountNotifications(notifyBody);
 
   finishBtn.addEventListener('click', async () => {
     try {
