@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arasuld::config::{DatabaseConfig, Secret};
-use arasuld::db::{Db, StartRecord};
+use arasuld::db::Db;
 use arasuld::docker::{ServiceState, SupervisorHandle};
 use arasuld::healing::HealingConfig;
 use arasuld::healing::worker::{HealingDeps, HealingRecord, LOG_FILE};
 use arasuld::metrics::MetricsHub;
 use arasuld::metrics::collect::Sample;
-use arasuld::tasks::{WorkerKind, Workers};
+use arasuld::tasks::Workers;
 use common::docker::{IMAGE, Project, SOCKET, spawn_supervisor};
 use common::{PrivatePostgres, free_port, wait_until};
 
@@ -132,16 +132,7 @@ services:
         };
         let db = Db::new(&db_cfg).unwrap();
         if db_url != CLOSED_DB {
-            let (d, cfg) = (db.clone(), db_cfg.clone());
-            let record = StartRecord {
-                started_at: chrono::Utc::now(),
-                version: "test".into(),
-                build_hash: "test".into(),
-            };
-            workers.spawn("db-connector", WorkerKind::Core, move |ctx| {
-                let (d, cfg, record) = (d.clone(), cfg.clone(), record.clone());
-                async move { d.run_connector(ctx, cfg, record).await }
-            });
+            common::spawn_db_connector(&workers, &db, &db_cfg);
         }
         arasuld::healing::worker::spawn(
             &workers,
@@ -649,16 +640,7 @@ fn worker_with_db(
     };
     let db = Db::new(&db_cfg).unwrap();
     if db_url != CLOSED_DB {
-        let (d, cfg) = (db.clone(), db_cfg.clone());
-        let record = StartRecord {
-            started_at: chrono::Utc::now(),
-            version: "test".into(),
-            build_hash: "test".into(),
-        };
-        workers.spawn("db-connector", WorkerKind::Core, move |ctx| {
-            let (d, cfg, record) = (d.clone(), cfg.clone(), record.clone());
-            async move { d.run_connector(ctx, cfg, record).await }
-        });
+        common::spawn_db_connector(&workers, &db, &db_cfg);
     }
     arasuld::healing::worker::spawn(
         &workers,

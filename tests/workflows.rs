@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arasuld::state::AppState;
-use arasuld::tasks::WorkerKind;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -49,16 +48,7 @@ impl App {
             arasuld::docker::SupervisorHandle::detached(),
         );
         if with_db {
-            let (db, cfg) = (state.db.clone(), config.database.clone());
-            let record = arasuld::db::StartRecord {
-                started_at: Utc::now(),
-                version: "test".into(),
-                build_hash: "test".into(),
-            };
-            workers.spawn("db-connector", WorkerKind::Core, move |ctx| {
-                let (db, cfg, record) = (db.clone(), cfg.clone(), record.clone());
-                async move { db.run_connector(ctx, cfg, record).await }
-            });
+            common::spawn_db_connector(&workers, &state.db, &config.database);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             while !state.db.status().migrated {
                 assert!(

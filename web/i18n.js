@@ -254,6 +254,14 @@ export function has(key) {
 }
 
 export function t(key, params) {
-  const s = DICTS[current][key] ?? en[key] ?? key;
+  return fill(DICTS[current][key] ?? en[key] ?? key, params);
+}
+
+// A screen's own strings ({ en: {…}, de: {…} }), looked up like t().
+export function strings(table) {
+  return (key, params) => fill((table[current] || table.en)[key] ?? table.en[key] ?? key, params);
+}
+
+function fill(s, params) {
   return params ? s.replace(/\{(\w+)\}/g, (_, k) => (params[k] ?? `{${k}}`)) : s;
 }

@@ -402,13 +402,27 @@ pub fn login_token(cfg: &TestConfig, password: &str) -> String {
 
 /// POST a JSON body with a Bearer token: (status, body as JSON or Null).
 pub fn post_json_auth(url: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    send_json_auth(reqwest::Method::POST, url, token, body)
+}
+
+/// PUT a JSON body with a Bearer token: (status, body as JSON or Null).
+pub fn put_json_auth(url: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    send_json_auth(reqwest::Method::PUT, url, token, body)
+}
+
+fn send_json_auth(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let r = reqwest::Client::new()
-            .post(url)
+            .request(method, url)
             .bearer_auth(token)
             .json(&body)
             .send()
@@ -437,6 +451,29 @@ pub fn get_json_auth(url: &str, token: &str) -> Option<(u16, serde_json::Value)>
         let body = r.json().await.unwrap_or(serde_json::Value::Null);
         Some((status, body))
     })
+}
+
+/// The daemon's `db-connector` worker on `workers`: connects, migrates and
+/// reconnects `db` as the daemon does.
+pub fn spawn_db_connector(
+    workers: &arasuld::tasks::Workers,
+    db: &arasuld::db::Db,
+    cfg: &arasuld::config::DatabaseConfig,
+) {
+    let (db, cfg) = (db.clone(), cfg.clone());
+    let record = arasuld::db::StartRecord {
+        started_at: chrono::Utc::now(),
+        version: "test".into(),
+        build_hash: "test".into(),
+    };
+    workers.spawn(
+        "db-connector",
+        arasuld::tasks::WorkerKind::Core,
+        move |ctx| {
+            let (db, cfg, record) = (db.clone(), cfg.clone(), record.clone());
+            async move { db.run_connector(ctx, cfg, record).await }
+        },
+    );
 }
 
 /// Auth with argon2 at toy costs (64 KiB, t = 1), secrets under `dir/secrets`.

@@ -9,24 +9,6 @@ use serde_json::{Value, json};
 
 use super::common::*;
 
-fn put_json_auth(url: &str, token: &str, body: Value) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .put(url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        (code, r.json().await.unwrap_or(Value::Null))
-    })
-}
-
 #[test]
 fn the_dashboard_turns_backups_to_a_stick_runs_one_now_and_restores_it() {
     let mut pg = PrivatePostgres::init(free_port());

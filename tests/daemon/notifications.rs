@@ -35,24 +35,6 @@ fn receiver(rt: &tokio::runtime::Runtime) -> (std::net::SocketAddr, Got) {
     (addr, got)
 }
 
-fn put_json_auth(url: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .put(url)
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let code = r.status().as_u16();
-        (code, r.json().await.unwrap_or(serde_json::Value::Null))
-    })
-}
-
 #[test]
 fn notification_channels_are_set_tested_and_refused_through_the_api() {
     let rt = tokio::runtime::Builder::new_multi_thread()

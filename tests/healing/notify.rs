@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arasuld::config::{Config, DatabaseConfig, Secret};
-use arasuld::db::{Db, StartRecord};
+use arasuld::db::Db;
 use arasuld::docker::ServiceState;
 use arasuld::notify::worker::{DeliveryStatus, OutboxEntry, SPOOL_FILE};
 use arasuld::notify::{Alert, Notifier, NotifyDeps, Severity};
-use arasuld::tasks::{WorkerKind, Workers};
+use arasuld::tasks::Workers;
 
 use super::Env;
 use super::common::smtp::SmtpServer;
@@ -239,18 +239,7 @@ fn smtp_and_database_down_the_alert_waits_on_disk_and_is_delivered_once_both_are
         ..Default::default()
     };
     let db = Db::new(&db_cfg).unwrap();
-    {
-        let (d, cfg) = (db.clone(), db_cfg.clone());
-        workers.spawn("db-connector", WorkerKind::Core, move |ctx| {
-            let (d, cfg) = (d.clone(), cfg.clone());
-            let record = StartRecord {
-                started_at: chrono::Utc::now(),
-                version: "test".into(),
-                build_hash: "test".into(),
-            };
-            async move { d.run_connector(ctx, cfg, record).await }
-        });
-    }
+    super::common::spawn_db_connector(&workers, &db, &db_cfg);
     let (notifier, inbox) = Notifier::new();
     spawn_notify(&workers, inbox, &db, config.clone());
 
@@ -323,18 +312,7 @@ fn smtp_and_database_down_the_alert_waits_on_disk_and_is_delivered_once_both_are
 
     // A restart inside the window: the outbox remembers what went out.
     let workers = Workers::new((&config.workers).into());
-    {
-        let (d, cfg) = (db.clone(), db_cfg.clone());
-        workers.spawn("db-connector", WorkerKind::Core, move |ctx| {
-            let (d, cfg) = (d.clone(), cfg.clone());
-            let record = StartRecord {
-                started_at: chrono::Utc::now(),
-                version: "test".into(),
-                build_hash: "test".into(),
-            };
-            async move { d.run_connector(ctx, cfg, record).await }
-        });
-    }
+    super::common::spawn_db_connector(&workers, &db, &db_cfg);
     let (notifier, inbox) = Notifier::new();
     spawn_notify(&workers, inbox, &db, config);
     notifier.alert(disk);

@@ -2,7 +2,7 @@
 // now", the list with sizes, restore with a confirmation, and where the
 // daily backup goes (this box / a USB stick by its name / an S3 bucket).
 import { api } from '../api.js';
-import { lang } from '../i18n.js';
+import { strings } from '../i18n.js';
 import { h, badge, confirmDialog, notify, errText, fmtTime, fmtBytes, fmtDuration } from '../ui.js';
 
 const TEXT = {
@@ -30,10 +30,7 @@ const TEXT = {
   },
 };
 
-function tr(key, params = {}) {
-  const d = TEXT[lang()] || TEXT.en;
-  return (d[key] || TEXT.en[key] || key).replace(/\{(\w+)\}/g, (_, k) => params[k] ?? '');
-}
+const tr = strings(TEXT);
 
 const LEVEL = { good: 'ok', failed: 'crit', unverified: 'warn', running: 'info' };
 

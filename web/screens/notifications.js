@@ -4,7 +4,7 @@
 // channel took them. Used in Settings and as a step of the setup. Every
 // change is one PUT /api/notifications; credentials are write-only here.
 import { api } from '../api.js';
-import { lang } from '../i18n.js';
+import { strings } from '../i18n.js';
 import { h, badge, notify, errText, fmtTime } from '../ui.js';
 
 const S = {
@@ -31,10 +31,7 @@ const S = {
     INFO: 'Info', WARNING: 'Warnung', CRITICAL: 'Kritisch', delivered: 'gesendet', pending: 'wartet', failed: 'fehlgeschlagen',
   },
 };
-const tr = (k, p) => {
-  const s = (S[lang()] || S.en)[k] ?? S.en[k] ?? k;
-  return p ? s.replace(/\{(\w+)\}/g, (_, x) => p[x] ?? '') : s;
-};
+const tr = strings(S);
 const SEVERITIES = ['INFO', 'WARNING', 'CRITICAL'];
 const LEVEL = { INFO: 'info', WARNING: 'warn', CRITICAL: 'crit', delivered: 'ok', pending: 'info', failed: 'crit' };
 
