@@ -218,6 +218,34 @@ fn backup_wipe_restore_brings_the_data_back_a_corrupt_archive_changes_nothing_a_
  {
     let b = BoxUnderTest::new("backup", true);
     let backups = b.backups(b.config.clone());
+    // benches/backup_restore.sh: the same run with a box's worth of data
+    // (MiB of binary data in n8n's volume, rows in the database).
+    let bench = |var: &str| -> u64 {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (bench_mib, bench_rows) = (
+        bench("ARASUL_BENCH_BACKUP_MIB"),
+        bench("ARASUL_BENCH_BACKUP_ROWS"),
+    );
+    if bench_mib > 0 {
+        let mut data = vec![0u8; (bench_mib << 20) as usize];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data)
+            .unwrap();
+        std::fs::create_dir_all(b.path("n8n/binaryData")).unwrap();
+        std::fs::write(b.path("n8n/binaryData/attachments.bin"), data).unwrap();
+    }
+    if bench_rows > 0 {
+        b.psql(
+            "arasul",
+            &format!(
+                "CREATE TABLE bench_rows AS SELECT g AS id, md5(g::text) || repeat('x', 160) AS body \
+                 FROM generate_series(1, {bench_rows}) g"
+            ),
+        );
+    }
     let n8n_before = b.n8n_files();
     let started_before = b.services.service("n8n").unwrap().started_at;
 
@@ -332,6 +360,12 @@ fn backup_wipe_restore_brings_the_data_back_a_corrupt_archive_changes_nothing_a_
         "1=Steuerberater: Termin am 3.|2=WLAN: kiste-5g|3=ü ö ä"
     );
     assert_eq!(b.psql("arasul", "SELECT count(*) FROM audit_log"), "25");
+    if bench_rows > 0 {
+        assert_eq!(
+            b.psql("arasul", "SELECT count(*) FROM bench_rows"),
+            bench_rows.to_string()
+        );
+    }
     assert_eq!(b.n8n_files(), n8n_before);
     let key = b.path("etc/secrets/n8n-encryption-key");
     assert_eq!(
