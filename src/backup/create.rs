@@ -118,8 +118,10 @@ pub fn fmt_bytes(n: u64) -> String {
 }
 
 /// The config dir's files that are backed up (relative to it): the config
-/// file, its drop-ins, the catalog and its drop-ins, the keys dir, each when
-/// it is in the config dir and exists. The secrets dir is its own item.
+/// file, its drop-ins, the catalog and its drop-ins, each when it is in the
+/// config dir and exists. The secrets dir is its own item. Not the keys dir:
+/// the update keys are root's (the package's and the admin's), the daemon
+/// could not put them back, and a restore must not make a key trusted.
 fn config_members(config: &Config, config_path: &Path) -> (PathBuf, Vec<String>) {
     let dir = config_path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let mut candidates = vec![
@@ -127,7 +129,6 @@ fn config_members(config: &Config, config_path: &Path) -> (PathBuf, Vec<String>)
         crate::dropin::dir_of(config_path),
         config.paths.services_file.clone(),
         crate::dropin::dir_of(&config.paths.services_file),
-        config.paths.keys_dir.clone(),
     ];
     candidates.dedup();
     let mut out = Vec::new();

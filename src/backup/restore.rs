@@ -251,6 +251,19 @@ async fn apply(
     }
     let stop = to_stop(&catalog, manifest);
     let mut stopped = Vec::new();
+    // Only what was healthy before must be healthy after: a service that
+    // was already failing (no image yet, a crash loop) does not make every
+    // restore fail and roll back.
+    let was_healthy: Vec<String> = stop
+        .iter()
+        .filter(|s| {
+            b.inner
+                .services
+                .service(s)
+                .is_some_and(|st| st.state == ServiceState::Healthy)
+        })
+        .cloned()
+        .collect();
     let result = async {
         for s in &stop {
             let present = b
@@ -324,6 +337,7 @@ async fn apply(
         }
     }
     result?;
+    started.retain(|s| was_healthy.contains(s));
     wait_healthy(b, &started, config.backup.restore_health_timeout).await
 }
 
