@@ -262,6 +262,18 @@ async fn eventually<T>(s: &Setup, what: &str, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+/// A connection on `bus` that owns the UDisks2 name and serves its object
+/// manager; the test's drives, blocks and filesystems are added to it.
+async fn udisks_standin(bus: &PrivateBus) -> zbus::Connection {
+    let c = bus.connect().await;
+    c.object_server()
+        .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
+        .await
+        .unwrap();
+    c.request_name("org.freedesktop.UDisks2").await.unwrap();
+    c
+}
+
 fn policy() -> RestartPolicy {
     RestartPolicy {
         initial: Duration::from_millis(100),
@@ -277,16 +289,7 @@ async fn udisks_stick_is_mounted_read_only_and_its_best_bundle_handed_off_once()
     let before = snapshot(&stick);
 
     let bus = PrivateBus::start();
-    let service = bus.connect().await;
-    service
-        .object_server()
-        .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
-        .await
-        .unwrap();
-    service
-        .request_name("org.freedesktop.UDisks2")
-        .await
-        .unwrap();
+    let service = udisks_standin(&bus).await;
 
     let config = UsbConfig {
         mode: UsbMode::Auto,
@@ -547,15 +550,7 @@ impl UsbDaemonSetup {
         let db_url = format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port);
         let rt = tokio::runtime::Runtime::new().unwrap();
         let bus = PrivateBus::start();
-        let service = rt.block_on(async {
-            let c = bus.connect().await;
-            c.object_server()
-                .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
-                .await
-                .unwrap();
-            c.request_name("org.freedesktop.UDisks2").await.unwrap();
-            c
-        });
+        let service = rt.block_on(udisks_standin(&bus));
         let sticks = tempfile::tempdir().unwrap();
         let stick = sticks.path().join("STICK");
         std::fs::create_dir_all(stick.join("updates")).unwrap();
@@ -896,16 +891,7 @@ fn the_shipped_stack_comes_up_offline_from_a_provisioning_stick() {
 async fn a_backup_stick_is_found_by_its_label_and_mounted_read_write() {
     let s = setup();
     let bus = PrivateBus::start();
-    let service = bus.connect().await;
-    service
-        .object_server()
-        .at("/org/freedesktop/UDisks2", zbus::fdo::ObjectManager)
-        .await
-        .unwrap();
-    service
-        .request_name("org.freedesktop.UDisks2")
-        .await
-        .unwrap();
+    let service = udisks_standin(&bus).await;
     let os = service.object_server();
     let mut mounts = Vec::new();
     for (dev, system, label) in [
