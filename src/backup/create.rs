@@ -178,21 +178,6 @@ async fn tar_dir(dir: &Path, members: &[String], out: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-/// Rows per table of `public`, counted in one statement (so in one
-/// snapshot). Run through psql against `database` (None: the target's).
-pub(super) const COUNT_ROWS: &str = "SELECT table_name || E'\\t' || \
-    (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM public.%I', table_name), false, true, '')))[1]::text \
-    FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1";
-
-pub(super) fn parse_counts(text: &str) -> BTreeMap<String, i64> {
-    text.lines()
-        .filter_map(|l| {
-            let (t, n) = l.split_once('\t')?;
-            Some((t.to_string(), n.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// `pg_dump -Fc` of the arasuld database and its row counts, both from one
 /// exported snapshot (the daemon keeps writing meanwhile).
 async fn dump_with_counts(
@@ -200,25 +185,17 @@ async fn dump_with_counts(
     pg: &PgTarget,
     dest: &Path,
 ) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut tx = pool
-        .begin()
+    let mut snapshot = crate::db::backup::export_snapshot(pool)
         .await
         .context("the database is not reachable")?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-        .fetch_one(&mut *tx)
-        .await?;
-    let lines: Vec<String> = sqlx::query_scalar(COUNT_ROWS).fetch_all(&mut *tx).await?;
-    let counts = parse_counts(&lines.join("\n"));
+    let counts = snapshot.row_counts().await?;
     let mut c = pg.command("pg_dump");
     c.args(["--format=custom", "--no-password"])
-        .arg(format!("--snapshot={snapshot}"))
+        .arg(format!("--snapshot={}", snapshot.id))
         .arg("--file")
         .arg(dest);
     let dumped = run_cmd(c, "pg_dump").await;
-    tx.rollback().await.ok();
+    snapshot.close().await;
     dumped?;
     Ok(counts)
 }
@@ -403,24 +380,20 @@ async fn stage_and_write(
     let (vols, mut skipped) = volumes(&catalog, config);
 
     // Free space, before anything is written.
-    let db_bytes: Option<i64> =
-        match sqlx::query_scalar("SELECT pg_database_size(current_database())")
-            .fetch_one(&pool)
-            .await
-        {
-            Ok(n) => Some(n),
-            // The safety backup of a restore that brings a lost database back
-            // keeps what is left: everything but the database.
-            Err(e) if run.trigger == "safety" && e.to_string().contains("does not exist") => {
-                skipped.push("database: it does not exist".into());
-                None
-            }
-            Err(e) => {
-                return Err(BackupError::Failed(format!(
-                    "the database is not reachable: {e}"
-                )));
-            }
-        };
+    let db_bytes: Option<i64> = match crate::db::backup::database_size(&pool).await {
+        Ok(n) => Some(n),
+        // The safety backup of a restore that brings a lost database back
+        // keeps what is left: everything but the database.
+        Err(e) if run.trigger == "safety" && e.to_string().contains("does not exist") => {
+            skipped.push("database: it does not exist".into());
+            None
+        }
+        Err(e) => {
+            return Err(BackupError::Failed(format!(
+                "the database is not reachable: {e}"
+            )));
+        }
+    };
     let config_bytes = b
         .inner
         .config_path
@@ -655,10 +628,7 @@ pub(super) async fn scratch_counts(
     dump: &Path,
 ) -> anyhow::Result<Option<BTreeMap<String, i64>>> {
     let name = format!("arasul_verify_{}", hex::encode(rand::random::<[u8; 6]>()));
-    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(pool)
-        .await
-    {
+    if let Err(e) = crate::db::backup::create_database(pool, &name).await {
         tracing::warn!("no scratch database for the backup's verification: {e}");
         return Ok(None);
     }
@@ -682,16 +652,13 @@ pub(super) async fn scratch_counts(
             "ON_ERROR_STOP=1",
         ])
         .arg(format!("--dbname={name}"))
-        .args(["-c", COUNT_ROWS]);
-        anyhow::Ok(parse_counts(&run_cmd(c, "psql (verification)").await?))
+        .args(["-c", crate::db::backup::COUNT_ROWS]);
+        anyhow::Ok(crate::db::backup::parse_counts(
+            &run_cmd(c, "psql (verification)").await?,
+        ))
     }
     .await;
-    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(pool)
-    .await
-    {
+    if let Err(e) = crate::db::backup::drop_database(pool, &name).await {
         tracing::warn!("the scratch database {name} could not be dropped: {e}");
     }
     counted.map(Some)
@@ -753,14 +720,5 @@ mod tests {
             [("minio".to_string(), 5000), ("n8n".to_string(), 10)]
         );
         assert!(skipped.is_empty());
-    }
-
-    #[test]
-    fn counts_parse_from_psql_lines() {
-        let c = parse_counts("audit_log\t3\nmetrics\t120\n\n");
-        assert_eq!(
-            c,
-            BTreeMap::from([("audit_log".into(), 3), ("metrics".into(), 120)])
-        );
     }
 }

@@ -18,6 +18,7 @@ use crate::config::DatabaseConfig;
 use crate::tasks::WorkerCtx;
 
 pub mod auth;
+pub mod backup;
 pub mod healing;
 pub mod keys;
 pub mod metrics;
