@@ -670,8 +670,8 @@ fn validate(c: &Config) -> Vec<(String, String)> {
             format!("must be an absolute path, got {}", p.display()),
         );
     }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.logging.level) {
-        bad("logging.level", format!("not a valid log filter: {e}"));
+    if let Err(e) = log_filter(&c.logging.level) {
+        bad("logging.level", e.to_string());
     }
     if let Err(e) = crate::docker::catalog::parse_bytes(&c.docker.log_max_size) {
         bad("docker.log_max_size", e);
@@ -720,6 +720,18 @@ fn check_host_port(s: &str) -> Result<(), String> {
 
 /// RFC 1123 host name: dot-separated labels of 1–63 letters, digits and
 /// hyphens, not starting or ending with a hyphen, 253 characters at most.
+/// `logging.level` (or `RUST_LOG`): a level, and `target=level` pairs,
+/// comma-separated (`info`, `warn,arasuld=debug`). Span and field filters
+/// are not offered.
+pub fn log_filter(text: &str) -> anyhow::Result<tracing_subscriber::filter::Targets> {
+    if text.trim().is_empty() {
+        anyhow::bail!("not a valid log filter: empty (e.g. info, or warn,arasuld=debug)");
+    }
+    text.parse().map_err(|e| {
+        anyhow::anyhow!("not a valid log filter: {e} (e.g. info, or warn,arasuld=debug)")
+    })
+}
+
 pub fn is_rfc1123_hostname(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253

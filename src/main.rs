@@ -12,7 +12,8 @@ use arasuld::state::Control;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, reload};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::reload;
 
 #[derive(Parser)]
 #[command(name = "arasuld", version = VERSION_LINE, about = "Control plane of the Arasul edge-AI appliance")]
@@ -297,7 +298,7 @@ type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
 /// lines to `logging.json_file` when set. `RUST_LOG` overrides the level.
 fn init_logging(config: &Config) -> anyhow::Result<(LogFilterReload, LogGuard)> {
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| config.logging.level.clone());
-    let (filter, handle) = reload::Layer::new(EnvFilter::try_new(&level)?);
+    let (filter, handle) = reload::Layer::new(arasuld::config::log_filter(&level)?);
     let stdout = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(false);
@@ -323,7 +324,7 @@ fn init_logging(config: &Config) -> anyhow::Result<(LogFilterReload, LogGuard)> 
         .with(json)
         .init();
     let apply: LogFilterReload = Box::new(move |level: &str| {
-        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        let f: Targets = arasuld::config::log_filter(level).map_err(|e| e.to_string())?;
         handle.reload(f).map_err(|e| e.to_string())
     });
     Ok((apply, guard))

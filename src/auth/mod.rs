@@ -5,6 +5,7 @@
 //! while the DB is down (`durable.rs`: what outlives a restart meanwhile).
 
 mod durable;
+pub mod jwt_crypto;
 pub mod keys;
 pub mod lockout;
 pub mod password;

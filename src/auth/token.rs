@@ -91,6 +91,7 @@ impl std::fmt::Debug for TokenCodec {
 
 impl TokenCodec {
     pub fn new(key: &Secret<Vec<u8>>, ttl: std::time::Duration) -> Self {
+        super::jwt_crypto::install();
         let mut validation = Validation::new(Algorithm::HS256);
         // Only HS256: `decode` refuses any other header alg (none, RS256,
         // HS384, ...) before touching the key, which also defeats the
@@ -223,6 +224,7 @@ mod tests {
     }
 
     fn sign(alg: Algorithm, claims: &Value, key: &[u8]) -> String {
+        crate::auth::jwt_crypto::install();
         jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(key)).unwrap()
     }
 
@@ -288,6 +290,7 @@ mod tests {
         let header = b64url(br#"{"alg":"RS256","typ":"JWT"}"#);
         let body = b64url(good_claims().to_string().as_bytes());
         let input = format!("{header}.{body}");
+        crate::auth::jwt_crypto::install();
         let sig = jsonwebtoken::crypto::sign(
             input.as_bytes(),
             &EncodingKey::from_secret(key().expose()),
