@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -266,8 +266,9 @@ impl Conn {
             .with_upgrades();
         let mut conn = pin!(conn);
         let mut draining = false;
+        let timer = tokio::time::sleep_until(clock.next_check(&limits, Instant::now()));
+        let mut timer = pin!(timer);
         loop {
-            let deadline = clock.deadline(&limits);
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
@@ -279,14 +280,15 @@ impl Conn {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = clock.changed.notified() => {}
-                _ = tokio::time::sleep_until(deadline.map_or_else(Instant::now, |d| d.at)), if deadline.is_some() => {
+                () = timer.as_mut() => {
+                    let now = Instant::now();
                     if let Some(d) = clock.deadline(&limits)
-                        && d.at <= Instant::now()
+                        && d.at <= now
                     {
                         tracing::debug!(client = %peer, reason = d.why, "http connection closed");
                         return;
                     }
+                    timer.as_mut().reset(clock.next_check(&limits, now));
                 }
             }
         }
@@ -317,18 +319,27 @@ struct Deadline {
 /// connection goes idle, so it cannot tell the idle gap (`idle_timeout`)
 /// from a slow request head (`header_timeout`). This clock can: the socket
 /// reports reads, the service reports requests and finished responses.
+///
+/// Nothing wakes the connection's task when the phase changes (that would be
+/// two extra wake-ups per request): its one timer is checked at
+/// [`ConnClock::next_check`], never later than any deadline can fall.
 struct ConnClock {
     phase: Mutex<Phase>,
-    /// A deadline moved earlier (a response ended, a head began).
-    changed: Notify,
 }
 
 impl ConnClock {
     fn new(accepted: Instant) -> ConnClock {
         ConnClock {
             phase: Mutex::new(Phase::Fresh { since: accepted }),
-            changed: Notify::new(),
         }
+    }
+
+    /// When to look again: at the deadline, or sooner, after the shorter of
+    /// the two timeouts. A phase that begins at `t >= now` gets a deadline
+    /// of at least `t` plus that shorter timeout, so no deadline is missed.
+    fn next_check(&self, limits: &EdgeLimits, now: Instant) -> Instant {
+        let soonest = now + limits.header_timeout.min(limits.idle_timeout);
+        self.deadline(limits).map_or(soonest, |d| d.at.min(soonest))
     }
 
     fn phase(&self) -> MutexGuard<'_, Phase> {
@@ -357,7 +368,6 @@ impl ConnClock {
         let mut phase = self.phase();
         if let Phase::Idle { .. } = *phase {
             *phase = Phase::InHead { since: now };
-            self.changed.notify_one();
         }
     }
 
@@ -376,7 +386,6 @@ impl ConnClock {
             Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
             _ => Phase::Idle { since: now },
         };
-        self.changed.notify_one();
     }
 }
 
@@ -752,5 +761,31 @@ mod tests {
         assert_eq!(at(&clock), Some(t1 + limits.header_timeout));
         clock.bytes_read(t1 + Duration::from_secs(5));
         assert_eq!(at(&clock), Some(t1 + limits.header_timeout));
+    }
+
+    #[test]
+    fn the_timer_is_never_set_past_a_deadline_that_can_still_begin() {
+        let limits = EdgeLimits {
+            max_connections: 1,
+            max_connections_per_client: 1,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        };
+        let t0 = Instant::now();
+        let clock = Arc::new(ConnClock::new(t0));
+        // Fresh: the header deadline itself.
+        assert_eq!(clock.next_check(&limits, t0), t0 + limits.header_timeout);
+        // Busy: no deadline, looked at again after the shorter timeout, the
+        // earliest a deadline beginning now could fall.
+        let busy = clock.request_started();
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(clock.next_check(&limits, t1), t1 + limits.header_timeout);
+        drop(busy);
+        // Idle for 60 s: checked after 10 s, since a head may begin at once.
+        let t2 = Instant::now();
+        let check = clock.next_check(&limits, t2);
+        assert_eq!(check, t2 + limits.header_timeout);
+        clock.bytes_read(t2);
+        assert!(clock.deadline(&limits).unwrap().at >= check);
     }
 }
