@@ -86,6 +86,15 @@ impl Env {
 
     /// `catalog` with the service in `role` (e.g. `llm`).
     fn catalog_as(&self, role: &str, extra: &str) -> arasuld::docker::Catalog {
+        self.catalog_probed(
+            role,
+            "interval: 300ms, timeout: 500ms, retries: 2, start_period: 2s",
+            extra,
+        )
+    }
+
+    /// `catalog_as` with the probe's timing (`interval: …, timeout: …`).
+    fn catalog_probed(&self, role: &str, timing: &str, extra: &str) -> arasuld::docker::Catalog {
         let text = format!(
             r#"project: {p}
 network: {n}
@@ -93,7 +102,7 @@ services:
 - name: app
   image: {IMAGE}
   role: {role}
-  health: {{http: {{port: 11434, path: /api/version}}, interval: 300ms, timeout: 500ms, retries: 2, start_period: 2s}}
+  health: {{http: {{port: 11434, path: /api/version}}, {timing}}}
 {extra}"#,
             p = self.project.name,
             n = self.project.network(),
@@ -339,6 +348,86 @@ fn running_but_unhealthy_container_is_restarted() {
     assert_eq!(restarts[0].result, "ok");
     let down = env.logged_of("service_down");
     assert!(down[0].description.contains("Unhealthy"), "{down:?}");
+    env.stop(r);
+}
+
+/// The LLM probe as shipped (assets/services.yaml) leaves a runtime that is
+/// busy generating alone, even starved of CPU, and restarts a hung one: a
+/// generation streams for three probe intervals with no restart and no
+/// unhealthy moment, then the runtime hangs and is restarted and healthy.
+#[test]
+fn with_the_shipped_llm_probe_a_generating_runtime_is_left_alone_and_a_hung_one_restarted() {
+    let shipped = arasuld::docker::catalog::parse(
+        "assets/services.yaml",
+        include_str!("../assets/services.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let llm = shipped
+        .services
+        .iter()
+        .find(|s| s.role == arasuld::docker::catalog::Role::Llm)
+        .expect("the shipped catalog has an llm service");
+    let probe = llm.health.as_ref().expect("the llm service is probed");
+    let timing = format!(
+        "interval: {}ms, timeout: {}ms, retries: {}, start_period: 5s",
+        probe.interval.as_millis(),
+        probe.timeout.as_millis(),
+        probe.retries
+    );
+    let env = Env::new("heal-busy");
+    // A tenth of a core, and each token 100 ms apart.
+    let extra = "  cpu_limit: 0.1\n  env: {TESTRT_TOKEN_DELAY_MS: \"100\"}\n";
+    let r = env.start(env.catalog_probed("llm", &timing, extra), CLOSED_DB);
+    env.wait_state(&r.h, ServiceState::Healthy, Duration::from_secs(30));
+    let addr = r.h.service("app").unwrap().address.unwrap();
+
+    let busy_for = probe.interval * 3;
+    let tokens = busy_for.as_millis() / 100;
+    let generation = env.rt.spawn(async move {
+        let started = Instant::now();
+        let sent = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(busy_for * 3)
+            .build()
+            .unwrap()
+            .post(format!("http://{addr}:11434/api/generate"))
+            .json(&serde_json::json!({
+                "model": "llama3.2:1b", "prompt": "write a long story",
+                "options": {"num_predict": tokens}
+            }))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status());
+        let body = match sent {
+            Ok(r) => r.text().await,
+            Err(e) => Err(e),
+        };
+        (body, started.elapsed())
+    });
+    let mut not_healthy = Vec::new();
+    while !generation.is_finished() {
+        let state = r.h.service("app").unwrap().state;
+        if state != ServiceState::Healthy {
+            not_healthy.push(state);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (body, took) = env.rt.block_on(generation).unwrap();
+    let body = body.expect("the generation streams to its end");
+    assert!(body.lines().count() as u128 > tokens / 2, "{body}");
+    assert!(took >= busy_for, "generated for {took:?}, not {busy_for:?}");
+    assert!(not_healthy.is_empty(), "while generating: {not_healthy:?}");
+    let s = r.h.service("app").unwrap();
+    assert_eq!(s.restart_count, 0, "a busy runtime is not restarted");
+    assert!(env.logged_of("service_restart").is_empty(), "{:?}", env.logged());
+
+    // Hung: restarted in place, healthy again.
+    env.testrt_post(&r.h, "/testrt/hang");
+    wait_until("a restart", Duration::from_secs(30), || {
+        (r.h.service("app")?.restart_count > 0).then_some(())
+    });
+    env.wait_state(&r.h, ServiceState::Healthy, Duration::from_secs(30));
+    assert_eq!(env.logged_of("service_restart").len(), 1, "{:?}", env.logged());
     env.stop(r);
 }
 

@@ -11,6 +11,12 @@ use tokio::time::Instant;
 use super::ServiceState;
 use super::catalog::HealthSpec;
 
+/// After a failed probe of a service that has been healthy, the next comes
+/// this soon (or at its interval, if sooner): a hang is confirmed in
+/// `retries` quick probes instead of `retries` intervals, while a healthy
+/// service is still probed only every `interval`.
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(1);
+
 /// What is wanted of a service: exactly one at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Intent {
@@ -334,6 +340,9 @@ impl Core {
             }
             Err(_) => {
                 self.health_failures += 1;
+                if self.ever_healthy {
+                    self.next_probe = self.next_probe.min(now + CONFIRM_AFTER);
+                }
                 if !self.ever_healthy && now < self.start_deadline {
                     self.set_state(ServiceState::Starting);
                 } else if self.health_failures >= retries {
@@ -418,6 +427,42 @@ mod tests {
         // No container, no probe.
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(c.probe_due(Instant::now(), false).is_none());
+    }
+
+    /// A service that was healthy and fails a probe is probed again after
+    /// `CONFIRM_AFTER`, not after its interval; once it answers again, the
+    /// interval is back.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_of_a_healthy_service_is_confirmed_within_seconds() {
+        let mut c = started();
+        tokio::time::advance(Duration::from_millis(200)).await;
+        c.probe_due(Instant::now(), true).unwrap();
+        c.probe_started();
+        c.on_probe(Ok(()), Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        // Hung: each probe takes its whole timeout (5 s) to fail.
+        for n in 1..=3 {
+            c.probe_due(Instant::now(), true).expect("due");
+            c.probe_started();
+            tokio::time::advance(Duration::from_secs(5)).await;
+            c.on_probe(Err("timed out".into()), Instant::now());
+            if n < 3 {
+                assert_eq!(c.state, ServiceState::Healthy, "{n} failure(s) < 3 retries");
+                tokio::time::advance(CONFIRM_AFTER - Duration::from_millis(1)).await;
+                assert!(c.probe_due(Instant::now(), true).is_none(), "not before 1 s");
+                tokio::time::advance(Duration::from_millis(1)).await;
+            }
+        }
+        assert_eq!(c.state, ServiceState::Unhealthy, "3 failures in 17 s, not 25 s");
+        // Back: the interval applies again.
+        tokio::time::advance(CONFIRM_AFTER).await;
+        c.probe_due(Instant::now(), true).unwrap();
+        c.probe_started();
+        c.on_probe(Ok(()), Instant::now());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(c.probe_due(Instant::now(), true).is_none());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(c.probe_due(Instant::now(), true).is_some());
     }
 
     #[tokio::test(start_paused = true)]
