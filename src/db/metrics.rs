@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{PgPool, Row as _};
 
-use crate::metrics::ring::{Downsampler, Gap, History, Row};
+use crate::metrics::ring::{Downsampler, Gap, History, Row, Values};
 
 /// Inserts rows in one statement (arrays unnested server-side). Re-sending a
 /// row already written is harmless (`ts` is unique), so a flush whose reply
@@ -13,16 +13,9 @@ pub async fn insert_rows(pool: &PgPool, rows: &[Row]) -> sqlx::Result<u64> {
         return Ok(0);
     }
     let ts: Vec<DateTime<Utc>> = rows.iter().map(Row::ts).collect();
-    let f = |get: fn(&Row) -> f32| {
-        rows.iter()
-            .map(|r| Row::opt_f32(get(r)))
-            .collect::<Vec<_>>()
-    };
-    let i = |get: fn(&Row) -> u64| {
-        rows.iter()
-            .map(|r| Row::opt_i64(get(r)))
-            .collect::<Vec<_>>()
-    };
+    let values: Vec<Values> = rows.iter().map(Row::values).collect();
+    let f = |get: fn(&Values) -> Option<f32>| values.iter().map(get).collect::<Vec<_>>();
+    let i = |get: fn(&Values) -> Option<i64>| values.iter().map(get).collect::<Vec<_>>();
     let done = sqlx::query(
         "INSERT INTO metrics (ts, cpu_percent, ram_percent, ram_used_bytes, ram_total_bytes,
              temperature_c, disk_percent, disk_used_bytes, disk_total_bytes, gpu_percent,

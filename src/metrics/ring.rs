@@ -16,24 +16,44 @@ use super::collect::Sample;
 const NONE_U64: u64 = u64::MAX;
 
 /// One sample, reduced to the series that are kept and persisted (~80 bytes,
-/// so 24 h at 1 s is about 7 MB).
+/// so 24 h at 1 s is about 7 MB). A series not sampled is NaN or
+/// `u64::MAX` inside; outside this module it is `None` ([`Row::values`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Row {
     pub seq: u64,
     pub ts_ms: i64,
-    pub cpu: f32,
-    pub ram: f32,
-    pub temp: f32,
-    pub disk: f32,
-    pub gpu: f32,
-    pub gpu_temp: f32,
-    pub gpu_power_mw: f32,
-    pub ram_used: u64,
-    pub ram_total: u64,
-    pub disk_used: u64,
-    pub disk_total: u64,
-    pub gpu_mem_used: u64,
-    pub gpu_mem_total: u64,
+    cpu: f32,
+    ram: f32,
+    temp: f32,
+    disk: f32,
+    gpu: f32,
+    gpu_temp: f32,
+    gpu_power_mw: f32,
+    ram_used: u64,
+    ram_total: u64,
+    disk_used: u64,
+    disk_total: u64,
+    gpu_mem_used: u64,
+    gpu_mem_total: u64,
+}
+
+/// A row's values as the database stores them: `None` where not sampled,
+/// byte counts as `i64` (Postgres `bigint`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Values {
+    pub cpu: Option<f32>,
+    pub ram: Option<f32>,
+    pub temp: Option<f32>,
+    pub disk: Option<f32>,
+    pub gpu: Option<f32>,
+    pub gpu_temp: Option<f32>,
+    pub gpu_power_mw: Option<f32>,
+    pub ram_used: Option<i64>,
+    pub ram_total: Option<i64>,
+    pub disk_used: Option<i64>,
+    pub disk_total: Option<i64>,
+    pub gpu_mem_used: Option<i64>,
+    pub gpu_mem_total: Option<i64>,
 }
 
 fn f(v: Option<f64>) -> f32 {
@@ -83,12 +103,25 @@ impl Row {
         (!v.is_nan()).then_some(v as f64)
     }
 
-    /// Optional values for the DB layer.
-    pub fn opt_f32(v: f32) -> Option<f32> {
-        (!v.is_nan()).then_some(v)
-    }
-    pub fn opt_i64(v: u64) -> Option<i64> {
-        (v != NONE_U64).then_some(v.min(i64::MAX as u64) as i64)
+    /// The values, `None` where not sampled.
+    pub fn values(&self) -> Values {
+        let f = |v: f32| (!v.is_nan()).then_some(v);
+        let i = |v: u64| (v != NONE_U64).then_some(v.min(i64::MAX as u64) as i64);
+        Values {
+            cpu: f(self.cpu),
+            ram: f(self.ram),
+            temp: f(self.temp),
+            disk: f(self.disk),
+            gpu: f(self.gpu),
+            gpu_temp: f(self.gpu_temp),
+            gpu_power_mw: f(self.gpu_power_mw),
+            ram_used: i(self.ram_used),
+            ram_total: i(self.ram_total),
+            disk_used: i(self.disk_used),
+            disk_total: i(self.disk_total),
+            gpu_mem_used: i(self.gpu_mem_used),
+            gpu_mem_total: i(self.gpu_mem_total),
+        }
     }
 }
 
