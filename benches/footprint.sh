@@ -64,6 +64,16 @@ a1=$(cpu_ticks $A_PID); n1=$(cpu_ticks $N_PID)
 a_rss=$(awk '/VmHWM/{print $2}' /proc/$A_PID/status); n_rss=$(awk '/VmHWM/{print $2}' /proc/$N_PID/status)
 a_now=$(awk '/VmRSS/{print $2}' /proc/$A_PID/status); n_now=$(awk '/VmRSS/{print $2}' /proc/$N_PID/status)
 samples=$(curl -fs "http://127.0.0.1:$a_port/metrics" | awk '$1=="arasul_metrics_samples_total"{print $2}')
+# Where the resident set is: anonymous (heap, stacks) and file-backed (the
+# binary's code touched), and PSS (shared pages divided among their users).
+split() {
+  awk '/^RssAnon/{a=$2} /^RssFile/{f=$2} END{printf "%.1f %.1f", a/1024, f/1024}' "/proc/$1/status"
+  awk '/^Pss:/{printf " %.1f\n", $2/1024}' "/proc/$1/smaps_rollup"
+}
+echo "binary: $(stat -c %s "$BIN") bytes ($BIN)"
+printf '%-22s%10s%10s%10s\n' "" "anon MiB" "file MiB" "PSS MiB"
+printf '%-22s%10s%10s%10s\n' arasuld $(split $A_PID)
+printf '%-22s%10s%10s%10s\n' node_exporter $(split $N_PID)
 
 python3 - "$DURATION" "$tck" "$a0" "$a1" "$n0" "$n1" "$a_rss" "$n_rss" "$samples" "$a_now" "$n_now" <<'PY'
 import sys
