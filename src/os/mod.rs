@@ -1,6 +1,7 @@
 //! Operating-system glue: systemd notify/watchdog, mDNS over Avahi, reboot
-//! through logind, the open-file limit.
+//! through logind, the open-file limit, atomic file writes and log appends.
 
+pub mod fs;
 pub mod logind;
 pub mod mdns;
 pub mod notify;
