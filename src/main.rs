@@ -1,6 +1,8 @@
 //! `arasuld`: command line, logging set-up, signals and exit codes. All the
 //! work lives in the library; this file only wires the process to it.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -403,11 +403,7 @@ const SPECIAL: &[u8] = b"-_.!@#%+=";
 /// so a burst of logins left ~470 MB resident on a 2-core box although only
 /// two hashes ever ran at once. Call once at process start; a no-op off glibc.
 pub fn release_large_allocations() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before heavy allocation.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
-    }
+    crate::os::sys::mmap_large_allocations();
 }
 
 /// A random password of `len` (at least 20) characters with at least one of

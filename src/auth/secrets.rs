@@ -302,8 +302,7 @@ fn read_optional_trimmed(path: &Path) -> anyhow::Result<Option<String>> {
 /// not exist.
 pub fn give_to_dir_owner(dir: &Path, path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Ok(());
     }
     let owner = fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;

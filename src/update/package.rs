@@ -200,7 +200,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() || meta.uid() != unsafe { libc::geteuid() } {
+    if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
         bail!("{} is not a directory of this user", dir.display());
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -300,7 +300,7 @@ fn deb_fields(deb: &Path) -> anyhow::Result<(String, String)> {
 /// dir and each key file owned by this user (root), written by no one else.
 fn only_root_can_write(keys_dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     let check = |p: &Path| -> anyhow::Result<()> {
         let m = std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
         if m.uid() != me || m.mode() & 0o022 != 0 || m.file_type().is_symlink() {

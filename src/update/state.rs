@@ -353,9 +353,8 @@ pub fn crash_point(state: UpdateState) {
             "ARASUL_TEST_CRASH_AT={}: killing the daemon",
             state.as_str()
         );
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         std::thread::sleep(std::time::Duration::from_secs(10));
     }
 }
