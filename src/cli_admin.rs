@@ -74,26 +74,18 @@ pub async fn set_password_to(secrets_dir: &Path, password: &str) -> Result<(), S
 /// Prompts on stderr and reads a line from the terminal with echo off; the
 /// terminal settings are restored even on error.
 fn read_hidden(prompt: &str) -> std::io::Result<String> {
-    use std::os::fd::AsRawFd;
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     let stdin = std::io::stdin();
-    let fd = stdin.as_raw_fd();
     eprint!("{prompt}");
     std::io::stderr().flush()?;
-    // SAFETY: plain termios calls on a valid fd with a zeroed struct that
-    // tcgetattr fills in.
-    let mut old: libc::termios = unsafe { std::mem::zeroed() };
-    if unsafe { libc::tcgetattr(fd, &mut old) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut quiet = old;
-    quiet.c_lflag &= !libc::ECHO;
-    quiet.c_lflag |= libc::ECHONL;
-    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let old = tcgetattr(&stdin)?;
+    let mut quiet = old.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
-    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
+    let _ = tcsetattr(&stdin, OptionalActions::Now, &old);
     read?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
@@ -237,8 +229,7 @@ mod tests {
 
     #[test]
     fn root_never_hands_the_target_of_a_planted_link_to_the_daemon_user() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             panic!("this test needs root (scripts/test runs as root)");
         }
         let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,8 @@
 //! arasuld: the control plane of the Arasul edge-AI appliance, as a library so
 //! that tests and benches drive the same code the binary runs.
+//!
+//! No `unsafe` outside `os::sys`: the C calls rustix does not wrap live there.
+#![deny(unsafe_code)]
 
 pub mod ai;
 pub mod api;

@@ -1,6 +1,8 @@
 //! `arasuld`: command line, logging set-up, signals and exit codes. All the
 //! work lives in the library; this file only wires the process to it.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -304,13 +306,7 @@ fn init_logging(config: &Config) -> anyhow::Result<(LogFilterReload, LogGuard)> 
         .with_target(false);
     let (json, guard) = match &config.logging.json_file {
         Some(p) => {
-            if let Some(dir) = p.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
+            let file = arasuld::os::fs::open_append(p)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
             let (writer, guard) = tracing_appender::non_blocking(file);
             let layer = tracing_subscriber::fmt::layer().json().with_writer(writer);

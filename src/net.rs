@@ -269,68 +269,24 @@ impl InterfaceAddress {
 /// one walker of `getifaddrs` (metrics, mDNS and the rate limiter use it);
 /// an error gives an empty list.
 pub fn interface_addresses() -> Vec<InterfaceAddress> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we own until freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: a non-null sockaddr whose family says which type it is.
-        let Some(address) = (unsafe { sockaddr_ip(ifa.ifa_addr) }) else {
-            continue;
-        };
-        // SAFETY: the netmask, when present, has the address's family.
-        let mask = (!ifa.ifa_netmask.is_null())
-            .then(|| unsafe { sockaddr_ip(ifa.ifa_netmask) })
-            .flatten();
-        let prefix = mask.and_then(|m| {
-            let ones = match m {
-                IpAddr::V4(v4) => u32::from(v4).leading_ones(),
-                IpAddr::V6(v6) => u128::from(v6).leading_ones(),
-            };
-            Cidr::new(address, ones as u8).ok()
-        });
-        // SAFETY: ifa_name is a non-null NUL-terminated string owned by the list.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        out.push(InterfaceAddress {
-            name,
-            flags: ifa.ifa_flags,
-            address,
-            prefix,
-        });
-    }
-    // SAFETY: `head` came from getifaddrs and is freed exactly once.
-    unsafe { libc::freeifaddrs(head) };
-    out
-}
-
-/// # Safety
-/// `sa` must point to a valid sockaddr of the family it names.
-unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
-    // SAFETY: the caller vouches for `sa`; the family selects the type.
-    unsafe {
-        match i32::from((*sa).sa_family) {
-            libc::AF_INET => {
-                let sin = &*(sa as *const libc::sockaddr_in);
-                Some(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()))
+    crate::os::sys::getifaddrs()
+        .into_iter()
+        .map(|a| {
+            let prefix = a.netmask.and_then(|m| {
+                let ones = match m {
+                    IpAddr::V4(v4) => u32::from(v4).leading_ones(),
+                    IpAddr::V6(v6) => u128::from(v6).leading_ones(),
+                };
+                Cidr::new(a.address, ones as u8).ok()
+            });
+            InterfaceAddress {
+                name: a.name,
+                flags: a.flags,
+                address: a.address,
+                prefix,
             }
-            libc::AF_INET6 => {
-                let sin6 = &*(sa as *const libc::sockaddr_in6);
-                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
-            }
-            _ => None,
-        }
-    }
+        })
+        .collect()
 }
 
 /// The prefixes of this machine's non-loopback IPv6 links: a client inside

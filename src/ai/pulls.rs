@@ -392,7 +392,7 @@ impl PullQueue {
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            crate::auth::secrets::write_atomic(file, &b)
+            crate::os::fs::write_atomic(file, &b, crate::os::fs::PRIVATE)
         });
         if let Err(e) = res {
             tracing::warn!(file = %file.display(), "model pull queue not saved: {e}");

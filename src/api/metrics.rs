@@ -239,15 +239,12 @@ pub async fn system_info(State(state): State<AppState>) -> Json<SystemInfo> {
     })
 }
 
+/// The kernel's host name (`uname -n`, what gethostname(2) returns).
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -239,9 +239,10 @@ pub async fn put_notifications(
                 Some("") => remove(&name)?,
                 Some(value) => {
                     std::fs::create_dir_all(&secrets)?;
-                    crate::auth::secrets::write_atomic(
+                    crate::os::fs::write_atomic(
                         &secret_file(&secrets, &name),
                         value.as_bytes(),
+                        crate::os::fs::PRIVATE,
                     )?;
                 }
             }

@@ -102,7 +102,7 @@ pub async fn finish(State(state): State<AppState>) -> Result<Json<SetupStatus>, 
         .map_err(ApiError::internal)?;
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
-            crate::auth::secrets::write_atomic(&setup_file(&dir), &body)
+            crate::os::fs::write_atomic(&setup_file(&dir), &body, crate::os::fs::PRIVATE)
         })
         .await
         .map_err(ApiError::internal)?
@@ -259,7 +259,7 @@ async fn write(file: &Path, bytes: Option<Vec<u8>>) -> Result<(), ApiError> {
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            crate::auth::secrets::write_atomic(&file, &b)
+            crate::os::fs::write_atomic(&file, &b, crate::os::fs::PRIVATE)
         }
         None => match std::fs::remove_file(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

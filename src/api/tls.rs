@@ -7,9 +7,7 @@
 //! compares in the dashboard and `/api/system/network`. rustls with ring,
 //! HTTP/1.1 only (what `api::serve` speaks).
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -167,23 +165,14 @@ fn make_self_signed(dir: &Path, names: &[String], addrs: &[IpAddr]) -> anyhow::R
     let cert = params
         .self_signed(&key)
         .context("signing the certificate")?;
-    write_new(&dir.join(KEY_FILE), key.serialize_pem().as_bytes(), 0o600)?;
-    write_new(&dir.join(CERT_FILE), cert.pem().as_bytes(), 0o644)?;
-    Ok(())
-}
-
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    for (file, pem, mode) in [
+        (KEY_FILE, key.serialize_pem(), 0o600),
+        (CERT_FILE, cert.pem(), 0o644),
+    ] {
+        let path = dir.join(file);
+        crate::os::fs::write_atomic(&path, pem.as_bytes(), Some(mode))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{Context, anyhow};
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use base64::Engine as _;
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use serde::Serialize;
@@ -231,18 +232,7 @@ impl HasherInner {
 
 /// Base64 (standard alphabet) without padding, as PHC strings use it.
 fn b64_unpadded(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(bytes.len() * 4 / 3 + 2);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    s
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
 }
 
 /// Machine-readable reason a password was refused.
@@ -413,11 +403,7 @@ const SPECIAL: &[u8] = b"-_.!@#%+=";
 /// so a burst of logins left ~470 MB resident on a 2-core box although only
 /// two hashes ever ran at once. Call once at process start; a no-op off glibc.
 pub fn release_large_allocations() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before heavy allocation.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
-    }
+    crate::os::sys::mmap_large_allocations();
 }
 
 /// A random password of `len` (at least 20) characters with at least one of

@@ -5,15 +5,16 @@
 //! Functions return paths for logging, never the secret itself.
 
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rand::Rng;
 
 use super::revocation::RevocationMark;
+use crate::os::fs::{PRIVATE, sync_dir, write_atomic};
 
 /// Minimum length of the HMAC key in `jwt.key`.
 pub const MIN_JWT_KEY_LEN: usize = 32;
@@ -175,7 +176,8 @@ impl SecretsDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut key = vec![0u8; NEW_JWT_KEY_LEN];
                 rand::rng().fill(&mut key[..]);
-                write_atomic(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+                write_atomic(&path, &key, PRIVATE)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 Ok((Secret::new(key), KeyOrigin::Created))
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -189,7 +191,7 @@ impl SecretsDir {
 
     pub fn write_admin_hash(&self, phc: &str) -> anyhow::Result<PathBuf> {
         let path = self.admin_hash_path();
-        write_atomic(&path, format!("{phc}\n").as_bytes())
+        write_atomic(&path, format!("{phc}\n").as_bytes(), PRIVATE)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
@@ -211,7 +213,7 @@ impl SecretsDir {
         let path = self.history_path();
         let mut body = hashes.join("\n");
         body.push('\n');
-        write_atomic(&path, body.as_bytes())
+        write_atomic(&path, body.as_bytes(), PRIVATE)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
@@ -224,8 +226,12 @@ impl SecretsDir {
     /// user; the installer runs this as root so the file is root-only there).
     pub fn write_initial_password(&self, password: &Secret<String>) -> anyhow::Result<PathBuf> {
         let path = self.initial_password_path();
-        write_atomic(&path, format!("{}\n", password.expose()).as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_atomic(
+            &path,
+            format!("{}\n", password.expose()).as_bytes(),
+            PRIVATE,
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 
@@ -253,7 +259,8 @@ impl SecretsDir {
         union.merge(mark);
         let path = self.revocation_mark_path();
         let body = serde_json::to_vec_pretty(&union).context("encoding the revocation mark")?;
-        write_atomic(&path, &body).with_context(|| format!("writing {}", path.display()))?;
+        write_atomic(&path, &body, PRIVATE)
+            .with_context(|| format!("writing {}", path.display()))?;
         self.give_to_dir_owner(&path)?;
         Ok(union)
     }
@@ -267,7 +274,7 @@ impl SecretsDir {
         let path = self.initial_password_path();
         match fs::remove_file(&path) {
             Ok(()) => {
-                fsync_dir(&self.dir).with_context(|| format!("syncing {}", self.dir.display()))?;
+                sync_dir(&self.dir).with_context(|| format!("syncing {}", self.dir.display()))?;
                 Ok(Some(path))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -295,8 +302,7 @@ fn read_optional_trimmed(path: &Path) -> anyhow::Result<Option<String>> {
 /// not exist.
 pub fn give_to_dir_owner(dir: &Path, path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Ok(());
     }
     let owner = fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
@@ -318,49 +324,6 @@ pub fn give_to_dir_owner(dir: &Path, path: &Path) -> anyhow::Result<()> {
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting mode {mode:o} on {}", path.display()))
-}
-
-/// Writes `bytes` to `path` with mode 0600 so that a crash leaves either the
-/// old or the new content: temp file in the same dir, fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut suffix = [0u8; 6];
-    rand::rng().fill(&mut suffix[..]);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        hex::encode(suffix)
-    ));
-
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&tmp)?;
-        // The mode given to open() is filtered by the umask; 0600 is already
-        // the tightest we want, but make it exact regardless.
-        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -401,7 +364,7 @@ mod tests {
     fn short_existing_jwt_key_is_refused_with_a_clear_error() {
         let tmp = tempfile::tempdir().unwrap();
         let secrets = SecretsDir::open(tmp.path()).unwrap();
-        write_atomic(&secrets.jwt_key_path(), b"too-short").unwrap();
+        write_atomic(&secrets.jwt_key_path(), b"too-short", PRIVATE).unwrap();
         let err = secrets.load_or_create_jwt_key().unwrap_err().to_string();
         assert!(err.contains("at least 32"), "{err}");
         assert!(err.contains("jwt.key"), "{err}");

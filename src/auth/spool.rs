@@ -13,8 +13,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::secrets::write_atomic;
 use super::session::SessionWrite;
+use crate::os::fs::{PRIVATE, write_atomic};
 
 /// File name inside `paths.state_dir`.
 pub const SPOOL_FILE: &str = "auth-session-spool.json";
@@ -104,7 +104,7 @@ impl SessionSpool {
             writes,
         })
         .context("encoding the session spool")?;
-        write_atomic(&self.path, &body)
+        write_atomic(&self.path, &body, PRIVATE)
             .with_context(|| format!("writing {}", self.path.display()))?;
         state.on_disk = true;
         Ok(())

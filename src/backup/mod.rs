@@ -329,7 +329,7 @@ fn save_run(state_dir: &Path, run: &Run) -> std::io::Result<()> {
     let excess = runs.len().saturating_sub(MAX_RUNS);
     runs.drain(..excess);
     let bytes = serde_json::to_vec_pretty(&runs).map_err(std::io::Error::other)?;
-    crate::update::state::write_atomic(&runs_path(state_dir), &bytes)
+    crate::os::fs::write_atomic(&runs_path(state_dir), &bytes, None)
 }
 
 /// Runs a crash left `running` become `failed` (called once at start).

@@ -1591,7 +1591,7 @@ fn save(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::auth::secrets::write_atomic(path, bytes)
+    crate::os::fs::write_atomic(path, bytes, crate::os::fs::PRIVATE)
 }
 
 async fn connect(socket: &str) -> Result<Docker, String> {

@@ -268,14 +268,11 @@ fn boot_id(proc_root: &Path) -> Option<String> {
 
 /// Atomic and durable: temp file, fsync, rename, fsync the directory.
 fn save(dir: &Path, state: &SavedState) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".reboot_state.json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(state)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(STATE_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::os::fs::write_atomic(
+        &dir.join(STATE_FILE),
+        &serde_json::to_vec_pretty(state)?,
+        None,
+    )
 }
 
 #[cfg(test)]

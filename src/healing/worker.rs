@@ -7,7 +7,6 @@
 //! and no SQL.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use crate::tasks::{WorkerCtx, WorkerKind, Workers};
 /// The worker's name in the worker table (and the heartbeat the status shows).
 pub const WORKER_NAME: &str = "self-healing";
 /// The JSON-lines audit file inside `paths.log_dir`.
-pub const LOG_FILE: &str = "self_healing.log";
+pub const LOG_FILE: &str = crate::logs::Source::SelfHealing.file_name();
 /// Events kept in memory while the database is down; beyond it the oldest go.
 pub const BUFFER_CAP: usize = 10_000;
 /// The worker beats at least this often, whatever the tick.
@@ -232,16 +231,10 @@ pub async fn record_outside_loop(log_dir: &Path, db: &Db, r: HealingRecord) {
 }
 
 fn append_line(path: &Path, r: &HealingRecord) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut line = serde_json::to_string(r).map_err(std::io::Error::other)?;
-    line.push('\n');
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?
-        .write_all(line.as_bytes())
+    crate::os::fs::append_line(
+        path,
+        &serde_json::to_string(r).map_err(std::io::Error::other)?,
+    )
 }
 
 /// The policy's view of one service. A container that exited is down at

@@ -62,7 +62,8 @@ impl Source {
         }
     }
 
-    pub fn file_name(self) -> &'static str {
+    /// The one definition of each file name; the writers' `LOG_FILE`s are these.
+    pub const fn file_name(self) -> &'static str {
         match self {
             Source::System => "system.log",
             Source::SelfHealing => "self_healing.log",

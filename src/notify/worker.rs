@@ -299,7 +299,7 @@ fn write_spool(path: &Path, entries: &[&OutboxEntry]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let bytes = serde_json::to_vec(entries).map_err(std::io::Error::other)?;
-    crate::auth::secrets::write_atomic(path, &bytes)
+    crate::os::fs::write_atomic(path, &bytes, crate::os::fs::PRIVATE)
 }
 
 type Outcome = (String, String, Result<(), String>);

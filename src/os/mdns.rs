@@ -153,20 +153,31 @@ pub fn lan_addresses() -> Vec<LanAddress> {
         {
             continue;
         }
-        let Ok(name) = std::ffi::CString::new(a.name) else {
+        let Some(index) = interface_index(&a.name) else {
             continue;
         };
-        // SAFETY: a valid NUL-terminated C string.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if index == 0 {
-            continue;
-        }
         out.insert(LanAddress {
             interface: index as i32,
             address: a.address,
         });
     }
     out.into_iter().collect()
+}
+
+/// `if_nametoindex(3)` as glibc does it: SIOCGIFINDEX on a throwaway socket
+/// (never bound or connected).
+fn interface_index(name: &str) -> Option<u32> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .ok()?;
+    rustix::net::netdevice::name_to_index(&fd, name)
+        .ok()
+        .filter(|&i| i != 0)
 }
 
 /// Avahi's D-Bus interfaces (one module each: both have a `StateChanged`).

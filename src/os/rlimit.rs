@@ -18,23 +18,13 @@ impl std::fmt::Display for OpenFileLimit {
     }
 }
 
-// rlim_t is u64 on every target the daemon ships for (64-bit Linux).
-fn from_rlim(v: libc::rlim_t) -> Option<u64> {
-    (v != libc::RLIM_INFINITY).then_some(v)
-}
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 pub fn open_files() -> io::Result<OpenFileLimit> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let rl = getrlimit(Resource::Nofile);
     Ok(OpenFileLimit {
-        soft: from_rlim(rl.rlim_cur),
-        hard: from_rlim(rl.rlim_max),
+        soft: rl.current,
+        hard: rl.maximum,
     })
 }
 
@@ -53,14 +43,13 @@ pub fn raise_open_files() -> io::Result<(OpenFileLimit, OpenFileLimit)> {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(1 << 20),
     };
-    let rl = libc::rlimit {
-        rlim_cur: target,
-        rlim_max: before.hard.unwrap_or(libc::RLIM_INFINITY),
-    };
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(target),
+            maximum: before.hard,
+        },
+    )?;
     Ok((before, open_files()?))
 }
 

@@ -341,7 +341,7 @@ async fn sync_dir(dir: &Path) -> std::io::Result<()> {
 pub async fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
     let bytes = tokio::fs::read(from).await?;
     let to = to.to_path_buf();
-    tokio::task::spawn_blocking(move || super::state::write_atomic(&to, &bytes))
+    tokio::task::spawn_blocking(move || crate::os::fs::write_atomic(&to, &bytes, None))
         .await
         .map_err(std::io::Error::other)?
 }

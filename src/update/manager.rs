@@ -7,7 +7,6 @@
 //! supervisor.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +28,7 @@ use crate::tasks::{WorkerKind, Workers};
 /// The worker's name in the worker table.
 pub const WORKER_NAME: &str = "update-applier";
 /// Log file inside `paths.log_dir`.
-pub const LOG_FILE: &str = "update.log";
+pub const LOG_FILE: &str = crate::logs::Source::Update.file_name();
 /// Log lines kept in the status.
 const STATUS_LOG_LINES: usize = 50;
 
@@ -638,14 +637,7 @@ impl UpdateManager {
             _ => tracing::info!("update: {msg}"),
         }
         let path = self.inner.deps.log_dir.join(LOG_FILE);
-        let written = std::fs::create_dir_all(&self.inner.deps.log_dir).and_then(|()| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?
-                .write_all(format!("{line}\n").as_bytes())
-        });
-        if let Err(e) = written {
+        if let Err(e) = crate::os::fs::append_line(&path, &line) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the update log");
         }
         let mut log = self.inner.log.lock().unwrap();

@@ -178,7 +178,7 @@ fn install(
     if let Some(dir) = target.parent() {
         fs::create_dir_all(dir)?;
     }
-    crate::auth::secrets::write_atomic(&target, &bytes)?;
+    crate::os::fs::write_atomic(&target, &bytes, crate::os::fs::PRIVATE)?;
     if !existed {
         created.push(target);
     }

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::bundle::{MANIFEST_NAME, SIGNATURE_NAME};
-use super::state::write_atomic;
+use crate::os::fs::write_atomic;
 
 /// Under `state_dir`: where the daemon and the helper meet.
 pub const DIR: &str = "updates/package";
@@ -83,8 +83,12 @@ pub fn ask(state_dir: &Path, req: &Request) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(anyhow!("cannot remove the last package outcome: {e}")),
     }
-    write_atomic(&request_path(state_dir), &serde_json::to_vec_pretty(req)?)
-        .context("cannot write the package request")
+    write_atomic(
+        &request_path(state_dir),
+        &serde_json::to_vec_pretty(req)?,
+        None,
+    )
+    .context("cannot write the package request")
 }
 
 /// The daemon's side: the helper's answer to the request of run `run`.
@@ -137,7 +141,7 @@ pub fn run_helper(state_dir: &Path, keys_dir: &Path, store: &Path) -> anyhow::Re
         outcome.message
     );
     let out = outcome_path(state_dir);
-    write_atomic(&out, &serde_json::to_vec_pretty(&outcome)?)
+    write_atomic(&out, &serde_json::to_vec_pretty(&outcome)?, None)
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(outcome.ok)
 }
@@ -196,7 +200,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() || meta.uid() != unsafe { libc::geteuid() } {
+    if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
         bail!("{} is not a directory of this user", dir.display());
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -296,7 +300,7 @@ fn deb_fields(deb: &Path) -> anyhow::Result<(String, String)> {
 /// dir and each key file owned by this user (root), written by no one else.
 fn only_root_can_write(keys_dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     let check = |p: &Path| -> anyhow::Result<()> {
         let m = std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
         if m.uid() != me || m.mode() & 0o022 != 0 || m.file_type().is_symlink() {
@@ -539,7 +543,12 @@ mod tests {
             message: "no".into(),
             at: Utc::now(),
         };
-        write_atomic(&outcome_path(d.path()), &serde_json::to_vec(&o).unwrap()).unwrap();
+        write_atomic(
+            &outcome_path(d.path()),
+            &serde_json::to_vec(&o).unwrap(),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             outcome_for(d.path(), "r1", Action::Install),
             Some(o.clone())

@@ -3,7 +3,6 @@
 //! `state_dir/update_state.json` (written atomically: temp file, fsync,
 //! rename, fsync the dir) that crash recovery reads at the next start.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -340,23 +339,7 @@ pub fn load(state_dir: &Path) -> anyhow::Result<Option<Persisted>> {
 
 /// Atomic: temp file, fsync, rename, fsync the dir.
 pub fn save(state_dir: &Path, p: &Persisted) -> std::io::Result<()> {
-    write_atomic(&state_path(state_dir), &serde_json::to_vec_pretty(p)?)
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::os::fs::write_atomic(&state_path(state_dir), &serde_json::to_vec_pretty(p)?, None)
 }
 
 /// Fault injection for the crash tests (debug builds only):
@@ -370,9 +353,8 @@ pub fn crash_point(state: UpdateState) {
             "ARASUL_TEST_CRASH_AT={}: killing the daemon",
             state.as_str()
         );
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         std::thread::sleep(std::time::Duration::from_secs(10));
     }
 }

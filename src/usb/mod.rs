@@ -10,7 +10,6 @@ pub mod stick;
 pub mod udisks;
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +25,7 @@ use crate::update::{TrustedKeys, Version};
 /// Worker name in the worker table.
 pub const WORKER_NAME: &str = "usb-updates";
 /// Log file in `paths.log_dir`.
-pub const LOG_FILE: &str = "update_usb.log";
+pub const LOG_FILE: &str = crate::logs::Source::UpdateUsb.file_name();
 
 /// What happens to a bundle found on a stick once it is verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,17 +146,7 @@ impl UsbLog {
             _ => tracing::info!(target: "usb", "{msg}"),
         }
         let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let r = self
-            .path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-            })
-            .and_then(|mut f| writeln!(f, "{ts} {level} {msg}"));
+        let r = crate::os::fs::append_line(&self.path, &format!("{ts} {level} {msg}"));
         if let Err(e) = r {
             tracing::warn!("cannot write {}: {e}", self.path.display());
         }
@@ -196,16 +185,9 @@ impl UsbWorker {
     fn mark_handled(&self, sha: &str) {
         let mut set = self.handled();
         set.insert(sha.to_owned());
-        let path = self.handled_file();
-        let tmp = path.with_extension("json.tmp");
         let r = serde_json::to_vec(&set)
             .map_err(std::io::Error::other)
-            .and_then(|b| {
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&b)?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)
-            });
+            .and_then(|b| crate::os::fs::write_atomic(&self.handled_file(), &b, None));
         if let Err(e) = r {
             self.log
                 .line("WARN", &format!("cannot record {sha} as handled: {e}"));

@@ -144,19 +144,7 @@ pub async fn writable_mount(
 
 /// The filesystem at `p` is mounted read-only.
 pub fn read_only(p: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is NUL-terminated and `st` a writable statvfs, filled
-    // completely when the call returns 0.
-    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
-        return false;
-    }
-    // SAFETY: statvfs returned 0.
-    let st = unsafe { st.assume_init() };
-    st.f_flag & libc::ST_RDONLY != 0
+    rustix::fs::statvfs(p).is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 /// UDisks2 gives mount points as NUL-terminated byte strings.

@@ -2,9 +2,6 @@
 //! does: the percentage is of what non-root users can reach (used + avail),
 //! so the root-reserved blocks do not hide a nearly full disk.
 
-use std::ffi::CString;
-use std::mem::MaybeUninit;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::CollectError;
@@ -39,30 +36,16 @@ impl DiskUsage {
 
 /// `statvfs` of any path on the partition.
 pub fn disk_usage(path: &Path) -> Result<DiskUsage, CollectError> {
-    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        CollectError::malformed(path.display().to_string(), "path contains a NUL byte")
+    let st = rustix::fs::statvfs(path).map_err(|e| CollectError::Read {
+        path: path.to_path_buf(),
+        source: e.into(),
     })?;
-    let mut buf = MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `cpath` is a valid NUL-terminated string and `buf` is a writable
-    // statvfs; the kernel fills it completely when the call returns 0.
-    let rc = unsafe { libc::statvfs(cpath.as_ptr(), buf.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(CollectError::Read {
-            path: path.to_path_buf(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: statvfs returned 0, so `buf` is initialised.
-    let st = unsafe { buf.assume_init() };
-    // The counter types are u32 or u64 depending on the target and libc.
-    #[allow(clippy::unnecessary_cast)]
-    let usage = DiskUsage::from_statvfs(
-        st.f_blocks as u64,
-        st.f_bfree as u64,
-        st.f_bavail as u64,
-        st.f_frsize as u64,
-    );
-    Ok(usage)
+    Ok(DiskUsage::from_statvfs(
+        st.f_blocks,
+        st.f_bfree,
+        st.f_bavail,
+        st.f_frsize,
+    ))
 }
 
 #[cfg(test)]
