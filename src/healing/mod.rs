@@ -5,12 +5,16 @@
 pub mod cleanup;
 pub mod config;
 pub mod exec;
+pub mod handle;
 pub mod policy;
 pub mod reboot;
+pub mod record;
 pub mod worker;
 
 pub use config::HealingConfig;
+pub use handle::{HealingHandle, HealingInbox};
 pub use policy::{
-    Action, Category, DiskLevel, Event, PolicyState, Readings, RebootReadiness, RebootReason,
-    RestartReason, ServiceView, Severity, Snapshot, Timestamp, backoff_delay, decide,
+    Action, DiskLevel, Event, PolicyState, Readings, RebootReadiness, RebootReason, RestartReason,
+    ServiceView, Snapshot, Timestamp, backoff_delay, decide,
 };
+pub use record::{Category, EventKind, HealingRecord, Severity};
