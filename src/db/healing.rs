@@ -62,7 +62,7 @@ pub async fn list_events(pool: &PgPool, f: &EventFilter) -> sqlx::Result<Vec<Hea
           ORDER BY at DESC, id DESC
           LIMIT $4 OFFSET $5",
     )
-    .bind(&f.severity)
+    .bind(f.severity)
     .bind(&f.event_type)
     .bind(f.since)
     .bind(f.limit)
@@ -79,7 +79,7 @@ pub async fn count_events(pool: &PgPool, f: &EventFilter) -> sqlx::Result<i64> {
             AND ($2::text IS NULL OR event_type = $2)
             AND ($3::timestamptz IS NULL OR at >= $3)",
     )
-    .bind(&f.severity)
+    .bind(f.severity)
     .bind(&f.event_type)
     .bind(f.since)
     .fetch_one(pool)

@@ -18,7 +18,7 @@ const QUEUE: usize = 64;
 pub const NOT_RUNNING: &str = "healing_not_running";
 
 /// What the worker is asked to do.
-pub enum Command {
+pub(crate) enum Command {
     /// The five safety checks (with the workflows drained), the state saved,
     /// logind asked; the outcome recorded in the trail before the reply.
     Reboot {
@@ -49,18 +49,18 @@ pub struct HealingHandle {
 /// good it is dropped, and every command waiting or sent answers
 /// [`NotRunning`].
 #[derive(Clone)]
-pub struct HealingInbox(Arc<Mutex<mpsc::Receiver<Command>>>);
+pub(crate) struct HealingInbox(Arc<Mutex<mpsc::Receiver<Command>>>);
 
 impl HealingInbox {
     /// The receiver, held by one run of the worker at a time.
-    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, mpsc::Receiver<Command>> {
+    pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, mpsc::Receiver<Command>> {
         self.0.lock().await
     }
 }
 
 impl HealingHandle {
     /// A handle and the inbox the worker reads.
-    pub fn new() -> (HealingHandle, HealingInbox) {
+    pub(crate) fn new() -> (HealingHandle, HealingInbox) {
         let (tx, rx) = mpsc::channel(QUEUE);
         (HealingHandle { tx }, HealingInbox(Arc::new(Mutex::new(rx))))
     }

@@ -238,7 +238,7 @@ pub enum Action {
 impl Action {
     /// What a record of this action carried out is about when no event
     /// follows it; its name is also the action's (as serde tags it), the
-    /// `action` of every record of it.
+    /// `action` of every record of it. An event is its own kind.
     pub fn kind(&self) -> EventKind {
         match self {
             Action::RestartService { .. } => EventKind::RestartService,
@@ -255,7 +255,7 @@ impl Action {
             Action::GpuReset => EventKind::GpuReset,
             Action::PrepareReboot { .. } => EventKind::PrepareReboot,
             Action::Reboot { .. } => EventKind::Reboot,
-            Action::RecordEvent(_) => EventKind::RecordEvent,
+            Action::RecordEvent(ev) => ev.event_type.clone(),
         }
     }
 }

@@ -179,8 +179,6 @@ event_kinds! {
     StartLlm = "start_llm",
     HardRestartServices = "hard_restart_services",
     PrepareReboot = "prepare_reboot",
-    /// Not carried out: the policy's events are records of their own.
-    RecordEvent = "record_event",
     // The worker's own notes.
     /// Events lost from the buffer while the database was down.
     EventsDropped = "events_dropped",

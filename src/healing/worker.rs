@@ -3,8 +3,9 @@
 //! supervisor state change, on the tick and at the policy's own wake-ups, and
 //! carries the actions out through the supervisor (and the AI client). Every
 //! decision and action goes to `self_healing.log` at once and to Postgres,
-//! buffered in memory while the database is down. It holds no Docker client
-//! and no SQL.
+//! buffered in memory while the database is down. Reboots asked for and
+//! records made elsewhere reach it through its [`HealingHandle`]. It holds
+//! no Docker client and no SQL.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::Write as _;
