@@ -98,7 +98,7 @@ impl Daemon {
             mgr.spawn_worker(&workers);
             mgr
         };
-        crate::healing::worker::spawn(
+        let healing = crate::healing::worker::spawn(
             &workers,
             crate::healing::worker::HealingDeps {
                 config: config.healing.clone(),
@@ -217,6 +217,7 @@ impl Daemon {
             config_path: Some(config_path.clone()),
             backups,
             notify: alerts,
+            healing,
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();

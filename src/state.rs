@@ -48,6 +48,9 @@ pub struct AppState {
     pub backups: crate::backup::Backups,
     /// Alerts to the owner (`crate::notify`); never waits.
     pub notify: crate::notify::Notifier,
+    /// The self-healing worker: reboots through the API and records for the
+    /// trail go to it (`crate::healing::handle`).
+    pub healing: crate::healing::HealingHandle,
 }
 
 /// What the owner is shown of HTTPS, to check the certificate by.

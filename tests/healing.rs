@@ -16,7 +16,8 @@ use arasuld::config::{DatabaseConfig, Secret};
 use arasuld::db::Db;
 use arasuld::docker::{ServiceState, SupervisorHandle};
 use arasuld::healing::HealingConfig;
-use arasuld::healing::worker::{HealingDeps, HealingRecord, LOG_FILE};
+use arasuld::healing::record::{Category, EventKind, HealingRecord, LOG_FILE, Severity};
+use arasuld::healing::worker::HealingDeps;
 use arasuld::metrics::MetricsHub;
 use arasuld::metrics::collect::Sample;
 use arasuld::tasks::Workers;
@@ -609,9 +610,9 @@ fn the_api_lists_events_with_filters_and_reports_the_loop() {
         let rec = |i: i64, event_type: &str, severity: &str| HealingRecord {
             id: None,
             at: chrono::Utc::now() - chrono::Duration::seconds(100 - i),
-            event_type: event_type.into(),
-            severity: severity.into(),
-            category: Some("A".into()),
+            event_type: EventKind::parse(event_type),
+            severity: Severity::parse(severity).unwrap(),
+            category: Some(Category::A),
             service: Some("app".into()),
             description: format!("event {i}"),
             action: None,
@@ -1351,16 +1352,13 @@ fn the_api_serves_recovery_actions_failures_reboots_and_metrics() {
         HealingRecord {
             id: None,
             at,
-            event_type: event_type.into(),
-            severity: "WARNING".into(),
-            category: Some(
-                if event_type.starts_with("reboot") {
-                    "D"
-                } else {
-                    "A"
-                }
-                .into(),
-            ),
+            event_type: EventKind::parse(event_type),
+            severity: Severity::Warning,
+            category: Some(if event_type.starts_with("reboot") {
+                Category::D
+            } else {
+                Category::A
+            }),
             service: service.map(str::to_string),
             description: event_type.into(),
             action: action.map(str::to_string),

@@ -1,6 +1,7 @@
 //! The self-healing audit trail and the loop's health: `GET
-//! /api/self-healing/events` (from Postgres) and `/status`. Reads only; the
-//! worker in `healing::worker` writes.
+//! /api/self-healing/events` (from Postgres) and `/status`, and the reboot
+//! route. Reads only; the worker in `healing::worker` writes, and reboots
+//! are asked of it through its handle.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, ApiQuery, PageQuery, Paging};
 use crate::db::healing::{EventFilter, count_events, list_events};
 use crate::docker::ServiceState;
-use crate::healing::worker::{HealingRecord, WORKER_NAME, heartbeat_grade, last_logged};
+use crate::healing::record::{EventKind, HealingRecord, Severity, last_logged};
+use crate::healing::worker::{WORKER_NAME, heartbeat_grade};
 use crate::state::AppState;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -46,21 +48,21 @@ pub async fn events(
     Paging { limit, offset }: Paging,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventList>, ApiError> {
-    let severity = match q.severity.map(|s| s.to_ascii_uppercase()) {
-        Some(s) if !["INFO", "WARNING", "CRITICAL"].contains(&s.as_str()) => {
-            return Err(ApiError::bad_request(
+    let severity = match q.severity {
+        None => None,
+        Some(s) => Some(Severity::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
+            ApiError::bad_request(
                 "invalid_severity",
                 "severity must be INFO, WARNING or CRITICAL",
-            ));
-        }
-        s => s,
+            )
+        })?),
     };
     need_db(&state)?;
     let filter = EventFilter {
         limit,
         offset,
         severity,
-        event_type: q.event_type,
+        event_type: q.event_type.as_deref().map(EventKind::parse),
         since: q.since,
     };
     let pool = state.db.pool();
@@ -340,50 +342,15 @@ pub struct RebootAccepted {
     responses(
         (status = 202, body = RebootAccepted),
         (status = 409, description = "A safety check failed (its name is the error code)", body = super::error::ErrorBody),
-        (status = 503, description = "logind did not accept the reboot", body = super::error::ErrorBody)))]
+        (status = 503, description = "logind did not accept the reboot (`logind_failed`), or the self-healing worker is not running (`healing_not_running`)", body = super::error::ErrorBody)))]
 pub async fn reboot(
     State(state): State<AppState>,
 ) -> Result<(axum::http::StatusCode, Json<RebootAccepted>), ApiError> {
-    use crate::healing::reboot::{RebootCtx, request};
-    let cfg = state.config();
-    let ctx = RebootCtx {
-        rules: cfg.healing.reboot.clone(),
-        db: state.db.clone(),
-        metrics: Some(state.metrics.clone()),
-        services: state.services.clone(),
-        update: state.updates.activity(),
-        state_dir: cfg.paths.state_dir.clone(),
-        proc_root: cfg.paths.proc_root.clone(),
-    };
-    let reason = "requested through the API";
-    let outcome = request(&ctx, reason, true, &|| {}).await;
-    let (severity, event_type, description, result) = match &outcome {
-        Ok(_) => (
-            "CRITICAL",
-            "reboot",
-            "reboot requested through the API; logind accepted it".to_string(),
-            "ok".to_string(),
-        ),
-        Err(r) => (
-            "WARNING",
-            "reboot_refused",
-            format!("reboot through the API refused: {}", r.message),
-            format!("failed: {}", r.check),
-        ),
-    };
-    let record = HealingRecord {
-        id: None,
-        at: Utc::now(),
-        event_type: event_type.into(),
-        severity: severity.into(),
-        category: Some("D".into()),
-        service: None,
-        description,
-        action: Some("reboot".into()),
-        result,
-        duration_ms: None,
-    };
-    crate::healing::worker::record_outside_loop(&cfg.paths.log_dir, &state.db, record).await;
+    // The worker checks, reboots and records the outcome in the trail.
+    let outcome = state
+        .healing
+        .request_reboot("requested through the API")
+        .await;
     match outcome {
         Ok(saved) => Ok((
             axum::http::StatusCode::ACCEPTED,
@@ -394,8 +361,8 @@ pub async fn reboot(
                 timestamp: Utc::now(),
             }),
         )),
-        Err(r) if r.check == "logind_failed" => {
-            Err(ApiError::unavailable("logind_failed", r.message))
+        Err(r) if r.check == "logind_failed" || r.check == crate::healing::handle::NOT_RUNNING => {
+            Err(ApiError::unavailable(r.check, r.message))
         }
         Err(r) => Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,

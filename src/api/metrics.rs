@@ -169,7 +169,7 @@ pub async fn system_status(State(state): State<AppState>) -> Json<SystemStatus> 
         let svc = services.clone();
         let restarted = tokio::task::spawn_blocking(move || {
             status::restart_reasons(&svc, now, |name| {
-                crate::healing::worker::restart_cause(&log_dir, name, since)
+                crate::healing::record::restart_cause(&log_dir, name, since)
             })
         })
         .await

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::db::Db;
 use crate::docker::SupervisorHandle;
-use crate::healing::worker::HealingRecord;
+use crate::healing::record::{EventKind, HealingRecord, Severity};
 use crate::tasks::WorkerCtx;
 
 /// Worker name in the worker table.
@@ -368,50 +368,39 @@ pub enum Alert {
 pub async fn raise(db: Option<&Db>, notify: &crate::notify::Notifier, alert: Alert) {
     let (event_type, severity, description) = match &alert {
         Alert::Failed { trigger, error } => (
-            "backup_failed",
-            "WARNING",
+            EventKind::BackupFailed,
+            Severity::Warning,
             format!("a {trigger} backup failed: {error}"),
         ),
         Alert::Overdue { last_good } => (
-            "backup_overdue",
-            "WARNING",
+            EventKind::BackupOverdue,
+            Severity::Warning,
             match last_good {
                 Some(t) => format!("the last good backup is from {}", t.to_rfc3339()),
                 None => "there is no good backup yet".into(),
             },
         ),
         Alert::RestoreFailed { error } => (
-            "restore_failed",
-            "CRITICAL",
+            EventKind::RestoreFailed,
+            Severity::Critical,
             format!("a restore failed: {error}"),
         ),
     };
-    tracing::warn!(event = event_type, "{description}");
-    let (level, title) = match &alert {
-        Alert::Failed { .. } => (crate::notify::Severity::Warning, "A backup failed"),
-        Alert::Overdue { .. } => (crate::notify::Severity::Warning, "No recent good backup"),
-        Alert::RestoreFailed { .. } => (crate::notify::Severity::Critical, "A restore failed"),
+    tracing::warn!(event = %event_type, "{description}");
+    let title = match &alert {
+        Alert::Failed { .. } => "A backup failed",
+        Alert::Overdue { .. } => "No recent good backup",
+        Alert::RestoreFailed { .. } => "A restore failed",
     };
     notify.alert(crate::notify::Alert::new(
-        level,
-        event_type,
-        event_type,
+        severity,
+        event_type.as_str(),
+        event_type.as_str(),
         title,
         description.clone(),
     ));
     let Some(db) = db else { return };
-    let record = HealingRecord {
-        id: None,
-        at: Utc::now(),
-        event_type: event_type.into(),
-        severity: severity.into(),
-        category: None,
-        service: None,
-        description,
-        action: None,
-        result: "recorded".into(),
-        duration_ms: None,
-    };
+    let record = HealingRecord::recorded(event_type, severity, None, description);
     if let Err(e) = crate::db::healing::insert_events(db.pool(), &[record]).await {
         tracing::warn!("the backup event was not recorded in the database: {e}");
     }

@@ -5,17 +5,16 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::healing::worker::HealingRecord;
+use crate::healing::record::{EventKind, HealingRecord, Severity};
 
 /// Inserts `records` in one statement, in order (ids ascend with the slice).
 pub async fn insert_events(pool: &PgPool, records: &[HealingRecord]) -> sqlx::Result<u64> {
     if records.is_empty() {
         return Ok(0);
     }
-    let col = |f: fn(&HealingRecord) -> String| records.iter().map(f).collect::<Vec<_>>();
-    let opt = |f: fn(&HealingRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
-    let at: Vec<DateTime<Utc>> = records.iter().map(|r| r.at).collect();
-    let duration: Vec<Option<i64>> = records.iter().map(|r| r.duration_ms).collect();
+    fn col<'a, T>(records: &'a [HealingRecord], f: fn(&'a HealingRecord) -> T) -> Vec<T> {
+        records.iter().map(f).collect()
+    }
     let done = sqlx::query(
         "INSERT INTO self_healing_events
              (at, event_type, severity, category, service, description, action, result, duration_ms)
@@ -27,15 +26,15 @@ pub async fn insert_events(pool: &PgPool, records: &[HealingRecord]) -> sqlx::Re
                                   action, result, duration_ms, n)
          ORDER BY n",
     )
-    .bind(at)
-    .bind(col(|r| r.event_type.clone()))
-    .bind(col(|r| r.severity.clone()))
-    .bind(opt(|r| r.category.clone()))
-    .bind(opt(|r| r.service.clone()))
-    .bind(col(|r| r.description.clone()))
-    .bind(opt(|r| r.action.clone()))
-    .bind(col(|r| r.result.clone()))
-    .bind(duration)
+    .bind(col(records, |r| r.at))
+    .bind(col(records, |r| r.event_type.clone()))
+    .bind(col(records, |r| r.severity))
+    .bind(col(records, |r| r.category))
+    .bind(col(records, |r| r.service.as_deref()))
+    .bind(col(records, |r| r.description.as_str()))
+    .bind(col(records, |r| r.action.as_deref()))
+    .bind(col(records, |r| r.result.as_str()))
+    .bind(col(records, |r| r.duration_ms))
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -46,8 +45,8 @@ pub async fn insert_events(pool: &PgPool, records: &[HealingRecord]) -> sqlx::Re
 pub struct EventFilter {
     pub limit: i64,
     pub offset: i64,
-    pub severity: Option<String>,
-    pub event_type: Option<String>,
+    pub severity: Option<Severity>,
+    pub event_type: Option<EventKind>,
     pub since: Option<DateTime<Utc>>,
 }
 
@@ -63,7 +62,7 @@ pub async fn list_events(pool: &PgPool, f: &EventFilter) -> sqlx::Result<Vec<Hea
           ORDER BY at DESC, id DESC
           LIMIT $4 OFFSET $5",
     )
-    .bind(&f.severity)
+    .bind(f.severity)
     .bind(&f.event_type)
     .bind(f.since)
     .bind(f.limit)
@@ -80,7 +79,7 @@ pub async fn count_events(pool: &PgPool, f: &EventFilter) -> sqlx::Result<i64> {
             AND ($2::text IS NULL OR event_type = $2)
             AND ($3::timestamptz IS NULL OR at >= $3)",
     )
-    .bind(&f.severity)
+    .bind(f.severity)
     .bind(&f.event_type)
     .bind(f.since)
     .fetch_one(pool)
@@ -186,7 +185,7 @@ pub async fn service_transitions(
     pool: &PgPool,
     since: DateTime<Utc>,
 ) -> sqlx::Result<Vec<Transition>> {
-    let rows: Vec<(String, DateTime<Utc>, String, i32, i64)> = sqlx::query_as(
+    let rows: Vec<(String, DateTime<Utc>, EventKind, i32, i64)> = sqlx::query_as(
         "SELECT * FROM (
              SELECT DISTINCT ON (service) service, $1::timestamptz AS at, event_type,
                     0 AS part, id
@@ -210,7 +209,7 @@ pub async fn service_transitions(
         .map(|(service, at, t, _, _)| Transition {
             service,
             at,
-            down: t == "service_down",
+            down: t == EventKind::ServiceDown,
         })
         .collect())
 }
@@ -318,7 +317,91 @@ pub async fn running_workflows(pool: &PgPool) -> sqlx::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::healing::record::Category;
     use chrono::TimeZone;
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn typed_records_round_trip_through_the_text_columns(pool: PgPool) {
+        // Whole seconds: Postgres keeps microseconds, chrono nanoseconds.
+        let at = Utc.timestamp_opt(1_780_000_000, 0).unwrap();
+        let mut records = Vec::new();
+        for (i, kind) in EventKind::KNOWN.iter().enumerate() {
+            let severity = [Severity::Info, Severity::Warning, Severity::Critical][i % 3];
+            let category = [
+                None,
+                Some(Category::A),
+                Some(Category::B),
+                Some(Category::C),
+                Some(Category::D),
+            ][i % 5];
+            let mut r = HealingRecord::recorded(kind.clone(), severity, category, format!("{i}"));
+            r.at = at + chrono::Duration::seconds(i as i64);
+            records.push(r);
+        }
+        insert_events(&pool, &records).await.unwrap();
+        let back = all_events(&pool).await.unwrap();
+        assert_eq!(back.len(), records.len());
+        for (r, b) in records.iter().zip(&back) {
+            assert!(b.id.is_some());
+            assert_eq!(
+                &HealingRecord {
+                    id: None,
+                    ..b.clone()
+                },
+                r
+            );
+        }
+        // The columns hold exactly the names the JSON has.
+        let (t, s): (String, String) = sqlx::query_as(
+            "SELECT event_type, severity FROM self_healing_events WHERE description = '0'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (t.as_str(), s.as_str()),
+            (records[0].event_type.as_str(), "INFO")
+        );
+        // The filters bind the enums.
+        let critical = EventFilter {
+            limit: 1000,
+            severity: Some(Severity::Critical),
+            event_type: Some(EventKind::ServiceDown),
+            ..Default::default()
+        };
+        let want = records
+            .iter()
+            .filter(|r| r.severity == Severity::Critical && r.event_type == EventKind::ServiceDown)
+            .count() as i64;
+        assert_eq!(count_events(&pool, &critical).await.unwrap(), want);
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn rows_this_build_cannot_name_are_still_listed(pool: PgPool) {
+        // Another version (the trail survives updates and rollbacks) or a
+        // hand wrote a kind and a category this build does not know.
+        sqlx::query(
+            "INSERT INTO self_healing_events (at, event_type, severity, category, description, result)
+             VALUES (now(), 'disk_critical', 'CRITICAL', 'E', 'disk 99 % full', 'recorded')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let f = EventFilter {
+            limit: 10,
+            event_type: Some(EventKind::parse("disk_critical")),
+            ..Default::default()
+        };
+        let rows = list_events(&pool, &f).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].event_type, EventKind::Other("disk_critical".into()));
+        assert_eq!(rows[0].severity, Severity::Critical);
+        assert_eq!(rows[0].category, None);
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["event_type"], "disk_critical");
+        let (list, total) = list_trail(&pool, TrailList::Reboots, 10, 0).await.unwrap();
+        assert_eq!((list.len(), total), (0, 0));
+    }
 
     #[test]
     fn uptime_counts_down_time_inside_the_window_only() {

@@ -10,6 +10,7 @@ use humantime_serde::re::humantime::format_duration;
 use serde::Serialize;
 
 use super::config::{HealingConfig, ServiceRules, SustainedAbove};
+use super::record::{Category, EventKind, Severity};
 use crate::docker::{Role, ServiceState, ServiceStatus};
 use crate::metrics::collect::Sample;
 
@@ -142,34 +143,12 @@ impl Snapshot {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-/// The rung of the SPEC §7 ladder a decision belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Category {
-    /// A service is down.
-    A,
-    /// Overload (CPU, RAM, GPU, temperature, disk filling up).
-    B,
-    /// Critical: hard restarts, cleanup, GPU reset.
-    C,
-    /// Reboot.
-    D,
-}
-
 /// One line of the audit trail; the worker adds the action's result and duration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Event {
     pub severity: Severity,
     pub category: Category,
-    /// Stable machine name, e.g. `service_restart`, `cpu_overload`.
-    pub event_type: &'static str,
+    pub event_type: EventKind,
     pub service: Option<String>,
     pub description: String,
 }
@@ -254,6 +233,31 @@ pub enum Action {
         reason: RebootReason,
     },
     RecordEvent(Event),
+}
+
+impl Action {
+    /// What a record of this action carried out is about when no event
+    /// follows it; its name is also the action's (as serde tags it), the
+    /// `action` of every record of it. An event is its own kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Action::RestartService { .. } => EventKind::RestartService,
+            Action::StopStartService { .. } => EventKind::StopStartService,
+            Action::MarkFailed { .. } => EventKind::MarkFailed,
+            Action::UnloadLlmModels => EventKind::UnloadLlmModels,
+            Action::ResetLlmSession => EventKind::ResetLlmSession,
+            Action::RunThrottleCommand => EventKind::RunThrottleCommand,
+            Action::StopLlm { .. } => EventKind::StopLlm,
+            Action::StartLlm { .. } => EventKind::StartLlm,
+            Action::HardRestartServices { .. } => EventKind::HardRestartServices,
+            Action::DiskCleanup { .. } => EventKind::DiskCleanup,
+            Action::VacuumAnalyze => EventKind::VacuumAnalyze,
+            Action::GpuReset => EventKind::GpuReset,
+            Action::PrepareReboot { .. } => EventKind::PrepareReboot,
+            Action::Reboot { .. } => EventKind::Reboot,
+            Action::RecordEvent(ev) => ev.event_type.clone(),
+        }
+    }
 }
 
 /// Where a service stands on the category A ladder.
@@ -464,7 +468,7 @@ impl Out {
         &mut self,
         severity: Severity,
         category: Category,
-        event_type: &'static str,
+        event_type: EventKind,
         service: Option<&str>,
         description: String,
     ) {
@@ -563,7 +567,7 @@ fn docker_reachability(
             out.event(
                 Severity::Info,
                 Category::C,
-                "docker_recovered",
+                EventKind::DockerRecovered,
                 None,
                 "the Docker engine is reachable again".into(),
             );
@@ -578,7 +582,7 @@ fn docker_reachability(
         out.event(
             Severity::Critical,
             Category::C,
-            "docker_unreachable",
+            EventKind::DockerUnreachable,
             None,
             format!(
                 "the Docker engine has been unreachable for {}; service healing paused",
@@ -623,7 +627,7 @@ fn service_ladder(
             out.event(
                 Severity::Info,
                 Category::A,
-                "service_recovered",
+                EventKind::ServiceRecovered,
                 Some(name),
                 if was_failed {
                     "healthy again; no longer marked failed".into()
@@ -651,7 +655,7 @@ fn service_ladder(
         out.event(
             Severity::Warning,
             Category::A,
-            "service_down",
+            EventKind::ServiceDown,
             Some(name),
             match svc.state {
                 ServiceState::Stopped | ServiceState::Failed => {
@@ -693,7 +697,7 @@ fn service_ladder(
                 out.event(
                     Severity::Critical,
                     Category::C,
-                    "service_escalated",
+                    EventKind::ServiceEscalated,
                     Some(name),
                     "still down after restart and stop + start".into(),
                 );
@@ -715,7 +719,7 @@ fn service_ladder(
         out.event(
             Severity::Critical,
             Category::A,
-            "service_failed",
+            EventKind::ServiceFailed,
             Some(name),
             format!(
                 "{} restarts within {}; marked failed, no more restarts",
@@ -738,7 +742,7 @@ fn service_ladder(
             out.event(
                 Severity::Warning,
                 Category::A,
-                "service_restart",
+                EventKind::ServiceRestart,
                 Some(name),
                 format!(
                     "restart {} within the window; next backoff {}",
@@ -753,7 +757,7 @@ fn service_ladder(
             out.event(
                 Severity::Warning,
                 Category::A,
-                "service_stop_start",
+                EventKind::ServiceStopStart,
                 Some(name),
                 "still down after a restart; stop + start".into(),
             );
@@ -786,7 +790,7 @@ fn repeated_failures(
         out.event(
             Severity::Critical,
             Category::C,
-            "service_failures",
+            EventKind::ServiceFailures,
             None,
             why.clone(),
         );
@@ -878,7 +882,7 @@ fn heat(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &mut
             out.event(
                 Severity::Info,
                 Category::B,
-                "heat_resolved",
+                EventKind::HeatResolved,
                 None,
                 format!(
                     "{shown} °C, below {} °C: LLM may run again",
@@ -893,7 +897,7 @@ fn heat(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &mut
             out.event(
                 Severity::Critical,
                 Category::C,
-                "heat_critical",
+                EventKind::HeatCritical,
                 None,
                 format!(
                     "{shown} °C {} after the LLM was stopped",
@@ -916,7 +920,7 @@ fn heat(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &mut
         out.event(
             Severity::Warning,
             Category::B,
-            "heat_stop_llm",
+            EventKind::HeatStopLlm,
             None,
             format!(
                 "{shown} °C above {} °C: LLM stopped until below {} °C",
@@ -938,7 +942,7 @@ fn heat(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &mut
             out.event(
                 Severity::Warning,
                 Category::B,
-                "heat_restart_llm",
+                EventKind::HeatRestartLlm,
                 None,
                 format!(
                     "{shown} °C above {} °C: LLM restarted",
@@ -955,7 +959,7 @@ fn heat(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &mut
         out.event(
             Severity::Warning,
             Category::B,
-            "heat_throttle",
+            EventKind::HeatThrottle,
             None,
             format!(
                 "{shown} °C above {} °C for {}: throttling",
@@ -997,7 +1001,7 @@ fn overload(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: 
         out.event(
             Severity::Warning,
             Category::B,
-            "cpu_overload",
+            EventKind::CpuOverload,
             None,
             format!("{why}: LLM models unloaded"),
         );
@@ -1025,7 +1029,7 @@ fn overload(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: 
                 out.event(
                     Severity::Warning,
                     Category::B,
-                    "ram_overload",
+                    EventKind::RamOverload,
                     Some(&name),
                     format!("{why}: restarted"),
                 );
@@ -1038,7 +1042,7 @@ fn overload(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: 
         out.event(
             Severity::Warning,
             Category::B,
-            "gpu_overload",
+            EventKind::GpuOverload,
             None,
             format!("{why}: LLM session reset"),
         );
@@ -1056,7 +1060,7 @@ fn gpu_error(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out:
             out.event(
                 Severity::Info,
                 Category::C,
-                "gpu_recovered",
+                EventKind::GpuRecovered,
                 None,
                 "the GPU reports no error".into(),
             );
@@ -1069,7 +1073,7 @@ fn gpu_error(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out:
         out.event(
             Severity::Critical,
             Category::C,
-            "gpu_error",
+            EventKind::GpuError,
             None,
             "the GPU reports an error; LLM stopped for a GPU reset".into(),
         );
@@ -1080,7 +1084,7 @@ fn gpu_error(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out:
         out.event(
             Severity::Warning,
             Category::C,
-            "gpu_reset",
+            EventKind::GpuReset,
             None,
             format!("GPU reset {} for this error", state.gpu_resets),
         );
@@ -1136,7 +1140,7 @@ fn disk(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &mut
         out.event(
             severity,
             category,
-            "disk_level",
+            EventKind::DiskLevel,
             None,
             format!("disk {v:.1} % full ({level:?})"),
         );
@@ -1160,7 +1164,7 @@ fn disk(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &mut
             } else {
                 Category::B
             },
-            "disk_cleanup",
+            EventKind::DiskCleanup,
             None,
             format!("disk {v:.1} % full: cleanup of the configured paths ({cleanup:?})"),
         );
@@ -1173,7 +1177,7 @@ fn disk(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &mut
         out.event(
             Severity::Info,
             Category::C,
-            "vacuum_analyze",
+            EventKind::VacuumAnalyze,
             None,
             "VACUUM ANALYZE after a critical disk level".into(),
         );
@@ -1195,7 +1199,7 @@ fn database(
             out.event(
                 Severity::Info,
                 Category::C,
-                "db_recovered",
+                EventKind::DbRecovered,
                 None,
                 "the database is reachable again".into(),
             );
@@ -1204,7 +1208,7 @@ fn database(
                 out.event(
                     Severity::Info,
                     Category::C,
-                    "vacuum_analyze",
+                    EventKind::VacuumAnalyze,
                     None,
                     "VACUUM ANALYZE after the database came back".into(),
                 );
@@ -1222,7 +1226,7 @@ fn database(
         out.event(
             Severity::Critical,
             Category::C,
-            "db_lost",
+            EventKind::DbLost,
             None,
             why.clone(),
         );
@@ -1259,7 +1263,7 @@ fn hard_restart(
     out.event(
         Severity::Warning,
         Category::C,
-        "hard_restart",
+        EventKind::HardRestart,
         None,
         format!("hard restart of all app services: {}", why.join("; ")),
     );
@@ -1304,7 +1308,7 @@ fn reboot(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &m
             out.event(
                 Severity::Warning,
                 Category::D,
-                "reboot_disabled",
+                EventKind::RebootDisabled,
                 None,
                 format!("a reboot is called for ({reason:?}) but reboots are disabled"),
             );
@@ -1327,7 +1331,7 @@ fn reboot(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &m
             out.event(
                 Severity::Warning,
                 Category::D,
-                "reboot_refused",
+                EventKind::RebootRefused,
                 None,
                 format!("reboot for {reason:?} refused: {refusal}"),
             );
@@ -1342,7 +1346,7 @@ fn reboot(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &m
         out.event(
             Severity::Warning,
             Category::D,
-            "reboot_prepare",
+            EventKind::RebootPrepare,
             None,
             format!("preparing a reboot for {reason:?}: flush, record, drain workflows"),
         );
@@ -1367,7 +1371,7 @@ fn reboot(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &m
         out.event(
             Severity::Critical,
             Category::D,
-            "reboot",
+            EventKind::Reboot,
             None,
             format!("rebooting for {reason:?}"),
         );
@@ -1376,7 +1380,7 @@ fn reboot(snap: &Snapshot, state: &mut PolicyState, cfg: &HealingConfig, out: &m
         out.event(
             Severity::Warning,
             Category::D,
-            "reboot_refused",
+            EventKind::RebootRefused,
             None,
             format!(
                 "reboot for {reason:?} given up after {}: not {}",

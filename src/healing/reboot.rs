@@ -1,5 +1,5 @@
-//! Category D: the reboot itself, shared by the healing loop and `POST
-//! /api/system/reboot`. Nothing reboots without the five safety checks of
+//! Category D: the reboot itself, for the healing loop and for `POST
+//! /api/system/reboot` (which asks the worker through its handle). Nothing reboots without the five safety checks of
 //! SPEC §7: at most `max_per_hour` reboots in the last hour (counted in
 //! Postgres, so the count survives the reboots and daemon restarts); the
 //! database reachable and telemetry flushed; no update in progress; the disk

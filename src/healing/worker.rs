@@ -3,21 +3,25 @@
 //! supervisor state change, on the tick and at the policy's own wake-ups, and
 //! carries the actions out through the supervisor (and the AI client). Every
 //! decision and action goes to `self_healing.log` at once and to Postgres,
-//! buffered in memory while the database is down. It holds no Docker client
-//! and no SQL.
+//! buffered in memory while the database is down. Reboots asked for and
+//! records made elsewhere reach it through its [`HealingHandle`]. It holds
+//! no Docker client and no SQL.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::config::HealingConfig;
 use super::decide;
+use super::handle::{Command, HealingHandle, HealingInbox};
 use super::policy::{Action, Event, PolicyState, Readings, ServiceView, Snapshot, Timestamp};
+use super::reboot::{Refused, SavedState};
+use super::record::{Category, EventKind, HealingRecord, LOG_FILE, Severity};
 use crate::db::Db;
 use crate::docker::{ServiceState, ServiceStatus, SupervisorError, SupervisorHandle};
 use crate::metrics::MetricsHub;
@@ -25,8 +29,6 @@ use crate::tasks::{WorkerCtx, WorkerKind, Workers};
 
 /// The worker's name in the worker table (and the heartbeat the status shows).
 pub const WORKER_NAME: &str = "self-healing";
-/// The JSON-lines audit file inside `paths.log_dir`.
-pub const LOG_FILE: &str = crate::logs::Source::SelfHealing.file_name();
 /// Events kept in memory while the database is down; beyond it the oldest go.
 pub const BUFFER_CAP: usize = 10_000;
 /// The worker beats at least this often, whatever the tick.
@@ -35,28 +37,6 @@ const BEAT_EVERY: Duration = Duration::from_secs(1);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most a `VACUUM ANALYZE` may take.
 const VACUUM_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
-/// One line of the audit trail, as stored and as served.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct HealingRecord {
-    /// Database id (absent until written).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<i64>,
-    pub at: DateTime<Utc>,
-    /// Stable machine name, e.g. `service_restart`, `service_failed`.
-    pub event_type: String,
-    /// `INFO`, `WARNING` or `CRITICAL`.
-    pub severity: String,
-    /// The SPEC §7 ladder rung: `A`, `B`, `C`, `D`.
-    pub category: Option<String>,
-    pub service: Option<String>,
-    pub description: String,
-    /// The action taken (snake_case), if any.
-    pub action: Option<String>,
-    /// `recorded` (a decision without an action), `ok`, `failed: …` or `skipped: …`.
-    pub result: String,
-    pub duration_ms: Option<i64>,
-}
 
 /// What the worker needs; cloned into every run.
 #[derive(Clone)]
@@ -84,17 +64,20 @@ pub struct HealingDeps {
     pub notify: crate::notify::Notifier,
 }
 
-/// Spawns the loop as the core worker `self-healing`. The event buffer
-/// outlives restarts of the worker.
-pub fn spawn(workers: &Workers, deps: HealingDeps) {
+/// Spawns the loop as the core worker `self-healing`; the handle reaches
+/// it. The event buffer and the handle's inbox outlive restarts of the
+/// worker.
+pub fn spawn(workers: &Workers, deps: HealingDeps) -> HealingHandle {
     let trail = Arc::new(tokio::sync::Mutex::new(
         AuditTrail::new(deps.log_dir.join(LOG_FILE), deps.db.clone())
             .notifying(deps.notify.clone()),
     ));
+    let (handle, inbox) = HealingHandle::new();
     workers.spawn(WORKER_NAME, WorkerKind::Core, move |ctx| {
-        let (deps, trail) = (deps.clone(), trail.clone());
-        async move { run(ctx, deps, trail).await }
+        let (deps, trail, inbox) = (deps.clone(), trail.clone(), inbox.clone());
+        async move { run(ctx, deps, trail, inbox).await }
     });
+    handle
 }
 
 /// The DB/file side of the trail: appends JSON lines at once, buffers for
@@ -132,7 +115,7 @@ impl AuditTrail {
     pub fn record(&mut self, r: HealingRecord) {
         let service = r.service.as_deref();
         if let Some(a) =
-            crate::notify::from_healing(&r.event_type, &r.severity, service, &r.description)
+            crate::notify::from_healing(&r.event_type, r.severity, service, &r.description)
         {
             self.notify.alert(a);
         }
@@ -144,7 +127,7 @@ impl AuditTrail {
                 }
             }
         }
-        if r.severity == "CRITICAL" {
+        if r.severity == Severity::Critical {
             tracing::error!(event = %r.event_type, service = ?r.service, result = %r.result, "self-healing: {}", r.description);
         } else {
             tracing::info!(event = %r.event_type, service = ?r.service, result = %r.result, "self-healing: {}", r.description);
@@ -166,21 +149,15 @@ impl AuditTrail {
             return;
         }
         if self.dropped > 0 {
-            let note = HealingRecord {
-                id: None,
-                at: Utc::now(),
-                event_type: "events_dropped".into(),
-                severity: "WARNING".into(),
-                category: None,
-                service: None,
-                description: format!(
+            let note = HealingRecord::recorded(
+                EventKind::EventsDropped,
+                Severity::Warning,
+                None,
+                format!(
                     "{} self-healing events were dropped while the database was unreachable (buffer of {BUFFER_CAP})",
                     self.dropped
                 ),
-                action: None,
-                result: "recorded".into(),
-                duration_ms: None,
-            };
+            );
             // At the front: it stands for events older than what is left.
             self.pending.push_front(note);
             self.dropped = 0;
@@ -210,23 +187,6 @@ impl AuditTrail {
 
     pub fn buffered(&self) -> usize {
         self.pending.len()
-    }
-}
-
-/// A record made outside the loop (the reboot route): to the log at once,
-/// and to Postgres when it is up (the log keeps it otherwise).
-pub async fn record_outside_loop(log_dir: &Path, db: &Db, r: HealingRecord) {
-    if let Err(e) = append_line(&log_dir.join(LOG_FILE), &r) {
-        tracing::warn!(error = %e, "cannot write the self-healing log");
-    }
-    if db.status().up {
-        let write = crate::db::healing::insert_events(db.pool(), std::slice::from_ref(&r));
-        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(FLUSH_TIMEOUT, write)
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)
-        {
-            tracing::warn!(error = %e, "self-healing event only in the log");
-        }
     }
 }
 
@@ -274,7 +234,12 @@ async fn run(
     ctx: WorkerCtx,
     deps: HealingDeps,
     trail: Arc<tokio::sync::Mutex<AuditTrail>>,
+    inbox: HealingInbox,
 ) -> anyhow::Result<()> {
+    let mut inbox = inbox.lock().await;
+    // Reboots asked for through the handle: they wait for workflows, so
+    // they run beside the loop, not in it (dropped, that is cancelled, with it).
+    let mut jobs = JoinSet::new();
     let mut state_rx = deps.services.subscribe();
     let mut db_rx = deps.db.subscribe();
     let tick = deps.config.tick;
@@ -295,11 +260,14 @@ async fn run(
             .ok()
             .flatten();
     if let Some((saved, text, ok)) = validated {
-        let mut r = plain_record(
-            "post_reboot_validation",
-            if ok { "INFO" } else { "WARNING" },
-            Some("D"),
-            None,
+        let mut r = HealingRecord::recorded(
+            EventKind::PostRebootValidation,
+            if ok {
+                Severity::Info
+            } else {
+                Severity::Warning
+            },
+            Some(Category::D),
             text.clone(),
         );
         r.result = if ok {
@@ -312,6 +280,7 @@ async fn run(
     }
     let mut state_open = true;
     let mut db_open = true;
+    let mut inbox_open = true;
     loop {
         ctx.beat();
         let mut trail_guard = trail.lock().await;
@@ -340,6 +309,12 @@ async fn run(
                     if r.is_err() { db_open = false; }
                     trail.lock().await.flush().await;
                 }
+                cmd = inbox.recv(), if inbox_open => match cmd {
+                    Some(cmd) => lp.serve(cmd, &trail, &mut jobs).await,
+                    // Every handle is gone (tests that keep none).
+                    None => inbox_open = false,
+                },
+                Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
                 _ = tokio::time::sleep_until(nap) => {
                     if Instant::now() >= due { break; }
                 }
@@ -349,6 +324,36 @@ async fn run(
 }
 
 impl Loop {
+    /// One command from the handle.
+    async fn serve(
+        &self,
+        cmd: Command,
+        trail: &Arc<tokio::sync::Mutex<AuditTrail>>,
+        jobs: &mut JoinSet<()>,
+    ) {
+        match cmd {
+            Command::Record { record, reply } => {
+                let mut trail = trail.lock().await;
+                trail.record(record);
+                trail.flush().await;
+                let _ = reply.send(());
+            }
+            Command::Reboot { reason, reply } => {
+                let (rctx, trail) = (self.reboot_ctx(), trail.clone());
+                jobs.spawn(async move {
+                    let outcome = super::reboot::request(&rctx, &reason, true, &|| {}).await;
+                    // In the trail (and Postgres) before the answer: the
+                    // box may be gone soon after it.
+                    let mut trail = trail.lock().await;
+                    trail.record(reboot_record(&reason, &outcome));
+                    trail.flush().await;
+                    drop(trail);
+                    let _ = reply.send(outcome);
+                });
+            }
+        }
+    }
+
     fn now(&self) -> Timestamp {
         Timestamp::from_millis(self.started.elapsed().as_millis() as u64)
     }
@@ -441,13 +446,14 @@ impl Loop {
         for name in cleared {
             self.marked_failed.remove(&name);
             self.policy.clear_failed(&name);
-            trail.record(plain_record(
-                "failed_cleared",
-                "INFO",
-                Some("A"),
-                Some(&name),
-                "the failed mark was cleared through the API; healing it again".into(),
-            ));
+            let mut r = HealingRecord::recorded(
+                EventKind::FailedCleared,
+                Severity::Info,
+                Some(Category::A),
+                "the failed mark was cleared through the API; healing it again",
+            );
+            r.service = Some(name);
+            trail.record(r);
         }
         let mut snap = self.snapshot(&services);
         self.reboot_readiness(&mut snap).await;
@@ -476,7 +482,7 @@ impl Loop {
     }
 
     async fn carry_out(&mut self, ctx: &WorkerCtx, action: Action) -> Done {
-        let name = action_name(&action);
+        let kind = action.kind();
         let service = match &action {
             Action::RestartService { name, .. }
             | Action::StopStartService { name }
@@ -541,7 +547,7 @@ impl Loop {
             Outcome::Skipped(why) => (format!("skipped: {why}"), None),
         };
         Done {
-            action: name,
+            kind,
             service,
             result,
             detail,
@@ -765,7 +771,8 @@ fn err(e: SupervisorError) -> String {
 
 /// An action carried out, waiting for the event that explains it.
 struct Done {
-    action: String,
+    /// The action's kind; its name is the record's `action`.
+    kind: EventKind,
     service: Option<String>,
     result: String,
     /// What it did, added to the record's description.
@@ -776,62 +783,41 @@ struct Done {
 impl Done {
     fn alone(self) -> HealingRecord {
         let severity = if self.result.starts_with("failed") {
-            "WARNING"
+            Severity::Warning
         } else {
-            "INFO"
+            Severity::Info
         };
+        let action = self.kind.as_str().to_string();
         HealingRecord {
             id: None,
             at: Utc::now(),
-            event_type: self.action.clone(),
-            severity: severity.into(),
+            severity,
             category: None,
             service: self.service,
             description: match self.detail {
-                Some(d) => format!("action {}: {d}", self.action),
-                None => format!("action {}", self.action),
+                Some(d) => format!("action {action}: {d}"),
+                None => format!("action {action}"),
             },
-            action: Some(self.action),
+            event_type: self.kind,
+            action: Some(action),
             result: self.result,
             duration_ms: Some(self.duration_ms),
         }
     }
 }
 
-fn plain_record(
-    event_type: &str,
-    severity: &str,
-    category: Option<&str>,
-    service: Option<&str>,
-    description: String,
-) -> HealingRecord {
-    HealingRecord {
-        id: None,
-        at: Utc::now(),
-        event_type: event_type.into(),
-        severity: severity.into(),
-        category: category.map(str::to_string),
-        service: service.map(str::to_string),
-        description,
-        action: None,
-        result: "recorded".into(),
-        duration_ms: None,
-    }
-}
-
+/// An event of the policy, with the action carried out just before it.
 fn event_record(ev: &Event, done: Option<Done>) -> HealingRecord {
-    let json_name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    let mut r = plain_record(
-        ev.event_type,
-        &json_name(serde_json::to_value(ev.severity).unwrap_or_default()),
-        None,
-        ev.service.as_deref(),
+    let mut r = HealingRecord::recorded(
+        ev.event_type.clone(),
+        ev.severity,
+        Some(ev.category),
         ev.description.clone(),
     );
-    r.category = Some(format!("{:?}", ev.category));
+    r.service = ev.service.clone();
     if let Some(done) = done {
         r.service = r.service.or(done.service);
-        r.action = Some(done.action);
+        r.action = Some(done.kind.as_str().to_string());
         r.result = done.result;
         r.duration_ms = Some(done.duration_ms);
         if let Some(d) = done.detail {
@@ -841,12 +827,28 @@ fn event_record(ev: &Event, done: Option<Done>) -> HealingRecord {
     r
 }
 
-/// The action's snake_case name, as serde tags it.
-fn action_name(a: &Action) -> String {
-    serde_json::to_value(a)
-        .ok()
-        .and_then(|v| v.get("action").and_then(|n| n.as_str()).map(str::to_string))
-        .unwrap_or_else(|| "unknown".into())
+/// A reboot asked for through the handle, as the trail keeps it.
+fn reboot_record(reason: &str, outcome: &Result<SavedState, Refused>) -> HealingRecord {
+    let mut r = match outcome {
+        Ok(_) => HealingRecord::recorded(
+            EventKind::Reboot,
+            Severity::Critical,
+            Some(Category::D),
+            format!("reboot {reason}; logind accepted it"),
+        ),
+        Err(refused) => HealingRecord::recorded(
+            EventKind::RebootRefused,
+            Severity::Warning,
+            Some(Category::D),
+            format!("reboot {reason} refused: {}", refused.message),
+        ),
+    };
+    r.action = Some(EventKind::Reboot.as_str().to_string());
+    r.result = match outcome {
+        Ok(_) => "ok".to_string(),
+        Err(refused) => format!("failed: {}", refused.check),
+    };
+    r
 }
 
 /// The loop's heartbeat as SPEC §7 grades it.
@@ -860,82 +862,106 @@ pub fn heartbeat_grade(age: Duration) -> &'static str {
     }
 }
 
-/// Why `service` was last restarted, in words, from the log's tail: the
-/// newest `service_down` (or other record naming it) since `since`.
-pub fn restart_cause(log_dir: &Path, service: &str, since: DateTime<Utc>) -> Option<String> {
-    let recent: Vec<HealingRecord> = tail_records(log_dir)
-        .into_iter()
-        .filter(|r| r.at >= since && r.service.as_deref() == Some(service))
-        .filter(|r| r.event_type != "service_recovered")
-        .collect();
-    recent
-        .iter()
-        .rev()
-        .find(|r| r.event_type == "service_down")
-        .or_else(|| recent.last())
-        .map(|r| r.description.clone())
-}
-
-fn tail_records(log_dir: &Path) -> Vec<HealingRecord> {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(log_dir.join(LOG_FILE)) else {
-        return Vec::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut buf = String::new();
-    if f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))
-        .is_err()
-        || f.read_to_string(&mut buf).is_err()
-    {
-        return Vec::new();
-    }
-    buf.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// The newest record of the JSON-lines log (reads only its tail).
-pub fn last_logged(log_dir: &Path) -> Option<HealingRecord> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(log_dir.join(LOG_FILE)).ok()?;
-    let len = f.metadata().ok()?.len();
-    let start = len.saturating_sub(64 * 1024);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = String::new();
-    f.read_to_string(&mut buf).ok()?;
-    buf.lines().rev().find_map(|l| serde_json::from_str(l).ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::healing::{Category, Severity};
 
     #[test]
     fn an_action_is_recorded_with_the_event_that_follows_it() {
         let ev = Event {
             severity: Severity::Warning,
             category: Category::A,
-            event_type: "service_restart",
+            event_type: EventKind::ServiceRestart,
             service: Some("llm".into()),
             description: "restart 1".into(),
         };
         let done = Done {
-            action: action_name(&Action::RestartService {
+            kind: Action::RestartService {
                 name: "llm".into(),
                 reason: crate::healing::RestartReason::ServiceDown,
-            }),
+            }
+            .kind(),
             service: Some("llm".into()),
             result: "ok".into(),
             detail: None,
             duration_ms: 12,
         };
         let r = event_record(&ev, Some(done));
-        assert_eq!(r.severity, "WARNING");
-        assert_eq!(r.category.as_deref(), Some("A"));
+        assert_eq!(r.event_type, EventKind::ServiceRestart);
+        assert_eq!(r.severity, Severity::Warning);
+        assert_eq!(r.category, Some(Category::A));
         assert_eq!(r.action.as_deref(), Some("restart_service"));
         assert_eq!((r.result.as_str(), r.duration_ms), ("ok", Some(12)));
-        assert_eq!(action_name(&Action::UnloadLlmModels), "unload_llm_models");
+    }
+
+    #[test]
+    fn an_action_alone_is_recorded_under_its_serde_name() {
+        use crate::healing::{DiskLevel, RebootReason, RestartReason};
+        let name = "x".to_string();
+        let actions = [
+            Action::RestartService {
+                name: name.clone(),
+                reason: RestartReason::ServiceDown,
+            },
+            Action::StopStartService { name: name.clone() },
+            Action::MarkFailed { name },
+            Action::UnloadLlmModels,
+            Action::ResetLlmSession,
+            Action::RunThrottleCommand,
+            Action::StopLlm {
+                services: vec![],
+                until_below_c: None,
+            },
+            Action::StartLlm { services: vec![] },
+            Action::HardRestartServices { services: vec![] },
+            Action::DiskCleanup {
+                level: DiskLevel::Critical,
+            },
+            Action::VacuumAnalyze,
+            Action::GpuReset,
+            Action::PrepareReboot {
+                reason: RebootReason::RepeatedCriticalEvents,
+                drain_timeout_s: 1,
+            },
+            Action::Reboot {
+                reason: RebootReason::RepeatedCriticalEvents,
+            },
+        ];
+        for a in actions {
+            let tag = serde_json::to_value(&a).unwrap()["action"].clone();
+            let done = Done {
+                kind: a.kind(),
+                service: None,
+                result: "failed: no".into(),
+                detail: None,
+                duration_ms: 1,
+            };
+            let r = done.alone();
+            assert_eq!(serde_json::json!(r.event_type.as_str()), tag);
+            assert_eq!(serde_json::json!(r.action.as_deref().unwrap()), tag);
+            assert_eq!(r.severity, Severity::Warning);
+            assert!(!matches!(r.event_type, EventKind::Other(_)), "{tag}");
+        }
+    }
+
+    #[test]
+    fn a_reboot_asked_through_the_handle_is_recorded_with_its_outcome() {
+        let refused = Err(Refused {
+            check: "too_many_reboots",
+            message: "2 reboots in the last hour (at most 2)".into(),
+        });
+        let r = reboot_record("requested through the API", &refused);
+        assert_eq!(
+            (r.event_type, r.severity, r.category),
+            (
+                EventKind::RebootRefused,
+                Severity::Warning,
+                Some(Category::D)
+            )
+        );
+        assert_eq!(r.result, "failed: too_many_reboots");
+        assert_eq!(r.action.as_deref(), Some("reboot"));
+        assert!(r.description.ends_with("(at most 2)"), "{}", r.description);
     }
 
     #[test]
@@ -952,12 +978,55 @@ mod tests {
         let db = Db::new(&crate::config::DatabaseConfig::default()).unwrap();
         let mut trail = AuditTrail::new(dir.path().join(LOG_FILE), db);
         for i in 0..BUFFER_CAP + 5 {
-            trail.record(plain_record("t", "INFO", None, None, format!("{i}")));
+            trail.record(HealingRecord::recorded(
+                EventKind::FailedCleared,
+                Severity::Info,
+                None,
+                format!("{i}"),
+            ));
         }
         assert_eq!(trail.buffered(), BUFFER_CAP);
         assert_eq!(trail.dropped, 5);
         assert_eq!(trail.pending.front().unwrap().description, "5");
-        let last = last_logged(dir.path()).unwrap();
+        let last = crate::healing::record::last_logged(dir.path()).unwrap();
         assert_eq!(last.description, (BUFFER_CAP + 4).to_string());
+    }
+
+    #[tokio::test]
+    async fn the_handle_reaches_the_running_worker_and_not_a_stopped_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let workers = Workers::new((&crate::config::Config::default().workers).into());
+        let db = Db::new(&crate::config::DatabaseConfig::default()).unwrap();
+        let deps = HealingDeps {
+            config: HealingConfig::default(),
+            log_dir: dir.path().to_path_buf(),
+            services: SupervisorHandle::detached(),
+            metrics: None,
+            db,
+            state_dir: dir.path().join("state"),
+            update: crate::update::UpdateActivity::new(),
+            metrics_retention: Duration::from_secs(3600),
+            proc_root: dir.path().join("proc"),
+            live: None,
+            notify: crate::notify::Notifier::detached(),
+        };
+        let handle = spawn(&workers, deps);
+        let note = HealingRecord::recorded(
+            EventKind::FailedCleared,
+            Severity::Info,
+            None,
+            "from outside the loop",
+        );
+        assert_eq!(handle.record(note).await, Ok(()));
+        // Off by default: refused, and the refusal is in the trail.
+        let refused = handle.request_reboot("asked by a test").await.unwrap_err();
+        assert_eq!(refused.check, "reboot_disabled");
+        let logged = crate::healing::record::last_logged(dir.path()).unwrap();
+        assert_eq!(logged.event_type, EventKind::RebootRefused);
+        assert_eq!(logged.result, "failed: reboot_disabled");
+        let stuck = workers.shutdown(Duration::from_secs(5)).await;
+        assert!(stuck.is_empty(), "{stuck:?}");
+        let again = handle.request_reboot("after the stop").await.unwrap_err();
+        assert_eq!(again.check, super::super::handle::NOT_RUNNING);
     }
 }

@@ -53,12 +53,13 @@ fn lines_of_the_daemons_own_json_layer_are_parsed() {
 
 #[test]
 fn self_healing_trail_lines_are_parsed() {
-    let rec = crate::healing::worker::HealingRecord {
+    use crate::healing::record::{Category, EventKind, Severity};
+    let rec = crate::healing::record::HealingRecord {
         id: None,
         at: "2026-03-01T10:00:00Z".parse().unwrap(),
-        event_type: "service_failed".into(),
-        severity: "CRITICAL".into(),
-        category: Some("A".into()),
+        event_type: EventKind::ServiceFailed,
+        severity: Severity::Critical,
+        category: Some(Category::A),
         service: Some("llm".into()),
         description: "gave up on llm".into(),
         action: None,

@@ -20,49 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
+use crate::healing::record::EventKind;
+
 pub use config::{ChannelConfig, NotifyConfig};
 pub use worker::{NotifyDeps, WORKER_NAME, spawn};
 
-/// How bad it is. Channels name the least they want (`min_severity`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "INFO",
-            Severity::Warning => "WARNING",
-            Severity::Critical => "CRITICAL",
-        }
-    }
-
-    /// `INFO`, `WARNING`, `CRITICAL` (what the healing records carry).
-    pub fn parse(s: &str) -> Option<Severity> {
-        match s {
-            "INFO" => Some(Severity::Info),
-            "WARNING" => Some(Severity::Warning),
-            "CRITICAL" => Some(Severity::Critical),
-            _ => None,
-        }
-    }
-}
+/// How bad it is, as the healing records have it; channels name the least
+/// they want (`min_severity`).
+pub use crate::healing::record::Severity;
 
 /// One thing the owner should hear about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -173,26 +138,29 @@ impl fmt::Debug for Notifier {
 /// (90 % by default) and the heat rules (throttling, the LLM restarted or
 /// stopped for heat).
 pub fn from_healing(
-    event_type: &str,
-    severity: &str,
+    kind: &EventKind,
+    severity: Severity,
     service: Option<&str>,
     description: &str,
 ) -> Option<Alert> {
-    let severity = Severity::parse(severity)?;
+    let event_type = kind.as_str();
     let subject = service.map(|s| format!(" ({s})")).unwrap_or_default();
-    let title = match event_type {
-        "service_failed" => format!("Service {} failed", service.unwrap_or("?")),
-        "disk_cleanup" => "Disk almost full".to_owned(),
-        "heat_resolved" => return None,
-        t if t.starts_with("heat_") => "The box is running hot".to_owned(),
+    let title = match kind {
+        EventKind::ServiceFailed => format!("Service {} failed", service.unwrap_or("?")),
+        EventKind::DiskCleanup => "Disk almost full".to_owned(),
+        EventKind::HeatResolved => return None,
+        EventKind::HeatThrottle
+        | EventKind::HeatRestartLlm
+        | EventKind::HeatStopLlm
+        | EventKind::HeatCritical => "The box is running hot".to_owned(),
         _ if severity == Severity::Critical => {
             format!("Self-healing: {}{subject}", event_type.replace('_', " "))
         }
         _ => return None,
     };
     // A failed service is critical however the record was rated.
-    let severity = match event_type {
-        "service_failed" => Severity::Critical,
+    let severity = match kind {
+        EventKind::ServiceFailed => Severity::Critical,
         _ => severity.max(Severity::Warning),
     };
     let cause = match service {
@@ -278,26 +246,40 @@ mod tests {
 
     #[test]
     fn healing_records_worth_an_alert_become_one_and_the_rest_do_not() {
+        use EventKind as K;
+        use Severity::{Critical, Info, Warning};
         let a = from_healing(
-            "service_failed",
-            "CRITICAL",
+            &K::ServiceFailed,
+            Warning,
             Some("n8n"),
             "6 restarts within 30m",
         )
         .unwrap();
         assert_eq!(a.severity, Severity::Critical);
+        assert_eq!(a.kind, "service_failed");
         assert_eq!(a.cause, "service_failed:n8n");
         assert_eq!(a.title, "Service n8n failed");
-        let disk = from_healing("disk_cleanup", "WARNING", None, "disk 91.0 % full").unwrap();
+        let disk = from_healing(&K::DiskCleanup, Warning, None, "disk 91.0 % full").unwrap();
         assert_eq!(
             (disk.severity, disk.cause.as_str()),
             (Severity::Warning, "disk_cleanup")
         );
-        assert!(from_healing("heat_throttle", "WARNING", None, "hot").is_some());
-        assert!(from_healing("heat_resolved", "INFO", None, "cool again").is_none());
-        assert!(from_healing("service_restart", "WARNING", Some("n8n"), "x").is_none());
-        assert!(from_healing("disk_level", "WARNING", None, "80 %").is_none());
-        assert!(from_healing("hard_restart", "CRITICAL", None, "x").is_some());
+        let hot = from_healing(&K::HeatThrottle, Info, None, "hot").unwrap();
+        assert_eq!(
+            (hot.severity, hot.kind.as_str()),
+            (Warning, "heat_throttle")
+        );
+        assert!(from_healing(&K::HeatResolved, Info, None, "cool again").is_none());
+        assert!(from_healing(&K::ServiceRestart, Warning, Some("n8n"), "x").is_none());
+        assert!(from_healing(&K::DiskLevel, Warning, None, "80 %").is_none());
+        let hard = from_healing(&K::HardRestart, Critical, None, "x").unwrap();
+        assert_eq!(hard.title, "Self-healing: hard restart");
+        // A kind another version wrote still alerts when it is critical.
+        let other = K::Other("disk_critical".into());
+        assert_eq!(
+            from_healing(&other, Critical, None, "x").unwrap().cause,
+            "disk_critical"
+        );
     }
 
     #[test]

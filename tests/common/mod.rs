@@ -547,6 +547,7 @@ pub fn app_state(
         models,
         config_path: None,
         notify: arasuld::notify::Notifier::detached(),
+        healing: arasuld::healing::HealingHandle::detached(),
     }
 }
 
