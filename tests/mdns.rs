@@ -353,7 +353,7 @@ fn start_worker_live(
 ) -> (Workers, watch::Receiver<Published>) {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
-        .with_env_filter("info")
+        .with_max_level(tracing::Level::INFO)
         .try_init();
     let config = MdnsConfig {
         bus_address: Some(bus.address().to_owned()),

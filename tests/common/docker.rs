@@ -9,6 +9,8 @@ use std::time::Duration;
 use arasuld::docker::supervisor::SupervisorConfig;
 use arasuld::docker::{Catalog, SupervisorHandle};
 use arasuld::tasks::{RestartPolicy, Workers};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub const IMAGE: &str = "arasul-testrt:dev";
 pub const SOCKET: &str = "/var/run/docker.sock";
@@ -47,8 +49,9 @@ pub struct Project {
 impl Project {
     pub fn new(tag: &str) -> Project {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("arasuld=info")
             .with_test_writer()
+            .finish()
+            .with(arasuld::config::log_filter("arasuld=info").unwrap())
             .try_init();
         ensure_image();
         Project {
