@@ -12,10 +12,10 @@ use arasuld::config::{self, Config};
 use arasuld::os::notify::{self, Notifier};
 use arasuld::state::Control;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::reload;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(name = "arasuld", version = VERSION_LINE, about = "Control plane of the Arasul edge-AI appliance")]

@@ -375,15 +375,19 @@ fn with_the_shipped_llm_probe_a_generating_runtime_is_left_alone_and_a_hung_one_
         probe.timeout.as_millis(),
         probe.retries
     );
+    // 15 tokens (the test runtime answers with ~20) spread over three
+    // probe intervals, on a tenth of a core.
+    let busy_for = probe.interval * 3;
+    let tokens = 15;
+    let extra = format!(
+        "  cpu_limit: 0.1\n  env: {{TESTRT_TOKEN_DELAY_MS: \"{}\"}}\n",
+        (busy_for / tokens).as_millis()
+    );
     let env = Env::new("heal-busy");
-    // A tenth of a core, and each token 100 ms apart.
-    let extra = "  cpu_limit: 0.1\n  env: {TESTRT_TOKEN_DELAY_MS: \"100\"}\n";
-    let r = env.start(env.catalog_probed("llm", &timing, extra), CLOSED_DB);
+    let r = env.start(env.catalog_probed("llm", &timing, &extra), CLOSED_DB);
     env.wait_state(&r.h, ServiceState::Healthy, Duration::from_secs(30));
     let addr = r.h.service("app").unwrap().address.unwrap();
 
-    let busy_for = probe.interval * 3;
-    let tokens = busy_for.as_millis() / 100;
     let generation = env.rt.spawn(async move {
         let started = Instant::now();
         let sent = reqwest::Client::builder()
@@ -393,7 +397,7 @@ fn with_the_shipped_llm_probe_a_generating_runtime_is_left_alone_and_a_hung_one_
             .unwrap()
             .post(format!("http://{addr}:11434/api/generate"))
             .json(&serde_json::json!({
-                "model": "llama3.2:1b", "prompt": "write a long story",
+                "model": "llama3.2:1b", "prompt": "tell me a very long story please",
                 "options": {"num_predict": tokens}
             }))
             .send()
@@ -415,12 +419,20 @@ fn with_the_shipped_llm_probe_a_generating_runtime_is_left_alone_and_a_hung_one_
     }
     let (body, took) = env.rt.block_on(generation).unwrap();
     let body = body.expect("the generation streams to its end");
-    assert!(body.lines().count() as u128 > tokens / 2, "{body}");
-    assert!(took >= busy_for, "generated for {took:?}, not {busy_for:?}");
+    assert_eq!(body.lines().count() as u32, tokens + 1, "{body}");
+    // The first token comes at once, then 14 pauses.
+    assert!(
+        took >= busy_for / tokens * (tokens - 1),
+        "generated for {took:?}"
+    );
     assert!(not_healthy.is_empty(), "while generating: {not_healthy:?}");
     let s = r.h.service("app").unwrap();
     assert_eq!(s.restart_count, 0, "a busy runtime is not restarted");
-    assert!(env.logged_of("service_restart").is_empty(), "{:?}", env.logged());
+    assert!(
+        env.logged_of("service_restart").is_empty(),
+        "{:?}",
+        env.logged()
+    );
 
     // Hung: restarted in place, healthy again.
     env.testrt_post(&r.h, "/testrt/hang");
@@ -428,7 +440,12 @@ fn with_the_shipped_llm_probe_a_generating_runtime_is_left_alone_and_a_hung_one_
         (r.h.service("app")?.restart_count > 0).then_some(())
     });
     env.wait_state(&r.h, ServiceState::Healthy, Duration::from_secs(30));
-    assert_eq!(env.logged_of("service_restart").len(), 1, "{:?}", env.logged());
+    assert_eq!(
+        env.logged_of("service_restart").len(),
+        1,
+        "{:?}",
+        env.logged()
+    );
     env.stop(r);
 }
 

@@ -113,11 +113,7 @@ mod tests {
     #[test]
     fn other_families_are_an_error_not_a_panic() {
         install();
-        let r = jsonwebtoken::crypto::sign(
-            b"x",
-            &EncodingKey::from_secret(b"k"),
-            Algorithm::RS256,
-        );
+        let r = jsonwebtoken::crypto::sign(b"x", &EncodingKey::from_secret(b"k"), Algorithm::RS256);
         assert!(r.is_err(), "{r:?}");
     }
 }

@@ -449,11 +449,18 @@ mod tests {
             if n < 3 {
                 assert_eq!(c.state, ServiceState::Healthy, "{n} failure(s) < 3 retries");
                 tokio::time::advance(CONFIRM_AFTER - Duration::from_millis(1)).await;
-                assert!(c.probe_due(Instant::now(), true).is_none(), "not before 1 s");
+                assert!(
+                    c.probe_due(Instant::now(), true).is_none(),
+                    "not before 1 s"
+                );
                 tokio::time::advance(Duration::from_millis(1)).await;
             }
         }
-        assert_eq!(c.state, ServiceState::Unhealthy, "3 failures in 17 s, not 25 s");
+        assert_eq!(
+            c.state,
+            ServiceState::Unhealthy,
+            "3 failures in 17 s, not 25 s"
+        );
         // Back: the interval applies again.
         tokio::time::advance(CONFIRM_AFTER).await;
         c.probe_due(Instant::now(), true).unwrap();
