@@ -11,7 +11,7 @@ DURATION="${DURATION:-60}"
 
 ensure_postgres
 command -v prometheus-node-exporter >/dev/null || apt_install prometheus-node-exporter
-BIN="$(build_release)"
+BIN="${ARASULD_BIN:-$(build_release)}"
 
 work="$(mktemp -d)"
 trap 'kill $A_PID $N_PID 2>/dev/null; rm -rf "$work"' EXIT

@@ -7,7 +7,7 @@
 # rest of the edge stay on. The two servers run alternately, ROUNDS times
 # each (default 2), and the best round of each is compared.
 #
-#   benches/http_health.sh            # DURATION=10 ROUNDS=2
+#   benches/http_health.sh            # DURATION=10 ROUNDS=2 (ARASULD_BIN=… to skip the build)
 source "$(dirname "$0")/../scripts/lib.sh"
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -17,7 +17,7 @@ ROUNDS="${ROUNDS:-2}"
 ensure_postgres
 ensure_cmd wrk wrk
 ensure_cmd nginx nginx-light
-BIN="$(build_release)"
+BIN="${ARASULD_BIN:-$(build_release)}"
 bench_setup http
 n_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 bench_cleanup_extra() { [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; }
@@ -43,7 +43,9 @@ token="$(curl -fsS -H 'Content-Type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$(cat "$work/secrets/initial-admin-password")\"}" \
   "$base/api/auth/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
 
-# nginx: the same body, the same content type, the workers it would pick.
+# nginx: the same body, the same content type, the workers it would pick
+# (they run as www-data: the served dir is world-readable).
+chmod 755 "$work"
 mkdir -p "$work/www/api" "$work/nginx"
 curl -fsS "$base/api/health" > "$work/www/api/health"
 cat > "$work/nginx.conf" <<NGINX
@@ -64,6 +66,8 @@ http {
 NGINX
 nginx -c "$work/nginx.conf"
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$n_port/api/health" >/dev/null && break; sleep 0.1; done
+cmp -s <(curl -fsS "http://127.0.0.1:$n_port/api/health") "$work/www/api/health" \
+  || { log "nginx does not serve the JSON"; exit 1; }
 
 # Requests per second, p99 latency in ms and non-2xx answers of one wrk run.
 run_wrk() {

@@ -365,7 +365,8 @@ ok "polkit (real polkitd + pkcheck, rule loaded without errors): arasul may rebo
 # systemd would: the path unit on the request, Restart=always on the exit).
 next_version=0.1.1
 log "building arasuld $next_version (ARASUL_VERSION) for a test bundle"
-next_bin="$(ARASUL_VERSION=$next_version build_release)"
+ARASUL_VERSION=$next_version cargo build --quiet --profile bundle-test --bin arasuld
+next_bin="$CARGO_TARGET_DIR/bundle-test/arasuld"
 next_deb="$(ARASULD_BIN="$next_bin" DEB_VERSION=$next_version scripts/deb)"
 [ "$(dpkg-deb -f "$next_deb" Version)" = "$next_version" ] || fail "the test package's version"
 arasuld bundle keygen --out "$work/vendor" >/dev/null
