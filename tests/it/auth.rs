@@ -3,7 +3,7 @@
 //! lockout and the rate limiter), and the real binary against a private
 //! PostgreSQL that the test stops and starts.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

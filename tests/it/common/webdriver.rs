@@ -2,7 +2,7 @@
 //! Chromium through `chromedriver`: sessions, navigation, elements, keys,
 //! scripts, and (through chromedriver's CDP bridge) exact viewport sizes and
 //! full-page screenshots. Blocking: each call runs on the client's own
-//! current-thread runtime, like the other helpers in `tests/common`.
+//! current-thread runtime, like the other helpers in `tests/it/common`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -4,8 +4,7 @@
 //! ladder plays out in seconds. Events are checked in `self_healing.log` and,
 //! where a database is given, in Postgres.
 
-mod common;
-#[path = "healing/notify.rs"]
+use crate::common;
 mod notify;
 
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! history and stats numbers, the running → success update, validation,
 //! the rate limit and who may call what.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,11 +7,9 @@
 //! `build/screenshots/` (or `$ARASUL_SCREENSHOTS`).
 //! Without Chromium the browser tests skip loudly; with `CI=true` they fail.
 
-#[path = "browser/backups.rs"]
 mod backups;
-mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
+use crate::common;
+use crate::common::webdriver;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

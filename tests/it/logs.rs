@@ -3,7 +3,7 @@
 //! of a big file, the level filter, the live stream across rotation and
 //! truncation, search, and bad requests.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@ pub mod dbus;
 pub mod docker;
 pub mod registry;
 pub mod smtp;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
