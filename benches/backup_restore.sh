@@ -18,5 +18,5 @@ ensure_postgres
 ensure_docker
 "$REPO_ROOT/scripts/testrt-image" >/dev/null
 ARASUL_BENCH_BACKUP_MIB="${MIB:-256}" ARASUL_BENCH_BACKUP_ROWS="${ROWS:-500000}" CI=true \
-  cargo nextest run --test supervisor --no-capture \
+  cargo nextest run --test it --no-capture \
   -E 'test(backup_wipe_restore_brings_the_data_back)' 2>&1 | grep -E '^backup-wipe-restore|PASS|FAIL|panicked'

@@ -88,7 +88,7 @@ ensure_docker() {
   log "warning: the Docker engine is not reachable; tests that need it will fail"
 }
 
-# Headless Chromium and its WebDriver server for tests/browser.rs (Debian's
+# Headless Chromium and its WebDriver server for tests/it/browser.rs (Debian's
 # chromium and chromium-driver). With CI=true the browser tests fail without them.
 ensure_chromium() {
   if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return 0; fi

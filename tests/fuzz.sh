@@ -3,7 +3,7 @@
 # With nightly + cargo-fuzz: `cargo fuzz run` each target for FUZZ_SECONDS
 # (default 60), starting from the seed bundles; a crash fails the script and
 # leaves the reproducer in fuzz/artifacts/. Installs both when missing. If that
-# fails: the seeded stable run (tests/bundle_fuzz.rs) with FUZZ_ITERS (default
+# fails: the seeded stable run (tests/it/bundle_fuzz.rs) with FUZZ_ITERS (default
 # 20000) inputs per target; with CI=true that is an error, not a silent fallback.
 #
 #   tests/fuzz.sh                  # 60 s per target
@@ -20,7 +20,7 @@ if ! have_fuzz && command -v rustup >/dev/null; then
 fi
 if have_fuzz; then
   corpus="$REPO_ROOT/fuzz/corpus"
-  FUZZ_SEED_DIR="$corpus" cargo test -q --test bundle_fuzz seed_bundle_reaches_the_payload_checks >/dev/null
+  FUZZ_SEED_DIR="$corpus" cargo test -q --test it bundle_fuzz::seed_bundle_reaches_the_payload_checks >/dev/null
   # The daemon's locked dependency versions (fuzz/ is its own workspace).
   cp Cargo.lock fuzz/Cargo.lock
   # Own target dir: sanitizer builds must not evict the shared debug build.
@@ -36,5 +36,5 @@ else
     exit 1
   fi
   log "no nightly/cargo-fuzz: seeded stable run instead"
-  FUZZ_ITERS="${FUZZ_ITERS:-20000}" cargo test -q --test bundle_fuzz
+  FUZZ_ITERS="${FUZZ_ITERS:-20000}" cargo test -q --test it bundle_fuzz::
 fi

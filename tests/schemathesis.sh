@@ -118,11 +118,11 @@ rc=0
 # logout / logout-all would revoke the token mid-run: excluded. The
 # WebSocket stream and the SSE streams (logs, update status) never end by
 # design, so every call would time out: excluded (the log stream's 400s are
-# covered in tests/logs.rs). The notification channels and the backup
+# covered in tests/it/logs.rs). The notification channels and the backup
 # destination are excluded too: a fuzzed webhook URL, SMTP host or S3
 # endpoint would be contacted (a test send, the next backup), and nothing
 # may leave this machine; their refusals of bad input are asserted in
-# tests/daemon/notifications.rs and tests/daemon/backups.rs. 15 requests/s
+# tests/it/daemon/notifications.rs and tests/it/daemon/backups.rs. 15 requests/s
 # stays under the metrics quota (20/s), so the 429s are only from login.
 timeout 240 schemathesis --config-file "$tmp/schemathesis.toml" run "$base/api/openapi.json" \
   --header "Authorization: Bearer $token" \

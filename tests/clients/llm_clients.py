@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The official Ollama and OpenAI Python clients (PyPI) against arasuld's
 front door, as an integrator would point them: `BASE/ollama` and
-`BASE/ollama/v1` with an API key. Run by tests/daemon/frontdoor.rs.
+`BASE/ollama/v1` with an API key. Run by tests/it/daemon/frontdoor.rs.
 
 Usage: llm_clients.py BASE KEY use      # prints one JSON object of results
        llm_clients.py BASE KEY refused  # prints the status each client got

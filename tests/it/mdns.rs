@@ -1,5 +1,5 @@
 //! mDNS against a real `avahi-daemon`: each test runs its own dbus-daemon
-//! (`tests/common/dbus.rs`, standing in for the system bus) and Avahi inside a private
+//! (`tests/it/common/dbus.rs`, standing in for the system bus) and Avahi inside a private
 //! network namespace (`unshare -nm`, a veth pair `d0`/`d1` with 192.0.2.1,
 //! a tmpfs over /run for Avahi's pid file), so nothing reaches the real
 //! network and no other Avahi is disturbed. The `mdns` worker is the
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 use common::dbus::PrivateBus as Bus;
 

@@ -3,7 +3,7 @@
 //! The daemon is the real binary with a real Postgres; it is killed and
 //! started again to show the hourly reboot counter survives it.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,7 +148,7 @@ fn reboots_only_when_all_checks_pass_and_the_hourly_limit_survives_a_restart() {
     let (status, _) = post_reboot(&cfg, "not-a-token");
     assert_eq!(status, 401);
 
-    // (Refused during an update: tests/update.rs, with a real bundle.)
+    // (Refused during an update: tests/it/update.rs, with a real bundle.)
     // Every check passes: the reboot is asked for, non-interactively.
     std::fs::create_dir_all(&state_dir).unwrap();
     let (status, body) = post_reboot(&cfg, &token);

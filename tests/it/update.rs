@@ -5,7 +5,7 @@
 //! change each: v2 answers `/api/version` with 2.0.0, v3 exits at once
 //! (crash loop).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,12 +2,9 @@
 //! notify socket and watchdog, SIGTERM, SIGHUP, a database that is not there
 //! yet, a broken config.
 
-#[path = "daemon/backups.rs"]
 mod backups;
-mod common;
-#[path = "daemon/frontdoor.rs"]
+use crate::common;
 mod frontdoor;
-#[path = "daemon/notifications.rs"]
 mod notifications;
 
 use std::time::Duration;

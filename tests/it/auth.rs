@@ -3,28 +3,26 @@
 //! lockout and the rate limiter), and the real binary against a private
 //! PostgreSQL that the test stops and starts.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use arasuld::config::Config;
-use arasuld::state::AppState;
-use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const NEW_PASSWORD: &str = "Brand-New-Passw0rd!";
 
 /// The router over a fresh secrets dir (cheap argon2), the DB unreachable.
-struct App {
-    dir: tempfile::TempDir,
-    state: AppState,
-    router: Router,
+struct App(common::App);
+
+impl std::ops::Deref for App {
+    type Target = common::App;
+    fn deref(&self) -> &common::App {
+        &self.0
+    }
 }
 
 impl App {
@@ -33,42 +31,16 @@ impl App {
     }
 
     fn with_config(f: impl FnOnce(&mut Config)) -> App {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = common::offline_config();
-        f(&mut config);
-        let workers = arasuld::tasks::Workers::new((&config.workers).into());
-        let state = common::app_state(
-            config,
-            Arc::new(common::fast_auth(dir.path())),
-            workers,
-            arasuld::docker::SupervisorHandle::detached(),
-        );
-        let router = arasuld::api::router(state.clone());
-        App { dir, state, router }
-    }
-
-    fn initial_password(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("secrets/initial-admin-password"))
-            .unwrap()
-            .trim()
-            .to_owned()
+        App(common::App::new(|_, config| f(config)))
     }
 
     fn jwt_key(&self) -> Vec<u8> {
         std::fs::read(self.dir.path().join("secrets/jwt.key")).unwrap()
     }
 
-    async fn send(&self, mut req: Request<Body>, ip: &str) -> (StatusCode, HeaderMap, Value) {
+    async fn send(&self, req: Request<Body>, ip: &str) -> (StatusCode, HeaderMap, Value) {
         let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
-        req.extensions_mut().insert(ConnectInfo(addr));
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        (status, headers, v)
+        self.0.send_from(req, addr).await
     }
 
     async fn login(&self, password: &str, ip: &str) -> (StatusCode, HeaderMap, Value) {
@@ -84,23 +56,8 @@ impl App {
 
     /// Logs in with the initial password and changes it; returns the token.
     async fn ready_token(&self, ip: &str) -> String {
-        let (s, _, v) = self.login(&self.initial_password(), ip).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        let token = v["token"].as_str().unwrap().to_owned();
-        let (s, _, v) = self
-            .send(
-                with_bearer(
-                    post_json(
-                        "/api/auth/change-password",
-                        &json!({"current_password": self.initial_password(), "new_password": NEW_PASSWORD}),
-                    ),
-                    &token,
-                ),
-                ip,
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        token
+        let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
+        self.0.ready_token(NEW_PASSWORD, Some(addr)).await
     }
 }
 
@@ -782,23 +739,8 @@ async fn a_metrics_key_reads_the_status_routes_when_they_need_a_login_and_nothin
 // --- The HTTP edge (issue 13): what a LAN host or another site's page can do.
 
 /// `app.send` from a full socket address (IPv6 needs the brackets).
-async fn send_from(
-    app: &App,
-    mut req: Request<Body>,
-    addr: &str,
-) -> (StatusCode, HeaderMap, Value) {
-    let addr: SocketAddr = addr.parse().unwrap();
-    req.extensions_mut().insert(ConnectInfo(addr));
-    let resp = app.router.clone().oneshot(req).await.unwrap();
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    )
+async fn send_from(app: &App, req: Request<Body>, addr: &str) -> (StatusCode, HeaderMap, Value) {
+    app.0.send_from(req, addr.parse().unwrap()).await
 }
 
 fn login_request(password: &str) -> Request<Body> {

@@ -4,8 +4,7 @@
 //! ladder plays out in seconds. Events are checked in `self_healing.log` and,
 //! where a database is given, in Postgres.
 
-mod common;
-#[path = "healing/notify.rs"]
+use crate::common;
 mod notify;
 
 use std::path::PathBuf;
@@ -360,7 +359,7 @@ fn running_but_unhealthy_container_is_restarted() {
 fn with_the_shipped_llm_probe_a_generating_runtime_is_left_alone_and_a_hung_one_restarted() {
     let shipped = arasuld::docker::catalog::parse(
         "assets/services.yaml",
-        include_str!("../assets/services.yaml"),
+        include_str!("../../assets/services.yaml"),
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
     let llm = shipped

@@ -3,13 +3,10 @@
 //! history and stats numbers, the running → success update, validation,
 //! the rate limit and who may call what.
 
-mod common;
+use crate::common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use arasuld::state::AppState;
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::{Duration as Age, Utc};
@@ -19,89 +16,58 @@ use tower::ServiceExt;
 const PASSWORD: &str = "Flows-Test-Passw0rd!";
 
 struct App {
-    dir: tempfile::TempDir,
-    state: AppState,
-    router: Router,
+    app: common::App,
     token: String,
     _pg: Option<common::PrivatePostgres>,
+}
+
+impl std::ops::Deref for App {
+    type Target = common::App;
+    fn deref(&self) -> &common::App {
+        &self.app
+    }
 }
 
 impl App {
     /// With a private PostgreSQL (migrated before this returns), or with
     /// the database unreachable when `with_db` is false.
     async fn new(with_db: bool) -> App {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = common::offline_config();
         let pg = with_db.then(|| {
             let mut pg = common::PrivatePostgres::init(common::free_port());
             pg.start();
-            config.database.url = arasuld::config::Secret::new(pg.url());
-            config.database.min_connections = 0;
-            config.database.check_interval = Duration::from_millis(300);
             pg
         });
-        let workers = arasuld::tasks::Workers::new((&config.workers).into());
-        let state = common::app_state(
-            config.clone(),
-            Arc::new(common::fast_auth(dir.path())),
-            workers.clone(),
-            arasuld::docker::SupervisorHandle::detached(),
-        );
+        let app = common::App::new(|_, config| {
+            if let Some(pg) = &pg {
+                config.database.url = arasuld::config::Secret::new(pg.url());
+                config.database.min_connections = 0;
+                config.database.check_interval = Duration::from_millis(300);
+            }
+        });
         if with_db {
-            common::spawn_db_connector(&workers, &state.db, &config.database);
+            let database = app.state.config.borrow().database.clone();
+            common::spawn_db_connector(&app.state.workers, &app.state.db, &database);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            while !state.db.status().migrated {
+            while !app.state.db.status().migrated {
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "database not migrated: {:?}",
-                    state.db.status()
+                    app.state.db.status()
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let router = arasuld::api::router(state.clone());
-        let mut app = App {
-            dir,
-            state,
-            router,
-            token: String::new(),
+        let token = app.ready_token(PASSWORD, None).await;
+        App {
+            app,
+            token,
             _pg: pg,
-        };
-        app.token = app.login().await;
-        app
-    }
-
-    async fn login(&self) -> String {
-        let initial =
-            std::fs::read_to_string(self.dir.path().join("secrets/initial-admin-password"))
-                .unwrap();
-        let (s, v) = self
-            .send(post(
-                "/api/auth/login",
-                &json!({"username": "admin", "password": initial.trim()}).to_string(),
-                None,
-            ))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        let token = v["token"].as_str().unwrap().to_owned();
-        let (s, v) = self
-            .send(post(
-                "/api/auth/change-password",
-                &json!({"current_password": initial.trim(), "new_password": PASSWORD}).to_string(),
-                Some(&token),
-            ))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        token
+        }
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+        let (status, _, v) = self.app.send(req).await;
+        (status, v)
     }
 
     async fn report(&self, body: Value) -> (StatusCode, Value) {

@@ -7,11 +7,9 @@
 //! `build/screenshots/` (or `$ARASUL_SCREENSHOTS`).
 //! Without Chromium the browser tests skip loudly; with `CI=true` they fail.
 
-#[path = "browser/backups.rs"]
 mod backups;
-mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
+use crate::common;
+use crate::common::webdriver;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,38 +35,7 @@ fn screenshot_dir() -> PathBuf {
 /// The daemon under test: `common::bin()`, or `$ARASUL_TEST_BIN` (several
 /// worktrees sharing one target dir overwrite each other's `debug/arasuld`).
 fn start_daemon(cfg: &TestConfig) -> Daemon {
-    let Ok(bin) = std::env::var("ARASUL_TEST_BIN") else {
-        return Daemon::start(&cfg.path(), &[]);
-    };
-    let mut child = std::process::Command::new(bin)
-        .arg("--config")
-        .arg(cfg.path())
-        .arg("serve")
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn $ARASUL_TEST_BIN");
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                eprintln!("arasuld| {line}");
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-    Daemon { child, lines }
+    Daemon::start_bin(&daemon_bin(), &cfg.path(), &[], |_| {})
 }
 
 /// Waits for `/api/health`, then checks the daemon serves this build's

@@ -1,7 +1,7 @@
 //! The router in-process (`oneshot`, no port): envelope, content types,
 //! caching, and that the OpenAPI document matches what is served.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,12 +1,15 @@
 //! Test harness: the real `arasuld` binary as a child process, a notify
 //! socket to watch what it tells systemd, and private PostgreSQL servers
-//! that a test can start and stop at will. No mocks.
+//! that a test can start and stop at will; the router in-process ([`App`]).
+//! No mocks.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod dbus;
 pub mod docker;
 pub mod registry;
 pub mod smtp;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -15,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use app::App;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_arasuld")
@@ -140,7 +145,17 @@ impl Daemon {
         envs: &[(&str, &str)],
         customize: impl FnOnce(&mut Command),
     ) -> Daemon {
-        let mut cmd = Command::new(bin());
+        Daemon::start_bin(bin(), config, envs, customize)
+    }
+
+    /// As `start_with`, with another build of the binary (`$ARASUL_TEST_BIN`).
+    pub fn start_bin(
+        bin: &str,
+        config: &Path,
+        envs: &[(&str, &str)],
+        customize: impl FnOnce(&mut Command),
+    ) -> Daemon {
+        let mut cmd = Command::new(bin);
         cmd.arg("--config")
             .arg(config)
             .arg("serve")
@@ -153,7 +168,7 @@ impl Daemon {
             cmd.env(k, v);
         }
         customize(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn arasuld");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,

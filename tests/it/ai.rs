@@ -3,7 +3,7 @@
 //! `oneshot` and a real admin token. Each test has its own project label and
 //! network, removed at the end even when it fails.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

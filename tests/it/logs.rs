@@ -3,14 +3,12 @@
 //! of a big file, the level filter, the live stream across rotation and
 //! truncation, search, and bad requests.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use futures::StreamExt;
@@ -20,57 +18,25 @@ use tower::ServiceExt;
 const PASSWORD: &str = "Logs-Test-Passw0rd!";
 
 struct App {
-    dir: tempfile::TempDir,
-    router: Router,
+    app: common::App,
     token: String,
+}
+
+impl std::ops::Deref for App {
+    type Target = common::App;
+    fn deref(&self) -> &common::App {
+        &self.app
+    }
 }
 
 impl App {
     async fn new() -> App {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = common::offline_config();
-        config.paths.log_dir = dir.path().join("log");
-        std::fs::create_dir_all(&config.paths.log_dir).unwrap();
-        let workers = arasuld::tasks::Workers::new((&config.workers).into());
-        let state = common::app_state(
-            config,
-            Arc::new(common::fast_auth(dir.path())),
-            workers,
-            arasuld::docker::SupervisorHandle::detached(),
-        );
-        let router = arasuld::api::router(state);
-        let mut app = App {
-            dir,
-            router,
-            token: String::new(),
-        };
-        app.token = app.login().await;
-        app
-    }
-
-    /// Logs in with the initial password and changes it; returns the token.
-    async fn login(&self) -> String {
-        let initial =
-            std::fs::read_to_string(self.dir.path().join("secrets/initial-admin-password"))
-                .unwrap();
-        let (s, v) = self
-            .send(post(
-                "/api/auth/login",
-                json!({"username": "admin", "password": initial.trim()}),
-                None,
-            ))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        let token = v["token"].as_str().unwrap().to_owned();
-        let (s, v) = self
-            .send(post(
-                "/api/auth/change-password",
-                json!({"current_password": initial.trim(), "new_password": PASSWORD}),
-                Some(&token),
-            ))
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        token
+        let app = common::App::new(|dir, config| {
+            config.paths.log_dir = dir.join("log");
+            std::fs::create_dir_all(&config.paths.log_dir).unwrap();
+        });
+        let token = app.ready_token(PASSWORD, None).await;
+        App { app, token }
     }
 
     fn log(&self, name: &str) -> PathBuf {
@@ -78,12 +44,8 @@ impl App {
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+        let (status, _, v) = self.app.send(req).await;
+        (status, v)
     }
 
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
@@ -97,14 +59,6 @@ fn get(uri: &str, token: Option<&str>) -> Request<Body> {
         b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
     b.body(Body::empty()).unwrap()
-}
-
-fn post(uri: &str, body: Value, token: Option<&str>) -> Request<Body> {
-    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
-    if let Some(t) = token {
-        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    b.body(Body::from(body.to_string())).unwrap()
 }
 
 /// A line as the daemon's tracing JSON layer writes it.

@@ -1,7 +1,7 @@
 //! The private test bus itself: a name owned by one connection is callable
 //! from another, and a service that drops off frees its name (what the
 //! logind, UDisks2 and Avahi stand-ins rely on).
-mod common;
+use crate::common;
 
 use common::dbus::PrivateBus;
 

@@ -9,7 +9,7 @@
 //! the daemon's `UpdateManager` (Postgres + Docker) implements the same trait
 //! and is exercised end to end in the update tests.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

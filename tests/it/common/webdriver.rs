@@ -2,11 +2,12 @@
 //! Chromium through `chromedriver`: sessions, navigation, elements, keys,
 //! scripts, and (through chromedriver's CDP bridge) exact viewport sizes and
 //! full-page screenshots. Blocking: each call runs on the client's own
-//! current-thread runtime, like the other helpers in `tests/common`.
+//! current-thread runtime, like the other helpers in `tests/it/common`.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -48,6 +49,23 @@ pub fn find_browser() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// The port of chromedriver's "ChromeDriver was started successfully on
+/// port N." line; the rest of its output is drained in the background.
+fn announced_port(out: ChildStdout) -> Option<u16> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let port = line
+                .strip_prefix("ChromeDriver was started successfully on port ")
+                .and_then(|p| p.trim_end_matches('.').parse::<u16>().ok());
+            if let Some(port) = port {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20)).ok()
+}
+
 pub struct Browser {
     driver: Child,
     port: u16,
@@ -67,13 +85,21 @@ impl Browser {
     /// As `start`, with more Chromium switches (e.g. a pinned certificate).
     pub fn start_with(extra_args: &[String]) -> Option<Browser> {
         let (driver_bin, chrome) = find_browser()?;
-        let port = crate::common::free_port();
-        let driver = Command::new(driver_bin)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        // Port 0: chromedriver binds a free port itself and says which.
+        let mut driver = Command::new(driver_bin)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn chromedriver");
+        let port = match announced_port(driver.stdout.take().unwrap()) {
+            Some(port) => port,
+            None => {
+                let _ = driver.kill();
+                let _ = driver.wait();
+                panic!("chromedriver did not say its port within 20 s");
+            }
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -2,7 +2,7 @@
 //! outage, a stuck WebSocket client dropped without hurting the others,
 //! promtool accepting /metrics, and the Jetson fixture tree read as a Jetson.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

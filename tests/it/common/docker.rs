@@ -138,7 +138,7 @@ pub fn spawn_supervisor_with(
 /// health paths. Everything else is as shipped. Returns the catalog text
 /// and the stand-in images (removed when the guard drops).
 pub fn shipped_with_standins(project: &Project, data: &Path) -> (String, super::registry::Images) {
-    let shipped = include_str!("../../assets/services.yaml");
+    let shipped = include_str!("../../../assets/services.yaml");
     let catalog = arasuld::docker::catalog::parse("assets/services.yaml", shipped).unwrap();
     let mut text = shipped
         .replace("project: arasul\n", &format!("project: {}\n", project.name))

@@ -3,9 +3,8 @@
 //! has its own project label and network, and removes every container and
 //! network it made, even when it fails.
 
-mod common;
+use crate::common;
 
-#[path = "supervisor/backup.rs"]
 mod backup;
 
 use std::time::{Duration, Instant};
