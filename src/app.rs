@@ -22,7 +22,7 @@ use crate::docker::supervisor::SupervisorConfig;
 use crate::metrics::collect::{GpuBackendChoice, Probe, ProbeRoots};
 use crate::metrics::{self, MetricsHub};
 use crate::os::notify::Notifier;
-use crate::state::{AppState, Control};
+use crate::state::{AppState, Control, Shared};
 use crate::tasks::{RestartPolicy, WorkerCtx, WorkerKind, Workers};
 
 /// Applies a new log filter; `main` hands in the tracing reload handle.
@@ -200,7 +200,7 @@ impl Daemon {
                 move |ctx| crate::backup::run_worker(ctx, b.clone()),
             );
         }
-        let state = AppState {
+        let shared = Shared {
             config: config_rx,
             db: db.clone(),
             workers: workers.clone(),
@@ -218,6 +218,7 @@ impl Daemon {
             backups,
             notify: alerts,
             healing,
+            ai: crate::ai::Ai::new(),
         };
         let local = listener.local_addr().context("listener address")?;
         let http_stop = CancellationToken::new();
@@ -226,7 +227,7 @@ impl Daemon {
             None => (
                 tokio::spawn(serve_http(
                     listener,
-                    crate::api::router(state),
+                    crate::api::router(AppState::new(shared)),
                     &config.http,
                     None,
                     http_stop.clone().cancelled_owned(),
@@ -237,14 +238,14 @@ impl Daemon {
                 let at = tls_listener
                     .local_addr()
                     .context("HTTPS listener address")?;
-                let state = AppState {
+                let state = AppState::new(Shared {
                     tls: Some(crate::state::TlsInfo {
                         port: at.port(),
                         fingerprint: tls.fingerprint.clone(),
                         self_signed: tls.self_signed,
                     }),
-                    ..state
-                };
+                    ..shared
+                });
                 tracing::info!(fingerprint = %tls.fingerprint, certificate = %tls.cert_path.display(), "HTTPS on {at}; http://{local} redirects to it");
                 let secure = serve_http(
                     tls_listener,

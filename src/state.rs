@@ -19,8 +19,9 @@ pub enum Control {
     Reload(Option<oneshot::Sender<Result<Vec<String>, Vec<String>>>>),
 }
 
+/// What every handler and middleware reaches, through [`AppState`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct Shared {
     pub config: watch::Receiver<Arc<Config>>,
     pub db: Db,
     pub workers: Workers,
@@ -51,6 +52,8 @@ pub struct AppState {
     /// The self-healing worker: reboots through the API and records for the
     /// trail go to it (`crate::healing::handle`).
     pub healing: crate::healing::HealingHandle,
+    /// The API's client of the AI runtimes (and the last generation it saw).
+    pub ai: crate::ai::Ai,
 }
 
 /// What the owner is shown of HTTPS, to check the certificate by.
@@ -64,7 +67,28 @@ pub struct TlsInfo {
     pub self_signed: bool,
 }
 
+/// The shared state as axum holds it: one `Arc`. axum clones the state for
+/// every handler and `from_fn_with_state` middleware on every request, and
+/// cloning the fields one by one (two dozen reference counts, watch
+/// receivers, channel senders, each dropped again) was a fifth of the CPU a
+/// request to `/api/health` cost.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
 impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Shared {
     pub fn config(&self) -> Arc<Config> {
         self.config.borrow().clone()
     }

@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -23,8 +22,8 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiJson, ErrorBody};
 use crate::ai::pulls::{PullState, QueueEvent};
 use crate::ai::{
-    Ai, AiError, Backend, ChatEvent, ChatMessage, ChatParams, EmbeddingInfo, Generation,
-    LoadedModel, ModelDetails, ModelEntry, PullEvent, Target,
+    AiError, Backend, ChatEvent, ChatMessage, ChatParams, EmbeddingInfo, Generation, LoadedModel,
+    ModelDetails, ModelEntry, PullEvent, Target,
 };
 use crate::docker::{Role, ServiceState};
 use crate::state::AppState;
@@ -160,7 +159,8 @@ pub struct AiStatus {
 /// LLM and embeddings service state, loaded models, GPU load, last tokens/s.
 #[utoipa::path(get, path = "/api/services/ai", tag = "ai",
     responses((status = 200, body = AiStatus)))]
-pub async fn status(State(state): State<AppState>, Extension(ai): Extension<Ai>) -> Json<AiStatus> {
+pub async fn status(State(state): State<AppState>) -> Json<AiStatus> {
+    let ai = state.ai.clone();
     let services = state.services.services();
     let find = |role: Role| {
         services
@@ -208,10 +208,8 @@ pub struct ModelList {
     responses((status = 200, body = ModelList),
         (status = 503, description = "`llm_unavailable`", body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
-pub async fn models(
-    State(state): State<AppState>,
-    Extension(ai): Extension<Ai>,
-) -> Result<Json<ModelList>, ApiError> {
+pub async fn models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+    let ai = state.ai.clone();
     let t = target(&state, Backend::Llm)?;
     Ok(Json(ModelList {
         models: ai.tags(&t).await?,
@@ -235,9 +233,9 @@ pub struct ModelReport {
         (status = 503, description = "`llm_unavailable`", body = ErrorBody)))]
 pub async fn model(
     State(state): State<AppState>,
-    Extension(ai): Extension<Ai>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelReport>, ApiError> {
+    let ai = state.ai.clone();
     model_name(&name)?;
     let t = target(&state, Backend::Llm)?;
     Ok(Json(ModelReport {
@@ -262,9 +260,9 @@ pub struct ModelDeleted {
         (status = 503, description = "`llm_unavailable`", body = ErrorBody)))]
 pub async fn delete_model(
     State(state): State<AppState>,
-    Extension(ai): Extension<Ai>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelDeleted>, ApiError> {
+    let ai = state.ai.clone();
     model_name(&name)?;
     let t = target(&state, Backend::Llm)?;
     ai.delete(&t, &name).await?;
@@ -369,9 +367,9 @@ pub struct Unloaded {
         (status = 503, description = "`llm_unavailable`", body = ErrorBody)))]
 pub async fn unload(
     State(state): State<AppState>,
-    Extension(ai): Extension<Ai>,
     body: Bytes,
 ) -> Result<Json<Unloaded>, ApiError> {
+    let ai = state.ai.clone();
     let req: UnloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
         UnloadRequest { model: None }
     } else {
@@ -408,8 +406,8 @@ pub struct EmbeddingReport {
         (status = 503, description = "`embeddings_unavailable`", body = ErrorBody)))]
 pub async fn embedding_info(
     State(state): State<AppState>,
-    Extension(ai): Extension<Ai>,
 ) -> Result<Json<EmbeddingReport>, ApiError> {
+    let ai = state.ai.clone();
     let t = target(&state, Backend::Embeddings)?;
     let info = ai.embedding_info(&t).await?;
     let s = state
@@ -530,10 +528,10 @@ fn check_chat(req: &ChatRequest) -> Result<(), ApiError> {
         (status = 504, description = "`llm_timeout`", body = ErrorBody)))]
 pub async fn chat(
     State(state): State<AppState>,
-    Extension(ai): Extension<Ai>,
     headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
+    let ai = state.ai.clone();
     check_chat(&req)?;
     let t = target(&state, Backend::Llm)?;
     let model = match req.model {
@@ -616,9 +614,9 @@ pub struct EmbeddingsResponse {
         (status = 503, description = "`embeddings_unavailable`", body = ErrorBody)))]
 pub async fn embeddings(
     State(state): State<AppState>,
-    Extension(ai): Extension<Ai>,
     ApiJson(req): ApiJson<EmbeddingsRequest>,
 ) -> Result<Json<EmbeddingsResponse>, ApiError> {
+    let ai = state.ai.clone();
     let texts = match req.text {
         Texts::One(t) => vec![t],
         Texts::Many(v) => v,

@@ -153,13 +153,19 @@ pub fn router(state: AppState) -> Router {
     let (api, mut doc) = build(&protect);
     guard::document_security(&mut doc);
     doc.info.version = crate::build_info::VERSION.to_string();
-    let doc = Arc::new(doc);
+    // Served as the bytes it serialises to: the document itself (a few MB
+    // of maps) is dropped here instead of living, and being cloned per
+    // request, for the daemon's lifetime.
+    let doc = axum::body::Bytes::from(
+        serde_json::to_vec(&doc).expect("an OpenAPI document of string-keyed maps serialises"),
+    );
+    crate::os::sys::release_free_heap();
     let api = api
         .route(
             "/api/openapi.json",
             get(move || {
                 let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
         .fallback(fallback)
@@ -170,7 +176,6 @@ pub fn router(state: AppState) -> Router {
                 "this route does not accept that method",
             )
         })
-        .layer(axum::Extension(crate::ai::Ai::new()))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(limits::security_headers))
         // Outside the CSP hashing, so it sees the uncompressed HTML; the

@@ -910,12 +910,14 @@ fn pulls_are_admitted_queued_resumed_after_a_stall_and_their_partials_removed() 
     config.models.registry = format!("http://{addr}:11434");
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(config));
     std::mem::forget(tx);
-    env.state.config = rx.clone();
-    env.state.models = arasuld::ai::pulls::PullDeps::new(
+    let mut shared = (*env.state).clone();
+    shared.config = rx.clone();
+    shared.models = arasuld::ai::pulls::PullDeps::new(
         arasuld::ai::pulls::PullQueue::open(Some(env.dir.path().join("models/pulls.json"))),
         env.handle.clone(),
         rx,
     );
+    env.state = AppState::new(shared);
     {
         let _guard = env.rt().enter();
         let deps = env.state.models.clone();

@@ -224,8 +224,9 @@ services:
         config.paths.log_dir = self.log_dir();
         let auth = Arc::new(common::fast_auth(self.dir.path()));
         let workers = Workers::new((&config.workers).into());
-        let mut state = common::app_state(config, auth, workers, h.clone());
-        state.db = db.clone();
+        let mut shared = (*common::app_state(config, auth, workers, h.clone())).clone();
+        shared.db = db.clone();
+        let state = arasuld::state::AppState::new(shared);
         // A calm box otherwise: the restart is the only reason.
         state.metrics.publish(sample(10.0, 40.0, 10.0, false));
         self.rt.block_on(async {

@@ -545,7 +545,7 @@ pub fn app_state(
         None,
         arasuld::notify::Notifier::detached(),
     );
-    arasuld::state::AppState {
+    arasuld::state::AppState::new(arasuld::state::Shared {
         backups,
         updates,
         db,
@@ -563,7 +563,8 @@ pub fn app_state(
         config_path: None,
         notify: arasuld::notify::Notifier::detached(),
         healing: arasuld::healing::HealingHandle::detached(),
-    }
+        ai: arasuld::ai::Ai::new(),
+    })
 }
 
 /// The SHA-256 fingerprint of a PEM certificate as openssl prints it
