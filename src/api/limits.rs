@@ -264,13 +264,27 @@ pub(crate) fn same_origin(origin: &str, host: Option<&str>, forwarded_host: Opti
         .any(|h| authority_of(scheme, h) == origin)
 }
 
+/// What the edge middleware holds: the quotas, and the live-stream slots it
+/// hands to the handlers (as request extensions).
+#[derive(Clone)]
+pub struct Edge {
+    pub limits: Arc<RateLimits>,
+    pub slots: super::serve::StreamSlots,
+}
+
 /// The edge middleware: resolves the client's address (for the guard, the
 /// lockout and the limits), refuses state-changing requests sent by another
-/// site's page, and applies the quota of the request's class.
-pub async fn edge(limits: Arc<RateLimits>, mut req: Request, next: Next) -> Response {
+/// site's page, applies the quota of the request's class, and logs a
+/// response that failed.
+pub async fn edge(edge: Edge, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let Edge { limits, slots } = edge;
     let peer = peer_ip(req.extensions());
     let client = limits.client_address(peer, req.headers());
-    req.extensions_mut().insert(ClientAddr(client));
+    let ext = req.extensions_mut();
+    ext.insert(ClientAddr(client));
+    ext.insert(slots);
+    ext.insert(limits.clone());
 
     if !is_safe(req.method())
         && !super::proxy::is_cross_site_ok(req.uri().path())
@@ -310,7 +324,24 @@ pub async fn edge(limits: Arc<RateLimits>, mut req: Request, next: Next) -> Resp
             return rate_limited(wait).into_response();
         }
     }
-    next.run(req).await
+    let resp = next.run(req).await;
+    if resp.status().is_server_error() {
+        log_failure(resp.status(), started.elapsed());
+    }
+    resp
+}
+
+/// A 503 is an answer we chose to give (an app or the database down, too
+/// many streams; each says why): logged at debug, or the front door's own
+/// webhook probe would log an error every minute on a box without n8n.
+/// Any other 5xx is an error.
+fn log_failure(status: StatusCode, latency: Duration) {
+    let ms = latency.as_millis();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::debug!(latency_ms = ms, "answered 503");
+    } else {
+        tracing::error!(status = status.as_u16(), latency_ms = ms, "response failed");
+    }
 }
 
 /// Content-Security-Policy of the dashboard. Inline `<script>`/`<style>`

@@ -30,7 +30,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -156,10 +155,11 @@ pub fn router(state: AppState) -> Router {
     // Served as the bytes it serialises to: the document itself (a few MB
     // of maps) is dropped here instead of living, and being cloned per
     // request, for the daemon's lifetime.
-    let doc = axum::body::Bytes::from(
-        serde_json::to_vec(&doc).expect("an OpenAPI document of string-keyed maps serialises"),
-    );
+    let json =
+        serde_json::to_vec(&doc).expect("an OpenAPI document of string-keyed maps serialises");
+    drop(doc);
     crate::os::sys::release_free_heap();
+    let doc = axum::body::Bytes::from(json);
     let api = api
         .route(
             "/api/openapi.json",
@@ -185,34 +185,19 @@ pub fn router(state: AppState) -> Router {
     // The front door's apps answer with their own headers and bodies (no
     // dashboard CSP, no recompression of a stream); both halves share the
     // edge (client address, Origin check, rate limits).
+    // One middleware at the edge instead of a layer each (every layer is a
+    // boxed service cloned per request): it hands the limits and the stream
+    // slots to the handlers and logs the failures.
+    let edge = limits::Edge {
+        limits: rate_limits,
+        slots: serve::StreamSlots::new(max_streams),
+    };
     proxy::routes()
         .with_state(state)
         .fallback_service(api)
-        .layer(TraceLayer::new_for_http().on_failure(log_failure))
-        .layer(axum::Extension(rate_limits.clone()))
-        .layer(axum::Extension(serve::StreamSlots::new(max_streams)))
         .layer(axum::middleware::from_fn(move |req, next| {
-            limits::edge(rate_limits.clone(), req, next)
+            limits::edge(edge.clone(), req, next)
         }))
-}
-
-/// A 503 is an answer we chose to give (an app or the database down, too
-/// many streams; each says why): logged at debug, or the front door's own
-/// webhook probe would log an error every minute on a box without n8n.
-/// Anything else that failed is an error.
-fn log_failure(
-    class: tower_http::classify::ServerErrorsFailureClass,
-    latency: std::time::Duration,
-    _span: &tracing::Span,
-) {
-    use tower_http::classify::ServerErrorsFailureClass as F;
-    let ms = latency.as_millis();
-    match class {
-        F::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
-            tracing::debug!(latency_ms = ms, "answered 503")
-        }
-        other => tracing::error!(classification = %other, latency_ms = ms, "response failed"),
-    }
 }
 
 /// The plain-HTTP side when HTTPS is on: every request is sent, path and
