@@ -32,16 +32,8 @@ $(bench_paths)
 logging:
   level: warn
 YAML
-"$BIN" --config "$work/arasuld.yaml" serve >"$work/out" 2>&1 &
-PID=$!
-base="http://127.0.0.1:$port"
-for _ in $(seq 1 150); do
-  [ -s "$work/secrets/initial-admin-password" ] && curl -fsS "$base/api/health" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-token="$(curl -fsS -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$(cat "$work/secrets/initial-admin-password")\"}" \
-  "$base/api/auth/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+bench_serve
+token="$(bench_login "$(cat "$work/secrets/initial-admin-password")")"
 
 # nginx: the same body, the same content type, the workers it would pick
 # (they run as www-data: the served dir is world-readable).

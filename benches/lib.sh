@@ -39,3 +39,23 @@ paths:
   data_path: $work/state
 YAML
 }
+
+# bench_serve: starts $BIN on $work/arasuld.yaml in the background (PID,
+# base) and waits until it answers and its first password is written.
+bench_serve() {
+  "$BIN" --config "$work/arasuld.yaml" serve >"$work/out" 2>&1 &
+  PID=$!
+  base="http://127.0.0.1:$port"
+  for _ in $(seq 1 150); do
+    [ -s "$work/secrets/initial-admin-password" ] && curl -fsS "$base/api/health" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  log "the daemon did not answer"; tail -20 "$work/out"; exit 1
+}
+
+# bench_login PASSWORD: the admin's token.
+bench_login() {
+  curl -fsS -H 'Content-Type: application/json' \
+    -d "{\"username\":\"admin\",\"password\":\"$1\"}" "$base/api/auth/login" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
+}

@@ -26,18 +26,10 @@ metrics:
 logging:
   level: warn
 YAML
-"$BIN" --config "$work/arasuld.yaml" serve >"$work/out" 2>&1 &
-PID=$!
-base="http://127.0.0.1:$port"
-for _ in $(seq 1 150); do
-  [ -s "$work/secrets/initial-admin-password" ] && curl -fsS "$base/api/health" >/dev/null 2>&1 && break
-  sleep 0.2
-done
+bench_serve
 initial="$(cat "$work/secrets/initial-admin-password")"
 pw="Soak-Bench-Pw-$$!"
-token="$(curl -fsS -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$initial\"}" "$base/api/auth/login" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+token="$(bench_login "$initial")"
 curl -fsS -H 'Content-Type: application/json' -H "Authorization: Bearer $token" \
   -d "{\"current_password\":\"$initial\",\"new_password\":\"$pw\"}" "$base/api/auth/change-password" >/dev/null
 python3 "$REPO_ROOT/benches/soak.py" "$base" "$PID" "$MINUTES" "$pw" || { tail -20 "$work/out"; exit 1; }

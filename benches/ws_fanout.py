@@ -17,6 +17,11 @@ def cpu_s():
     return (int(f[11]) + int(f[12])) / tck
 
 
+# Samples taken before the window (the one a client gets on connecting,
+# and any still queued) are not counted.
+window_start = [float("inf")]
+
+
 async def client(delays, counts, i, connected, stop):
     async with websockets.connect(url, max_size=None, ping_interval=None, open_timeout=60) as ws:
         connected.release()
@@ -28,8 +33,9 @@ async def client(delays, counts, i, connected, stop):
                 continue
             now = time.time()
             ts = datetime.fromisoformat(json.loads(msg)["ts"].replace("Z", "+00:00")).timestamp()
-            delays.append(now - ts)
-            n += 1
+            if ts >= window_start[0]:
+                delays.append(now - ts)
+                n += 1
         counts[i] = n
 
 
@@ -39,8 +45,8 @@ async def main():
     tasks = [asyncio.create_task(client(delays, counts, i, connected, stop)) for i in range(clients)]
     for _ in range(clients):
         await connected.acquire()
-    delays.clear()
     c0, t0 = cpu_s(), time.time()
+    window_start[0] = t0
     await asyncio.sleep(duration)
     c1, t1 = cpu_s(), time.time()
     stop.set()

@@ -32,9 +32,7 @@ metrics:
 logging:
   level: warn
 YAML
-ulimit -n 65536
-"$BIN" --config "$work/arasuld.yaml" serve >"$work/out" 2>&1 &
-PID=$!
-for _ in $(seq 1 150); do curl -fsS "http://127.0.0.1:$port/api/health" >/dev/null 2>&1 && break; sleep 0.2; done
+ulimit -n "$(ulimit -Hn)"   # the daemon and the 1000 clients each need a socket per client
+bench_serve
 python3 "$REPO_ROOT/benches/ws_fanout.py" "ws://127.0.0.1:$port/api/metrics/live-stream" "$PID" "$CLIENTS" "$DURATION" \
   || { tail -20 "$work/out"; exit 1; }
