@@ -19,7 +19,8 @@ if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   fi
 fi
 
-log() { printf '==> %s\n' "$*" >&2; }
+# Each line carries the wall-clock time, so a run's log shows where the minutes go.
+log() { printf '==> %s %s\n' "$(date +%T)" "$*" >&2; }
 
 APT_UPDATED=0
 apt_install() {
