@@ -14,16 +14,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::ai::pulls::{PullDeps, PullQueue};
 use crate::build_info;
 use crate::config::{self, Config};
-use crate::db::{Db, StartRecord};
+use crate::db::Db;
 use crate::docker::SupervisorHandle;
 use crate::docker::supervisor::SupervisorConfig;
-use crate::metrics::collect::{GpuBackendChoice, Probe, ProbeRoots};
-use crate::metrics::{self, MetricsHub};
+use crate::os::mdns::MdnsDeps;
 use crate::os::notify::Notifier;
 use crate::state::{AppState, Control, Shared};
-use crate::tasks::{RestartPolicy, WorkerCtx, WorkerKind, Workers};
+use crate::tasks::{RestartPolicy, WorkerCtx, WorkerKind, WorkerName, Workers};
+use crate::update::manager::UpdateDeps;
 
 /// Applies a new log filter; `main` hands in the tracing reload handle.
 pub type LogFilterReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -43,7 +44,7 @@ pub struct Daemon {
 /// A worker body that the daemon spawns besides its own (tests use this to
 /// add a deliberately hung core worker).
 pub type ExtraWorker = (
-    &'static str,
+    WorkerName,
     WorkerKind,
     Box<dyn FnMut(WorkerCtx) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send>,
 );
@@ -73,31 +74,26 @@ impl Daemon {
         let auth = open_auth(&config, &alerts).await?;
         let workers = Workers::new(RestartPolicy::from(&config.workers));
         let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+        // The announced port is the one really bound (tests bind port 0).
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(config.http.listen.port());
 
-        {
-            let db = db.clone();
-            let cfg = config.database.clone();
-            let record = StartRecord {
-                started_at,
-                version: build_info::VERSION.into(),
-                build_hash: build_info::BUILD_HASH.into(),
-            };
-            workers.spawn("db-connector", WorkerKind::Core, move |ctx| {
-                let (db, cfg, record) = (db.clone(), cfg.clone(), record.clone());
-                async move { db.run_connector(ctx, cfg, record).await }
-            });
-        }
-        let metrics = spawn_metrics(&workers, &config, &db);
-        let (services, catalog) = spawn_supervisor(&workers, &config)?;
-        let updates = {
-            let mut deps = crate::update::manager::UpdateDeps::from_config(&config, &db, &services);
-            deps.config_path = config_path.clone();
-            deps.control = Some(control_tx.clone());
-            deps.notify = alerts.clone();
-            let mgr = crate::update::UpdateManager::new(deps);
-            mgr.spawn_worker(&workers);
-            mgr
-        };
+        crate::db::spawn_connector(&workers, &db, &config.database, started_at);
+        let metrics = crate::metrics::spawn(&workers, &config, &db);
+        let catalog = crate::docker::load_catalog_or_empty(&config.paths.services_file);
+        let services =
+            crate::docker::spawn(&workers, SupervisorConfig::from(&config), catalog.clone());
+        let updates = crate::update::spawn(
+            &workers,
+            UpdateDeps {
+                config_path: config_path.clone(),
+                control: Some(control_tx.clone()),
+                notify: alerts.clone(),
+                ..UpdateDeps::from_config(&config, &db, &services)
+            },
+        );
         let healing = crate::healing::worker::spawn(
             &workers,
             crate::healing::worker::HealingDeps {
@@ -122,84 +118,44 @@ impl Daemon {
                 config: config_rx.clone(),
             },
         );
-        {
-            let db = db.clone();
-            workers.spawn("workflows-retention", WorkerKind::Auxiliary, move |ctx| {
-                crate::db::workflows::run_retention(ctx, db.clone())
-            });
-        }
-        {
-            let (db, auth) = (db.clone(), auth.clone());
-            workers.spawn("auth-persister", WorkerKind::Auxiliary, move |ctx| {
-                crate::db::auth::run_persister(ctx, db.clone(), auth.clone())
-            });
-        }
-        let keys = Arc::new(crate::auth::keys::KeyStore::default());
-        {
-            let (db, keys) = (db.clone(), keys.clone());
-            workers.spawn("api-keys", WorkerKind::Auxiliary, move |ctx| {
-                crate::db::keys::run_worker(ctx, db.clone(), keys.clone())
-            });
-        }
-        let mdns_published;
-        {
-            // The announced port is the one really bound (tests bind port 0).
-            let port = listener
-                .local_addr()
-                .map(|a| a.port())
-                .unwrap_or(config.http.listen.port());
-            let mut deps = crate::os::mdns::MdnsDeps::new(config.mdns.clone(), port);
-            deps.live = Some(config_rx.clone());
-            mdns_published = deps.published.subscribe();
-            workers.spawn("mdns", WorkerKind::Auxiliary, move |ctx| {
-                crate::os::mdns::run(ctx, deps.clone())
-            });
-        }
+        crate::db::workflows::spawn_retention(&workers, db.clone());
+        crate::db::auth::spawn_persister(&workers, db.clone(), auth.clone());
+        let keys = crate::db::keys::spawn(&workers, db.clone());
+        let mdns = crate::os::mdns::spawn(
+            &workers,
+            MdnsDeps {
+                live: Some(config_rx.clone()),
+                ..MdnsDeps::new(config.mdns.clone(), port)
+            },
+        );
         for (name, kind, run) in extra_workers {
             workers.spawn(name, kind, run);
         }
-        if let (Some(period), true) = (watchdog, notifier.is_enabled()) {
-            let w = workers.clone();
-            let stale_after = config.workers.stale_after;
-            let notifier = Arc::new(notifier.clone());
-            workers.spawn("systemd-watchdog", WorkerKind::Auxiliary, move |ctx| {
-                let (w, notifier) = (w.clone(), notifier.clone());
-                async move {
-                    feed_watchdog(ctx, w, notifier, period, stale_after).await;
-                    Ok(())
-                }
-            });
-        }
-
+        crate::os::notify::spawn_watchdog(
+            &workers,
+            &notifier,
+            watchdog,
+            config.workers.stale_after,
+        );
         crate::usb::handoff::spawn(&workers, &config, &updates);
-        let models = crate::ai::pulls::PullDeps::new(
-            crate::ai::pulls::PullQueue::open(Some(crate::ai::pulls::PullQueue::file_in(
-                &config.paths.state_dir,
-            ))),
-            services.clone(),
-            config_rx.clone(),
+        let models = crate::ai::pulls::spawn(
+            &workers,
+            PullDeps::new(
+                PullQueue::open(Some(PullQueue::file_in(&config.paths.state_dir))),
+                services.clone(),
+                config_rx.clone(),
+            ),
         );
-        {
-            let deps = models.clone();
-            workers.spawn("model-pulls", WorkerKind::Auxiliary, move |ctx| {
-                crate::ai::pulls::run(ctx, deps.clone())
-            });
-        }
-        let backups = crate::backup::Backups::new(
-            config_rx.clone(),
-            db.clone(),
-            services.clone(),
-            Some(config_path.clone()),
-            alerts.clone(),
+        let backups = crate::backup::spawn(
+            &workers,
+            crate::backup::Backups::new(
+                config_rx.clone(),
+                db.clone(),
+                services.clone(),
+                Some(config_path.clone()),
+                alerts.clone(),
+            ),
         );
-        {
-            let b = backups.clone();
-            workers.spawn(
-                crate::backup::WORKER_NAME,
-                WorkerKind::Auxiliary,
-                move |ctx| crate::backup::run_worker(ctx, b.clone()),
-            );
-        }
         let shared = Shared {
             config: config_rx,
             db: db.clone(),
@@ -210,7 +166,7 @@ impl Daemon {
             started_at,
             control: control_tx,
             updates,
-            mdns: mdns_published,
+            mdns,
             keys,
             tls: None,
             models,
@@ -324,54 +280,6 @@ impl Daemon {
     }
 }
 
-/// The probe (GPU backend chosen once, here), the hub, and the sampler,
-/// writer, retention and reachability workers.
-fn spawn_metrics(workers: &Workers, config: &Config, db: &Db) -> MetricsHub {
-    let m = &config.metrics;
-    let choice = match m.gpu_backend.as_str() {
-        "nvml" => GpuBackendChoice::Nvml,
-        "tegra" => GpuBackendChoice::Tegra,
-        "none" => GpuBackendChoice::None,
-        _ => GpuBackendChoice::Auto,
-    };
-    let p = &config.paths;
-    let probe = Probe::new(
-        ProbeRoots {
-            proc_root: p.proc_root.clone(),
-            sys_root: p.sys_root.clone(),
-            etc_root: p.etc_root.clone(),
-            data_path: p.data_path.clone(),
-        },
-        choice,
-    );
-    let hub = MetricsHub::new(m, probe.platform(), probe.gpu_backend());
-    let probe = Arc::new(std::sync::Mutex::new(probe));
-    let (h, interval) = (hub.clone(), m.interval);
-    workers.spawn("metrics-sampler", WorkerKind::Core, move |ctx| {
-        metrics::run_sampler(ctx, h.clone(), probe.clone(), interval)
-    });
-    let (h, d, every) = (hub.clone(), db.clone(), m.persist_every);
-    workers.spawn("metrics-writer", WorkerKind::Auxiliary, move |ctx| {
-        metrics::run_writer(ctx, h.clone(), d.clone(), every)
-    });
-    let (d, retention) = (db.clone(), m.retention);
-    workers.spawn("metrics-retention", WorkerKind::Auxiliary, move |ctx| {
-        metrics::run_retention(ctx, d.clone(), retention)
-    });
-    let hook = match m.webhook_check.as_str() {
-        "auto" => match &config.http.tls {
-            Some(tls) => crate::metrics::reach::front_door_webhook(tls.listen, true),
-            None => crate::metrics::reach::front_door_webhook(config.http.listen, false),
-        },
-        url => url.to_owned(),
-    };
-    let (h, inet) = (hub.clone(), m.internet_check.clone());
-    workers.spawn("reachability", WorkerKind::Auxiliary, move |ctx| {
-        metrics::reach::run(ctx, h.clone(), inet.clone(), hook.clone())
-    });
-    hub
-}
-
 /// Opens the secrets dir (creating the JWT key and, on first start, the
 /// initial admin password) and says where the initial password is, never
 /// what it is. Session writes the DB has not taken wait in the state dir.
@@ -407,49 +315,6 @@ fn reload_auth(auth: &crate::auth::Auth) {
         Ok(false) => {}
         Err(e) => tracing::error!(error = %format!("{e:#}"), "admin credentials not reloaded"),
     }
-}
-
-/// The supervisor worker (core): the only holder of a Docker client. Its
-/// command queue and state outlive restarts of the worker.
-/// An invalid catalog does not keep the daemon down (the dashboard must stay
-/// reachable to say what is wrong): it runs no services and logs each error.
-pub(crate) fn spawn_supervisor(
-    workers: &Workers,
-    config: &Config,
-) -> anyhow::Result<(SupervisorHandle, crate::docker::Catalog)> {
-    let catalog = crate::docker::load_catalog(&config.paths.services_file).unwrap_or_else(|errs| {
-        for e in &errs {
-            tracing::error!("service catalog: {e}");
-        }
-        tracing::error!(
-            "the service catalog is invalid: no services are supervised until it is fixed"
-        );
-        crate::docker::Catalog::default()
-    });
-    let sup_cfg = SupervisorConfig {
-        socket: config.docker.socket.clone(),
-        state_dir: config.paths.state_dir.clone(),
-        stop_timeout: config.docker.stop_timeout,
-        nvidia_runtime: config
-            .docker
-            .nvidia_runtime
-            .unwrap_or_else(|| config.paths.etc_root.join("nv_tegra_release").exists()),
-        log_max_size: config.docker.log_max_size.clone(),
-        log_max_files: config.docker.log_max_files,
-        pull: crate::docker::pull::PullSettings {
-            policy: config.docker.pull,
-            stall_timeout: config.docker.pull_stall_timeout,
-            min_free: crate::docker::catalog::parse_bytes(&config.docker.pull_min_free).unwrap_or(0)
-                as u64,
-            retry_max: config.docker.pull_retry_max,
-            secrets_dir: config.paths.secrets_dir.clone(),
-        },
-        secrets_dir: config.paths.secrets_dir.clone(),
-    };
-    Ok((
-        crate::docker::spawn(workers, sup_cfg, catalog.clone()),
-        catalog,
-    ))
 }
 
 /// HTTPS when `http.tls` asks for it: the certificate (made at first start
@@ -500,39 +365,6 @@ fn serve_http(
     };
     let limits = crate::api::serve::EdgeLimits::new(http, soft_files);
     crate::api::serve::serve(listener, router, limits, tls, stop)
-}
-
-/// Sends `WATCHDOG=1` every `period` while every core worker is alive; a hung
-/// one stops the pings so systemd restarts the daemon.
-async fn feed_watchdog(
-    ctx: WorkerCtx,
-    workers: Workers,
-    notifier: Arc<Notifier>,
-    period: Duration,
-    stale_after: Duration,
-) {
-    let mut withheld = false;
-    loop {
-        ctx.beat();
-        match workers.check_core_alive(stale_after) {
-            Ok(()) => {
-                if withheld {
-                    tracing::info!("core workers alive again; feeding the watchdog");
-                    withheld = false;
-                }
-                notifier.send("WATCHDOG=1");
-            }
-            Err(why) => {
-                if !withheld {
-                    tracing::error!(reason = %why, "withholding the systemd watchdog ping");
-                    withheld = true;
-                }
-            }
-        }
-        if !ctx.sleep(period).await {
-            return;
-        }
-    }
 }
 
 /// How long a reload waits for the supervisor to recreate what changed.

@@ -15,6 +15,7 @@ use clap::Subcommand;
 
 use crate::backup::{Backups, Run};
 use crate::config::Config;
+use crate::docker::supervisor::SupervisorConfig;
 
 #[derive(Subcommand)]
 pub enum BackupCommand {
@@ -46,7 +47,8 @@ pub async fn run(
         );
     }
     let workers = crate::tasks::Workers::new((&config.workers).into());
-    let (services, _) = crate::app::spawn_supervisor(&workers, &config)?;
+    let catalog = crate::docker::load_catalog_or_empty(&config.paths.services_file);
+    let services = crate::docker::spawn(&workers, SupervisorConfig::from(&config), catalog);
     // The supervisor's first look at the engine (adopted containers).
     let mut rx = services.subscribe();
     let _ = tokio::time::timeout(Duration::from_secs(10), rx.changed()).await;

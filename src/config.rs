@@ -313,6 +313,17 @@ impl Default for WorkersConfig {
     }
 }
 
+/// Here rather than in `tasks`, which knows nothing of the config.
+impl From<&WorkersConfig> for crate::tasks::RestartPolicy {
+    fn from(c: &WorkersConfig) -> Self {
+        crate::tasks::RestartPolicy {
+            initial: c.restart_initial,
+            max: c.restart_max,
+            reset_after: c.restart_reset_after,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {

@@ -4,6 +4,9 @@
 //!
 //! Core workers also beat a heartbeat: the systemd watchdog is fed only while
 //! every core worker is alive (see [`Workers::check_core_alive`]).
+//!
+//! A leaf: it imports nothing of the crate, so every module can spawn here
+//! without a cycle (each module's `spawn` knows its own deps).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,13 +39,59 @@ impl RestartPolicy {
     }
 }
 
-impl From<&crate::config::WorkersConfig> for RestartPolicy {
-    fn from(c: &crate::config::WorkersConfig) -> Self {
-        RestartPolicy {
-            initial: c.restart_initial,
-            max: c.restart_max,
-            reset_after: c.restart_reset_after,
+/// Every worker the daemon runs, by the name the worker table, the logs and
+/// `/metrics` (`arasul_worker_*{worker="..."}`) show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkerName {
+    DbConnector,
+    MetricsSampler,
+    MetricsWriter,
+    MetricsRetention,
+    Reachability,
+    Supervisor,
+    UpdateApplier,
+    SelfHealing,
+    Notifications,
+    WorkflowsRetention,
+    AuthPersister,
+    ApiKeys,
+    Mdns,
+    SystemdWatchdog,
+    UsbUpdates,
+    ModelPulls,
+    Backups,
+    /// A worker outside the daemon's own set (tests add a hung one, say).
+    Other(&'static str),
+}
+
+impl WorkerName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerName::DbConnector => "db-connector",
+            WorkerName::MetricsSampler => "metrics-sampler",
+            WorkerName::MetricsWriter => "metrics-writer",
+            WorkerName::MetricsRetention => "metrics-retention",
+            WorkerName::Reachability => "reachability",
+            WorkerName::Supervisor => "supervisor",
+            WorkerName::UpdateApplier => "update-applier",
+            WorkerName::SelfHealing => "self-healing",
+            WorkerName::Notifications => "notifications",
+            WorkerName::WorkflowsRetention => "workflows-retention",
+            WorkerName::AuthPersister => "auth-persister",
+            WorkerName::ApiKeys => "api-keys",
+            WorkerName::Mdns => "mdns",
+            WorkerName::SystemdWatchdog => "systemd-watchdog",
+            WorkerName::UsbUpdates => "usb-updates",
+            WorkerName::ModelPulls => "model-pulls",
+            WorkerName::Backups => "backups",
+            WorkerName::Other(name) => name,
         }
+    }
+}
+
+impl std::fmt::Display for WorkerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -81,7 +130,7 @@ pub struct WorkerStatus {
 }
 
 struct Entry {
-    name: String,
+    name: WorkerName,
     kind: WorkerKind,
     status: Mutex<WorkerStatus>,
     heartbeat: Heartbeat,
@@ -117,7 +166,7 @@ impl Heartbeat {
 /// Handed to each run of a worker.
 #[derive(Clone)]
 pub struct WorkerCtx {
-    pub name: String,
+    pub name: WorkerName,
     pub cancel: CancellationToken,
     heartbeat: Heartbeat,
 }
@@ -188,16 +237,16 @@ impl Workers {
     }
 
     /// Starts a worker. `run` is called again for every restart.
-    pub fn spawn<F, Fut>(&self, name: &str, kind: WorkerKind, mut run: F)
+    pub fn spawn<F, Fut>(&self, name: WorkerName, kind: WorkerKind, mut run: F)
     where
         F: FnMut(WorkerCtx) -> Fut + Send + 'static,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let entry = Arc::new(Entry {
-            name: name.to_string(),
+            name,
             kind,
             status: Mutex::new(WorkerStatus {
-                name: name.to_string(),
+                name: name.as_str().to_string(),
                 kind,
                 state: WorkerState::Running,
                 errors: 0,
@@ -219,7 +268,7 @@ impl Workers {
                 let mut failures = 0u32;
                 loop {
                     let ctx = WorkerCtx {
-                        name: entry.name.clone(),
+                        name: entry.name,
                         cancel: inner.cancel.child_token(),
                         heartbeat: entry.heartbeat.clone(),
                     };
@@ -282,6 +331,30 @@ impl Workers {
         );
     }
 
+    /// Starts a periodic worker: beats, awaits `round`, then sleeps
+    /// `period` (beating) until the next round or shutdown. Each run of the
+    /// worker starts from a fresh clone of `round`, so state it keeps across
+    /// rounds is reset by a restart, as a loop's locals would be. An error
+    /// from a round fails the run (restarted with backoff like any other).
+    pub fn every<F, Fut>(&self, name: WorkerName, kind: WorkerKind, period: Duration, round: F)
+    where
+        F: FnMut(WorkerCtx) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.spawn(name, kind, move |ctx| {
+            let mut round = round.clone();
+            async move {
+                loop {
+                    ctx.beat();
+                    round(ctx.clone()).await?;
+                    if !ctx.sleep_beating(period).await {
+                        return Ok(());
+                    }
+                }
+            }
+        });
+    }
+
     pub fn statuses(&self) -> Vec<WorkerStatus> {
         self.inner
             .entries
@@ -338,7 +411,7 @@ impl Workers {
                 if let Some(h) = e.abort.lock().unwrap().as_ref() {
                     h.abort();
                 }
-                stuck.push(e.name.clone());
+                stuck.push(e.name.as_str().to_string());
             }
         }
         // Aborted tasks finish at their next poll; give them a moment.
@@ -399,7 +472,7 @@ mod tests {
         let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
         let s = starts.clone();
         let t0 = Instant::now();
-        workers.spawn("flaky", WorkerKind::Core, move |_ctx| {
+        workers.spawn(WorkerName::Other("flaky"), WorkerKind::Core, move |_ctx| {
             s.lock().unwrap().push(Instant::now());
             async { anyhow::bail!("boom") }
         });
@@ -425,16 +498,20 @@ mod tests {
         let workers = Workers::new(policy());
         let runs = Arc::new(AtomicU32::new(0));
         let r = runs.clone();
-        workers.spawn("panicky", WorkerKind::Auxiliary, move |ctx| {
-            let n = r.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n < 2 {
-                    panic!("bad state {n}");
+        workers.spawn(
+            WorkerName::Other("panicky"),
+            WorkerKind::Auxiliary,
+            move |ctx| {
+                let n = r.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        panic!("bad state {n}");
+                    }
+                    ctx.cancel.cancelled().await;
+                    Ok(())
                 }
-                ctx.cancel.cancelled().await;
-                Ok(())
-            }
-        });
+            },
+        );
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3);
         let st = &workers.statuses()[0];
@@ -450,18 +527,22 @@ mod tests {
         let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
         let s = starts.clone();
         let t0 = Instant::now();
-        workers.spawn("sometimes", WorkerKind::Core, move |_| {
-            let mut v = s.lock().unwrap();
-            v.push(Instant::now());
-            let n = v.len();
-            async move {
-                // Runs 1-4 fail at once; run 5 fails after 100 s of health.
-                if n == 5 {
-                    tokio::time::sleep(Duration::from_secs(100)).await;
+        workers.spawn(
+            WorkerName::Other("sometimes"),
+            WorkerKind::Core,
+            move |_| {
+                let mut v = s.lock().unwrap();
+                v.push(Instant::now());
+                let n = v.len();
+                async move {
+                    // Runs 1-4 fail at once; run 5 fails after 100 s of health.
+                    if n == 5 {
+                        tokio::time::sleep(Duration::from_secs(100)).await;
+                    }
+                    anyhow::bail!("fail {n}")
                 }
-                anyhow::bail!("fail {n}")
-            }
-        });
+            },
+        );
         tokio::time::sleep(Duration::from_secs(130)).await;
         let at: Vec<u64> = starts
             .lock()
@@ -474,22 +555,67 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn periodic_worker_runs_each_period_and_a_restart_starts_it_afresh() {
+        let workers = Workers::new(policy());
+        let rounds = Arc::new(Mutex::new(Vec::<(u64, u32)>::new()));
+        let r = rounds.clone();
+        let t0 = Instant::now();
+        let mut n = 0u32;
+        let period = Duration::from_secs(10);
+        let name = WorkerName::Other("periodic");
+        workers.every(name, WorkerKind::Core, period, move |_ctx| {
+            n += 1;
+            r.lock().unwrap().push((t0.elapsed().as_secs(), n));
+            let fail = n == 3;
+            async move {
+                anyhow::ensure!(!fail, "third round");
+                Ok(())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        // Rounds at 0, 10, 20 (fails); restarted 1 s later with its count
+        // back at 1, then every 10 s again.
+        let at = rounds.lock().unwrap().clone();
+        assert_eq!(at, vec![(0, 1), (10, 2), (20, 3), (21, 1), (31, 2)]);
+        let st = &workers.statuses()[0];
+        assert_eq!(
+            (st.name.as_str(), st.errors, st.restarts),
+            ("periodic", 1, 1)
+        );
+        assert_eq!(st.state, WorkerState::Running);
+        // Asleep between rounds, it still beats: a core one stays alive.
+        assert!(st.heartbeat_age_ms <= 1000, "{}", st.heartbeat_age_ms);
+        assert_eq!(workers.check_core_alive(Duration::from_secs(5)), Ok(()));
+        assert!(workers.shutdown(Duration::from_secs(1)).await.is_empty());
+        assert_eq!(workers.statuses()[0].state, WorkerState::Stopped);
+        assert_eq!(rounds.lock().unwrap().len(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn hung_core_worker_is_reported_and_a_beating_one_is_not() {
         let workers = Workers::new(policy());
-        workers.spawn("beating", WorkerKind::Core, |ctx| async move {
-            while ctx.sleep(Duration::from_secs(1)).await {
-                ctx.beat();
-            }
-            Ok(())
-        });
-        workers.spawn("aux-hung", WorkerKind::Auxiliary, |_| async {
-            std::future::pending::<()>().await;
-            Ok(())
-        });
+        workers.spawn(
+            WorkerName::Other("beating"),
+            WorkerKind::Core,
+            |ctx| async move {
+                while ctx.sleep(Duration::from_secs(1)).await {
+                    ctx.beat();
+                }
+                Ok(())
+            },
+        );
+        workers.spawn(
+            WorkerName::Other("aux-hung"),
+            WorkerKind::Auxiliary,
+            |_| async {
+                std::future::pending::<()>().await;
+                Ok(())
+            },
+        );
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert_eq!(workers.check_core_alive(Duration::from_secs(5)), Ok(()));
 
-        workers.spawn("hung", WorkerKind::Core, |_| async {
+        workers.spawn(WorkerName::Other("hung"), WorkerKind::Core, |_| async {
             std::future::pending::<()>().await;
             Ok(())
         });

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::{self, Footprint, Lang, Refusal, Room, Shortfall};
 use super::{Ai, AiError, Backend};
 use crate::docker::SupervisorHandle;
-use crate::tasks::WorkerCtx;
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 
 /// `models:` in arasuld.yaml.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -742,8 +742,18 @@ enum TryEnd {
     Shutdown,
 }
 
+/// Spawns the `model-pulls` worker on `deps`' queue and hands `deps`
+/// back, for the API's admission checks and queue.
+pub fn spawn(workers: &Workers, deps: PullDeps) -> PullDeps {
+    let d = deps.clone();
+    workers.spawn(WorkerName::ModelPulls, WorkerKind::Auxiliary, move |ctx| {
+        run(ctx, d.clone())
+    });
+    deps
+}
+
 /// The `model-pulls` worker.
-pub async fn run(ctx: WorkerCtx, deps: PullDeps) -> anyhow::Result<()> {
+async fn run(ctx: WorkerCtx, deps: PullDeps) -> anyhow::Result<()> {
     loop {
         ctx.beat();
         let Some(pull) = deps.queue.next_queued() else {

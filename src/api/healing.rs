@@ -12,8 +12,9 @@ use super::error::{ApiError, ApiQuery, PageQuery, Paging};
 use crate::db::healing::{EventFilter, count_events, list_events};
 use crate::docker::ServiceState;
 use crate::healing::record::{EventKind, HealingRecord, Severity, last_logged};
-use crate::healing::worker::{WORKER_NAME, heartbeat_grade};
+use crate::healing::worker::heartbeat_grade;
 use crate::state::AppState;
+use crate::tasks::WorkerName;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -102,7 +103,7 @@ pub async fn status(State(state): State<AppState>) -> Json<HealingStatus> {
         .workers
         .statuses()
         .into_iter()
-        .find(|w| w.name == WORKER_NAME);
+        .find(|w| w.name == WorkerName::SelfHealing.as_str());
     let heartbeat_age_ms = worker.as_ref().map(|w| w.heartbeat_age_ms);
     let loop_status = heartbeat_age_ms.map_or("not_running", |ms| {
         heartbeat_grade(std::time::Duration::from_millis(ms))

@@ -36,10 +36,8 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::docker::SupervisorHandle;
 use crate::healing::record::{EventKind, HealingRecord, Severity};
-use crate::tasks::WorkerCtx;
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 
-/// Worker name in the worker table.
-pub const WORKER_NAME: &str = "backups";
 /// The runs, in the state dir.
 pub const RUNS_FILE: &str = "data-backups.json";
 /// Runs kept in [`RUNS_FILE`].
@@ -535,11 +533,21 @@ impl Backups {
 /// scheduled run (the box settles first).
 pub const CATCH_UP_AFTER: Duration = Duration::from_secs(15 * 60);
 
+/// Spawns the `backups` worker (the schedule and the overdue check, see
+/// below) and hands `backups` back, for the API.
+pub fn spawn(workers: &Workers, backups: Backups) -> Backups {
+    let b = backups.clone();
+    workers.spawn(WorkerName::Backups, WorkerKind::Auxiliary, move |ctx| {
+        run_worker(ctx, b.clone())
+    });
+    backups
+}
+
 /// The scheduled runs and the overdue check: wakes at each day's
 /// `backup.schedule.at` (local time) and every hour for the check. A box
 /// that is off at that hour (or never made a backup) gets its run
 /// [`CATCH_UP_AFTER`] a start instead (see [`catch_up_due`]).
-pub async fn run_worker(ctx: WorkerCtx, backups: Backups) -> anyhow::Result<()> {
+async fn run_worker(ctx: WorkerCtx, backups: Backups) -> anyhow::Result<()> {
     let mut warned_for: Option<Option<DateTime<Utc>>> = None;
     let up_since = std::time::Instant::now();
     loop {

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 
 use super::Db;
 use crate::auth::{ADMIN_USERNAME, AuditEvent, Auth, Now, SessionRecord, SessionWrite, SpoolSync};
-use crate::tasks::WorkerCtx;
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 
 /// How often queued writes are flushed while the DB is up.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -165,24 +165,17 @@ pub async fn known_good_sources(
         .collect())
 }
 
+/// Session rows age by when they expired.
+const SESSIONS: super::retention::Aging = super::retention::Aging {
+    table: "sessions",
+    key: "jti",
+    time: "expires_at",
+    noun: "expired session rows",
+};
+
 /// Deletes session rows expired before `before`, in bounded batches.
 pub async fn prune_sessions(pool: &PgPool, before: DateTime<Utc>) -> anyhow::Result<u64> {
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(
-            "DELETE FROM sessions WHERE jti IN
-               (SELECT jti FROM sessions WHERE expires_at < $1 LIMIT $2)",
-        )
-        .bind(before)
-        .bind(DELETE_BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        total += n;
-        if n < DELETE_BATCH as u64 {
-            return Ok(total);
-        }
-    }
+    Ok(super::retention::delete_older_than(pool, SESSIONS, before, DELETE_BATCH, || {}).await?)
 }
 
 /// Moves queued writes to the DB. On failure they are handed back to `auth`
@@ -238,12 +231,21 @@ async fn sync_spool(auth: &Arc<Auth>, how: SpoolSync, failing: &mut bool) {
     }
 }
 
+/// Spawns the `auth-persister` worker.
+pub fn spawn_persister(workers: &Workers, db: Db, auth: Arc<Auth>) {
+    workers.spawn(
+        WorkerName::AuthPersister,
+        WorkerKind::Auxiliary,
+        move |ctx| run_persister(ctx, db.clone(), auth.clone()),
+    );
+}
+
 /// The `auth-persister` worker: while the DB is up (and migrated), flushes
 /// queued session and audit writes every second; each time the DB comes
 /// (back) up, first flushes, then reloads the sessions; prunes hourly.
 /// While the DB is down or failing, keeps the spool current; once it has
 /// taken everything, removes the spool.
-pub async fn run_persister(ctx: WorkerCtx, db: Db, auth: Arc<Auth>) -> anyhow::Result<()> {
+async fn run_persister(ctx: WorkerCtx, db: Db, auth: Arc<Auth>) -> anyhow::Result<()> {
     let mut status = db.subscribe();
     let mut seeded = false;
     let mut last_prune = tokio::time::Instant::now();

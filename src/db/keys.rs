@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use super::Db;
 use crate::auth::ADMIN_USERNAME;
 use crate::auth::keys::{self, ApiKey, KeyStore, MAX_LIVE_KEYS, NewKey, Scope};
-use crate::tasks::WorkerCtx;
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 
 type Row = (
     i64,
@@ -191,11 +191,22 @@ async fn sync(pool: &PgPool, store: &KeyStore) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Spawns the `api-keys` worker with a store of its own, and returns the
+/// store the API checks keys against.
+pub fn spawn(workers: &Workers, db: Db) -> Arc<KeyStore> {
+    let store = Arc::new(KeyStore::default());
+    let keys = store.clone();
+    workers.spawn(WorkerName::ApiKeys, WorkerKind::Auxiliary, move |ctx| {
+        run_worker(ctx, db.clone(), keys.clone())
+    });
+    store
+}
+
 /// The `api-keys` worker: every [`keys::REFRESH_EVERY`] while the database
 /// is up (and at once when it comes up), saves the keys' last use and
 /// reloads them, so keys made or revoked by `arasuld admin key` take effect.
 /// While the database is down the keys loaded last stay in force.
-pub async fn run_worker(ctx: WorkerCtx, db: Db, store: Arc<KeyStore>) -> anyhow::Result<()> {
+async fn run_worker(ctx: WorkerCtx, db: Db, store: Arc<KeyStore>) -> anyhow::Result<()> {
     let mut status = db.subscribe();
     let mut failing = false;
     loop {

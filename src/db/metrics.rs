@@ -55,29 +55,14 @@ pub async fn insert_gap(pool: &PgPool, gap: &Gap) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Deletes samples older than `before`, `batch` rows per statement so the
-/// table is never locked for long. Returns how many were deleted.
-pub async fn delete_older_than(
-    pool: &PgPool,
-    before: DateTime<Utc>,
-    batch: i64,
-) -> sqlx::Result<u64> {
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(
-            "DELETE FROM metrics WHERE id IN (SELECT id FROM metrics WHERE ts < $1 ORDER BY ts LIMIT $2)",
-        )
-        .bind(before)
-        .bind(batch)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        total += n;
-        if (n as i64) < batch {
-            return Ok(total);
-        }
-    }
-}
+/// Samples age by when they were taken; deleted past `metrics.retention`
+/// (see [`super::retention`]).
+pub const AGING: super::retention::Aging = super::retention::Aging {
+    table: "metrics",
+    key: "id",
+    time: "ts",
+    noun: "metrics",
+};
 
 type Stat = (Option<f32>, Option<f32>, Option<f32>);
 
@@ -179,7 +164,8 @@ mod tests {
         assert_eq!(mem.t, h.t);
         assert_eq!(mem.series[0].max, cpu.max);
 
-        let deleted = delete_older_than(&pool, Utc.timestamp_millis_opt(t0 + 100_000).unwrap(), 30)
+        let before = Utc.timestamp_millis_opt(t0 + 100_000).unwrap();
+        let deleted = crate::db::retention::delete_older_than(&pool, AGING, before, 30, || {})
             .await
             .unwrap();
         assert_eq!(deleted, 100);

@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, PgPool};
 use tokio::sync::watch;
 
 use crate::config::DatabaseConfig;
-use crate::tasks::WorkerCtx;
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 
 pub mod auth;
 pub mod backup;
@@ -23,6 +23,7 @@ pub mod healing;
 pub mod keys;
 pub mod metrics;
 pub mod notifications;
+pub mod retention;
 pub mod update;
 pub mod workflows;
 
@@ -123,7 +124,7 @@ impl Db {
 
     /// The connector worker: checks the connection, runs the migrations once
     /// it first gets through, and retries with doubling delays while down.
-    pub async fn run_connector(
+    async fn run_connector(
         &self,
         ctx: WorkerCtx,
         cfg: DatabaseConfig,
@@ -190,12 +191,33 @@ impl Db {
     }
 }
 
+/// Spawns the `db-connector` core worker on `workers`: it connects `db`,
+/// migrates, reconnects with backoff, and records in `daemon_starts` that
+/// this build started at `started_at` once the database first answers.
+pub fn spawn_connector(
+    workers: &Workers,
+    db: &Db,
+    cfg: &DatabaseConfig,
+    started_at: DateTime<Utc>,
+) {
+    let (db, cfg) = (db.clone(), cfg.clone());
+    let record = StartRecord {
+        started_at,
+        version: crate::build_info::VERSION,
+        build_hash: crate::build_info::BUILD_HASH,
+    };
+    workers.spawn(WorkerName::DbConnector, WorkerKind::Core, move |ctx| {
+        let (db, cfg, record) = (db.clone(), cfg.clone(), record.clone());
+        async move { db.run_connector(ctx, cfg, record).await }
+    });
+}
+
 /// What `daemon_starts` records once the database is reachable.
 #[derive(Clone, Debug)]
-pub struct StartRecord {
-    pub started_at: DateTime<Utc>,
-    pub version: String,
-    pub build_hash: String,
+struct StartRecord {
+    started_at: DateTime<Utc>,
+    version: &'static str,
+    build_hash: &'static str,
 }
 
 /// Applies the embedded migrations. sqlx takes a Postgres advisory lock for
@@ -209,8 +231,8 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 async fn record_start(pool: &PgPool, s: &StartRecord) -> anyhow::Result<()> {
     sqlx::query("INSERT INTO daemon_starts (started_at, version, build_hash) VALUES ($1, $2, $3)")
         .bind(s.started_at)
-        .bind(&s.version)
-        .bind(&s.build_hash)
+        .bind(s.version)
+        .bind(s.build_hash)
         .execute(pool)
         .await?;
     Ok(())

@@ -8,12 +8,11 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::Db;
-use crate::tasks::WorkerCtx;
+use super::retention::Aging;
+use crate::tasks::{WorkerName, Workers};
 
 /// Runs are kept this long (SPEC §3: events 90 days), by `started_at`.
 pub const RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Rows per DELETE in the retention job.
-const RETENTION_BATCH: i64 = 10_000;
 
 /// One execution as stored and served.
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -218,46 +217,22 @@ pub async fn stats(pool: &PgPool) -> sqlx::Result<Vec<WorkflowStats>> {
     .await
 }
 
-/// Deletes runs started before `before`, `batch` rows per statement.
-pub async fn delete_older_than(
-    pool: &PgPool,
-    before: DateTime<Utc>,
-    batch: i64,
-) -> sqlx::Result<u64> {
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(
-            "DELETE FROM workflow_executions WHERE id IN
-               (SELECT id FROM workflow_executions WHERE started_at < $1 ORDER BY started_at LIMIT $2)",
-        )
-        .bind(before)
-        .bind(batch)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        total += n;
-        if (n as i64) < batch {
-            return Ok(total);
-        }
-    }
-}
+/// Runs age by when they started.
+pub const AGING: Aging = Aging {
+    table: "workflow_executions",
+    key: "id",
+    time: "started_at",
+    noun: "workflow runs",
+};
 
-/// The `workflows-retention` worker: hourly, deletes runs older than
-/// [`RETENTION`] while the database is up.
-pub async fn run_retention(ctx: WorkerCtx, db: Db) -> anyhow::Result<()> {
-    loop {
-        if db.status().migrated && db.status().up {
-            let before = Utc::now() - chrono::Duration::from_std(RETENTION)?;
-            match delete_older_than(db.pool(), before, RETENTION_BATCH).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "old workflow runs deleted"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "workflow retention failed; retrying next hour")
-                }
-            }
-        }
-        if !ctx.sleep_beating(Duration::from_secs(3600)).await {
-            return Ok(());
-        }
-    }
+/// Spawns the `workflows-retention` worker: hourly, deletes runs older
+/// than [`RETENTION`] while the database is up.
+pub fn spawn_retention(workers: &Workers, db: Db) {
+    super::retention::spawn(
+        workers,
+        WorkerName::WorkflowsRetention,
+        db,
+        AGING,
+        RETENTION,
+    );
 }

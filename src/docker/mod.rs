@@ -17,6 +17,8 @@ use futures::stream::BoxStream;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::tasks::{WorkerKind, WorkerName};
+
 pub use catalog::{Catalog, Role, ServiceSpec};
 
 /// Labels on every container arasuld owns.
@@ -291,8 +293,9 @@ impl SupervisorHandle {
     }
 }
 
-/// Spawns the supervisor as a core worker. Its command queue and state
-/// outlive restarts of the worker, so the handle stays valid.
+/// Spawns the supervisor as the core worker `supervisor`, the only holder
+/// of a Docker client. Its command queue and state outlive restarts of the
+/// worker, so the handle stays valid.
 pub fn spawn(
     workers: &crate::tasks::Workers,
     cfg: supervisor::SupervisorConfig,
@@ -305,7 +308,7 @@ pub fn spawn(
     // A restarted worker starts from the catalog last applied (a reload's),
     // not the one read at daemon start.
     let catalog = Arc::new(std::sync::Mutex::new(catalog));
-    workers.spawn("supervisor", crate::tasks::WorkerKind::Core, move |ctx| {
+    workers.spawn(WorkerName::Supervisor, WorkerKind::Core, move |ctx| {
         let (cfg, catalog, cmd_rx, state_tx) = (
             cfg.clone(),
             catalog.clone(),
@@ -322,6 +325,21 @@ pub fn spawn(
         }
     });
     SupervisorHandle::new(cmd_tx, state_rx)
+}
+
+/// [`load_catalog`] for the daemon: an invalid catalog does not keep it
+/// down (the dashboard must stay reachable to say what is wrong), so each
+/// error is logged and no services are supervised until it is fixed.
+pub fn load_catalog_or_empty(path: &std::path::Path) -> Catalog {
+    load_catalog(path).unwrap_or_else(|errs| {
+        for e in &errs {
+            tracing::error!("service catalog: {e}");
+        }
+        tracing::error!(
+            "the service catalog is invalid: no services are supervised until it is fixed"
+        );
+        Catalog::default()
+    })
 }
 
 /// Reads and validates the catalog file and its drop-ins

@@ -54,6 +54,30 @@ pub struct SupervisorConfig {
     pub secrets_dir: PathBuf,
 }
 
+impl From<&crate::config::Config> for SupervisorConfig {
+    fn from(config: &crate::config::Config) -> Self {
+        let docker = &config.docker;
+        SupervisorConfig {
+            socket: docker.socket.clone(),
+            state_dir: config.paths.state_dir.clone(),
+            stop_timeout: docker.stop_timeout,
+            nvidia_runtime: docker
+                .nvidia_runtime
+                .unwrap_or_else(|| config.paths.etc_root.join("nv_tegra_release").exists()),
+            log_max_size: docker.log_max_size.clone(),
+            log_max_files: docker.log_max_files,
+            pull: PullSettings {
+                policy: docker.pull,
+                stall_timeout: docker.pull_stall_timeout,
+                min_free: parse_bytes(&docker.pull_min_free).unwrap_or(0) as u64,
+                retry_max: docker.pull_retry_max,
+                secrets_dir: config.paths.secrets_dir.clone(),
+            },
+            secrets_dir: config.paths.secrets_dir.clone(),
+        }
+    }
+}
+
 /// Per-service bookkeeping the status does not show.
 struct Runtime {
     spec: ServiceSpec,

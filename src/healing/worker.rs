@@ -25,10 +25,8 @@ use super::record::{Category, EventKind, HealingRecord, LOG_FILE, Severity};
 use crate::db::Db;
 use crate::docker::{ServiceState, ServiceStatus, SupervisorError, SupervisorHandle};
 use crate::metrics::MetricsHub;
-use crate::tasks::{WorkerCtx, WorkerKind, Workers};
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 
-/// The worker's name in the worker table (and the heartbeat the status shows).
-pub const WORKER_NAME: &str = "self-healing";
 /// Events kept in memory while the database is down; beyond it the oldest go.
 pub const BUFFER_CAP: usize = 10_000;
 /// The worker beats at least this often, whatever the tick.
@@ -73,7 +71,7 @@ pub fn spawn(workers: &Workers, deps: HealingDeps) -> HealingHandle {
             .notifying(deps.notify.clone()),
     ));
     let (handle, inbox) = HealingHandle::new();
-    workers.spawn(WORKER_NAME, WorkerKind::Core, move |ctx| {
+    workers.spawn(WorkerName::SelfHealing, WorkerKind::Core, move |ctx| {
         let (deps, trail, inbox) = (deps.clone(), trail.clone(), inbox.clone());
         async move { run(ctx, deps, trail, inbox).await }
     });
@@ -685,7 +683,15 @@ impl Loop {
             let before = Utc::now()
                 - chrono::Duration::from_std(self.deps.metrics_retention)
                     .unwrap_or(chrono::Duration::days(7));
-            match crate::db::metrics::delete_older_than(self.deps.db.pool(), before, 10_000).await {
+            let (pool, rows) = (self.deps.db.pool(), crate::db::metrics::AGING);
+            let deleted = crate::db::retention::delete_older_than(
+                pool,
+                rows,
+                before,
+                crate::db::retention::BATCH,
+                || ctx.beat(),
+            );
+            match deleted.await {
                 Ok(n) => done.push(format!("{n} metrics rows past retention")),
                 Err(e) => errors.push(format!("metrics: {e}")),
             }

@@ -16,17 +16,15 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{broadcast, watch};
 
-use crate::config::MetricsConfig;
+use crate::config::{Config, MetricsConfig};
 use crate::db::Db;
-use crate::tasks::WorkerCtx;
-use collect::{PlatformInfo, Probe, Sample};
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
+use collect::{GpuBackendChoice, PlatformInfo, Probe, ProbeRoots, Sample};
 use reach::Reachability;
 use ring::Ring;
 
 /// Rows per INSERT when flushing a long backlog.
 const FLUSH_BATCH: usize = 5_000;
-/// Rows per DELETE in the retention job.
-const RETENTION_BATCH: i64 = 10_000;
 
 /// Shared by the sampler, the writer, and the API.
 #[derive(Clone)]
@@ -144,8 +142,59 @@ impl Drop for StreamClientGuard {
     }
 }
 
+/// The probe (GPU backend chosen once, here), the hub, and the sampler
+/// (core), writer, retention and reachability workers. The hub is what the
+/// API, healing and the live stream read.
+pub fn spawn(workers: &Workers, config: &Config, db: &Db) -> MetricsHub {
+    let m = &config.metrics;
+    let choice = match m.gpu_backend.as_str() {
+        "nvml" => GpuBackendChoice::Nvml,
+        "tegra" => GpuBackendChoice::Tegra,
+        "none" => GpuBackendChoice::None,
+        _ => GpuBackendChoice::Auto,
+    };
+    let p = &config.paths;
+    let probe = Probe::new(
+        ProbeRoots {
+            proc_root: p.proc_root.clone(),
+            sys_root: p.sys_root.clone(),
+            etc_root: p.etc_root.clone(),
+            data_path: p.data_path.clone(),
+        },
+        choice,
+    );
+    let hub = MetricsHub::new(m, probe.platform(), probe.gpu_backend());
+    let probe = Arc::new(Mutex::new(probe));
+    let (h, interval) = (hub.clone(), m.interval);
+    workers.spawn(WorkerName::MetricsSampler, WorkerKind::Core, move |ctx| {
+        run_sampler(ctx, h.clone(), probe.clone(), interval)
+    });
+    let (h, d, every) = (hub.clone(), db.clone(), m.persist_every);
+    workers.spawn(
+        WorkerName::MetricsWriter,
+        WorkerKind::Auxiliary,
+        move |ctx| run_writer(ctx, h.clone(), d.clone(), every),
+    );
+    crate::db::retention::spawn(
+        workers,
+        WorkerName::MetricsRetention,
+        db.clone(),
+        crate::db::metrics::AGING,
+        m.retention,
+    );
+    let hook = match m.webhook_check.as_str() {
+        "auto" => match &config.http.tls {
+            Some(tls) => reach::front_door_webhook(tls.listen, true),
+            None => reach::front_door_webhook(config.http.listen, false),
+        },
+        url => url.to_owned(),
+    };
+    reach::spawn(workers, hub.clone(), m.internet_check.clone(), hook);
+    hub
+}
+
 /// The sampler worker: one full sample every `interval`.
-pub async fn run_sampler(
+async fn run_sampler(
     ctx: WorkerCtx,
     hub: MetricsHub,
     probe: Arc<Mutex<Probe>>,
@@ -168,7 +217,7 @@ pub async fn run_sampler(
 
 /// The writer worker: flushes every `persist_every`, at once when the
 /// database comes back, and a last time at shutdown.
-pub async fn run_writer(
+async fn run_writer(
     ctx: WorkerCtx,
     hub: MetricsHub,
     db: Db,
@@ -219,23 +268,4 @@ pub async fn run_writer(
         "metrics writer stopped: samples_taken={taken} persisted={persisted} dropped={dropped}"
     );
     Ok(())
-}
-
-/// The retention worker: hourly, deletes samples older than `retention`.
-pub async fn run_retention(ctx: WorkerCtx, db: Db, retention: Duration) -> anyhow::Result<()> {
-    loop {
-        if db.status().up {
-            let before = Utc::now() - chrono::Duration::from_std(retention)?;
-            match crate::db::metrics::delete_older_than(db.pool(), before, RETENTION_BATCH).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "old metrics deleted"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics retention failed; retrying next hour")
-                }
-            }
-        }
-        if !ctx.sleep_beating(Duration::from_secs(3600)).await {
-            return Ok(());
-        }
-    }
 }

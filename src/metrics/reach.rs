@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::tasks::WorkerCtx;
+use crate::tasks::{WorkerKind, WorkerName, Workers};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const REFRESH: Duration = Duration::from_secs(60);
@@ -105,40 +105,41 @@ pub fn front_door_webhook(listen: std::net::SocketAddr, https: bool) -> String {
     )
 }
 
-/// The worker that refreshes the cached reachability.
-pub async fn run(
-    ctx: WorkerCtx,
-    hub: super::MetricsHub,
-    internet: String,
-    webhook: String,
-) -> anyhow::Result<()> {
-    loop {
-        ctx.beat();
-        let (inet, hook) = tokio::join!(
-            async {
-                if internet.is_empty() {
-                    None
-                } else {
-                    Some(tcp_reachable(&internet).await)
-                }
-            },
-            async {
-                if webhook.is_empty() {
-                    None
-                } else {
-                    Some(http_answers(&webhook).await)
-                }
+/// Spawns the `reachability` worker: refreshes the hub's cached
+/// reachability every [`REFRESH`]; an empty target is not probed.
+pub fn spawn(workers: &Workers, hub: super::MetricsHub, internet: String, webhook: String) {
+    workers.every(
+        WorkerName::Reachability,
+        WorkerKind::Auxiliary,
+        REFRESH,
+        move |_| refresh(hub.clone(), internet.clone(), webhook.clone()),
+    );
+}
+
+/// One round: both probes at once, the result cached in the hub.
+async fn refresh(hub: super::MetricsHub, internet: String, webhook: String) -> anyhow::Result<()> {
+    let (inet, hook) = tokio::join!(
+        async {
+            if internet.is_empty() {
+                None
+            } else {
+                Some(tcp_reachable(&internet).await)
             }
-        );
-        hub.set_reachability(Reachability {
-            internet_reachable: inet,
-            webhook_reachable: hook,
-            checked_at: Some(Utc::now()),
-        });
-        if !ctx.sleep_beating(REFRESH).await {
-            return Ok(());
+        },
+        async {
+            if webhook.is_empty() {
+                None
+            } else {
+                Some(http_answers(&webhook).await)
+            }
         }
-    }
+    );
+    hub.set_reachability(Reachability {
+        internet_reachable: inet,
+        webhook_reachable: hook,
+        checked_at: Some(Utc::now()),
+    });
+    Ok(())
 }
 
 #[cfg(test)]

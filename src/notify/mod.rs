@@ -23,7 +23,7 @@ use tokio::sync::{Mutex, mpsc};
 use crate::healing::record::EventKind;
 
 pub use config::{ChannelConfig, NotifyConfig};
-pub use worker::{NotifyDeps, WORKER_NAME, spawn};
+pub use worker::{NotifyDeps, spawn};
 
 /// How bad it is, as the healing records have it; channels name the least
 /// they want (`min_severity`).

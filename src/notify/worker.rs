@@ -24,10 +24,8 @@ use super::rules::{Dedup, backoff, held_until};
 use super::{Alert, AlertInbox};
 use crate::config::{Config, Secret};
 use crate::db::Db;
-use crate::tasks::{WorkerCtx, WorkerKind, Workers};
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 
-/// Worker name in the worker table.
-pub const WORKER_NAME: &str = "notifications";
 /// The spool: outbox entries the database has not taken yet.
 pub const SPOOL_FILE: &str = "notify/outbox-spool.json";
 /// How long one database write may take before the spool takes over.
@@ -87,10 +85,14 @@ impl OutboxEntry {
 
 /// Spawns the worker (auxiliary: notifications never gate the watchdog).
 pub fn spawn(workers: &Workers, deps: NotifyDeps) {
-    workers.spawn(WORKER_NAME, WorkerKind::Auxiliary, move |ctx| {
-        let deps = deps.clone();
-        async move { run(ctx, deps).await }
-    });
+    workers.spawn(
+        WorkerName::Notifications,
+        WorkerKind::Auxiliary,
+        move |ctx| {
+            let deps = deps.clone();
+            async move { run(ctx, deps).await }
+        },
+    );
 }
 
 /// Sends `channel` a test alert now, outside the outbox; `Err` is what the

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::tasks::WorkerCtx;
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 
 /// Avahi's well-known name on the system bus.
 pub const AVAHI_NAME: &str = "org.freedesktop.Avahi";
@@ -264,11 +264,20 @@ impl MdnsDeps {
     }
 }
 
+/// Spawns the `mdns` worker; the receiver follows what it has published.
+pub fn spawn(workers: &Workers, deps: MdnsDeps) -> watch::Receiver<Published> {
+    let published = deps.published.subscribe();
+    workers.spawn(WorkerName::Mdns, WorkerKind::Auxiliary, move |ctx| {
+        run(ctx, deps.clone())
+    });
+    published
+}
+
 /// The `mdns` worker: connects to the bus and publishes for as long as the
 /// daemon runs. Returns `Ok` (the worker finishes) only when mDNS is off or
 /// the bus cannot be reached; D-Bus errors while publishing are returned so
 /// the worker is restarted with backoff.
-pub async fn run(ctx: WorkerCtx, mut deps: MdnsDeps) -> anyhow::Result<()> {
+async fn run(ctx: WorkerCtx, mut deps: MdnsDeps) -> anyhow::Result<()> {
     if let Some(live) = &deps.live {
         deps.config.hostname = live.borrow().mdns.hostname.clone();
     }

@@ -8,6 +8,8 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tasks::{WorkerKind, WorkerName, Workers};
+
 #[derive(Clone, Debug, Default)]
 pub struct Notifier {
     target: Option<Target>,
@@ -63,6 +65,46 @@ impl Notifier {
             tracing::warn!(error = %e, message, "systemd notify failed");
         }
     }
+}
+
+/// Spawns the `systemd-watchdog` worker when systemd asked for pings
+/// (`period`) and listens: `WATCHDOG=1` every `period` while every core
+/// worker is alive; a hung one stops the pings so systemd restarts the
+/// daemon.
+pub fn spawn_watchdog(
+    workers: &Workers,
+    notifier: &Notifier,
+    period: Option<Duration>,
+    stale_after: Duration,
+) {
+    let (Some(period), true) = (period, notifier.is_enabled()) else {
+        return;
+    };
+    let (w, notifier) = (workers.clone(), notifier.clone());
+    let mut withheld = false;
+    workers.every(
+        WorkerName::SystemdWatchdog,
+        WorkerKind::Auxiliary,
+        period,
+        move |_| {
+            match w.check_core_alive(stale_after) {
+                Ok(()) => {
+                    if withheld {
+                        tracing::info!("core workers alive again; feeding the watchdog");
+                        withheld = false;
+                    }
+                    notifier.send("WATCHDOG=1");
+                }
+                Err(why) => {
+                    if !withheld {
+                        tracing::error!(reason = %why, "withholding the systemd watchdog ping");
+                        withheld = true;
+                    }
+                }
+            }
+            std::future::ready(Ok(()))
+        },
+    );
 }
 
 /// The ping period systemd asks for: half of `WATCHDOG_USEC`, if the watchdog

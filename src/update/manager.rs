@@ -23,10 +23,8 @@ use super::state::{
 use super::{BundleError, TrustedKeys, VerifiedBundle, VerifyLimits};
 use crate::db::Db;
 use crate::docker::SupervisorHandle;
-use crate::tasks::{WorkerKind, Workers};
+use crate::tasks::{WorkerKind, WorkerName, Workers};
 
-/// The worker's name in the worker table.
-pub const WORKER_NAME: &str = "update-applier";
 /// Log file inside `paths.log_dir`.
 pub const LOG_FILE: &str = crate::logs::Source::Update.file_name();
 /// Log lines kept in the status.
@@ -356,6 +354,24 @@ impl Drop for UploadTicket {
             self.mgr.publish();
         }
     }
+}
+
+/// Spawns the `update-applier` worker around a new manager (see
+/// [`UpdateManager::new`]): it resolves a run interrupted by a crash, then
+/// carries out each apply. Restarted after a panic, it resolves the run it
+/// was in from the state file again.
+pub fn spawn(workers: &Workers, deps: UpdateDeps) -> UpdateManager {
+    let mgr = UpdateManager::new(deps);
+    let m = mgr.clone();
+    workers.spawn(
+        WorkerName::UpdateApplier,
+        WorkerKind::Auxiliary,
+        move |ctx| {
+            let mgr = m.clone();
+            async move { super::apply::run_worker(ctx, mgr).await }
+        },
+    );
+    mgr
 }
 
 impl UpdateManager {
@@ -746,17 +762,6 @@ impl UpdateManager {
             s.error = run.error.clone();
         }
         self.inner.status.send_replace(s);
-    }
-
-    /// Spawns the `update-applier` worker: resolves a run interrupted by a
-    /// crash, then carries out each apply. Restarted after a panic, it
-    /// resolves the run it was in from the state file again.
-    pub fn spawn_worker(&self, workers: &Workers) {
-        let mgr = self.clone();
-        workers.spawn(WORKER_NAME, WorkerKind::Auxiliary, move |ctx| {
-            let mgr = mgr.clone();
-            async move { super::apply::run_worker(ctx, mgr).await }
-        });
     }
 
     pub(crate) async fn wait_for_work(&self) -> Option<()> {

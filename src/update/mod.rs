@@ -22,5 +22,5 @@ pub mod manager;
 pub mod state;
 
 pub use activity::{Activity, UpdateActivity};
-pub use manager::{Source, UpdateConfig, UpdateError, UpdateManager};
+pub use manager::{Source, UpdateConfig, UpdateError, UpdateManager, spawn};
 pub use state::{UpdateCheck, UpdateState, UpdateStatus};

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 
-use super::{UsbHandoff, UsbLog, UsbWorker, WORKER_NAME};
+use super::{UsbHandoff, UsbLog, UsbWorker};
 use crate::config::Config;
-use crate::tasks::{WorkerKind, Workers};
+use crate::tasks::Workers;
 use crate::update::verify::VerifyLimits;
 use crate::update::{Source, UpdateManager, Version};
 
@@ -42,8 +42,7 @@ impl UsbHandoff for UpdateManager {
     }
 }
 
-/// Starts the `usb-updates` worker (auxiliary: restarted on error, does not
-/// gate the watchdog) unless `usb.enabled` is false.
+/// Starts the `usb-updates` worker unless `usb.enabled` is false.
 pub fn spawn(workers: &Workers, config: &Config, updates: &UpdateManager) {
     if !config.usb.enabled {
         return;
@@ -59,7 +58,5 @@ pub fn spawn(workers: &Workers, config: &Config, updates: &UpdateManager) {
         log: UsbLog::new(&config.paths.log_dir),
         handoff: std::sync::Arc::new(updates.clone()),
     };
-    workers.spawn(WORKER_NAME, WorkerKind::Auxiliary, move |ctx| {
-        worker.clone().run(ctx)
-    });
+    worker.spawn(workers);
 }

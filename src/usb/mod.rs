@@ -18,12 +18,10 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::tasks::WorkerCtx;
+use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 use crate::update::verify::VerifyLimits;
 use crate::update::{TrustedKeys, Version};
 
-/// Worker name in the worker table.
-pub const WORKER_NAME: &str = "usb-updates";
 /// Log file in `paths.log_dir`.
 pub const LOG_FILE: &str = crate::logs::Source::UpdateUsb.file_name();
 
@@ -319,8 +317,16 @@ impl UsbWorker {
         StickOutcome::Failed { errors }
     }
 
+    /// Spawns this as the `usb-updates` worker (auxiliary: restarted on
+    /// error, does not gate the watchdog).
+    pub fn spawn(self, workers: &Workers) {
+        workers.spawn(WorkerName::UsbUpdates, WorkerKind::Auxiliary, move |ctx| {
+            self.clone().run(ctx)
+        });
+    }
+
     /// The worker body: UDisks2 events, or polling when D-Bus is not there.
-    pub async fn run(self, ctx: WorkerCtx) -> anyhow::Result<()> {
+    async fn run(self, ctx: WorkerCtx) -> anyhow::Result<()> {
         if !self.config.enabled {
             return Ok(());
         }

@@ -86,12 +86,7 @@ services:
             let (workers, handle) = spawn_supervisor(dir.path(), catalog, SOCKET);
             let auth = Arc::new(common::fast_auth(dir.path()));
             let state = common::app_state(config, auth, workers, handle.clone());
-            let deps = state.models.clone();
-            state.workers.spawn(
-                "model-pulls",
-                arasuld::tasks::WorkerKind::Auxiliary,
-                move |ctx| arasuld::ai::pulls::run(ctx, deps.clone()),
-            );
+            arasuld::ai::pulls::spawn(&state.workers, state.models.clone());
             (handle, state)
         };
         let router = arasuld::api::router(state.clone());
@@ -912,21 +907,20 @@ fn pulls_are_admitted_queued_resumed_after_a_stall_and_their_partials_removed() 
     std::mem::forget(tx);
     let mut shared = (*env.state).clone();
     shared.config = rx.clone();
-    shared.models = arasuld::ai::pulls::PullDeps::new(
-        arasuld::ai::pulls::PullQueue::open(Some(env.dir.path().join("models/pulls.json"))),
-        env.handle.clone(),
-        rx,
-    );
-    env.state = AppState::new(shared);
-    {
+    // A second pulls worker, on a queue that reads this config.
+    shared.models = {
         let _guard = env.rt().enter();
-        let deps = env.state.models.clone();
-        env.state.workers.spawn(
-            "model-pulls-2",
-            arasuld::tasks::WorkerKind::Auxiliary,
-            move |ctx| arasuld::ai::pulls::run(ctx, deps.clone()),
-        );
-    }
+        let queue = env.dir.path().join("models/pulls.json");
+        arasuld::ai::pulls::spawn(
+            &shared.workers,
+            arasuld::ai::pulls::PullDeps::new(
+                arasuld::ai::pulls::PullQueue::open(Some(queue)),
+                env.handle.clone(),
+                rx,
+            ),
+        )
+    };
+    env.state = AppState::new(shared);
     env.router = arasuld::api::router(env.state.clone());
     let store = env.dir.path().join("ollama/models");
     let manifest = |m: &str| -> Value {

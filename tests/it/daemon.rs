@@ -294,7 +294,7 @@ fn version_names_the_build() {
 fn a_hung_core_worker_stops_the_watchdog_pings() {
     use arasuld::app::Daemon as App;
     use arasuld::os::notify::Notifier;
-    use arasuld::tasks::WorkerKind;
+    use arasuld::tasks::{WorkerKind, WorkerName};
 
     let notify = NotifySocket::new();
     let mut config = arasuld::config::Config::default();
@@ -322,7 +322,7 @@ fn a_hung_core_worker_stops_the_watchdog_pings() {
     };
     // A core worker that beats once (at start) and then hangs forever.
     let hung: arasuld::app::ExtraWorker = (
-        "hung-core",
+        WorkerName::Other("hung-core"),
         WorkerKind::Core,
         Box::new(|_ctx| Box::pin(std::future::pending())),
     );

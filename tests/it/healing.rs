@@ -141,7 +141,7 @@ services:
         };
         let db = Db::new(&db_cfg).unwrap();
         if db_url != CLOSED_DB {
-            common::spawn_db_connector(&workers, &db, &db_cfg);
+            arasuld::db::spawn_connector(&workers, &db, &db_cfg, chrono::Utc::now());
         }
         arasuld::healing::worker::spawn(
             &workers,
@@ -747,7 +747,7 @@ fn worker_with_db(
     };
     let db = Db::new(&db_cfg).unwrap();
     if db_url != CLOSED_DB {
-        common::spawn_db_connector(&workers, &db, &db_cfg);
+        arasuld::db::spawn_connector(&workers, &db, &db_cfg, chrono::Utc::now());
     }
     arasuld::healing::worker::spawn(
         &workers,

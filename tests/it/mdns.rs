@@ -20,7 +20,7 @@ use crate::common;
 use common::dbus::PrivateBus as Bus;
 
 use arasuld::os::mdns::{self, LanAddress, MdnsConfig, MdnsDeps, Published};
-use arasuld::tasks::{RestartPolicy, WorkerKind, Workers};
+use arasuld::tasks::{RestartPolicy, Workers};
 use tokio::sync::watch;
 
 const AVAHI_ADDR: &str = "192.0.2.1";
@@ -368,15 +368,12 @@ fn start_worker_live(
             address: addr,
         }]
     });
-    let rx = deps.published.subscribe();
     let workers = Workers::new(RestartPolicy {
         initial: Duration::from_millis(200),
         max: Duration::from_secs(2),
         reset_after: Duration::from_secs(60),
     });
-    workers.spawn("mdns", WorkerKind::Auxiliary, move |ctx| {
-        mdns::run(ctx, deps.clone())
-    });
+    let rx = mdns::spawn(&workers, deps);
     (workers, rx)
 }
 
@@ -558,15 +555,12 @@ async fn publishes_again_when_the_lan_addresses_change() {
             .collect()
     });
     deps.address_poll = Duration::from_millis(200);
-    let mut rx = deps.published.subscribe();
     let workers = Workers::new(RestartPolicy {
         initial: Duration::from_millis(200),
         max: Duration::from_secs(2),
         reset_after: Duration::from_secs(60),
     });
-    workers.spawn("mdns", WorkerKind::Auxiliary, move |ctx| {
-        mdns::run(ctx, deps.clone())
-    });
+    let mut rx = mdns::spawn(&workers, deps);
     let p = wait_published(&mut rx, "the first address", |p| p.host.is_some()).await;
     assert_eq!(p.addresses, vec![first]);
 

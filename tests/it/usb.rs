@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arasuld::tasks::{RestartPolicy, WorkerKind, Workers};
+use arasuld::tasks::{RestartPolicy, Workers};
 use arasuld::update::bundle::{BundleWriter, MANIFEST_NAME, SIGNATURE_NAME};
 use arasuld::update::keys::{SigningKey, generate_ed25519};
 use arasuld::update::manifest::{Components, ConfigComponent, Manifest};
@@ -298,12 +298,7 @@ async fn udisks_stick_is_mounted_read_only_and_its_best_bundle_handed_off_once()
         ..UsbConfig::default()
     };
     let workers = Workers::new(policy());
-    let worker = s.worker(config);
-    workers.spawn(
-        arasuld::usb::WORKER_NAME,
-        WorkerKind::Auxiliary,
-        move |ctx| worker.clone().run(ctx),
-    );
+    s.worker(config).spawn(&workers);
     eventually(&s, "the worker to watch UDisks2", || {
         s.log().contains("watching UDisks2").then_some(())
     })
@@ -448,12 +443,7 @@ async fn without_dbus_a_stick_under_a_mount_root_is_found_by_polling() {
         ..UsbConfig::default()
     };
     let workers = Workers::new(policy());
-    let worker = s.worker(config);
-    workers.spawn(
-        arasuld::usb::WORKER_NAME,
-        WorkerKind::Auxiliary,
-        move |ctx| worker.clone().run(ctx),
-    );
+    s.worker(config).spawn(&workers);
     eventually(&s, "the fallback to polling", || {
         s.log().contains("polling").then_some(())
     })

@@ -46,7 +46,12 @@ impl App {
         });
         if with_db {
             let database = app.state.config.borrow().database.clone();
-            common::spawn_db_connector(&app.state.workers, &app.state.db, &database);
+            arasuld::db::spawn_connector(
+                &app.state.workers,
+                &app.state.db,
+                &database,
+                chrono::Utc::now(),
+            );
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             while !app.state.db.status().migrated {
                 assert!(
@@ -434,7 +439,8 @@ async fn runs_older_than_the_retention_are_deleted_in_batches() {
     }
     let before = Utc::now() - Age::from_std(arasuld::db::workflows::RETENTION).unwrap();
     // Batches of one: the loop must go on until a batch comes back short.
-    let n = arasuld::db::workflows::delete_older_than(app.state.db.pool(), before, 1)
+    let runs = arasuld::db::workflows::AGING;
+    let n = arasuld::db::retention::delete_older_than(app.state.db.pool(), runs, before, 1, || {})
         .await
         .unwrap();
     assert_eq!(n, 2);

@@ -468,29 +468,6 @@ pub fn get_json_auth(url: &str, token: &str) -> Option<(u16, serde_json::Value)>
     })
 }
 
-/// The daemon's `db-connector` worker on `workers`: connects, migrates and
-/// reconnects `db` as the daemon does.
-pub fn spawn_db_connector(
-    workers: &arasuld::tasks::Workers,
-    db: &arasuld::db::Db,
-    cfg: &arasuld::config::DatabaseConfig,
-) {
-    let (db, cfg) = (db.clone(), cfg.clone());
-    let record = arasuld::db::StartRecord {
-        started_at: chrono::Utc::now(),
-        version: "test".into(),
-        build_hash: "test".into(),
-    };
-    workers.spawn(
-        "db-connector",
-        arasuld::tasks::WorkerKind::Core,
-        move |ctx| {
-            let (db, cfg, record) = (db.clone(), cfg.clone(), record.clone());
-            async move { db.run_connector(ctx, cfg, record).await }
-        },
-    );
-}
-
 /// Auth with argon2 at toy costs (64 KiB, t = 1), secrets under `dir/secrets`.
 pub fn fast_auth(dir: &Path) -> arasuld::auth::Auth {
     let cfg = arasuld::auth::AuthConfig {

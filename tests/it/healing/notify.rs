@@ -239,7 +239,7 @@ fn smtp_and_database_down_the_alert_waits_on_disk_and_is_delivered_once_both_are
         ..Default::default()
     };
     let db = Db::new(&db_cfg).unwrap();
-    super::common::spawn_db_connector(&workers, &db, &db_cfg);
+    arasuld::db::spawn_connector(&workers, &db, &db_cfg, chrono::Utc::now());
     let (notifier, inbox) = Notifier::new();
     spawn_notify(&workers, inbox, &db, config.clone());
 
@@ -312,7 +312,7 @@ fn smtp_and_database_down_the_alert_waits_on_disk_and_is_delivered_once_both_are
 
     // A restart inside the window: the outbox remembers what went out.
     let workers = Workers::new((&config.workers).into());
-    super::common::spawn_db_connector(&workers, &db, &db_cfg);
+    arasuld::db::spawn_connector(&workers, &db, &db_cfg, chrono::Utc::now());
     let (notifier, inbox) = Notifier::new();
     spawn_notify(&workers, inbox, &db, config);
     notifier.alert(disk);
