@@ -9,6 +9,7 @@
 #   benches/update_apply.sh                  # release build
 #   ARASULD_BIN=path/to/arasuld benches/update_apply.sh
 source "$(dirname "$0")/../scripts/lib.sh"
+source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 RUNS="${RUNS:-3}"
 STABILITY="${STABILITY:-0s}"
@@ -17,24 +18,13 @@ ensure_docker
 ensure_cmd curl curl
 "$REPO_ROOT/scripts/testrt-image" >/dev/null
 BIN="${ARASULD_BIN:-$(build_release)}"
-
-work="$(mktemp -d)"
-project="benchupd$$"
-db="bench_update_$$"
-admin_url="$DATABASE_URL"
-db_url="${DATABASE_URL%/*}/$db"
-PID=""
-cleanup() {
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-  docker ps -aq --filter "label=io.arasul.project=$project" | xargs -r docker rm -f >/dev/null
-  docker network rm "$project-net" >/dev/null 2>&1 || true
+bench_setup benchupd
+mkdir -p "$work/etc"
+# The update images are this run's own: removed with its containers.
+bench_cleanup_extra() {
   docker image ls --format '{{.Repository}}:{{.Tag}}' arasul-testrt | grep "^arasul-testrt:$project-" |
     xargs -r docker rmi -f >/dev/null 2>&1 || true
-  psql "$admin_url" -Xqc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-  rm -rf "$work"
 }
-trap cleanup EXIT
-psql "$admin_url" -Xqc "CREATE DATABASE $db"
 
 # Images: v1 is the test runtime; each run's image differs by one ENV line.
 variant() {
@@ -45,8 +35,6 @@ variant() {
 }
 docker tag arasul-testrt:dev "arasul-testrt:$project-v1"
 
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-mkdir -p "$work"/{state,log,secrets,keys,etc}
 cat > "$work/services.yaml" <<YAML
 project: $project
 network: $project-net
@@ -59,14 +47,8 @@ cat > "$work/arasuld.yaml" <<YAML
 http:
   listen: 127.0.0.1:$port
 database:
-  url: $db_url
-paths:
-  state_dir: $work/state
-  log_dir: $work/log
-  secrets_dir: $work/secrets
-  keys_dir: $work/keys
-  services_file: $work/services.yaml
-  data_path: $work/state
+  url: $BENCH_DB_URL
+$(bench_paths)
 logging:
   level: warn
 update:
@@ -75,20 +57,13 @@ update:
 YAML
 "$BIN" bundle keygen --out "$work/vendor" >/dev/null
 cp "$work/vendor/update-signing.pem" "$work/keys/"
-"$BIN" --config "$work/arasuld.yaml" serve >"$work/out" 2>&1 &
-PID=$!
+bench_serve
 
-base="http://127.0.0.1:$port"
 json() { python3 -c 'import json,sys; v=json.load(sys.stdin)
 for k in sys.argv[1].split("."): v=v[int(k)] if k.isdigit() else v[k]
 print(v)' "$1"; }
-for _ in $(seq 1 150); do
-  [ -s "$work/secrets/initial-admin-password" ] && curl -fsS "$base/api/health" >/dev/null 2>&1 && break
-  sleep 0.2
-done
 initial="$(cat "$work/secrets/initial-admin-password")"
-token="$(curl -fsS -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$initial\"}" "$base/api/auth/login" | json token)"
+token="$(bench_login "$initial")"
 pw="Bench-Update-Pw-$$!"
 curl -fsS -H 'Content-Type: application/json' -H "Authorization: Bearer $token" \
   -d "{\"current_password\":\"$initial\",\"new_password\":\"$pw\"}" "$base/api/auth/change-password" >/dev/null

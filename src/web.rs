@@ -63,6 +63,59 @@ fn index() -> Option<&'static (Vec<u8>, String)> {
     .as_ref()
 }
 
+/// Content-Security-Policy of a dashboard page: inline `<script>`/`<style>`
+/// blocks are allowed by their hashes, nothing else inline. The pages are
+/// embedded, so each policy is worked out once.
+fn page_policy(name: &str, html: &[u8]) -> HeaderValue {
+    static POLICIES: std::sync::Mutex<Vec<(String, HeaderValue)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut known = POLICIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, v)) = known.iter().find(|(n, _)| n == name) {
+        return v.clone();
+    }
+    let html = String::from_utf8_lossy(html);
+    let list = |tag| {
+        inline_hashes(&html, tag)
+            .iter()
+            .map(|h| format!(" 'sha256-{h}'"))
+            .collect::<String>()
+    };
+    let policy = format!(
+        "default-src 'self'; script-src 'self'{}; style-src 'self'{}; img-src 'self' data:; \
+         connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'",
+        list("script"),
+        list("style")
+    );
+    let v = HeaderValue::from_str(&policy).expect("base64 hashes and ASCII are a valid header");
+    known.push((name.to_owned(), v.clone()));
+    v
+}
+
+/// Base64 (standard) of the SHA-256 of each inline `<tag>…</tag>` body.
+fn inline_hashes(html: &str, tag: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let open = format!("<{tag}");
+    let close = format!("</{tag}>");
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let Some(gt) = rest.find('>') else { break };
+        let attrs = &rest[..gt];
+        rest = &rest[gt + 1..];
+        let Some(end) = rest.find(&close) else { break };
+        let body = &rest[..end];
+        rest = &rest[end + close.len()..];
+        if tag == "script" && attrs.contains("src=") {
+            continue;
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
+        out.push(base64::engine::general_purpose::STANDARD.encode(digest));
+    }
+    out
+}
+
 /// Whether `If-None-Match` (a list, `*`, weak or strong tags) matches `etag`.
 fn etag_matches(if_none_match: Option<&HeaderValue>, etag: &str) -> bool {
     let Some(v) = if_none_match.and_then(|v| v.to_str().ok()) else {
@@ -108,8 +161,14 @@ fn respond(
             .body(Body::empty())
             .expect("valid response");
     }
+    let kind = content_type(name);
+    let builder = if kind.starts_with("text/html") {
+        builder.header(header::CONTENT_SECURITY_POLICY, page_policy(name, &data))
+    } else {
+        builder
+    };
     builder
-        .header(header::CONTENT_TYPE, content_type(name))
+        .header(header::CONTENT_TYPE, kind)
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .body(Body::from(data))
         .expect("valid response")
@@ -189,6 +248,20 @@ mod tests {
         let prefix = format!("/assets/{}/", asset_version());
         assert!(html.contains(&format!("{prefix}app.js")), "{html}");
         assert!(html.contains(&format!("{prefix}style.css")), "{html}");
+    }
+
+    #[test]
+    fn a_page_policy_allows_its_own_inline_blocks_by_hash() {
+        let html = "<style>a{}</style><script type=module>x()</script><script src=/a.js></script>";
+        let s = inline_hashes(html, "script");
+        assert_eq!(s.len(), 1);
+        // echo -n 'x()' | openssl dgst -sha256 -binary | base64
+        assert_eq!(s[0], "D6IGS8VMvCoyaR/l0h9tERrBTATY01CoPS7l6xDv0kI=");
+        assert_eq!(inline_hashes(html, "style").len(), 1);
+        let p = page_policy("test.html", html.as_bytes());
+        let p = p.to_str().unwrap();
+        assert!(p.contains("frame-ancestors 'none'"), "{p}");
+        assert!(p.contains("script-src 'self' 'sha256-D6IGS8VMvCoyaR/l0h9tERrBTATY01CoPS7l6xDv0kI='"), "{p}");
     }
 
     /// A file added to web/ of a kind the table does not know would be

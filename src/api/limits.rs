@@ -1,6 +1,6 @@
 //! The HTTP edge as middleware: who the client is, whether its request may
 //! come from the page that sent it, per-client rate limits (SPEC §5), and the
-//! security headers every response carries. Quotas come from
+//! security headers every answer but the front door's apps' carries. Quotas come from
 //! `http.rate_limits`; one middleware picks the quota by path, so routes
 //! added later are covered without touching this file:
 //!
@@ -29,13 +29,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -279,6 +276,7 @@ pub struct Edge {
 pub async fn edge(edge: Edge, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let Edge { limits, slots } = edge;
+    let front_door = super::proxy::is_front_door(req.uri().path());
     let peer = peer_ip(req.extensions());
     let client = limits.client_address(peer, req.headers());
     let ext = req.extensions_mut();
@@ -324,9 +322,12 @@ pub async fn edge(edge: Edge, mut req: Request, next: Next) -> Response {
             return rate_limited(wait).into_response();
         }
     }
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     if resp.status().is_server_error() {
         log_failure(resp.status(), started.elapsed());
+    }
+    if !front_door {
+        add_security_headers(&mut resp);
     }
     resp
 }
@@ -344,77 +345,10 @@ fn log_failure(status: StatusCode, latency: Duration) {
     }
 }
 
-/// Content-Security-Policy of the dashboard. Inline `<script>`/`<style>`
-/// blocks of an HTML page are allowed by their hashes, nothing else inline.
-fn csp(script_hashes: &[String], style_hashes: &[String]) -> String {
-    let list = |h: &[String]| {
-        h.iter()
-            .map(|h| format!(" 'sha256-{h}'"))
-            .collect::<String>()
-    };
-    format!(
-        "default-src 'self'; script-src 'self'{}; style-src 'self'{}; img-src 'self' data:; \
-         connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
-         form-action 'self'; frame-ancestors 'none'",
-        list(script_hashes),
-        list(style_hashes)
-    )
-}
-
-/// Base64 (standard) of the SHA-256 of each inline `<tag>…</tag>` body.
-fn inline_hashes(html: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}");
-    let close = format!("</{tag}>");
-    let mut out = Vec::new();
-    let mut rest = html;
-    while let Some(i) = rest.find(&open) {
-        rest = &rest[i + open.len()..];
-        let Some(gt) = rest.find('>') else { break };
-        let attrs = &rest[..gt];
-        rest = &rest[gt + 1..];
-        let Some(end) = rest.find(&close) else { break };
-        let body = &rest[..end];
-        rest = &rest[end + close.len()..];
-        if tag == "script" && attrs.contains("src=") {
-            continue;
-        }
-        let digest = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
-        out.push(STANDARD.encode(digest));
-    }
-    out
-}
-
-/// HTML pages larger than this are not inspected for inline blocks.
-const MAX_HTML_INSPECT: usize = 2 * 1024 * 1024;
-
-/// Security headers on every response; HTML pages get a CSP naming the
-/// hashes of their own inline blocks.
-pub async fn security_headers(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    let is_html = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
-    let mut resp = if is_html {
-        let (mut parts, body) = resp.into_parts();
-        match axum::body::to_bytes(body, MAX_HTML_INSPECT).await {
-            Ok(bytes) => {
-                let html = String::from_utf8_lossy(&bytes);
-                let policy = csp(
-                    &inline_hashes(&html, "script"),
-                    &inline_hashes(&html, "style"),
-                );
-                if let Ok(v) = HeaderValue::from_str(&policy) {
-                    parts.headers.insert(header::CONTENT_SECURITY_POLICY, v);
-                }
-                Response::from_parts(parts, Body::from(bytes))
-            }
-            Err(e) => return ApiError::internal(format!("reading HTML body: {e}")).into_response(),
-        }
-    } else {
-        resp
-    };
+/// The headers every answer of the API and the dashboard carries (the front
+/// door's apps send their own). An HTML page brings its own policy naming
+/// its inline blocks (`web::serve`); anything else may run nothing.
+fn add_security_headers(resp: &mut Response) {
     // A 304 would replace the cached page's headers: no generic CSP there,
     // or revalidating the dashboard would strip its script hashes.
     let not_modified = resp.status() == StatusCode::NOT_MODIFIED;
@@ -433,7 +367,6 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    resp
 }
 
 #[cfg(test)]
@@ -582,17 +515,5 @@ mod tests {
             host,
             Some("box.example")
         ));
-    }
-
-    #[test]
-    fn csp_hashes_match_inline_blocks() {
-        let html = "<style>a{}</style><script type=module>x()</script><script src=/a.js></script>";
-        let s = inline_hashes(html, "script");
-        assert_eq!(s.len(), 1);
-        // echo -n 'x()' | openssl dgst -sha256 -binary | base64
-        assert_eq!(s[0], "D6IGS8VMvCoyaR/l0h9tERrBTATY01CoPS7l6xDv0kI=");
-        assert_eq!(inline_hashes(html, "style").len(), 1);
-        let p = csp(&s, &[]);
-        assert!(p.contains("frame-ancestors 'none'") && p.contains("'sha256-"));
     }
 }

@@ -176,25 +176,26 @@ pub fn router(state: AppState) -> Router {
                 "this route does not accept that method",
             )
         })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(limits::security_headers))
-        // Outside the CSP hashing, so it sees the uncompressed HTML; the
-        // default predicate leaves SSE, images and tiny bodies alone.
-        .layer(tower_http::compression::CompressionLayer::new())
-        .with_state(state.clone());
+        // One `layer` call, so one boxed service per route instead of one
+        // per layer (each is cloned for every request). The default
+        // predicate leaves SSE, images and tiny bodies uncompressed.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::compression::CompressionLayer::new())
+                .layer(DefaultBodyLimit::max(body_limit)),
+        );
     // The front door's apps answer with their own headers and bodies (no
-    // dashboard CSP, no recompression of a stream); both halves share the
-    // edge (client address, Origin check, rate limits).
-    // One middleware at the edge instead of a layer each (every layer is a
-    // boxed service cloned per request): it hands the limits and the stream
-    // slots to the handlers and logs the failures.
+    // security headers, no recompression of a stream): merged after the
+    // API's layers, so those do not apply to them. One router, so a request
+    // is routed once; both halves share the edge (client address, Origin
+    // check, rate limits, security headers), which hands the limits and the
+    // stream slots to the handlers and logs the failures.
     let edge = limits::Edge {
         limits: rate_limits,
         slots: serve::StreamSlots::new(max_streams),
     };
-    proxy::routes()
+    api.merge(proxy::routes())
         .with_state(state)
-        .fallback_service(api)
         .layer(axum::middleware::from_fn(move |req, next| {
             limits::edge(edge.clone(), req, next)
         }))

@@ -121,6 +121,12 @@ fn route_of(path: &str) -> Option<(&'static Route, &str)> {
     })
 }
 
+/// Whether `path` belongs to an app behind the front door (it answers with
+/// its own headers).
+pub fn is_front_door(path: &str) -> bool {
+    route_of(path).is_some()
+}
+
 /// Paths whose callers are programs (a key, or a webhook sender), not pages
 /// of this box: the edge does not ask their `Origin` to be ours.
 pub fn is_cross_site_ok(path: &str) -> bool {

@@ -622,11 +622,12 @@ fn the_api_lists_events_with_filters_and_reports_the_loop() {
     });
     // Seed the trail the way the worker writes it.
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let seeded_at = chrono::Utc::now();
     rt.block_on(async {
         let pool = sqlx::PgPool::connect(&pg.url()).await.unwrap();
         let rec = |i: i64, event_type: &str, severity: &str| HealingRecord {
             id: None,
-            at: chrono::Utc::now() - chrono::Duration::seconds(100 - i),
+            at: seeded_at - chrono::Duration::seconds(100 - i),
             event_type: EventKind::parse(event_type),
             severity: Severity::parse(severity).unwrap(),
             category: Some(Category::A),
@@ -665,8 +666,11 @@ fn the_api_lists_events_with_filters_and_reports_the_loop() {
     let (_, body) = get("/api/self-healing/events?limit=1&offset=1");
     assert_eq!(body["events"].as_array().unwrap().len(), 1);
     assert_eq!(body["events"][0]["event_type"], "service_restart");
-    let since = (chrono::Utc::now() - chrono::Duration::seconds(98))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // Half-way between events 1 and 2, whenever this line runs (a `since`
+    // taken from the clock now, in whole seconds, dropped event 2 when the
+    // requests above took long enough).
+    let since = (seeded_at - chrono::Duration::milliseconds(98_500))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let (_, body) = get(&format!("/api/self-healing/events?since={since}"));
     assert_eq!(body["total"], 2, "{body}");
     assert_eq!(get("/api/self-healing/events?severity=LOUD").0, 400);

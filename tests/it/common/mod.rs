@@ -25,13 +25,34 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_arasuld")
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a server that a test starts
+/// later (the daemon, a private PostgreSQL, SMTP, a registry).
+///
+/// Below the kernel's ephemeral range: a port that `bind(…:0)` handed out
+/// was free only until the next `bind(…:0)` or outgoing connection in any
+/// of the parallel test processes took it as well, and a daemon then failed
+/// with "address in use". Ports below the range are never handed out that
+/// way; each test process walks them from its own pid-salted offset, so two
+/// processes rarely try the same one, and a port in use is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const SPAN: u32 = 10_000;
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let low = ephemeral_low.saturating_sub(SPAN).max(1_024);
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    let salt = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (salt + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{ephemeral_low}");
 }
 
 /// Polls `f` every 50 ms until it returns Some, or panics after `timeout`.
