@@ -1,3 +1,4 @@
+// @ts-check
 // Talking to arasuld: JSON over fetch with the session cookie (HttpOnly, set
 // by POST /api/auth/login) and the CSRF double submit on state-changing
 // requests; Server-Sent Events and the metrics WebSocket (cookies travel with
@@ -5,6 +6,12 @@
 
 /** An API error with the server's code and message. */
 export class ApiError extends Error {
+  /**
+   * @param {number} status the HTTP status; 0: the box was not reached
+   * @param {string | undefined} code
+   * @param {string | undefined} message
+   * @param {number} [retryAfter] seconds, from a 429's Retry-After
+   */
   constructor(status, code, message, retryAfter) {
     super(message || code || `HTTP ${status}`);
     this.status = status;
@@ -13,10 +20,16 @@ export class ApiError extends Error {
   }
 }
 
+/** @type {() => void} */
 let onUnauthorized = () => {};
+/** @type {() => void} */
 let onPasswordChange = () => {};
 
-/** Where a 401 / a forced password change sends the app. */
+/**
+ * Where a 401 / a forced password change sends the app.
+ * @param {() => void} unauth
+ * @param {() => void} mustChange
+ */
 export function setAuthHandlers(unauth, mustChange) {
   onUnauthorized = unauth;
   onPasswordChange = mustChange;
@@ -30,12 +43,27 @@ function csrf() {
 }
 
 /**
+ * What api() takes: a body that is not FormData or a string goes as JSON.
+ * @typedef {object} ApiOptions
+ * @property {string} [method]
+ * @property {Record<string, string>} [headers]
+ * @property {any} [body]
+ * @property {boolean} [noRedirect] a 401 / forced password change does not leave the screen
+ * @property {AbortSignal} [signal]
+ */
+
+/**
  * fetch + JSON. Throws ApiError on any non-2xx; 401 also calls the
- * unauthorized handler (unless opts.noRedirect).
+ * unauthorized handler (unless opts.noRedirect). The body is the server's
+ * JSON, unchecked (`any`): each screen reads the fields it shows.
+ * @param {string} path
+ * @param {ApiOptions} [opts]
+ * @returns {Promise<any>}
  */
 export async function api(path, opts = {}) {
   const method = opts.method || 'GET';
   // Refusals with numbers (a model that does not fit) come in the page's language.
+  /** @type {Record<string, string>} */
   const headers = { Accept: 'application/json', 'Accept-Language': lang(), ...(opts.headers || {}) };
   let body = opts.body;
   if (body !== undefined && !(body instanceof FormData) && typeof body !== 'string') {
@@ -47,9 +75,10 @@ export async function api(path, opts = {}) {
   try {
     r = await fetch(path, { method, headers, body, credentials: 'same-origin', signal: opts.signal });
   } catch (e) {
-    if (e.name === 'AbortError') throw e;
-    throw new ApiError(0, 'network', e.message);
+    if (e instanceof Error && e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', e instanceof Error ? e.message : String(e));
   }
+  /** @type {any} */
   let data = null;
   const text = await r.text();
   if (text) {
@@ -66,12 +95,16 @@ export async function api(path, opts = {}) {
   return data;
 }
 
-/** Like api() but resolves to null on 404 (a route that has not landed). */
+/**
+ * Like api() but resolves to null on 404 (a route that has not landed).
+ * @param {string} path
+ * @returns {Promise<any>}
+ */
 export async function optional(path) {
   try {
     return await api(path);
   } catch (e) {
-    if (e.status === 404 || e.status === 405) return null;
+    if (e instanceof ApiError && (e.status === 404 || e.status === 405)) return null;
     throw e;
   }
 }
@@ -79,18 +112,27 @@ export async function optional(path) {
 /**
  * An EventSource with named handlers; returns a close function. EventSource
  * reconnects by itself; onState gets 'open' / 'reconnecting'.
+ * @param {string} path
+ * @param {Record<string, (data: string, ev: MessageEvent) => void>} handlers
+ * @param {(state: 'open' | 'reconnecting' | 'closed') => void} [onState]
+ * @returns {() => void}
  */
 export function sse(path, handlers, onState = () => {}) {
   const es = new EventSource(path, { withCredentials: true });
   es.onopen = () => onState('open');
   es.onerror = () => onState(es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting');
   for (const [name, fn] of Object.entries(handlers)) {
-    es.addEventListener(name, (ev) => fn(ev.data, ev));
+    es.addEventListener(name, (ev) => fn(/** @type {MessageEvent} */ (ev).data, /** @type {MessageEvent} */ (ev)));
   }
   return () => es.close();
 }
 
-/** Exponential backoff with full jitter: 1 s, 2 s, 4 s … capped at 30 s. */
+/**
+ * Exponential backoff with full jitter: 1 s, 2 s, 4 s … capped at 30 s.
+ * @param {number} attempt
+ * @param {number} [base] ms
+ * @param {number} [cap] ms
+ */
 export function backoff(attempt, base = 1000, cap = 30000) {
   const ceiling = Math.min(cap, base * 2 ** attempt);
   return Math.max(base, Math.round(ceiling / 2 + Math.random() * ceiling / 2));
@@ -100,11 +142,16 @@ export function backoff(attempt, base = 1000, cap = 30000) {
  * The metrics live stream: one JSON sample per message. Reconnects with
  * backoff() and reports 'connecting' | 'live' | 'reconnecting' (with the
  * delay in ms) through onState. Returns a stop function.
+ * @param {(sample: any) => void} onSample
+ * @param {(state: 'connecting' | 'live' | 'reconnecting', delay?: number) => void} onState
+ * @returns {() => void}
  */
 export function liveStream(onSample, onState) {
+  /** @type {WebSocket | null} */
   let ws = null;
   let attempt = 0;
-  let timer = null;
+  /** @type {number | undefined} */
+  let timer;
   let stopped = false;
   const connect = () => {
     if (stopped) return;
@@ -133,6 +180,11 @@ export function liveStream(onSample, onState) {
 /**
  * Multipart upload through XHR (fetch has no upload progress). onProgress
  * gets (loaded, total). Resolves with the JSON body; rejects with ApiError.
+ * @param {string} path
+ * @param {File} file
+ * @param {(loaded: number, total: number) => void} onProgress
+ * @param {string} [field]
+ * @returns {Promise<any>}
  */
 export function upload(path, file, onProgress, field = 'file') {
   return new Promise((resolve, reject) => {
@@ -142,6 +194,7 @@ export function upload(path, file, onProgress, field = 'file') {
     xhr.setRequestHeader('Accept', 'application/json');
     xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
     xhr.onload = () => {
+      /** @type {any} */
       let data = null;
       try { data = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
       if (xhr.status >= 200 && xhr.status < 300) return resolve(data);

@@ -1,6 +1,7 @@
+// @ts-check
 // The shell: hash routes, the navigation, the language switch and the
 // session. Each screen module exports mount(root) → cleanup function.
-import { api, setAuthHandlers } from './api.js';
+import { api, setAuthHandlers, ApiError } from './api.js';
 import { t, lang, setLang, LANGS } from './i18n.js';
 import { h, clear, labelTables } from './ui.js';
 import * as login from './screens/login.js';
@@ -12,13 +13,37 @@ import * as logs from './screens/logs.js';
 import * as settings from './screens/settings.js';
 import * as setup from './screens/setup.js';
 
+/**
+ * The logged-in user (/api/auth/me), and the current password while a
+ * forced change needs it.
+ * @typedef {{ me: { must_change_password?: boolean, [k: string]: any } | null, currentPassword: string | null }} Session
+ */
+/**
+ * What every screen's mount() gets after the root and the hash's query.
+ * @typedef {{ session: Session, go: (hash: string) => void, guest?: boolean }} ScreenContext
+ */
+/** @typedef {(root: HTMLElement, params: URLSearchParams, ctx: ScreenContext) => () => void} Mount */
+
+/** @type {Record<string, { mount: Mount }>} */
 const SCREENS = { overview, services, healing, updates, logs, settings, setup };
 const NAV = ['overview', 'services', 'healing', 'updates', 'logs', 'settings'];
 
+/**
+ * An element index.html always has.
+ * @param {string} id
+ */
+function pageElement(id) {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`index.html has no #${id}`);
+  return el;
+}
+
+/** @type {(() => void) | null} */
 let cleanup = null;
 // On the first load Tab should start at the skip link; later route changes
 // move focus to the new content (what a page load would do for a screen reader).
 let firstRoute = true;
+/** @type {Session} */
 export const session = { me: null, currentPassword: null };
 
 // Sent here by the front door (`/?next=/n8n/…` when an app behind it needs
@@ -41,6 +66,7 @@ function parseHash() {
   return { name: path || 'overview', params: new URLSearchParams(query || '') };
 }
 
+/** @param {string} hash */
 export function go(hash) {
   if (location.hash === hash) route();
   else location.hash = hash;
@@ -52,7 +78,7 @@ async function statusIsPublic() {
     await api('/api/system/status', { noRedirect: true });
     return true;
   } catch (e) {
-    return e.status !== 401 && e.status !== 403;
+    return !(e instanceof ApiError) || (e.status !== 401 && e.status !== 403);
   }
 }
 
@@ -71,14 +97,15 @@ function toPasswordChange() {
   go(`#/login?change=1&next=${encodeURIComponent(location.hash || '#/overview')}`);
 }
 
+/** @param {string} active the screen's name */
 function shell(active) {
-  const header = document.getElementById('top');
+  const header = pageElement('top');
   clear(header);
   const loggedIn = !!session.me;
   const nav = h('nav', { 'aria-label': t('nav.label') },
     h('ul', {}, NAV.map((n) => h('li', {},
       h('a', { href: `#/${n}`, 'aria-current': n === active ? 'page' : false, 'data-nav': n }, t(`nav.${n}`))))));
-  const langSel = h('select', { id: 'lang', 'aria-label': t('nav.language'), onchange: (e) => { setLang(e.target.value); route(); } },
+  const langSel = h('select', { id: 'lang', 'aria-label': t('nav.language'), onchange: () => { setLang(langSel.value); route(); } },
     LANGS.map((l) => h('option', { value: l, selected: l === lang() }, l.toUpperCase())));
   const logout = h('button', { type: 'button', class: 'secondary', id: 'logout', onclick: doLogout }, t('nav.logout'));
   const login = h('a', { class: 'button', id: 'login-link', href: `#/login?next=${encodeURIComponent(`#/${active}`)}` }, t('nav.login'));
@@ -104,7 +131,7 @@ async function ensureSession() {
     session.me = await api('/api/auth/me', { noRedirect: true });
   } catch (e) {
     session.me = null;
-    if (e.status !== 401) throw e;
+    if (!(e instanceof ApiError) || e.status !== 401) throw e;
   }
   return session.me;
 }
@@ -112,7 +139,7 @@ async function ensureSession() {
 export async function route() {
   if (cleanup) { try { cleanup(); } catch { /* ignore */ } cleanup = null; }
   const { name, params } = parseHash();
-  const main = document.getElementById('main');
+  const main = pageElement('main');
   if (name === 'login') {
     await ensureSession().catch(() => null);
     shell('login');
@@ -153,12 +180,12 @@ export async function route() {
 setAuthHandlers(toLogin, toPasswordChange);
 // Label table cells for the stacked narrow-screen layout whenever a screen
 // re-renders one.
-const mainEl = document.getElementById('main');
+const mainEl = pageElement('main');
 new MutationObserver(() => labelTables(mainEl)).observe(mainEl, { childList: true, subtree: true });
 // The skip link must not touch the hash (the router owns it).
 document.querySelector('.skip')?.addEventListener('click', (ev) => {
   ev.preventDefault();
-  document.getElementById('main').focus();
+  mainEl.focus();
 });
 window.addEventListener('hashchange', route);
 route();

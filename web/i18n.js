@@ -1,5 +1,12 @@
+// @ts-check
 // English and German. The choice is remembered in localStorage; the first
-// visit follows the browser's language.
+// visit follows the browser's language. The number formats that follow it
+// are in ui.js (fmtNum, fmtBytes, …).
+
+/** @typedef {Record<string, string>} Dict */
+/** @typedef {Record<string, string | number | null | undefined>} Params */
+
+/** @type {Dict} */
 const en = {
   'nav.label': 'Main', 'nav.language': 'Language', 'nav.logout': 'Log out', 'nav.login': 'Log in',
   'nav.overview': 'Overview', 'nav.services': 'Services', 'nav.healing': 'Self-healing', 'nav.updates': 'Updates', 'nav.logs': 'Logs', 'nav.settings': 'Settings',
@@ -44,6 +51,7 @@ const en = {
   'net.host': 'Name', 'net.internet': 'Internet', 'net.webhook': 'Webhook (n8n)', 'net.yes': 'yes', 'net.no': 'no', 'net.tls': 'HTTPS certificate (SHA-256)',
   'chart.title': 'CPU, memory, GPU and temperature over the last 24 hours', 'chart.cpu': 'CPU %', 'chart.ram': 'Memory %', 'chart.gpu': 'GPU %', 'chart.temp': 'Temperature °C',
   'chart.source': '{n} points from {src}, then live.',
+  'chart.see_table': 'The table “Chart values” holds its values.', 'chart.table': 'Chart values: the newest, then one an hour, newest first', 'chart.time': 'Time',
   'wf.nodata': 'No workflow data available.', 'wf.total': 'Runs (24 h)', 'wf.success': 'Succeeded', 'wf.error': 'Failed', 'wf.active': 'Running now', 'wf.none': 'No runs yet.',
   'wf.st.success': 'OK', 'wf.st.error': 'Error', 'wf.st.running': 'Running',
   'foot.version': 'Version', 'foot.build': 'Build', 'foot.host': 'Host', 'foot.uptime': 'Up',
@@ -110,6 +118,7 @@ const en = {
   'err.too_many_keys': 'There are too many keys; revoke one first.',
 };
 
+/** @type {Dict} */
 const de = {
   'nav.label': 'Hauptmenü', 'nav.language': 'Sprache', 'nav.logout': 'Abmelden', 'nav.login': 'Anmelden',
   'nav.overview': 'Übersicht', 'nav.services': 'Dienste', 'nav.healing': 'Selbstheilung', 'nav.updates': 'Updates', 'nav.logs': 'Protokolle', 'nav.settings': 'Einstellungen',
@@ -159,6 +168,7 @@ const de = {
   'net.host': 'Name', 'net.internet': 'Internet', 'net.webhook': 'Webhook (n8n)', 'net.yes': 'ja', 'net.no': 'nein', 'net.tls': 'HTTPS-Zertifikat (SHA-256)',
   'chart.title': 'CPU, Arbeitsspeicher, GPU und Temperatur der letzten 24 Stunden', 'chart.cpu': 'CPU %', 'chart.ram': 'Arbeitsspeicher %', 'chart.gpu': 'GPU %', 'chart.temp': 'Temperatur °C',
   'chart.source': '{n} Punkte aus {src}, danach live.',
+  'chart.see_table': 'Die Tabelle „Diagrammwerte“ enthält seine Werte.', 'chart.table': 'Diagrammwerte: der neueste, dann einer je Stunde, neueste zuerst', 'chart.time': 'Zeit',
   'wf.nodata': 'Keine Workflow-Daten verfügbar.', 'wf.total': 'Läufe (24 Std)', 'wf.success': 'Erfolgreich', 'wf.error': 'Fehlgeschlagen', 'wf.active': 'Laufen gerade', 'wf.none': 'Noch keine Läufe.',
   'wf.st.success': 'OK', 'wf.st.error': 'Fehler', 'wf.st.running': 'Läuft',
   'foot.version': 'Version', 'foot.build': 'Build', 'foot.host': 'Host', 'foot.uptime': 'Läuft seit',
@@ -225,6 +235,7 @@ const de = {
   'err.too_many_keys': 'Es gibt zu viele Schlüssel; widerrufe zuerst einen.',
 };
 
+/** @type {Record<string, Dict>} */
 const DICTS = { en, de };
 export const LANGS = Object.keys(DICTS);
 const KEY = 'arasul.lang';
@@ -238,8 +249,31 @@ function initial() {
 
 let current = initial();
 
+/** The page's language: `en` or `de` (also the locale of every number format). */
 export function lang() { return current; }
 
+/** @type {Map<string, Intl.NumberFormat>} */
+const numberFormats = new Map();
+
+/**
+ * `v` with `min` to `max` fraction digits in the page's language ("1.5",
+ * "1,5"; "1,234" and "1.234"): the one number format of the dashboard,
+ * made once per language and precision. ui.js builds the units on it.
+ * @param {number} v
+ * @param {number} [min]
+ * @param {number} [max]
+ */
+export function formatNumber(v, min = 0, max = 3) {
+  const key = `${current}|${min}|${max}`;
+  let f = numberFormats.get(key);
+  if (!f) {
+    f = new Intl.NumberFormat(current, { minimumFractionDigits: min, maximumFractionDigits: max });
+    numberFormats.set(key, f);
+  }
+  return f.format(v);
+}
+
+/** @param {string} l */
 export function setLang(l) {
   if (!DICTS[l]) return;
   current = l;
@@ -247,21 +281,40 @@ export function setLang(l) {
   document.documentElement.lang = l;
 }
 
-/** The string for key in the current language ({name} filled from params). */
-/** Whether the current language has its own text for key (no fallback). */
+/**
+ * Whether the current language has its own text for key (no fallback).
+ * @param {string} key
+ */
 export function has(key) {
   return key in DICTS[current];
 }
 
+/**
+ * The string for key in the current language ({name} filled from params;
+ * numbers in the language's format).
+ * @param {string} key
+ * @param {Params} [params]
+ */
 export function t(key, params) {
   return fill(DICTS[current][key] ?? en[key] ?? key, params);
 }
 
-// A screen's own strings ({ en: {…}, de: {…} }), looked up like t().
+/**
+ * A screen's own strings ({ en: {…}, de: {…} }), looked up like t().
+ * @param {{ en: Dict } & Record<string, Dict>} table
+ * @returns {(key: string, params?: Params) => string}
+ */
 export function strings(table) {
   return (key, params) => fill((table[current] || table.en)[key] ?? table.en[key] ?? key, params);
 }
 
+/**
+ * @param {string} s
+ * @param {Params} [params]
+ */
 function fill(s, params) {
-  return params ? s.replace(/\{(\w+)\}/g, (_, k) => (params[k] ?? `{${k}}`)) : s;
+  return params ? s.replace(/\{(\w+)\}/g, (_, k) => {
+    const v = params[k];
+    return typeof v === 'number' ? formatNumber(v) : String(v ?? `{${k}}`);
+  }) : s;
 }

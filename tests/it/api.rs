@@ -1,6 +1,8 @@
 //! The router in-process (`oneshot`, no port): envelope, content types,
 //! caching, and that the OpenAPI document matches what is served.
 
+mod openapi;
+
 use crate::common;
 
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 //! Without Chromium the browser tests skip loudly; with `CI=true` they fail.
 
 mod backups;
+mod formats;
 use crate::common;
 use crate::common::webdriver;
 

@@ -1,3 +1,4 @@
+// @ts-check
 // Backups (a card in Settings): the last good backup and its age, "back up
 // now", the list with sizes, restore with a confirmation, and where the
 // daily backup goes (this box / a USB stick by its name / an S3 bucket).
@@ -32,10 +33,12 @@ const TEXT = {
 
 const tr = strings(TEXT);
 
+/** @type {Record<string, import('../ui.js').Level>} */
 const LEVEL = { good: 'ok', failed: 'crit', unverified: 'warn', running: 'info' };
 
 export function title() { return tr('title'); }
 
+/** @param {HTMLElement} body */
 export function mountBackups(body) {
   const summary = h('div', { id: 'backup-summary' });
   const list = h('div', { id: 'backup-list' });
@@ -43,11 +46,17 @@ export function mountBackups(body) {
   const form = h('form', { class: 'stack', id: 'backup-settings', novalidate: true });
   body.append(summary, h('div', { class: 'row' }, nowBtn), form, list);
 
+  /**
+   * @param {string} id
+   * @param {string} label
+   * @param {HTMLElement} input
+   */
   const field = (id, label, input) => h('div', { class: 'field' }, h('label', { for: id }, label), input);
   const daily = h('input', { type: 'checkbox', id: 'backup-daily' });
   const at = h('input', { type: 'time', id: 'backup-at', required: true, 'aria-label': tr('daily') });
   const dest = h('select', { id: 'backup-dest' }, ['local', 'usb', 's3'].map((d) => h('option', { value: d }, tr(d))));
   const label = h('input', { id: 'backup-usb-label', autocomplete: 'off', maxlength: 64 });
+  /** @type {Record<string, HTMLInputElement>} */
   const s3 = { endpoint: h('input', { id: 'backup-s3-endpoint', type: 'url' }), bucket: h('input', { id: 'backup-s3-bucket' }),
     region: h('input', { id: 'backup-s3-region' }), prefix: h('input', { id: 'backup-s3-prefix' }) };
   const usbBox = h('div', { id: 'backup-usb' }, field('backup-usb-label', tr('label'), label));
@@ -71,7 +80,7 @@ export function mountBackups(body) {
           ? h('p', {}, h('strong', {}, `${tr('last')}: `), fmtTime(last.started), ' · ', tr('ago', { d: fmtDuration(r.last_good_age_s) }),
             ' · ', fmtBytes(last.size), ' · ', last.destination)
           : h('p', { class: 'muted' }, tr('none')),
-        r.overdue ? h('p', {}, badge('warn', tr('overdue'))) : null,
+        r.overdue ? h('p', {}, badge('warn', tr('overdue'))) : '',
         h('p', { class: 'small' }, `${tr('next')}: `, r.next_run ? fmtTime(r.next_run) : tr('off')));
       if (!busy) nowBtn.disabled = r.running;
       if (!form.dataset.loaded) {
@@ -88,7 +97,7 @@ export function mountBackups(body) {
       list.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'backups-table' },
         h('caption', {}, tr('list')),
         h('thead', {}, h('tr', {}, ['when', 'kind', 'status', 'size', 'where', 'action'].map((k) => h('th', { scope: 'col' }, tr(k))))),
-        h('tbody', {}, r.runs.map((run) => h('tr', { 'data-run': run.id, 'data-kind': run.kind },
+        h('tbody', {}, r.runs.map((/** @type {any} */ run) => h('tr', { 'data-run': run.id, 'data-kind': run.kind },
           h('th', { scope: 'row' }, fmtTime(run.started)),
           h('td', {}, tr(`k_${run.kind}`), run.trigger !== 'manual' ? h('span', { class: 'small muted' }, ` (${run.trigger})`) : null),
           h('td', {}, badge(LEVEL[run.status] || 'info', tr(`s_${run.status}`)), run.error ? h('div', { class: 'small' }, run.error) : null),
@@ -100,6 +109,7 @@ export function mountBackups(body) {
     } catch (e) { list.replaceChildren(h('p', { class: 'error' }, errText(e))); }
   };
 
+  /** @param {{ id: number, started: string }} run */
   const restore = async (run) => {
     if (!(await confirmDialog(tr('confirm', { t: fmtTime(run.started) }), tr('restore')))) return;
     busy = true;
@@ -129,6 +139,7 @@ export function mountBackups(body) {
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     msg.textContent = '';
+    /** @type {{ daily: boolean, at: string, destination: string, usb_label?: string, s3?: Record<string, string> }} */
     const req = { daily: daily.checked, at: at.value, destination: dest.value };
     if (dest.value === 'usb') req.usb_label = label.value.trim();
     if (dest.value === 's3') req.s3 = Object.fromEntries(Object.entries(s3).map(([k, i]) => [k, i.value.trim()]));

@@ -1,3 +1,4 @@
+// @ts-check
 // Model downloads: suggestions from the curated list (each with what it
 // needs and whether it fits this box), a form for any other name, the one
 // download queue (progress, rate, time left, cancel) and the partial
@@ -5,13 +6,32 @@
 // language. Used by the Services screen.
 import { api } from '../api.js';
 import { t, lang } from '../i18n.js';
-import { h, fmtBytes, fmtDuration, errText, notify } from '../ui.js';
+import { h, fmtBytes, fmtDuration, fmtPct, errText, notify } from '../ui.js';
 
 const ACTIVE = new Set(['queued', 'running', 'retrying']);
 
 /**
+ * A download in the queue (/api/models/pulls).
+ * @typedef {object} Pull
+ * @property {number} id
+ * @property {string} model
+ * @property {string} state queued | running | retrying | done | failed | cancelled
+ * @property {string} [status] the runtime's words for the current step
+ * @property {string} [error]
+ * @property {number} completed bytes
+ * @property {number} [total] bytes
+ * @property {number} [rate] bytes per second
+ * @property {number | null} [eta_seconds]
+ */
+/**
+ * A suggestion from /api/models/catalog.
+ * @typedef {{ name: string, role: string, en: string, de: string, fits: boolean, refusal?: string, download: number, download_left?: number, memory: number }} CatalogModel
+ */
+
+/**
  * The downloads block. `onDone()` runs when a download finishes (to reload
- * the installed models). Returns { el, stop }.
+ * the installed models). Returns { el, start, stop }.
+ * @param {() => void} onDone
  */
 export function downloads(onDone) {
   const suggestions = h('div', { id: 'model-suggestions' });
@@ -25,11 +45,17 @@ export function downloads(onDone) {
   const el = h('div', { class: 'stack', id: 'downloads' }, suggestions, form, queue, partials);
 
   // The download this form started: its bar and message.
+  /** @type {number | null} */
   let mine = null;
-  let timer = null;
+  /** @type {number | undefined} */
+  let timer;
   let stopped = false;
   const known = new Map();
 
+  /**
+   * @param {string} model
+   * @param {string} [service]
+   */
   const start = async (model, service = 'llm') => {
     msg.textContent = t('svc.pulling', { m: model });
     bar.value = 0;
@@ -53,6 +79,7 @@ export function downloads(onDone) {
     btn.disabled = false;
   });
 
+  /** @param {Pull} p */
   const speed = (p) => {
     const parts = [`${fmtBytes(p.completed)} / ${p.total ? fmtBytes(p.total) : '?'}`];
     if (p.rate) parts.push(`${fmtBytes(p.rate)}/s`);
@@ -60,6 +87,7 @@ export function downloads(onDone) {
     return parts.join(' · ');
   };
 
+  /** @param {Pull} p */
   const row = (p) => {
     const pct = p.total ? Math.min(100, Math.round((100 * p.completed) / p.total)) : 0;
     const state = h('td', { class: 'state' }, t(`dl.state_${p.state}`));
@@ -76,12 +104,13 @@ export function downloads(onDone) {
         : null));
   };
 
+  /** @param {Pull | undefined} p */
   const showMine = (p) => {
     if (!p) return;
     if (p.state === 'done') { bar.value = 100; msg.textContent = t('svc.pulled', { m: p.model }); mine = null; return; }
     if (p.state === 'failed' || p.state === 'cancelled') { msg.textContent = t('svc.pull_failed', { e: p.error || t('dl.state_cancelled') }); mine = null; return; }
     if (p.total) bar.value = Math.round((100 * p.completed) / p.total);
-    msg.textContent = `${p.status || t('dl.state_queued')}${p.total ? ` · ${bar.value} % · ${speed(p)}` : ''}`;
+    msg.textContent = `${p.status || t('dl.state_queued')}${p.total ? ` · ${fmtPct(bar.value, 0)} · ${speed(p)}` : ''}`;
   };
 
   async function poll() {
@@ -89,6 +118,7 @@ export function downloads(onDone) {
     if (stopped) return;
     let active = false;
     try {
+      /** @type {{ pulls: Pull[], partials: { bytes: number }[] }} */
       const r = await api('/api/models/pulls');
       active = r.pulls.some((p) => ACTIVE.has(p.state));
       queue.replaceChildren(r.pulls.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'pull-table' },
@@ -114,6 +144,7 @@ export function downloads(onDone) {
 
   const suggest = async () => {
     try {
+      /** @type {{ models: CatalogModel[] }} */
       const r = await api('/api/models/catalog');
       suggestions.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'suggest-table' },
         h('caption', {}, t('dl.suggested')),

@@ -1,15 +1,24 @@
+// @ts-check
 // Self-healing: the event list (severity filter, paging), the loop's state
 // and statistics, refreshed automatically.
 import { api, optional } from '../api.js';
 import { t } from '../i18n.js';
-import { h, card, dl, badge, errText, fmtTime, fmtPct } from '../ui.js';
+import { h, card, dl, badge, errText, fmtTime, fmtPct, fmtFixed } from '../ui.js';
 
 const PAGE = 20;
+/** @type {Record<string, import('../ui.js').Level>} */
 const SEV = { INFO: 'info', WARNING: 'warn', CRITICAL: 'crit' };
 
+/**
+ * A self-healing event (/api/self-healing/events).
+ * @typedef {{ at: string, severity: string, event_type: string, service?: string | null, description: string, action?: string | null, result: string }} HealingEvent
+ */
+
+/** @param {HTMLElement} root */
 export function mount(root) {
   let offset = 0;
-  let timer = null;
+  /** @type {number | undefined} */
+  let timer;
   const [statSec, statBody] = card(t('heal.stats'), 'card-heal-stats');
   const [evSec, evBody] = card(t('heal.events'), 'card-heal-events');
   evSec.classList.add('wide');
@@ -35,9 +44,10 @@ export function mount(root) {
     h('div', { class: 'row' }, prev, pageInfo, next));
 
   const load = async () => {
-    const q = new URLSearchParams({ limit: PAGE, offset });
+    const q = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
     if (sev.value) q.set('severity', sev.value);
     try {
+      /** @type {{ events: HealingEvent[], total: number }} */
       const r = await api(`/api/self-healing/events?${q}`);
       tbody.replaceChildren(...(r.events.length ? r.events.map((e) => h('tr', { 'data-event': e.event_type, 'data-service': e.service || '' },
         h('td', {}, fmtTime(e.at)),
@@ -59,16 +69,17 @@ export function mount(root) {
     try {
       const [s, m] = await Promise.all([api('/api/self-healing/status'), optional('/api/self-healing/metrics').catch(() => null)]);
       const lvl = s.loop_status === 'healthy' ? 'ok' : s.loop_status === 'not_running' ? 'off' : 'warn';
+      /** @type {HTMLElement[]} */
       const parts = [dl([
         [t('heal.loop'), badge(lvl, t(`heal.loop.${s.loop_status}`))],
         [t('heal.enabled'), s.enabled ? badge('ok', t('net.yes')) : badge('warn', t('net.no'))],
-        [t('heal.heartbeat'), s.heartbeat_age_ms === null ? '—' : `${(s.heartbeat_age_ms / 1000).toFixed(1)} s`],
+        [t('heal.heartbeat'), s.heartbeat_age_ms === null ? '—' : `${fmtFixed(s.heartbeat_age_ms / 1000, 1)} s`],
         [t('heal.failed_services'), s.failed_services.length ? badge('crit', s.failed_services.join(', ')) : t('ov.none')],
         [t('heal.last'), s.last_event ? `${s.last_event.description} (${fmtTime(s.last_event.at)})` : '—'],
       ])];
       if (m) {
-        if (m.services?.length) parts.push(h('h3', {}, t('heal.uptime')), dl(m.services.map((x) => [x.service, fmtPct(x.uptime_percent_7d)])));
-        if (m.actions?.length) parts.push(h('h3', {}, t('heal.actions')), dl(m.actions.map((a) => [a.action, `${a.succeeded}/${a.total} (${fmtPct(a.success_rate === null ? null : a.success_rate * (a.success_rate <= 1 ? 100 : 1))})`])));
+        if (m.services?.length) parts.push(h('h3', {}, t('heal.uptime')), dl(m.services.map((/** @type {{ service: string, uptime_percent_7d: number | null }} */ x) => [x.service, fmtPct(x.uptime_percent_7d)])));
+        if (m.actions?.length) parts.push(h('h3', {}, t('heal.actions')), dl(m.actions.map((/** @type {{ action: string, succeeded: number, total: number, success_rate: number | null }} */ a) => [a.action, `${a.succeeded}/${a.total} (${fmtPct(a.success_rate === null ? null : a.success_rate * (a.success_rate <= 1 ? 100 : 1))})`])));
       }
       statBody.replaceChildren(...parts);
     } catch (e) { statBody.replaceChildren(h('p', { class: 'error' }, errText(e))); }

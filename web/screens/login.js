@@ -1,16 +1,20 @@
+// @ts-check
 // Login, and the forced password change after the first login.
-import { api } from '../api.js';
+import { api, ApiError } from '../api.js';
 import { t } from '../i18n.js';
 import { h, errText } from '../ui.js';
 import { passwordForm } from './password.js';
 import { leaveForApp } from '../app.js';
 
+/** @type {import('../app.js').Mount} */
 export function mount(root, params, { session, go }) {
   const next = params.get('next') || '#/overview';
-  let lockTimer = null;
+  /** @type {number | undefined} */
+  let lockTimer;
   const box = h('div', { class: 'login-box' });
   root.append(box);
 
+  /** @param {string | null} current the password just typed, when known */
   const showChange = (current) => {
     box.replaceChildren(
       h('h1', {}, t('login.change_title')),
@@ -55,8 +59,9 @@ export function mount(root, params, { session, go }) {
         session.me = await api('/api/auth/me');
         if (!leaveForApp()) go(next);
       } catch (e) {
-        if (e.status === 401) msg.textContent = t('login.invalid');
-        else if (e.status === 429) {
+        const status = e instanceof ApiError ? e.status : 0;
+        if (status === 401) msg.textContent = t('login.invalid');
+        else if (e instanceof ApiError && status === 429) {
           let left = e.retryAfter || 60;
           const tick = () => {
             msg.textContent = t('login.locked', { s: left });

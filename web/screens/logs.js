@@ -1,13 +1,21 @@
+// @ts-check
 // Logs: the daemon's log files, tailed live (SSE) with a level filter, and
 // a search.
-import { api, optional, sse } from '../api.js';
+import { optional, sse } from '../api.js';
 import { t } from '../i18n.js';
 import { h, card, badge, errText, fmtTime } from '../ui.js';
 
 const MAX_LINES = 1000;
 const LEVELS = ['', 'error', 'warn', 'info', 'debug'];
+/** @type {Record<string, import('../ui.js').Level>} */
 const LVL = { error: 'crit', warn: 'warn', info: 'info', debug: 'off', trace: 'off' };
 
+/**
+ * One line of a log file as the API gives it (parsed, or only `raw`).
+ * @typedef {{ level?: string, ts?: string, message?: string, raw?: string }} LogLine
+ */
+
+/** @param {LogLine} l */
 function lineEl(l) {
   return h('li', { class: `logline ${l.level || ''}`, 'data-level': l.level || '' },
     l.level ? badge(LVL[l.level] || 'info', l.level.toUpperCase()) : null,
@@ -15,7 +23,9 @@ function lineEl(l) {
     h('span', { class: 'msg' }, l.message || l.raw));
 }
 
+/** @param {HTMLElement} root */
 export function mount(root) {
+  /** @type {(() => void) | null} */
   let stop = null;
   const [tailSec, tailBody] = card(t('logs.live'), 'card-logtail');
   const [searchSec, searchBody] = card(t('logs.search'), 'card-logsearch');
@@ -44,7 +54,7 @@ export function mount(root) {
     searchMsg.textContent = t('common.loading');
     delete searchMsg.dataset.n;
     try {
-      const p = new URLSearchParams({ q: q.value, source: source.value, limit: 200 });
+      const p = new URLSearchParams({ q: q.value, source: source.value, limit: '200' });
       const r = await optional(`/api/logs/search?${p}`);
       if (!r) { searchMsg.textContent = t('logs.unavailable'); return; }
       results.replaceChildren(...r.matches.map(lineEl));
@@ -59,7 +69,7 @@ export function mount(root) {
     list.replaceChildren();
     state.dataset.state = 'connecting';
     state.replaceChildren();
-    const p = new URLSearchParams({ source: source.value, lines: 200 });
+    const p = new URLSearchParams({ source: source.value, lines: '200' });
     if (level.value) p.set('level', level.value);
     try {
       const r = await optional(`/api/logs?${p}`);
@@ -74,7 +84,7 @@ export function mount(root) {
       line: (data) => {
         try { list.append(lineEl(JSON.parse(data))); } catch { return; }
         empty.hidden = true;
-        while (list.childNodes.length > MAX_LINES) list.removeChild(list.firstChild);
+        while (list.childNodes.length > MAX_LINES) list.firstChild?.remove();
         list.scrollTop = list.scrollHeight;
       },
     }, (st) => {
@@ -87,7 +97,7 @@ export function mount(root) {
   optional('/api/logs/list').then((r) => {
     if (!r || !r.logs.length) return;
     const cur = source.value;
-    source.replaceChildren(...r.logs.map((l) => h('option', { value: l.source, selected: l.source === cur }, l.source)));
+    source.replaceChildren(...r.logs.map((/** @type {{ source: string }} */ l) => h('option', { value: l.source, selected: l.source === cur }, l.source)));
   }).catch(() => {});
   start();
   return () => { if (stop) stop(); };

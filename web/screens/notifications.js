@@ -1,3 +1,4 @@
+// @ts-check
 // Notifications: where the box's alerts go (e-mail, ntfy push, webhook),
 // the least severity each channel is sent, the de-dup window and quiet
 // hours, a "Send a test" per channel, and the newest alerts with how each
@@ -33,27 +34,72 @@ const S = {
 };
 const tr = strings(S);
 const SEVERITIES = ['INFO', 'WARNING', 'CRITICAL'];
+/** @type {Record<string, import('../ui.js').Level>} */
 const LEVEL = { INFO: 'info', WARNING: 'warn', CRITICAL: 'crit', delivered: 'ok', pending: 'info', failed: 'crit' };
 
-/** What the API's channel view becomes in a PUT (credential kept). */
+/**
+ * A channel as PUT /api/notifications takes it: one of email, ntfy or
+ * webhook, and the credential only when it changes.
+ * @typedef {object} ChannelUpdate
+ * @property {string} name
+ * @property {string} min_severity
+ * @property {{ host: string, port: number, security: string, from: string, to: string[], username?: string }} [email]
+ * @property {{ server: string, topic: string }} [ntfy]
+ * @property {{ url: string }} [webhook]
+ * @property {string} [credential]
+ */
+/**
+ * A channel as GET /api/notifications shows it (the credential only as
+ * "set").
+ * @typedef {ChannelUpdate & { kind: string, credential_set: boolean }} Channel
+ */
+/**
+ * GET/PUT /api/notifications.
+ * @typedef {object} NotificationSettings
+ * @property {Channel[]} channels
+ * @property {string} dedup_window
+ * @property {string | null} quiet_hours
+ * @property {boolean} outbox_available
+ * @property {{ severity: string, title: string, created_at: string, deliveries: { channel: string, status: string }[] }[]} outbox
+ */
+
+/**
+ * What the API's channel view becomes in a PUT (credential kept).
+ * @param {Channel} c
+ * @returns {ChannelUpdate}
+ */
 function asUpdate(c) {
+  /** @type {ChannelUpdate} */
   const u = { name: c.name, min_severity: c.min_severity };
-  for (const k of ['webhook', 'ntfy', 'email']) if (c[k]) u[k] = c[k];
+  for (const k of /** @type {const} */ (['webhook', 'ntfy', 'email'])) if (c[k]) u[k] = /** @type {any} */ (c[k]);
   return u;
 }
 
+/**
+ * @param {string} id
+ * @param {string} label
+ * @param {HTMLElement} input
+ */
 function field(id, label, input) {
   input.id = id;
   return h('div', { class: 'field' }, h('label', { for: id }, label), input);
 }
 
-/** Mounts the notifications card into `body`; returns a stop function. */
+/**
+ * Mounts the notifications card into `body`; returns a stop function.
+ * @param {HTMLElement} body
+ */
 export function mountNotifications(body) {
   const msg = h('p', { class: 'form-msg', role: 'alert', id: 'notify-msg' });
   const list = h('div', { id: 'notify-channels' });
   const recent = h('div', { id: 'notify-recent' });
-  let current = null;
+  /** @type {NotificationSettings} */
+  let current;
 
+  /**
+   * @param {ChannelUpdate[]} channels
+   * @param {{ dedup_window?: string, quiet_hours?: string | null }} [extra]
+   */
   const put = async (channels, extra = {}) => {
     msg.textContent = '';
     const payload = { channels, dedup_window: current.dedup_window, quiet_hours: current.quiet_hours, ...extra };
@@ -65,6 +111,7 @@ export function mountNotifications(body) {
   const kind = h('select', {}, ['email', 'ntfy', 'webhook'].map((k) => h('option', { value: k }, tr(k))));
   const min = h('select', {}, SEVERITIES.map((s) => h('option', { value: s, selected: s === 'WARNING' }, tr(s))));
   const name = h('input', { maxlength: 32, pattern: '[a-z0-9-]{1,32}', autocomplete: 'off', value: 'mail' });
+  /** @type {Record<string, HTMLInputElement | HTMLSelectElement>} */
   const inputs = {
     host: h('input', { autocomplete: 'off' }), port: h('input', { type: 'number', min: 1, max: 65535, value: '587' }),
     security: h('select', {}, ['starttls', 'tls', 'none'].map((s) => h('option', { value: s }, s))),
@@ -84,7 +131,7 @@ export function mountNotifications(body) {
   };
   const showKind = () => {
     for (const [k, g] of Object.entries(groups)) g.style.display = k === kind.value ? '' : 'none';
-    if (!name.value || ['mail', 'phone', 'hook'].includes(name.value)) name.value = { email: 'mail', ntfy: 'phone', webhook: 'hook' }[kind.value];
+    if (!name.value || ['mail', 'phone', 'hook'].includes(name.value)) name.value = /** @type {Record<string, string>} */ ({ email: 'mail', ntfy: 'phone', webhook: 'hook' })[kind.value];
   };
   kind.addEventListener('change', showKind);
   const form = h('form', { class: 'stack', id: 'notify-form', novalidate: true },
@@ -92,7 +139,9 @@ export function mountNotifications(body) {
     groups.email, groups.ntfy, groups.webhook, h('button', { type: 'submit', class: 'primary', id: 'notify-add' }, tr('save')));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
+    /** @type {ChannelUpdate} */
     const c = { name: name.value.trim(), min_severity: min.value };
+    /** @param {string} k */
     const v = (k) => inputs[k].value.trim();
     if (kind.value === 'email') {
       c.email = { host: v('host'), port: Number(v('port')) || 587, security: v('security'), from: v('from'),
@@ -138,10 +187,11 @@ export function mountNotifications(body) {
         h('th', { scope: 'row' }, c.name), h('td', {}, tr(c.kind)), h('td', {}, badge(LEVEL[c.min_severity], tr(c.min_severity))),
         h('td', {}, c.credential_set ? tr('set') : tr('unset')),
         h('td', { class: 'row' },
-          h('button', { type: 'button', class: 'secondary', id: `notify-test-${c.name}`, onclick: async (ev) => {
-            ev.target.disabled = true;
+          h('button', { type: 'button', class: 'secondary', id: `notify-test-${c.name}`, onclick: async (/** @type {MouseEvent} */ ev) => {
+            const button = /** @type {HTMLButtonElement} */ (ev.target);
+            button.disabled = true;
             try { await api('/api/notifications/test', { method: 'POST', body: { channel: c.name } }); notify(tr('tested', { n: c.name }), 'ok'); } catch (e) { notify(errText(e), 'crit'); }
-            ev.target.disabled = false;
+            button.disabled = false;
           } }, tr('test')),
           h('button', { type: 'button', class: 'danger', onclick: async () => {
             try { await put(current.channels.filter((x) => x.name !== c.name).map(asUpdate)); } catch (e) { msg.textContent = errText(e); }

@@ -1,9 +1,19 @@
+// @ts-check
 // The change-password form with the policy from
 // /api/auth/password-requirements checked live as the owner types.
-import { api } from '../api.js';
+import { api, ApiError } from '../api.js';
 import { t } from '../i18n.js';
 import { h, errText } from '../ui.js';
 
+/**
+ * GET /api/auth/password-requirements.
+ * @typedef {{ min_length: number, max_length: number, history: number, rules: { code: string }[] }} Requirements
+ */
+
+/**
+ * The rules the page can check as the owner types (the rest the box checks).
+ * @type {Record<string, (p: string, r: Requirements) => boolean>}
+ */
 const CHECKS = {
   too_short: (p, r) => [...p].length >= r.min_length,
   too_long: (p, r) => [...p].length <= r.max_length,
@@ -15,7 +25,8 @@ const CHECKS = {
 
 /**
  * opts.current: the current password when already known (first login);
- * opts.onDone(): after a successful change.
+ * opts.onDone(): after a successful change; opts.onUnauthorized(): on a 401.
+ * @param {{ current?: string | null, onDone: () => void, onUnauthorized?: () => void }} opts
  */
 export function passwordForm(opts) {
   const status = h('p', { class: 'form-msg', role: 'alert', id: 'pw-msg' });
@@ -24,18 +35,20 @@ export function passwordForm(opts) {
   const nw = h('input', { type: 'password', id: 'pw-new', name: 'new', autocomplete: 'new-password', required: true, 'aria-describedby': 'pw-rules' });
   const again = h('input', { type: 'password', id: 'pw-again', name: 'again', autocomplete: 'new-password', required: true });
   const submit = h('button', { type: 'submit', class: 'primary', id: 'pw-submit' }, t('pw.submit'));
+  /** @type {Requirements | null} */
   let req = null;
 
   const render = () => {
-    if (!req) return;
+    const r = req;
+    if (!r) return;
     const p = nw.value;
-    rules.replaceChildren(...req.rules.map((rule) => {
+    rules.replaceChildren(...r.rules.map((rule) => {
       const check = CHECKS[rule.code];
       let state = 'info';
-      if (check) state = !p ? 'todo' : check(p, req) ? 'ok' : 'crit';
+      if (check) state = !p ? 'todo' : check(p, r) ? 'ok' : 'crit';
       const icon = { ok: '✓', crit: '✕', info: 'i', todo: '○' }[state];
       const word = { ok: t('pw.met'), crit: t('pw.unmet'), info: t('pw.checked'), todo: t('pw.todo') }[state];
-      const text = t(`pw.rule.${rule.code}`, { n: rule.code === 'recently_used' ? req.history : rule.code === 'too_long' ? req.max_length : req.min_length });
+      const text = t(`pw.rule.${rule.code}`, { n: rule.code === 'recently_used' ? r.history : rule.code === 'too_long' ? r.max_length : r.min_length });
       return h('li', { class: `rule ${state}`, 'data-rule': rule.code, 'data-state': state },
         h('span', { class: 'icon', 'aria-hidden': 'true' }, icon), ' ', text, h('span', { class: 'sr-only' }, ` (${word})`));
     }));
@@ -69,7 +82,7 @@ export function passwordForm(opts) {
       opts.onDone();
     } catch (e) {
       status.textContent = errText(e);
-      if (e.status === 401) opts.onUnauthorized?.();
+      if (e instanceof ApiError && e.status === 401) opts.onUnauthorized?.();
     } finally {
       submit.disabled = false;
     }

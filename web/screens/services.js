@@ -1,25 +1,49 @@
+// @ts-check
 // Services: state, restarts, last exit, start/stop/restart with
 // confirmation, a live log tail; LLM models (delete, unload; downloads in
 // downloads.js) and a small LLM playground.
 import { api, sse } from '../api.js';
 import { downloads } from './downloads.js';
 import { t } from '../i18n.js';
-import { h, card, badge, confirmDialog, notify, errText, fmtTime, fmtBytes, fmtNum, stateLevel } from '../ui.js';
+import { h, card, badge, confirmDialog, notify, errText, fmtTime, fmtBytes, fmtNum, fmtPct, stateLevel } from '../ui.js';
 
 const MAX_LOG_LINES = 500;
 
+/**
+ * A supervised service (/api/services).
+ * @typedef {object} Service
+ * @property {string} name
+ * @property {string} role
+ * @property {string} state
+ * @property {boolean} critical
+ * @property {number} restart_count
+ * @property {number | null} last_exit_code
+ * @property {boolean} [oom_killed]
+ * @property {string | null} [last_error]
+ * @property {string | null} since
+ * @property {string | null} [gpu]
+ * @property {ImagePull | null} [pull]
+ */
+/**
+ * @typedef {{ image: string, bytes_done: number, bytes_total?: number | null, layers_done: number, layers_total: number, attempt: number }} ImagePull
+ */
+
 // An image being pulled: a bar and the numbers (bytes of the registry's
 // size, layers), or nothing.
+/** @param {ImagePull | null | undefined} p */
 function pullProgress(p) {
   if (!p) return null;
   const pct = p.bytes_total ? Math.min(100, Math.round((p.bytes_done * 100) / p.bytes_total)) : null;
   const text = t('svc.image_pull', { d: fmtBytes(p.bytes_done), t: p.bytes_total ? fmtBytes(p.bytes_total) : '?', l: p.layers_done, n: p.layers_total, a: p.attempt });
   return h('div', { class: 'pull small', 'data-pull': p.image },
-    h('progress', { max: 100, value: pct ?? 0, 'aria-label': text }), h('span', { class: 'muted' }, ` ${pct === null ? '' : `${pct} % · `}${text}`));
+    h('progress', { max: 100, value: pct ?? 0, 'aria-label': text }), h('span', { class: 'muted' }, ` ${pct === null ? '' : `${fmtPct(pct, 0)} · `}${text}`));
 }
 
+/** @type {import('../app.js').Mount} */
 export function mount(root, params) {
+  /** @type {number[]} */
   const timers = [];
+  /** @type {(() => void) | null} */
   let stopLogs = null;
   const [svcSec, svcBody] = card(t('svc.title'), 'card-services');
   const [logSec, logBody] = card(t('svc.logs'), 'card-logs');
@@ -35,6 +59,10 @@ export function mount(root, params) {
     h('thead', {}, h('tr', {}, ['svc.name', 'svc.state', 'svc.restarts', 'svc.last_exit', 'svc.since', 'svc.actions'].map((k) => h('th', { scope: 'col' }, t(k))))),
     tbody)));
 
+  /**
+   * @param {string} name
+   * @param {'start' | 'stop' | 'restart'} action
+   */
   const act = async (name, action) => {
     const ok = await confirmDialog(t(`svc.confirm_${action}`, { s: name }), t(`svc.${action}`));
     if (!ok) return;
@@ -47,16 +75,18 @@ export function mount(root, params) {
 
   const refresh = async () => {
     try {
+      /** @type {{ services: Service[] }} */
       const { services } = await api('/api/services');
       tbody.replaceChildren(...services.map((s) => {
         const exit = s.last_exit_code === null ? '—' : `${s.last_exit_code}${s.oom_killed ? ` (${t('svc.oom')})` : ''}`;
+        /** @param {'start' | 'stop' | 'restart'} action */
         const btn = (action) => h('button', { type: 'button', class: 'small', 'data-action': action, 'data-service': s.name,
           'aria-label': `${t(`svc.${action}`)} ${s.name}`, onclick: () => act(s.name, action) }, t(`svc.${action}`));
         return h('tr', { 'data-service': s.name, 'data-state': s.state },
           h('th', { scope: 'row' }, s.name, h('div', { class: 'muted small' }, `${t(`role.${s.role}`)}${s.critical ? ` · ${t('svc.critical')}` : ''}`)),
           h('td', { class: 'state' }, badge(stateLevel(s.state), t(`state.${s.state}`)), s.last_error ? h('div', { class: 'muted small' }, s.last_error) : null,
             pullProgress(s.pull), s.gpu ? h('div', { class: 'muted small', 'data-gpu': s.gpu }, t(s.gpu === 'cpu' ? 'svc.gpu_cpu' : 'svc.gpu_on')) : null),
-          h('td', { class: 'restarts' }, String(s.restart_count)),
+          h('td', { class: 'restarts' }, fmtNum(s.restart_count, 0)),
           h('td', {}, exit),
           h('td', {}, fmtTime(s.since)),
           h('td', { class: 'actions' }, btn('start'), btn('stop'), btn('restart'),
@@ -74,6 +104,7 @@ export function mount(root, params) {
   const logSel = h('select', { id: 'log-service', 'aria-label': t('svc.log_service') });
   const logPre = h('pre', { class: 'log', id: 'svc-log', tabindex: 0, 'aria-label': t('svc.logs'), 'aria-live': 'off' });
   const logState = h('span', { class: 'muted', id: 'svc-log-state', role: 'status' });
+  /** @param {string} name */
   const tail = (name) => {
     if (stopLogs) stopLogs();
     logSel.value = name;
@@ -82,7 +113,7 @@ export function mount(root, params) {
     stopLogs = sse(`/api/services/${encodeURIComponent(name)}/logs?tail=100&follow=true`, {
       message: (line) => {
         logPre.append(`${line}\n`);
-        while (logPre.childNodes.length > MAX_LOG_LINES) logPre.removeChild(logPre.firstChild);
+        while (logPre.childNodes.length > MAX_LOG_LINES) logPre.firstChild?.remove();
         logPre.scrollTop = logPre.scrollHeight;
       },
       error: (d) => { if (d) logState.textContent = d; },
@@ -104,6 +135,7 @@ export function mount(root, params) {
 
   const models = async () => {
     try {
+      /** @type {{ models: { name: string, size: number, modified_at: string }[] }} */
       const { models: list } = await api('/api/services/llm/models');
       if (!list.length) { modelList.replaceChildren(h('p', { class: 'muted' }, t('svc.no_models'))); return; }
       modelList.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'model-table' },

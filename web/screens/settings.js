@@ -1,3 +1,4 @@
+// @ts-check
 // Settings: change the password (policy shown live), the live sessions,
 // log out here or everywhere, and the API keys for apps (made here, shown
 // once with a copy button, revoked here).
@@ -8,6 +9,7 @@ import { passwordForm } from './password.js';
 import { mountBackups, title as backupsTitle } from './backups.js';
 import { mountNotifications, notificationsTitle } from './notifications.js';
 
+/** @type {import('../app.js').Mount} */
 export function mount(root, params, { go, session }) {
   const [pwSec, pwBody] = card(t('set.password'), 'card-password');
   const [sesSec, sesBody] = card(t('set.sessions'), 'card-sessions');
@@ -46,6 +48,7 @@ export function mount(root, params, { go, session }) {
 
   const sessions = async () => {
     try {
+      /** @type {{ current: string, sessions: { jti: string, ip: string, user_agent?: string | null, created_at: string, last_activity: string, expires_at: string }[] }} */
       const r = await api('/api/auth/sessions');
       list.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'sessions-table' },
         h('thead', {}, h('tr', {}, ['set.ip', 'set.agent', 'set.created', 'set.active', 'set.expires'].map((k) => h('th', { scope: 'col' }, t(k))))),
@@ -62,7 +65,10 @@ export function mount(root, params, { go, session }) {
 const SCOPES = ['llm', 'embeddings', 'metrics', 'admin'];
 const EXPIRY_DAYS = [0, 30, 90, 365];
 
-/** The API keys card: a form to make one, the key shown once, the list. */
+/**
+ * The API keys card: a form to make one, the key shown once, the list.
+ * @param {HTMLElement} body
+ */
 function mountKeys(body) {
   const name = h('input', { id: 'key-name', name: 'key-name', maxlength: 64, required: true, autocomplete: 'off' });
   const scopes = SCOPES.map((s) => h('label', { class: 'check' },
@@ -80,6 +86,7 @@ function mountKeys(body) {
 
   const refresh = async () => {
     try {
+      /** @type {{ keys: { id: number, name: string, scopes: string[], hint: string, created_at: string, last_used_at?: string | null, expires_at?: string | null }[] }} */
       const r = await api('/api/keys');
       if (!r.keys.length) { list.replaceChildren(h('p', { class: 'muted' }, t('key.none'))); return; }
       list.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'keys-table' },
@@ -105,10 +112,11 @@ function mountKeys(body) {
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     msg.textContent = '';
-    const chosen = scopes.map((l) => l.querySelector('input')).filter((i) => i.checked).map((i) => i.value);
+    const chosen = scopes.map((l) => /** @type {HTMLInputElement} */ (l.querySelector('input'))).filter((i) => i.checked).map((i) => i.value);
     if (!name.value.trim()) { msg.textContent = t('key.need_name'); name.focus(); return; }
     if (!chosen.length) { msg.textContent = t('key.need_scope'); return; }
     const days = Number(expiry.value);
+    /** @type {{ name: string, scopes: string[], expires_at?: string }} */
     const req = { name: name.value.trim(), scopes: chosen };
     if (days) req.expires_at = new Date(Date.now() + days * 86400e3).toISOString();
     try {

@@ -1,3 +1,4 @@
+// @ts-check
 // The first-run setup, shown after the forced password change and opened
 // again from Settings: the box's name on the LAN, the models to install
 // (the suggestions say what each needs and whether it fits), whether
@@ -9,6 +10,7 @@ import { h, card, errText } from '../ui.js';
 import { downloads } from './downloads.js';
 import { mountNotifications, notificationsTitle } from './notifications.js';
 
+/** @type {import('../app.js').Mount} */
 export function mount(root, params, { go }) {
   const [nameSec, nameBody] = card(t('setup.name_title'), 'setup-step-name');
   const [modelSec, modelBody] = card(t('setup.models_title'), 'setup-step-models');

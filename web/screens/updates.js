@@ -1,14 +1,37 @@
+// @ts-check
 // Updates: upload a bundle (XHR, real progress), see it validated, apply it
 // and follow each step live (SSE), and the history.
 import { api, optional, sse, upload } from '../api.js';
 import { t } from '../i18n.js';
-import { h, card, dl, badge, confirmDialog, errText, fmtTime, fmtBytes } from '../ui.js';
+import { h, card, dl, badge, confirmDialog, errText, fmtTime, fmtBytes, fmtPct } from '../ui.js';
 
+/** @type {Record<string, import('../ui.js').Level>} */
 const RESULT = { done: 'ok', rolled_back: 'warn', failed: 'crit', rejected: 'crit' };
 const BUSY = ['uploading', 'backing_up', 'loading_images', 'migrating', 'switching', 'verifying', 'rolling_back'];
 const STEPS = ['validated', 'backing_up', 'loading_images', 'migrating', 'switching', 'verifying', 'done'];
 
+/**
+ * A checked bundle (the upload's answer, or the status's `pending`).
+ * @typedef {object} CheckedBundle
+ * @property {string} version
+ * @property {string} [installed_version]
+ * @property {string} [min_version]
+ * @property {{ valid?: boolean, key?: string, algorithm?: string }} [signature]
+ * @property {{ images?: { service: string, image: string }[], migrations?: string[], configs?: string[], package?: boolean }} [components]
+ * @property {string} [created_at]
+ * @property {number} size
+ * @property {string} [sha256]
+ * @property {boolean} [requires_reboot]
+ * @property {string} [release_notes]
+ */
+/**
+ * /api/update/status and its stream.
+ * @typedef {{ state: string, step?: string, error?: string, percent?: number, updated_at: string, log?: string[], pending?: CheckedBundle }} UpdateStatus
+ */
+
+/** @param {HTMLElement} root */
 export function mount(root) {
+  /** @type {(() => void) | null} */
   let stop = null;
   const [upSec, upBody] = card(t('upd.upload'), 'card-upload');
   const [stSec, stBody] = card(t('upd.status'), 'card-update-status');
@@ -28,6 +51,7 @@ export function mount(root) {
     h('div', { class: 'row' }, btn, bar, pct), msg);
   upBody.append(form, check, h('div', { class: 'row' }, applyBtn));
 
+  /** @param {CheckedBundle | null} c */
   const showCheck = (c) => {
     if (!c) { check.replaceChildren(); applyBtn.disabled = true; return; }
     const sig = c.signature || {};
@@ -43,26 +67,27 @@ export function mount(root) {
       [t('upd.configs'), (comp.configs || []).join(', ') || '—'],
       [t('upd.package'), comp.package ? t('net.yes') : t('net.no')],
       [t('upd.reboot'), c.requires_reboot ? badge('warn', t('net.yes')) : t('net.no')],
-    ]), c.release_notes ? h('div', {}, h('h3', {}, t('upd.notes')), h('pre', { class: 'notes' }, c.release_notes)) : null);
+    ]), c.release_notes ? h('div', {}, h('h3', {}, t('upd.notes')), h('pre', { class: 'notes' }, c.release_notes)) : '');
     applyBtn.disabled = !sig.valid;
   };
 
   // A refused bundle: what it means in words (translated by its code), then
   // the box's own detail (which part, which version, which key).
+  /** @param {any} e an ApiError, or what upload() rejected with */
   const showError = (e) => {
     msg.dataset.code = e.code || String(e.status);
     if (e.status === 404) { msg.textContent = t('upd.unavailable'); return; }
     const key = `upd.err.${e.code}`;
     const head = t(key);
     if (head === key) { msg.textContent = errText(e); return; }
-    msg.replaceChildren(h('strong', {}, head), e.message ? h('span', { class: 'detail small' }, e.message) : null);
+    msg.replaceChildren(h('strong', {}, head), e.message ? h('span', { class: 'detail small' }, e.message) : '');
   };
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     msg.textContent = '';
     delete msg.dataset.code;
-    const f = file.files[0];
+    const f = file.files?.[0];
     if (!f) { msg.textContent = t('upd.pick'); return; }
     btn.disabled = true;
     bar.value = 0;
@@ -70,7 +95,7 @@ export function mount(root) {
       const c = await upload('/api/update/upload', f, (loaded, total) => {
         const p = total ? Math.round((100 * loaded) / total) : 0;
         bar.value = p;
-        pct.textContent = `${p} % (${fmtBytes(loaded)} / ${fmtBytes(total)})`;
+        pct.textContent = `${fmtPct(p, 0)} (${fmtBytes(loaded)} / ${fmtBytes(total)})`;
       });
       bar.value = 100;
       msg.textContent = '';
@@ -97,6 +122,7 @@ export function mount(root) {
 
   // The apply answer and the stream race: never step back to an older status.
   let shownAt = 0;
+  /** @param {UpdateStatus | null} s */
   const showStatus = (s) => {
     if (!s) return;
     const changed = Date.parse(s.updated_at) || 0;
@@ -120,6 +146,7 @@ export function mount(root) {
 
   const history = async () => {
     try {
+      /** @type {{ updates: { version?: string, from_version?: string, source: string, result: string, error?: string, started_at: string, finished_at?: string }[] } | null} */
       const r = await optional('/api/update/history');
       if (!r) { histBody.replaceChildren(h('p', { class: 'muted' }, t('upd.unavailable'))); return; }
       if (!r.updates.length) { histBody.replaceChildren(h('p', { class: 'muted' }, t('upd.no_history'))); return; }
