@@ -261,7 +261,10 @@ mod tests {
         let p = page_policy("test.html", html.as_bytes());
         let p = p.to_str().unwrap();
         assert!(p.contains("frame-ancestors 'none'"), "{p}");
-        assert!(p.contains("script-src 'self' 'sha256-D6IGS8VMvCoyaR/l0h9tERrBTATY01CoPS7l6xDv0kI='"), "{p}");
+        assert!(
+            p.contains("script-src 'self' 'sha256-D6IGS8VMvCoyaR/l0h9tERrBTATY01CoPS7l6xDv0kI='"),
+            "{p}"
+        );
     }
 
     /// A file added to web/ of a kind the table does not know would be

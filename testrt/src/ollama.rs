@@ -886,16 +886,26 @@ impl App {
 
     /// `manifests/registry.ollama.ai/library/<name>/<tag>`, as Ollama keeps it.
     fn write_manifest(&self, name: &str) {
-        let Some(store) = &self.cfg.store else { return };
-        let (model, tag) = name.split_once(':').unwrap_or((name, "latest"));
-        let dir = store
-            .join("manifests/registry.ollama.ai/library")
-            .join(model);
-        let res = std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::write(dir.join(tag), manifest(name).to_string()));
+        let Some(path) = self.manifest_path(name) else {
+            return;
+        };
+        let res = std::fs::create_dir_all(path.parent().expect("a manifest has a directory"))
+            .and_then(|_| std::fs::write(&path, manifest(name).to_string()));
         if let Err(e) = res {
             eprintln!("testrt: writing the manifest of {name}: {e}");
         }
+    }
+
+    /// The manifest's path in the mounted store, if there is one.
+    fn manifest_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        let store = self.cfg.store.as_ref()?;
+        let (model, tag) = name.split_once(':').unwrap_or((name, "latest"));
+        Some(
+            store
+                .join("manifests/registry.ollama.ai/library")
+                .join(model)
+                .join(tag),
+        )
     }
 
     fn install(&self, name: &str) {
@@ -914,6 +924,11 @@ impl App {
             st.loaded.remove(&name);
             st.installed.remove(&name).is_some()
         };
+        // As Ollama does: the manifest goes from the store too, or the next
+        // listing would find the model there again.
+        if removed && let Some(path) = self.manifest_path(&name) {
+            let _ = std::fs::remove_file(path);
+        }
         if removed {
             write_full(w, 200, "text/plain; charset=utf-8", b"", false)?;
             Ok(200)

@@ -1378,5 +1378,29 @@ fn a_cut_pull_resumes_where_it_stopped_and_the_store_holds_its_blobs() {
     );
     let pulls = call(&a, "GET", "/testrt/pulls", None).json();
     assert_eq!(pulls["pulls"][2]["stalled"], true);
+
+    // A delete takes the manifest out of the store, as Ollama's does, so the
+    // model is not found there again by the next listing.
+    let manifest = store.join("manifests/registry.ollama.ai/library/llama3.1/70b");
+    assert_eq!(
+        call(
+            &a,
+            "DELETE",
+            "/api/delete",
+            Some(json!({"model": "llama3.1:70b"}))
+        )
+        .status,
+        200
+    );
+    assert!(!manifest.exists());
+    let tags = call(&a, "GET", "/api/tags", None).json();
+    assert!(
+        !tags["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "llama3.1:70b"),
+        "{tags}"
+    );
     let _ = std::fs::remove_dir_all(&store);
 }

@@ -889,10 +889,17 @@ fn the_services_api_lists_stops_starts_and_streams_logs_with_a_token_only() {
 /// which the test runtime serves.
 #[test]
 fn pulls_are_admitted_queued_resumed_after_a_stall_and_their_partials_removed() {
+    // The model store on a 100 GiB tmpfs: the 70b model's 42 GB download
+    // fits whatever this machine's disk holds, so its refusal is for memory.
+    let store_root = tempfile::tempdir().unwrap();
+    let _store_fs = common::Mount::tmpfs(&store_root.path().join("ollama"), "100g");
     let mut env = Env::with_llm(
         "pulls",
         100,
-        "  volumes: [\"{dir}/ollama:/root/.ollama\"]\n",
+        &format!(
+            "  volumes: [\"{}/ollama:/root/.ollama\"]\n",
+            store_root.path().display()
+        ),
         |c| {
             c.models.stall_timeout = Duration::from_secs(2);
             c.models.retries = 3;
@@ -922,7 +929,7 @@ fn pulls_are_admitted_queued_resumed_after_a_stall_and_their_partials_removed() 
     };
     env.state = AppState::new(shared);
     env.router = arasuld::api::router(env.state.clone());
-    let store = env.dir.path().join("ollama/models");
+    let store = store_root.path().join("ollama/models");
     let manifest = |m: &str| -> Value {
         let (name, tag) = m.split_once(':').unwrap();
         runtime_call(
@@ -1013,7 +1020,7 @@ fn pulls_are_admitted_queued_resumed_after_a_stall_and_their_partials_removed() 
     );
     assert_eq!(s, StatusCode::OK, "a model that fits still answers: {v}");
     // ---- Refused for disk: a model bigger than the free space, in English.
-    let free = df_free(env.dir.path());
+    let free = df_free(&store_root.path().join("ollama"));
     let billions = free / 600_000_000 + 2;
     let huge = format!("llama3.1:{billions}b");
     let (s, v) = send_lang(

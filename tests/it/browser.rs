@@ -185,7 +185,20 @@ fn dashboard_end_to_end_in_chromium() {
         &cfg,
         &format!("logging:\n  json_file: {}\n", json_log.display()),
     );
-    std::fs::write(cfg.dir.path().join("services.yaml"), catalog(&project)).unwrap();
+    // The runtime's model store on a 100 GiB tmpfs: the 70b model's 42 GB
+    // download fits whatever this machine's disk holds, so the refusals
+    // below are for memory.
+    let store_root = tempfile::tempdir().unwrap();
+    let _store_fs = common::Mount::tmpfs(&store_root.path().join("ollama"), "100g");
+    let with_store = catalog(&project).replacen(
+        "  role: llm\n",
+        &format!(
+            "  role: llm\n  volumes: [\"{}/ollama:/root/.ollama\"]\n",
+            store_root.path().display()
+        ),
+        1,
+    );
+    std::fs::write(cfg.dir.path().join("services.yaml"), with_store).unwrap();
     let mut daemon = start_daemon(&cfg);
     wait_healthy(&cfg);
     let base = cfg.url("");

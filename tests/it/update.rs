@@ -658,36 +658,11 @@ fn killed_at_every_state_the_restart_leaves_the_box_old_or_new() {
     }
 }
 
-/// Unmounts on drop (even when the test fails).
-struct Mount(PathBuf);
-
-impl Mount {
-    /// A tmpfs of `size` (e.g. `12k`, `48m`) at `dir` (created); needs root.
-    fn tmpfs(dir: &Path, size: &str) -> Mount {
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "this test mounts a small tmpfs and needs root"
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir));
-        Mount(dir.to_owned())
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn disk_full_during_the_backup_aborts_before_anything_live_changes() {
     let pg = private_pg();
     let env = Env::new("upd-full", &pg);
-    let _mount = Mount::tmpfs(&env.dir().join("state/updates/backup"), "12k");
+    let _mount = common::Mount::tmpfs(&env.dir().join("state/updates/backup"), "12k");
     let bundle = env.v2_bundle();
     let s = env.apply(&bundle);
     assert_eq!(s["state"], "rolled_back", "{s}");
@@ -823,7 +798,7 @@ fn a_full_disk_during_the_rollback_does_not_wedge_the_updater() {
     let pg = private_pg();
     let mut mount = None;
     let env = Env::new_with("upd-wedge", &pg, |d| {
-        mount = Some(Mount::tmpfs(&d.join("state"), "48m"));
+        mount = Some(common::Mount::tmpfs(&d.join("state"), "48m"));
     });
     let state = env.dir().join("state");
     let bundle = env.v2_bundle();
@@ -1443,7 +1418,7 @@ fn a_model_bundle_from_one_runtime_is_installed_on_an_offline_box() {
     // A store too small for the model: refused with the numbers before a
     // byte is written, and rolled back.
     {
-        let _small = Mount::tmpfs(&d.join("store-box/models"), "1m");
+        let _small = common::Mount::tmpfs(&d.join("store-box/models"), "1m");
         let fin = env.apply(&out);
         assert_eq!(fin["state"], "rolled_back", "{fin}");
         let err = fin["error"].as_str().unwrap_or_default();

@@ -55,6 +55,40 @@ pub fn free_port() -> u16 {
     panic!("no free port in {low}..{ephemeral_low}");
 }
 
+/// A tmpfs, unmounted on drop (even when the test fails); needs root.
+pub struct Mount(PathBuf);
+
+impl Mount {
+    /// A tmpfs of `size` (e.g. `12k`, `48m`, `1t`) at `dir` (created). A
+    /// large one gives a test a known amount of free space whatever this
+    /// machine's disk holds: a tmpfs takes memory only for what is written.
+    pub fn tmpfs(dir: &Path, size: &str) -> Mount {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts a tmpfs and needs root"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount tmpfs at {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount(dir.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// Polls `f` every 50 ms until it returns Some, or panics after `timeout`.
 pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
