@@ -311,6 +311,7 @@ impl PullQueue {
         }
         self.finish_cleanup();
         self.persist();
+        crate::metrics::counters::model_pull(p.state);
         let _ = self.inner.events.send(QueueEvent::Finished(p.clone()));
         Ok(p)
     }
@@ -353,6 +354,7 @@ impl PullQueue {
         self.finish_cleanup();
         self.persist();
         if let Some(p) = done {
+            crate::metrics::counters::model_pull(p.state);
             let _ = self.inner.events.send(QueueEvent::Finished(p));
         }
     }

@@ -357,6 +357,14 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         )
     });
     let workers = state.workers.statuses();
+    let services = state.services.services();
+    let proc_root = state.config().paths.proc_root.clone();
+    // A handful of small files under /proc/self: no need for a blocking thread.
+    let process = crate::metrics::collect::process::read_self(&proc_root)
+        .inspect_err(|e| tracing::debug!(error = %e, "process metrics not read"))
+        .ok();
+    let http = crate::metrics::counters::HTTP.snapshot();
+    let counters = crate::metrics::counters::families();
     let body = crate::metrics::prometheus::render(&crate::metrics::prometheus::Exposition {
         sample: latest.as_deref(),
         samples_taken: taken,
@@ -366,10 +374,14 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         db_up: state.db.status().up,
         stream_clients: state.metrics.stream_clients(),
         workers: &workers,
+        services: &services,
+        process: process.as_ref(),
+        http: &http,
+        counters: &counters,
         version: build_info::VERSION,
         build_hash: build_info::BUILD_HASH,
         gpu_backend: state.metrics.gpu_backend(),
-        uptime_seconds: (Utc::now() - state.started_at).num_milliseconds() as f64 / 1000.0,
+        start_time_seconds: state.started_at.timestamp_millis() as f64 / 1000.0,
     });
     (
         [(

@@ -468,6 +468,7 @@ impl Backups {
                 Err(e)
             }
         };
+        crate::metrics::counters::backup_run("backup", &r);
         if let Err(e) = &r {
             raise(
                 Some(&self.inner.db),
@@ -488,6 +489,7 @@ impl Backups {
         let _one = self.inner.busy.try_lock().map_err(|_| BackupError::Busy)?;
         let config = self.config();
         let r = restore::run(self, &config, id_or_file).await;
+        crate::metrics::counters::backup_run("restore", &r);
         if let Err(e) = &r
             && !matches!(e, BackupError::Corrupt(_) | BackupError::NotFound(_))
         {

@@ -44,6 +44,33 @@ pub enum ServiceState {
     Unknown,
 }
 
+impl ServiceState {
+    pub const ALL: [ServiceState; 8] = [
+        ServiceState::Starting,
+        ServiceState::Healthy,
+        ServiceState::Unhealthy,
+        ServiceState::Restarting,
+        ServiceState::Stopped,
+        ServiceState::Failed,
+        ServiceState::ImageMissing,
+        ServiceState::Unknown,
+    ];
+
+    /// The name serde gives it (`image_missing`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Healthy => "healthy",
+            ServiceState::Unhealthy => "unhealthy",
+            ServiceState::Restarting => "restarting",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Failed => "failed",
+            ServiceState::ImageMissing => "image_missing",
+            ServiceState::Unknown => "unknown",
+        }
+    }
+}
+
 /// What the API and the healing loop see of one service.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceStatus {

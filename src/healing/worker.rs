@@ -111,6 +111,9 @@ impl AuditTrail {
     }
 
     pub fn record(&mut self, r: HealingRecord) {
+        if r.action.is_some() {
+            crate::metrics::counters::healing_action(r.category.map(Category::as_str), &r.result);
+        }
         let service = r.service.as_deref();
         if let Some(a) =
             crate::notify::from_healing(&r.event_type, r.severity, service, &r.description)

@@ -4,6 +4,7 @@
 //! Postgres that survives database outages.
 
 pub mod collect;
+pub mod counters;
 pub mod prometheus;
 pub mod reach;
 pub mod ring;

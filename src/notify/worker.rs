@@ -24,6 +24,7 @@ use super::rules::{Dedup, backoff, held_until};
 use super::{Alert, AlertInbox};
 use crate::config::{Config, Secret};
 use crate::db::Db;
+use crate::metrics::counters::NOTIFICATIONS;
 use crate::tasks::{WorkerCtx, WorkerKind, WorkerName, Workers};
 
 /// The spool: outbox entries the database has not taken yet.
@@ -239,6 +240,7 @@ impl Outbox {
         d.attempts += 1;
         match outcome {
             Ok(()) => {
+                NOTIFICATIONS.inc(["delivered"]);
                 tracing::info!(channel, kind = %alert.kind, attempts = d.attempts, "notification delivered");
                 d.status = DeliveryStatus::Delivered;
                 d.delivered_at = Some(now);
@@ -246,9 +248,11 @@ impl Outbox {
             }
             Err(e) => {
                 if d.attempts >= cfg.max_attempts {
+                    NOTIFICATIONS.inc(["given_up"]);
                     tracing::error!(channel, kind = %alert.kind, attempts = d.attempts, error = %e, "notification given up");
                     d.status = DeliveryStatus::Failed;
                 } else {
+                    NOTIFICATIONS.inc(["retry"]);
                     let wait = backoff(cfg.retry_initial, cfg.retry_max, d.attempts);
                     tracing::warn!(channel, kind = %alert.kind, attempts = d.attempts, retry_in = ?wait, error = %e, "notification not delivered");
                     d.next_at = now + chrono::Duration::from_std(wait).unwrap_or_default();

@@ -147,6 +147,7 @@ impl Applier {
         }
         self.persist(run)?;
         if state.is_final() {
+            crate::metrics::counters::UPDATE_RUNS.inc([state.as_str()]);
             // The run is over for every observer at once: whoever sees the
             // final state may upload or apply the next bundle.
             self.deps().activity.set_switched(BTreeSet::new());
@@ -198,6 +199,7 @@ impl Applier {
             p.run = Some(run.clone());
             drop(p);
             if state.is_final() {
+                crate::metrics::counters::UPDATE_RUNS.inc([state.as_str()]);
                 self.deps().activity.set_switched(BTreeSet::new());
                 self.settle();
                 if let Some(a) = crate::notify::update_outcome(

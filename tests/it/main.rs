@@ -17,6 +17,7 @@ mod healing;
 mod logs;
 mod mdns;
 mod metrics;
+mod prometheus;
 mod reboot;
 mod supervisor;
 mod update;

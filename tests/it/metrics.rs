@@ -6,6 +6,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
+use common::docker::docker;
 use common::*;
 use futures::StreamExt;
 
@@ -236,40 +237,110 @@ async fn get_text_async(url: &str) -> String {
 
 #[test]
 fn promtool_accepts_the_prometheus_exposition() {
-    let cfg = TestConfig::new(CLOSED_DB, "metrics:\n  interval: 100ms\n");
-    let notify = NotifySocket::new();
-    let _d = Daemon::start(
-        &cfg.path(),
-        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
-    );
-    notify.wait_for("READY=1", Duration::from_secs(30));
+    // A daemon with a supervised service, so every family has data.
+    let svc = crate::prometheus::Supervised::start("promtool", "healing:\n  enabled: false\n");
+    let cfg = &svc.cfg;
+    for path in ["/api/health", "/api/health", "/api/no-such-route", "/"] {
+        get_text(&cfg.url(path));
+    }
     let text = wait_until("a sample", Duration::from_secs(10), || {
         let t = get_text(&cfg.url("/metrics"));
-        t.contains("arasul_cpu_usage_percent").then_some(t)
+        t.contains("arasul_cpu_usage_ratio").then_some(t)
     });
-    assert!(text.contains("arasul_worker_up{worker=\"metrics-sampler\"} 1"));
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect(
-            "promtool (Debian package `prometheus`) must be installed: scripts/test installs it",
+    for line in [
+        "arasul_worker_up{worker=\"metrics-sampler\"} 1",
+        "arasul_service_up{service=\"app\"} 1",
+        "arasul_service_state{service=\"app\",state=\"healthy\"} 1",
+        "arasul_service_state{service=\"app\",state=\"failed\"} 0",
+        "arasul_service_stopped_on_purpose{service=\"app\"} 0",
+        "arasul_service_restarts_total{service=\"app\"} 0",
+        "arasul_collector_up{series=\"process\"} 1",
+        "arasul_collector_up{series=\"cpu\"} 1",
+        "arasul_http_requests_total{route=\"health\",code=\"200\"} 2",
+        "arasul_http_requests_total{route=\"api\",code=\"404\"} 1",
+        "arasul_http_requests_total{route=\"web\",code=\"200\"} 1",
+        "arasul_http_request_duration_seconds_count{route=\"health\"} 2",
+        "arasul_http_request_duration_seconds_bucket{route=\"health\",le=\"+Inf\"} 2",
+        "arasul_update_runs_total{result=\"done\"} 0",
+        "arasul_healing_actions_total{category=\"A\",outcome=\"ok\"} 0",
+        "arasul_model_pulls_total{result=\"failed\"} 0",
+        "arasul_backup_runs_total{kind=\"backup\",result=\"failed\"} 0",
+        "arasul_notification_deliveries_total{result=\"delivered\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    for family in [
+        "arasul_start_time_seconds",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "arasul_worker_heartbeat_age_seconds",
+        "arasul_memory_usage_ratio",
+        "arasul_disk_usage_ratio",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{text}"
         );
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    }
+    // The process is the daemon: its resident memory is megabytes, its
+    // start within the last minutes, its descriptors counted.
+    let rss = metric(&text, "process_resident_memory_bytes").unwrap();
+    assert!(rss > 4e6 && rss < 500e6, "{rss}");
+    let now = chrono::Utc::now().timestamp() as f64;
+    let start = metric(&text, "process_start_time_seconds").unwrap();
     assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        start <= now + 1.0 && start > now - 300.0,
+        "{start} vs {now}"
+    );
+    let own = metric(&text, "arasul_start_time_seconds").unwrap();
+    assert!((own - start).abs() < 30.0, "{own} vs {start}");
+    assert!(metric(&text, "process_open_fds").unwrap() >= 5.0);
+    // promtool: valid, and no lint complaint (names, units, _total, HELP).
+    let (ok, out) = crate::prometheus::promtool(&["check", "metrics"], &text);
+    assert!(ok && out.trim().is_empty(), "promtool: {out}");
+}
+
+#[test]
+fn a_killed_service_restarted_by_self_healing_shows_in_the_counters() {
+    // Healing every second; the database (closed here) is not lost for an hour.
+    let svc = crate::prometheus::Supervised::start(
+        "healcount",
+        "healing:\n  tick: 1s\n  critical: {db_lost_after: 1h}\n",
+    );
+    let cfg = &svc.cfg;
+    let before = get_text(&cfg.url("/metrics"));
+    let ok_a = "arasul_healing_actions_total{category=\"A\",outcome=\"ok\"}";
+    assert_eq!(metric(&before, ok_a), Some(0.0));
+    docker(&["kill", &svc.project.container("app")]);
+    let after = wait_until(
+        "self-healing to restart the service",
+        Duration::from_secs(30),
+        || {
+            std::thread::sleep(Duration::from_millis(250));
+            let t = get_text(&cfg.url("/metrics"));
+            (metric(&t, ok_a)? >= 1.0 && metric(&t, "arasul_service_up{service=\"app\"}")? == 1.0)
+                .then_some(t)
+        },
+    );
+    assert!(
+        metric(&after, "arasul_service_restarts_total{service=\"app\"}").unwrap() >= 1.0,
+        "{after}"
+    );
+    // Running again: no exit code to show (it is shown while exited).
+    assert_eq!(
+        metric(&after, "arasul_service_last_exit_code{service=\"app\"}"),
+        None
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "arasul_healing_actions_total{category=\"A\",outcome=\"failed\"}"
+        ),
+        Some(0.0)
     );
 }
 

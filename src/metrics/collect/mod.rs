@@ -9,6 +9,7 @@ mod memory;
 mod net;
 mod nvml;
 mod platform;
+pub mod process;
 mod tegra;
 mod thermal;
 
