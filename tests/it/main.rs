@@ -11,6 +11,7 @@ mod auth;
 mod browser;
 mod bundle;
 mod bundle_fuzz;
+mod cli;
 mod daemon;
 mod dbus_bus;
 mod healing;
