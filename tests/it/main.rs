@@ -14,6 +14,7 @@ mod bundle_fuzz;
 mod cli;
 mod daemon;
 mod dbus_bus;
+mod deps;
 mod healing;
 mod logs;
 mod mdns;
