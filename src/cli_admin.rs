@@ -109,25 +109,8 @@ pub async fn init_secrets(secrets_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `arasuld admin key …`
-#[derive(Debug, clap::Subcommand)]
-pub enum KeyCommand {
-    /// Make a key and print it (once: only its hash is stored).
-    Create {
-        /// What it is for, e.g. "n8n" or "laptop".
-        name: String,
-        /// llm, embeddings, metrics or admin; repeat or separate by commas.
-        #[arg(long = "scope", required = true, value_delimiter = ',')]
-        scopes: Vec<String>,
-        /// Refused after this long, e.g. 90d or 12h; never when absent.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        expires_in: Option<std::time::Duration>,
-    },
-    /// List the live keys (never a key itself).
-    List,
-    /// Revoke a key by its id (from `list`).
-    Revoke { id: i64 },
-}
+/// Defined with the rest of the command line (the man page is rendered from it).
+pub use crate::cli::KeyCommand;
 
 /// Runs a key command against the configured database.
 pub async fn key(config: &crate::config::Config, cmd: KeyCommand) -> anyhow::Result<()> {

@@ -11,23 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use clap::Subcommand;
 
 use crate::backup::{Backups, Run};
 use crate::config::Config;
 use crate::docker::supervisor::SupervisorConfig;
 
-#[derive(Subcommand)]
-pub enum BackupCommand {
-    /// Back up now, to the configured destination (verified).
-    Create,
-    /// The backup runs and restores, oldest first.
-    List,
-    /// Put a backup back: a run's id, an archive's file name at the
-    /// destination, or an absolute path. A corrupt archive is refused before
-    /// anything changes; a safety backup is taken first.
-    Restore { file: String },
-}
+/// Defined with the rest of the command line (the man page is rendered from it).
+pub use crate::cli::BackupCommand;
 
 pub async fn run(
     config: Config,

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::Subcommand;
 use ring::digest;
 
 use crate::update::Version;
@@ -21,89 +20,8 @@ use crate::update::manifest::{
 };
 use crate::update::verify::{self, VerifyLimits};
 
-#[derive(Subcommand, Debug)]
-pub enum BundleCommand {
-    /// Make an Ed25519 signing key pair: DIR/update-signing.key (PKCS#8,
-    /// keep it secret) and DIR/update-signing.pem (goes to the box's keys dir).
-    Keygen {
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Build and sign a bundle.
-    Create(Box<CreateArgs>),
-    /// Check a bundle as the box would (signature, versions, every payload
-    /// hash); exit 0 when it would be accepted, 1 otherwise.
-    Verify {
-        /// Dir of trusted public keys (*.pem) [default: paths.keys_dir]
-        #[arg(long)]
-        keys: Option<PathBuf>,
-        /// Installed version to check against [default: this build's]
-        #[arg(long)]
-        installed: Option<Version>,
-        /// Also stage the payload here (as an upload does); removed again
-        /// unless --keep-staging.
-        #[arg(long)]
-        staging: Option<PathBuf>,
-        #[arg(long, requires = "staging")]
-        keep_staging: bool,
-        /// Largest bundle accepted, bytes
-        #[arg(long, default_value_t = VerifyLimits::default().max_bundle_bytes)]
-        max_bytes: u64,
-        file: PathBuf,
-    },
-    /// Print the manifest. With --keys, also say whether a trusted key signed it.
-    Inspect {
-        #[arg(long)]
-        keys: Option<PathBuf>,
-        file: PathBuf,
-    },
-}
-
-#[derive(clap::Args, Debug)]
-pub struct CreateArgs {
-    /// Private key, PEM: Ed25519 (PKCS#8) or RSA ≥ 2048 bit (PKCS#8 or PKCS#1)
-    #[arg(long)]
-    pub key: PathBuf,
-    #[arg(long)]
-    pub version: Version,
-    #[arg(long)]
-    pub min_version: Version,
-    /// SERVICE=IMAGE: saved with `docker save IMAGE` into the bundle
-    #[arg(long = "image", value_name = "SERVICE=IMAGE")]
-    pub images: Vec<String>,
-    /// SERVICE=IMAGE=FILE.tar: an image tarball made earlier with `docker save`
-    #[arg(long = "image-tar", value_name = "SERVICE=IMAGE=FILE")]
-    pub image_tars: Vec<String>,
-    /// SERVICE=MODEL (e.g. `llm=llama3.2:1b`): the model as the runtime of
-    /// SERVICE (`llm` or `embeddings`) has it in its store: its manifest and
-    /// blobs. The store is --model-store, else the catalog's volume of that
-    /// runtime.
-    #[arg(long = "model", value_name = "SERVICE=MODEL")]
-    pub models: Vec<String>,
-    /// An Ollama model store (the directory with `blobs/` and `manifests/`)
-    #[arg(long, value_name = "DIR")]
-    pub model_store: Option<PathBuf>,
-    /// SQL migration, run in the order given. A first line
-    /// `-- arasul:no-transaction` marks one that cannot run in a transaction.
-    #[arg(long = "migration", value_name = "FILE")]
-    pub migrations: Vec<PathBuf>,
-    /// Config file, installed as /etc/arasul/<its file name>. (Not
-    /// `--config`: that global flag names the daemon's own config.)
-    #[arg(long = "config-file", value_name = "FILE")]
-    pub configs: Vec<PathBuf>,
-    /// A new arasuld package (.deb)
-    #[arg(long)]
-    pub package: Option<PathBuf>,
-    #[arg(long, default_value = "")]
-    pub notes: String,
-    #[arg(long)]
-    pub requires_reboot: bool,
-    /// [default: this build's hash]
-    #[arg(long)]
-    pub build_hash: Option<String>,
-    #[arg(long)]
-    pub out: PathBuf,
-}
+/// Defined with the rest of the command line (the man page is rendered from it).
+pub use crate::cli::{BundleCommand, CreateArgs};
 
 /// Runs a `bundle` subcommand with the config's paths.
 pub fn run(cmd: BundleCommand, paths: &crate::config::PathsConfig) -> ExitCode {

@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod build_info;
+pub mod cli;
 pub mod cli_admin;
 pub mod cli_backup;
 pub mod cli_bundle;

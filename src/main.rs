@@ -7,88 +7,33 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use arasuld::app::{Daemon, LogFilterReload};
-use arasuld::build_info::VERSION_LINE;
+use arasuld::cli::{AdminCommand, Cli, Command, EX_CONFIG};
 use arasuld::config::{self, Config};
+use arasuld::os::journal::{self, JournalLayer};
 use arasuld::os::notify::{self, Notifier};
 use arasuld::state::Control;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
-#[derive(Parser)]
-#[command(name = "arasuld", version = VERSION_LINE, about = "Control plane of the Arasul edge-AI appliance")]
-struct Cli {
-    /// Config file [default: /etc/arasul/arasuld.yaml]
-    #[arg(long, global = true, env = "ARASUL_CONFIG")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon (the default).
-    Serve,
-    /// Validate the config; print each error with file, line and key.
-    CheckConfig,
-    /// Apply the database migrations and exit.
-    Migrate,
-    /// Administration of the appliance's admin account.
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-    },
-    /// Root helper of signed updates (run by `arasuld-package.service`):
-    /// installs the package of the bundle the daemon asked for, after
-    /// checking it again, or reinstalls the package an update replaced.
-    ///
-    /// Runs as root, so it reads no config file (the config dir is the
-    /// daemon's to write): its paths are these options, fixed in the unit.
-    InstallPackage {
-        /// The daemon's state dir, where the request and outcome are.
-        #[arg(long, default_value = "/var/lib/arasul")]
-        state_dir: PathBuf,
-        /// The trusted update keys (root-owned; anything else is refused).
-        #[arg(long, default_value = "/etc/arasul/keys")]
-        keys_dir: PathBuf,
-        /// Where verified copies and kept packages live (root only).
-        #[arg(long, default_value = arasuld::update::package::STORE)]
-        store: PathBuf,
-    },
-    /// Backups of the owner's data: create, list, restore.
-    Backup {
-        #[command(subcommand)]
-        command: arasuld::cli_backup::BackupCommand,
-    },
-    /// Update bundles (.araupdate): keygen, create, verify, inspect.
-    Bundle {
-        #[command(subcommand)]
-        command: arasuld::cli_bundle::BundleCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Set the admin password: read from the terminal without echo, or the
-    /// first line of stdin; the policy applies. Reload the daemon afterwards.
-    SetPassword,
-    /// Create what is missing in the secrets dir (JWT key; an initial admin
-    /// password on first install) and print the initial password's path if
-    /// this call made it. Used by the package's postinst.
-    InitSecrets,
-    /// API keys for apps and integrators (stored in the database; the
-    /// running daemon takes a change within 5 s).
-    Key {
-        #[command(subcommand)]
-        command: arasuld::cli_admin::KeyCommand,
-    },
-}
+/// The man page build.rs rendered from src/cli.rs, gzip-compressed: what
+/// `arasuld print-man-page` writes for the package (scripts/deb).
+const MAN_PAGE_GZ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/arasuld.1.gz"));
 
 fn main() -> ExitCode {
     arasuld::auth::password::release_large_allocations();
     let cli = Cli::parse();
+    if let Some(Command::PrintManPage) = cli.command {
+        return match std::io::Write::write_all(&mut std::io::stdout(), MAN_PAGE_GZ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                report(format_args!("arasuld print-man-page: {e}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Bundle { command }) = cli.command {
         return bundle_main(command, cli.config);
     }
@@ -102,7 +47,7 @@ fn main() -> ExitCode {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(e) => {
-                eprintln!("arasuld install-package: {e:#}");
+                report(format_args!("arasuld install-package: {e:#}"));
                 ExitCode::FAILURE
             }
         };
@@ -113,42 +58,18 @@ fn main() -> ExitCode {
     };
     let loaded = config::load(&path, required, std::env::vars());
     let config = match (loaded, cli.command.as_ref()) {
-        (Ok(c), Some(Command::CheckConfig)) => {
-            println!("{}: OK", path.display());
-            let services = &c.paths.services_file;
-            if !services.exists() {
-                eprintln!("{}: not found (no services will run)", services.display());
-                return ExitCode::from(2);
-            }
-            return match arasuld::docker::load_catalog(services) {
-                Ok(cat) => {
-                    println!(
-                        "{}: OK ({} services)",
-                        services.display(),
-                        cat.services.len()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(errors) => {
-                    for e in &errors {
-                        eprintln!("{e}");
-                    }
-                    eprintln!("{}: {} error(s)", services.display(), errors.len());
-                    ExitCode::from(2)
-                }
-            };
-        }
+        (Ok(c), Some(Command::CheckConfig)) => return check_catalog(&path, &c),
         (Ok(c), _) => c,
         (Err(errors), _) => {
             for e in &errors {
-                eprintln!("{e}");
+                report(e);
             }
-            eprintln!(
+            report(format_args!(
                 "{}: {} error(s); nothing was started",
                 path.display(),
                 errors.len()
-            );
-            return ExitCode::from(2);
+            ));
+            return ExitCode::from(EX_CONFIG);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -157,17 +78,18 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
+            report(format_args!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let (log_reload, _guard) = match init_logging(&config) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("cannot set up logging: {e:#}");
+            report(format_args!("cannot set up logging: {e:#}"));
             return ExitCode::FAILURE;
         }
     };
+    let daemon = matches!(cli.command, None | Some(Command::Serve));
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Migrate) => migrate(&config).await,
@@ -191,25 +113,85 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("arasuld: {e:#}");
+            // Once: the daemon's error is a log entry (the journal, or
+            // stdout, and the JSON file); a command's goes to stderr, where
+            // whoever ran it looks (the postinst sends stdout to /dev/null).
+            if daemon && tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{e:#}");
+            } else {
+                report(format_args!("arasuld: {e:#}"));
+            }
             ExitCode::FAILURE
         }
     }
 }
 
+/// `check-config` after the config passed: the service catalog it names
+/// must exist and be valid too.
+fn check_catalog(path: &std::path::Path, c: &Config) -> ExitCode {
+    println!("{}: OK", path.display());
+    let services = &c.paths.services_file;
+    if !services.exists() {
+        report(format_args!(
+            "{}: not found (no services will run)",
+            services.display()
+        ));
+        return ExitCode::from(EX_CONFIG);
+    }
+    match arasuld::docker::load_catalog(services) {
+        Ok(cat) => {
+            println!(
+                "{}: OK ({} services)",
+                services.display(),
+                cat.services.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                report(e);
+            }
+            report(format_args!(
+                "{}: {} error(s)",
+                services.display(),
+                errors.len()
+            ));
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// An error for whoever started the process, before logging is set up or
+/// outside it: on stderr, each line with the journal's error priority
+/// (`<3>`) when stderr is the journal stream, so `journalctl -p err` shows
+/// a config that keeps the daemon from starting.
+fn report(msg: impl std::fmt::Display) {
+    let stream = std::env::var("JOURNAL_STREAM").ok();
+    let prefix = if journal::is_journal_stream(stream.as_deref(), std::io::stderr()) {
+        "<3>"
+    } else {
+        ""
+    };
+    for line in msg.to_string().lines() {
+        eprintln!("{prefix}{line}");
+    }
+}
+
 /// `bundle …` needs no daemon; the config only supplies `paths.keys_dir`
 /// and `paths.services_file` (where `--model` finds a runtime's store).
-fn bundle_main(command: arasuld::cli_bundle::BundleCommand, path: Option<PathBuf>) -> ExitCode {
+fn bundle_main(command: arasuld::cli::BundleCommand, path: Option<PathBuf>) -> ExitCode {
     let required = path.is_some();
     let path = path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     let paths = match config::load(&path, required, std::env::vars()) {
         Ok(c) => c.paths,
         Err(errors) => {
             for e in &errors {
-                eprintln!("{e}");
+                report(e);
             }
-            eprintln!("{}: not usable; the default paths apply", path.display());
+            report(format_args!(
+                "{}: not usable; the default paths apply",
+                path.display()
+            ));
             config::PathsConfig::default()
         }
     };
@@ -296,14 +278,30 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 
 type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
 
-/// Human-readable lines to stdout (journald adds time and unit), plus JSON
-/// lines to `logging.json_file` when set. `RUST_LOG` overrides the level.
+/// Under systemd (stdout or stderr is the journal stream `JOURNAL_STREAM`
+/// names) entries go to journald with their priority and fields; otherwise
+/// human-readable lines go to stdout. With `logging.json_file` set, JSON
+/// lines go there too (the dashboard's log viewer reads them). `RUST_LOG`
+/// overrides the level.
 fn init_logging(config: &Config) -> anyhow::Result<(LogFilterReload, LogGuard)> {
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| config.logging.level.clone());
     let (filter, handle) = reload::Layer::new(arasuld::config::log_filter(&level)?);
-    let stdout = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_target(false);
+    let stream = std::env::var("JOURNAL_STREAM").ok();
+    let under_journal = journal::is_journal_stream(stream.as_deref(), std::io::stderr())
+        || journal::is_journal_stream(stream.as_deref(), std::io::stdout());
+    let (journald, unreachable) = if under_journal {
+        match JournalLayer::connect(std::path::Path::new(journal::SOCKET), "arasuld") {
+            Ok(layer) => (Some(layer), None),
+            Err(e) => (None, Some(e)),
+        }
+    } else {
+        (None, None)
+    };
+    let stdout = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_target(false)
+    });
     let (json, guard) = match &config.logging.json_file {
         Some(p) => {
             let file = arasuld::os::fs::open_append(p)
@@ -316,9 +314,13 @@ fn init_logging(config: &Config) -> anyhow::Result<(LogFilterReload, LogGuard)> 
     };
     tracing_subscriber::registry()
         .with(filter)
+        .with(journald)
         .with(stdout)
         .with(json)
         .init();
+    if let Some(e) = unreachable {
+        tracing::warn!(socket = journal::SOCKET, error = %e, "journald does not answer; logging to stdout");
+    }
     let apply: LogFilterReload = Box::new(move |level: &str| {
         let f: Targets = arasuld::config::log_filter(level).map_err(|e| e.to_string())?;
         handle.reload(f).map_err(|e| e.to_string())

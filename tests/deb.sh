@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The package, proven by installing it on this machine (as root): build the
-# .deb, lintian clean, dpkg -i, user/dirs/modes/secrets/database, check-config,
-# systemd-analyze verify, the installed daemon answers /api/health as user
-# arasul, log rotation with the installed logrotate config, upgrade keeps
+# .deb, lintian clean, dpkg -i, user/dirs/modes/secrets/database, check-config
+# (and exit 78 on a broken config), systemd-analyze verify, the generated man
+# page, README and crates' licence notices, the installed daemon answers
+# /api/health as user arasul, logs to a real journald with priorities
+# (journalctl -p warning), log rotation with the installed logrotate config, upgrade keeps
 # secrets/config edits/data, the installed polkit rule with the real polkitd
 # (private bus), a signed bundle's package installed by the root helper (and
 # a bad one rolled back to the kept package), dpkg -r keeps data, dpkg -P
@@ -23,6 +25,9 @@ ensure_cmd lintian lintian
 ensure_cmd logrotate logrotate
 ensure_cmd systemd-analyze systemd
 ensure_cmd curl curl
+ensure_cmd journalctl systemd   # and /lib/systemd/systemd-journald: the journal test
+ensure_cmd systemd-cat systemd
+ensure_cmd man man-db           # renders the installed man page
 ensure_cmd pkcheck polkitd
 [ -f /usr/share/polkit-1/actions/org.freedesktop.UDisks2.policy ] || apt_install udisks2   # its mount actions
 
@@ -41,8 +46,17 @@ daemon_pid=""
 net_existed=no
 docker network inspect arasul-net >/dev/null 2>&1 && net_existed=yes
 polkit_pids=""
+# A journald this test started (none ran), and whether its dirs were there.
+journald_pid=""
+journal_dirs_existed=no
+[ -e /run/systemd/journal ] || [ -e /run/log/journal ] && journal_dirs_existed=yes
 cleanup() {
   local rc=$?
+  if [ -n "$journald_pid" ]; then
+    kill "$journald_pid" 2>/dev/null || true
+    wait "$journald_pid" 2>/dev/null || true
+    [ "$journal_dirs_existed" = yes ] || rm -rf /run/systemd/journal /run/log/journal
+  fi
   for pid in $polkit_pids; do kill "$pid" 2>/dev/null || true; done
   for pid in $polkit_pids; do wait "$pid" 2>/dev/null || true; done
   if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
@@ -138,6 +152,52 @@ systemd-analyze verify /lib/systemd/system/arasuld.service /lib/systemd/system/a
   /lib/systemd/system/arasuld-package.service || fail "systemd-analyze verify"
 ok "systemd-analyze verify accepts the units (daemon, update helper's path and service)"
 
+# An invalid config: EX_CONFIG (78), which the unit does not restart.
+printf 'http:\n  listen: [\n' >"$work/broken.yaml"
+rc=0
+arasuld --config "$work/broken.yaml" check-config 2>"$work/broken.txt" || rc=$?
+[ "$rc" -eq 78 ] || { cat "$work/broken.txt" >&2; fail "check-config on a broken config exited $rc, expected 78 (EX_CONFIG)"; }
+rc=0
+arasuld --config "$work/broken.yaml" serve 2>"$work/broken.txt" || rc=$?
+[ "$rc" -eq 78 ] || { cat "$work/broken.txt" >&2; fail "serve with a broken config exited $rc, expected 78 (EX_CONFIG)"; }
+grep -qx 'RestartPreventExitStatus=78' /lib/systemd/system/arasuld.service || fail "the unit restarts after exit 78"
+rc=0
+arasuld --no-such-flag 2>/dev/null || rc=$?
+[ "$rc" -eq 2 ] || fail "a usage error exited $rc, expected 2"
+ok "a broken config exits 78 (check-config and serve; the unit has RestartPreventExitStatus=78), a usage error 2"
+
+# --- documentation: man page, README, licence notices -----------------------
+man_page=/usr/share/man/man1/arasuld.1.gz
+expect_stat "$man_page" "root:root 644"
+MANWIDTH=80 man -l "$man_page" >"$work/man.txt" 2>"$work/man.err" || { cat "$work/man.err" >&2; fail "man -l $man_page"; }
+[ ! -s "$work/man.err" ] || { cat "$work/man.err" >&2; fail "man warns about the page"; }
+for cmd in serve check-config migrate "admin set-password" "admin init-secrets" "admin key create" \
+  install-package "backup restore" "bundle keygen" "bundle create" "bundle verify" "bundle inspect"; do
+  grep -q "^   arasuld $cmd\$" "$work/man.txt" || { cat "$work/man.txt" >&2; fail "the man page has no section for arasuld $cmd"; }
+done
+grep -q '^       78     EX_CONFIG' "$work/man.txt" || fail "the man page does not document exit status 78"
+log "man arasuld (installed, generated from the clap definition), its command headings:"
+grep -E '^(ARASULD|   arasuld )' "$work/man.txt" | sed 's/^/    /' >&2
+# Every Documentation= of the unit is installed.
+for d in $(sed -n 's/^Documentation=//p' /lib/systemd/system/arasuld.service); do
+  case "$d" in
+    man:arasuld\(1\)) [ -f "$man_page" ] || fail "Documentation=$d is not installed" ;;
+    file://*) [ -f "${d#file://}" ] || fail "Documentation=$d is not installed" ;;
+    *) fail "unexpected Documentation=$d" ;;
+  esac
+done
+notices=/usr/share/doc/arasuld/third-party-licenses.gz
+gzip -t "$notices" || fail "$notices is not gzip"
+zcat "$notices" >"$work/notices.txt"
+crates="$(sed -n 's/.* built from these \([0-9]*\)$/\1/p' "$work/notices.txt")"
+[ -n "$crates" ] && [ "$crates" -ge 300 ] || fail "$notices names ${crates:-no} crates"
+for c in tokio ring serde_yaml unsafe-libyaml rustls; do
+  grep -qE "^$c [0-9]" "$work/notices.txt" || fail "$notices does not list $c"
+done
+[ "$(sed -n '/^Generated by/,/^\[1\] /p' "$work/notices.txt" | grep -cE '^[a-z0-9_-]+ [0-9][^ ]* +[^ ].*\[[0-9]+\]$')" -eq "$crates" ] ||
+  fail "not every crate in $notices refers to a licence text"
+ok "man page (every command, exit 78), README.md.gz and the licence notices of $crates crates installed; the unit's Documentation= exists"
+
 # Reinstalling the same version keeps everything and shows no new password.
 sum_secrets() { (cd /etc/arasul/secrets && find . -type f | sort | xargs sha256sum); }
 before="$(sum_secrets)"
@@ -188,6 +248,69 @@ expect_stat /var/log/arasul/system.log "arasul:arasul 644"
 kill "$daemon_pid"
 wait "$daemon_pid" || fail "the daemon did not exit 0 on SIGTERM"
 daemon_pid=""
+
+# --- the journal: priorities, fields, one time stamp -------------------------
+# As systemd runs it: stdout and stderr a journal stream (systemd-cat, which
+# execs), JOURNAL_STREAM its device:inode. A private journald if none runs;
+# journalctl reads it back. The database is unreachable: a warning.
+if ! echo probe | systemd-cat -t deb-test-probe 2>/dev/null; then
+  [ -x /lib/systemd/systemd-journald ] || fail "no /lib/systemd/systemd-journald (package systemd)"
+  /lib/systemd/systemd-journald </dev/null >"$work/journald.log" 2>&1 &
+  journald_pid=$!
+  for _ in $(seq 1 100); do echo probe | systemd-cat -t deb-test-probe 2>/dev/null && break; sleep 0.1; done
+  echo probe | systemd-cat -t deb-test-probe || { cat "$work/journald.log" >&2; fail "journald did not come up"; }
+fi
+jport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+setpriv --reuid arasul --regid arasul --init-groups env ARASUL_HTTP__LISTEN="127.0.0.1:$jport" \
+  ARASUL_DATABASE__URL='postgres://arasul@127.0.0.1:1/arasul' ARASUL_DOCKER__PULL=never \
+  ARASUL_METRICS__INTERNET_CHECK='""' ARASUL_MODELS__REGISTRY='""' \
+  systemd-cat -t arasuld sh -c 'export JOURNAL_STREAM="$(stat -L -c %d:%i /proc/self/fd/2)"; exec /usr/bin/arasuld --config /etc/arasul/arasuld.yaml serve' &
+daemon_pid=$!
+for _ in $(seq 1 120); do
+  journalctl -q --no-pager _PID="$daemon_pid" -o cat >"$work/journal.txt" 2>/dev/null || true
+  grep -q 'database unreachable' "$work/journal.txt" && break
+  kill -0 "$daemon_pid" 2>/dev/null || fail "the daemon under the journal exited"
+  sleep 0.25
+done
+kill "$daemon_pid"
+wait "$daemon_pid" || fail "the daemon under the journal did not exit 0 on SIGTERM"
+journalctl -q --no-pager _PID="$daemon_pid" -p warning -o short >"$work/journal-warning.txt"
+log "journalctl _PID=$daemon_pid -p warning -o short:"
+sed 's/^/    /' "$work/journal-warning.txt" >&2
+grep -q 'arasuld\[[0-9]*\]: database unreachable error=.* retry_in=' "$work/journal-warning.txt" ||
+  fail "journalctl -p warning does not show the warning with its fields"
+! grep -qE '\]: (\x1b\[[0-9;]*m)?[0-9]{4}-[0-9]{2}-[0-9]{2}T' "$work/journal-warning.txt" ||
+  fail "a journal message carries its own time stamp (a second one)"
+journalctl -q --no-pager _PID="$daemon_pid" -o json >"$work/journal.json"
+python3 - "$work/journal.json" <<'PY' || fail "the journal entries lack priority, fields or transport"
+import json, sys
+entries = [json.loads(l) for l in open(sys.argv[1])]
+warn = [e for e in entries if "database unreachable" in e.get("MESSAGE", "")]
+assert warn, "no warning entry"
+for e in warn:
+    assert e["PRIORITY"] == "4", e
+    assert e["_TRANSPORT"] == "journal", e
+    assert e["SYSLOG_IDENTIFIER"] == "arasuld", e
+    assert e.get("F_ERROR") and e.get("F_RETRY_IN"), e
+    assert e.get("CODE_FILE") and e.get("TARGET", "").startswith("arasuld"), e
+info = [e for e in entries if e.get("PRIORITY") == "6"]
+assert info, "no info entry at priority 6"
+stream = [e for e in entries if e["_TRANSPORT"] == "stdout"]
+assert not stream, f"lines also went to stdout/stderr: {stream[:3]}"
+print(f"{len(entries)} entries: {len(warn)} warnings at 4, {len(info)} infos at 6, none through stdout", file=sys.stderr)
+PY
+daemon_pid=""
+# A broken config under the journal: its errors are errors there (stderr, <3>).
+rc=0
+systemd-cat -t arasuld sh -c 'export JOURNAL_STREAM="$(stat -L -c %d:%i /proc/self/fd/2)"; exec /usr/bin/arasuld --config "$0" serve' "$work/broken.yaml" || rc=$?
+[ "$rc" -eq 78 ] || fail "serve with a broken config under the journal exited $rc, expected 78"
+sleep 0.5
+journalctl -q --no-pager -t arasuld -p err -o short --since "-1min" >"$work/journal-err.txt"
+log "journalctl -t arasuld -p err (the broken config):"
+sed 's/^/    /' "$work/journal-err.txt" >&2
+grep -q "broken.yaml: 1 error(s); nothing was started" "$work/journal-err.txt" ||
+  fail "the broken config's errors are not errors in the journal"
+ok "under journald: warnings at priority 4 with fields (journalctl -p warning), infos at 6, one time stamp, nothing through stdout; a broken config exits 78 with its errors at priority 3"
 
 # --- log rotation with the installed logrotate config ----------------------
 rot="$work/rot"

@@ -1,8 +1,9 @@
-//! Operating-system glue: systemd notify/watchdog, mDNS over Avahi, reboot
+//! Operating-system glue: systemd notify/watchdog, the journal, mDNS over Avahi, reboot
 //! through logind, the open-file limit, atomic file writes and log appends,
 //! and (in `sys`) the only `unsafe` code of the crate.
 
 pub mod fs;
+pub mod journal;
 pub mod logind;
 pub mod mdns;
 pub mod notify;

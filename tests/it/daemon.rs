@@ -189,7 +189,7 @@ fn sighup_reloads_the_config_and_refuses_a_broken_one() {
 }
 
 #[test]
-fn check_config_prints_file_line_and_key_and_fails() {
+fn check_config_prints_file_line_and_key_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("arasuld.yaml");
     std::fs::write(
@@ -201,7 +201,7 @@ fn check_config_prints_file_line_and_key_and_fails() {
         .args(["--config", path.to_str().unwrap(), "check-config"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
     // serde stops at the first structural error: the unknown key.
     assert!(
@@ -217,7 +217,7 @@ fn check_config_prints_file_line_and_key_and_fails() {
         .args(["--config", path.to_str().unwrap(), "check-config"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!(
@@ -232,7 +232,7 @@ fn check_config_prints_file_line_and_key_and_fails() {
         .args(["--config", missing.to_str().unwrap(), "check-config"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 
     // A valid file, but the service catalog it names is broken.
@@ -254,7 +254,7 @@ fn check_config_prints_file_line_and_key_and_fails() {
         .args(["--config", path.to_str().unwrap(), "check-config"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!(
