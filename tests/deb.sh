@@ -300,7 +300,8 @@ info = [e for e in entries if e.get("PRIORITY") == "6"]
 assert info, "no info entry at priority 6"
 stream = [e for e in entries if e["_TRANSPORT"] == "stdout"]
 assert not stream, f"lines also went to stdout/stderr: {stream[:3]}"
-print(f"{len(entries)} entries: {len(warn)} warnings at 4, {len(info)} infos at 6, none through stdout", file=sys.stderr)
+at4 = [e for e in entries if e.get("PRIORITY") == "4"]
+print(f"{len(entries)} entries: {len(at4)} warnings at 4 (the database's among them), {len(info)} infos at 6, none through stdout", file=sys.stderr)
 PY
 daemon_pid=""
 # A broken config under the journal: its errors are errors there (stderr, <3>).
