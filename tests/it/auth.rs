@@ -1247,34 +1247,17 @@ fn login_logout_and_token_checks_work_with_postgres_stopped() {
 /// applies, and a bad password changes nothing and exits non-zero.
 #[test]
 fn admin_set_password_reads_stdin_and_applies_the_policy() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let cfg = common::TestConfig::new("postgres://nobody@127.0.0.1:1/x", "");
     let run = |input: &str| {
-        let mut child = Command::new(common::bin())
-            .arg("--config")
-            .arg(cfg.path())
-            .args(["admin", "set-password"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        let out = common::with_stdin(
+            Command::new(common::bin())
+                .arg("--config")
+                .arg(cfg.path())
+                .args(["admin", "set-password"]),
+            input.as_bytes(),
+        );
+        (out.status.code(), common::printed(&out))
     };
     let (code, out) = run("weak\n");
     assert_ne!(code, Some(0), "{out}");
@@ -1298,8 +1281,7 @@ fn admin_set_password_reads_stdin_and_applies_the_policy() {
 #[test]
 fn set_password_then_reload_revokes_sessions_of_the_running_daemon() {
     use common::*;
-    use std::io::Write;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let cfg = TestConfig::new("postgres://nobody@127.0.0.1:1/x", "");
     let notify = NotifySocket::new();
     let mut d = Daemon::start(
@@ -1315,22 +1297,14 @@ fn set_password_then_reload_revokes_sessions_of_the_running_daemon() {
         200
     );
 
-    let mut child = Command::new(bin())
-        .arg("--config")
-        .arg(cfg.path())
-        .args(["admin", "set-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Root-Reset-Passw0rd\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = common::with_stdin(
+        Command::new(bin())
+            .arg("--config")
+            .arg(cfg.path())
+            .args(["admin", "set-password"]),
+        b"Root-Reset-Passw0rd\n",
+    );
+    assert!(out.status.success(), "{}", common::printed(&out));
 
     d.signal(libc::SIGHUP);
     d.wait_for_log("every session revoked", Duration::from_secs(10));
@@ -1577,21 +1551,15 @@ fn logout_and_login_during_a_db_outage_hold_after_a_crash() {
 
 /// Runs `arasuld admin set-password` on the config's secrets dir.
 fn set_password_from_the_box(cfg: &common::TestConfig, password: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(common::bin())
-        .arg("--config")
-        .arg(cfg.path())
-        .args(["admin", "set-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
+    use std::process::Command;
+    let out = common::with_stdin(
+        Command::new(common::bin())
+            .arg("--config")
+            .arg(cfg.path())
+            .args(["admin", "set-password"]),
+        format!("{password}\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", common::printed(&out));
 }
 
 /// The real binary: `admin set-password` and then a restart (no reload in

@@ -1202,23 +1202,16 @@ fn logs_screen_and_workflow_activity_against_the_real_apis() {
 
     // ---- the status reasons in German: keyed by their code, the values
     // taken from the box's sentence; an unknown code stays as it was said.
-    let said = b.exec_async(
-        &format!(
-            "const done = arguments[arguments.length - 1];
-             Promise.all([import('/assets/{v}/ui.js'), import('/assets/{v}/i18n.js')]).then(([ui, i18n]) => {{
-               i18n.setLang('de');
-               const out = [
-                 {{code: 'disk_high', message: 'The disk is 87 % full (warning above 80 %).'}},
-                 {{code: 'critical_service_down', message: 'The llm service is down (unhealthy).'}},
-                 {{code: 'database_down', message: 'The database is not reachable; …'}},
-                 {{code: 'something_new', message: 'Something new happened.'}},
-               ].map(ui.reasonText);
-               i18n.setLang('en');
-               done(out);
-             }}).catch((e) => done(String(e)));",
-            v = arasuld::web::asset_version()
-        ),
-        vec![],
+    let said = b.with_ui_modules(
+        "i18n.setLang('de');
+         const out = [
+           {code: 'disk_high', message: 'The disk is 87 % full (warning above 80 %).'},
+           {code: 'critical_service_down', message: 'The llm service is down (unhealthy).'},
+           {code: 'database_down', message: 'The database is not reachable; …'},
+           {code: 'something_new', message: 'Something new happened.'},
+         ].map(ui.reasonText);
+         i18n.setLang('en');
+         done(out);",
     );
     assert_eq!(
         said,

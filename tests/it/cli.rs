@@ -272,15 +272,7 @@ fn the_man_page_is_generated_with_every_command_and_exit_status() {
     child.stdout.take().unwrap().read_to_end(&mut page).unwrap();
     assert!(child.wait().unwrap().success());
     assert_eq!(&page[..2], &[0x1f, 0x8b], "gzip");
-    let mut gunzip = Command::new("gzip")
-        .arg("-dc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gzip");
-    let mut input = gunzip.stdin.take().unwrap();
-    std::thread::spawn(move || std::io::Write::write_all(&mut input, &page).unwrap());
-    let out = gunzip.wait_with_output().unwrap();
+    let out = crate::common::with_stdin(Command::new("gzip").arg("-dc"), &page);
     assert!(out.status.success());
     let roff = String::from_utf8(out.stdout).unwrap().replace("\\-", "-");
     assert!(roff.contains(".TH ARASULD 1 "), "{roff}");

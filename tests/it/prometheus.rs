@@ -231,30 +231,9 @@ fn rules_copy(dir: &Path, for_: Option<&str>, annotations: bool) -> PathBuf {
 
 /// Runs promtool with `stdin`: whether it passed, and what it said.
 pub(crate) fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new(tool("promtool"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Dropped (closed) at once, so promtool sees the end of its input.
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out =
+        crate::common::with_stdin(Command::new(tool("promtool")).args(args), stdin.as_bytes());
+    (out.status.success(), crate::common::printed(&out))
 }
 
 #[test]

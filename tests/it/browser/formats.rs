@@ -86,24 +86,17 @@ fn the_overview_writes_numbers_and_bytes_in_the_page_language_in_chromium() {
     }
     // The real figures only show a decimal in bytes under 10 of a unit:
     // the page's own formatters, with known values, show the rule whole.
-    let said = b.exec_async(
-        &format!(
-            "const done = arguments[arguments.length - 1];
-             Promise.all([import('/assets/{v}/ui.js'), import('/assets/{v}/i18n.js')]).then(([ui, i18n]) => {{
-               const out = {{}};
-               for (const l of ['de', 'en']) {{
-                 i18n.setLang(l);
-                 out[l] = [ui.fmtBytes(1.5 * 2 ** 30), ui.fmtBytes(1536), ui.fmtBytes(10 * 2 ** 20), ui.fmtBytes(512),
-                   ui.fmtPct(12.5), ui.fmtTemp(71.5), ui.fmtNum(1234.5), i18n.t('common.page', {{ p: 1, n: 2, total: 1234 }})];
-               }}
-               i18n.setLang('en');
-               // Children nested at any depth (a list of [' ', badge] pairs) are nodes, not '[object …]' text.
-               out.nested = ui.h('p', {{}}, [[' ', ui.h('b', {{}}, 'x')]]).innerHTML;
-               done(out);
-             }}).catch((e) => done(String(e)));",
-            v = arasuld::web::asset_version()
-        ),
-        vec![],
+    let said = b.with_ui_modules(
+        "const out = {};
+         for (const l of ['de', 'en']) {
+           i18n.setLang(l);
+           out[l] = [ui.fmtBytes(1.5 * 2 ** 30), ui.fmtBytes(1536), ui.fmtBytes(10 * 2 ** 20), ui.fmtBytes(512),
+             ui.fmtPct(12.5), ui.fmtTemp(71.5), ui.fmtNum(1234.5), i18n.t('common.page', { p: 1, n: 2, total: 1234 })];
+         }
+         i18n.setLang('en');
+         // Children nested at any depth (a list of [' ', badge] pairs) are nodes, not '[object …]' text.
+         out.nested = ui.h('p', {}, [[' ', ui.h('b', {}, 'x')]]).innerHTML;
+         done(out);",
     );
     assert_eq!(
         said,

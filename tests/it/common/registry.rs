@@ -70,20 +70,13 @@ impl Registry {
         });
         let cli_config = login.map(|(user, password)| {
             let cli = dir.path().join("docker-cli");
-            let out = Command::new("docker")
-                .env("DOCKER_CONFIG", &cli)
-                .args(["login", "-u", user, "--password-stdin"])
-                .arg(format!("127.0.0.1:{port}"))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .and_then(|mut c| {
-                    use std::io::Write;
-                    c.stdin.take().unwrap().write_all(password.as_bytes())?;
-                    c.wait_with_output()
-                })
-                .unwrap();
+            let out = super::with_stdin(
+                Command::new("docker")
+                    .env("DOCKER_CONFIG", &cli)
+                    .args(["login", "-u", user, "--password-stdin"])
+                    .arg(format!("127.0.0.1:{port}")),
+                password.as_bytes(),
+            );
             assert!(
                 out.status.success(),
                 "docker login: {}",

@@ -198,6 +198,21 @@ impl Browser {
         .unwrap_or_else(|e| panic!("async script failed: {e}\n{script}"))
     }
 
+    /// Runs `body` with the dashboard's own `ui` and `i18n` modules (as the
+    /// page loads them) in scope; it answers by calling `done(result)`.
+    pub fn with_ui_modules(&self, body: &str) -> Value {
+        self.exec_async(
+            &format!(
+                "const done = arguments[arguments.length - 1];
+                 Promise.all([import('/assets/{v}/ui.js'), import('/assets/{v}/i18n.js')])
+                   .then(([ui, i18n]) => {{ {body} }})
+                   .catch((e) => done(String(e)));",
+                v = arasuld::web::asset_version()
+            ),
+            vec![],
+        )
+    }
+
     /// Polls the expression `js` (evaluated as `return (js)`) every 100 ms
     /// until it is truthy; returns its value, or panics with `what` after
     /// `timeout`.
