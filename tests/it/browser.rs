@@ -647,9 +647,11 @@ fn overview_first_load_is_light_and_stays_on_the_box() {
         common::post_json_auth(&cfg.url("/api/system/reload-config"), &token, json!({}));
     assert_eq!(code, 200, "{v}");
     b.goto(&format!("{base}/"));
+    // As in the end-to-end test: on two cores busy with other tests, a
+    // page load has taken over 20 s.
     b.wait_js(
         "the login form",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "document.querySelector('#login-pass') && !document.querySelector('#login-link')",
     );
     b.type_into("#login-pass", TEST_ADMIN_PASSWORD);

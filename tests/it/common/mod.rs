@@ -26,17 +26,20 @@ pub fn bin() -> &'static str {
 }
 
 /// A port nothing listens on right now, for a server that a test starts
-/// later (the daemon, a private PostgreSQL, SMTP, a registry).
+/// later (the daemon, a private PostgreSQL, SMTP, a registry); no other
+/// test process gets it while this one runs.
 ///
 /// Below the kernel's ephemeral range: a port that `bind(…:0)` handed out
 /// was free only until the next `bind(…:0)` or outgoing connection in any
 /// of the parallel test processes took it as well, and a daemon then failed
 /// with "address in use". Ports below the range are never handed out that
-/// way; each test process walks them from its own pid-salted offset, so two
-/// processes rarely try the same one, and a port in use is skipped.
+/// way. Between test processes, a port is claimed with an exclusive lock on
+/// a file named after it, held until this process exits, so two tests
+/// cannot both find it free before either has bound it.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static CLAIMED: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     const SPAN: u32 = 10_000;
     let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -44,11 +47,18 @@ pub fn free_port() -> u16 {
         .unwrap_or(32_768);
     let low = ephemeral_low.saturating_sub(SPAN).max(1_024);
     let span = ephemeral_low.saturating_sub(low).max(1);
+    let locks = std::env::temp_dir().join("arasuld-test-ports");
+    std::fs::create_dir_all(&locks).unwrap();
+    // Each process starts at its own offset, so they seldom meet a claim.
     let salt = std::process::id().wrapping_mul(2_654_435_761) % span;
     for _ in 0..span {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (low + (salt + n) % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let Ok(claim) = std::fs::File::create(locks.join(format!("{port}.lock"))) else {
+            continue;
+        };
+        if claim.try_lock().is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            CLAIMED.lock().unwrap().push(claim);
             return port;
         }
     }
