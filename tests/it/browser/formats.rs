@@ -21,7 +21,8 @@ fn overview(b: &Browser, cfg: &TestConfig) {
     b.wait_js(
         "the overview with a sample",
         Duration::from_secs(60),
-        "document.querySelector('#cpu-value') && document.querySelectorAll('#card-storage dd').length === 3",
+        // The CPU figure needs two samples: until then it is a dash.
+        "/\\d/.test(document.querySelector('#cpu-value')?.textContent ?? '') && document.querySelectorAll('#card-storage dd').length === 3",
     );
 }
 
@@ -41,7 +42,7 @@ fn choose_language(b: &Browser, lang: &str) {
         &format!("the overview in {lang}"),
         Duration::from_secs(20),
         &format!(
-            "document.documentElement.lang === '{lang}' && document.querySelector('#card-perf-h')?.textContent === '{heading}' && document.querySelectorAll('#card-storage dd').length === 3"
+            "document.documentElement.lang === '{lang}' && document.querySelector('#card-perf-h')?.textContent === '{heading}' && document.querySelectorAll('#card-storage dd').length === 3 && /\\d/.test(document.querySelector('#cpu-value')?.textContent ?? '')"
         ),
     );
 }
