@@ -991,9 +991,11 @@ fn append_config(cfg: &TestConfig, text: &str) {
 /// Logs in through the login page (with `next` to `screen`).
 fn browser_login(b: &Browser, base: &str, screen: &str) {
     b.goto(&format!("{base}/#/{screen}"));
+    // A first load parses every module: on two busy cores that has taken
+    // over 20 s (see the end-to-end test).
     b.wait_js(
         "login with next",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "location.hash.startsWith('#/login?next=') && document.querySelector('#login-pass')",
     );
     b.type_into("#login-pass", TEST_ADMIN_PASSWORD);
